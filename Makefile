@@ -1,0 +1,33 @@
+# Elevate — the two commands a newcomer needs are `make dev` and `make test`.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+UV := uv run --frozen
+USER ?= alice
+
+.PHONY: dev test lint token install schemas
+
+install:
+	@bash scripts/bootstrap.sh
+
+## Run the whole system locally: Kafka, moto (seeded), OIDC, the four services (SQLite).
+dev: install
+	@$(UV) elevate-dev
+
+## Run the test suite against its own Kafka, PostgreSQL and moto on free ports.
+test:
+	@bash scripts/bootstrap.sh --with-postgres
+	@$(UV) pytest $(PYTEST_ARGS)
+
+## ruff + mypy --strict
+lint:
+	@$(UV) ruff check .
+	@$(UV) ruff format --check .
+	@$(UV) mypy libs/elevate-core/src deploy/local/src services/*/src
+
+## Print a bearer token for a seeded user: make token USER=alice
+token:
+	@$(UV) python -m elevate_local.oidc token --issuer http://127.0.0.1:9400 --user $(USER)
+
+## Regenerate docs/events/*.json from the event models
+schemas:
+	@$(UV) python -m elevate_core.events.schemas docs/events

@@ -1,0 +1,107 @@
+"""A throwaway PostgreSQL cluster from Debian's `postgresql` package, in a temp dir,
+on a free port. `initdb` refuses root, so as root the cluster runs as `postgres`."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elevate_local.ports import free_port, wait_for_port
+
+
+class PostgresNotInstalledError(RuntimeError):
+    """Debian's `postgresql` package is missing (`apt-get install -y postgresql`)."""
+
+
+def _bindir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    for cand in reversed(candidates):
+        if (Path(cand) / "initdb").exists():
+            return Path(cand)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise PostgresNotInstalledError("no initdb found: install Debian's `postgresql` package")
+
+
+@dataclass
+class PostgresCluster:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def _run_as(self) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--"]
+        return []
+
+    def url(self, database: str = "postgres") -> str:
+        user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        return f"postgresql+asyncpg://{user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        bindir = _bindir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+            # The parent chain must be traversable by `postgres` (pytest temp dirs are 0700).
+            for parent in self.data_dir.parents:
+                if str(parent) in ("/", "/tmp"):
+                    break
+                os.chmod(parent, os.stat(parent).st_mode | 0o711)
+        pgdata = self.data_dir / "pgdata"
+        if not (pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [*self._run_as, str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust",
+                 "-U", "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                 "-E", "UTF8", "--no-sync"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        self.process = subprocess.Popen(
+            [*self._run_as, str(bindir / "postgres"), "-D", str(pgdata),
+             "-p", str(self.port), "-k", str(self.data_dir), "-h", "127.0.0.1",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=timeout, what="PostgreSQL")
+        self._wait_accepting(bindir, timeout)
+
+    def _wait_accepting(self, bindir: Path, timeout: float) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            )
+            if ok.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("PostgreSQL did not accept connections")
+
+    def create_database(self, name: str) -> str:
+        bindir = _bindir()
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name, name],
+            check=True,
+        )
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,224 @@
+"""`make dev`: the whole system on one laptop, on its embedded defaults.
+
+Starts the real Kafka broker (KRaft), moto (seeded with the example organisation),
+the local OIDC provider and the four services on SQLite; prefixes every line with
+its process name; stops everything, in reverse order, on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import port_open, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[4]
+COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
+
+
+@dataclass(frozen=True)
+class Ports:
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    moto: int = 5000
+    oidc: int = 9400
+    request_api: int = 8000
+    approval: int = 8001
+    grant_worker: int = 8002
+    audit_ingest: int = 8003
+
+
+SERVICES = (("request-api", "request_api"), ("approval", "approval"),
+            ("grant-worker", "grant_worker"), ("audit-ingest", "audit_ingest"))
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, ports: Ports) -> None:
+        self.data_dir = data_dir
+        self.ports = ports
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.kafka: KafkaBroker | None = None
+        self._colour = 0
+        self._print_lock = threading.Lock()
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        colour = COLOURS[self._colour % len(COLOURS)]
+        self._colour += 1
+        prefix = f"\x1b[{colour}m{name:>12} |\x1b[0m " if sys.stdout.isatty() else f"{name:>12} | "
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._print_lock:
+                print(prefix + line, flush=True)
+
+    def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        proc = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True,
+        )
+        assert proc.stdout is not None
+        threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True).start()
+        self.children.append((name, proc))
+
+    def say(self, message: str) -> None:
+        with self._print_lock:
+            print(f"{'elevate-dev':>12} | {message}", flush=True)
+
+    def check_ports_free(self) -> None:
+        taken = [f"{name} ({port})" for name, port in vars(self.ports).items() if port_open(port)]
+        if taken:
+            raise SystemExit(
+                "elevate-dev: ports already in use: " + ", ".join(taken)
+                + " — is another `make dev` running?"
+            )
+
+    def start(self, database_url: str | None) -> None:
+        self.check_ports_free()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        py = sys.executable
+        self.say("starting Kafka (KRaft, real broker) …")
+        self.kafka = KafkaBroker(
+            self.data_dir / "kafka", port=self.ports.kafka,
+            controller_port=self.ports.kafka_controller, stdout=subprocess.PIPE,
+            log_level="WARN",
+        )
+        self.kafka.start()
+        assert self.kafka.process is not None and self.kafka.process.stdout is not None
+        threading.Thread(target=self._pump, args=("kafka", self.kafka.process.stdout),
+                         daemon=True).start()
+        self._create_topics()
+
+        self.spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)])
+        wait_for_port(self.ports.moto, timeout=60, what="moto")
+        moto_url = f"http://127.0.0.1:{self.ports.moto}"
+        subprocess.run([py, "-m", "elevate_local.moto_seed", "--endpoint-url", moto_url],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        self.say(f"moto seeded with the example organisation at {moto_url}")
+
+        self.spawn("oidc", [py, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)])
+        wait_for_port(self.ports.oidc, timeout=60, what="OIDC provider")
+
+        for name, attr in SERVICES:
+            port = getattr(self.ports, attr)
+            env = {
+                "ELEVATE_MODE": "dev",
+                "ELEVATE_HTTP_PORT": str(port),
+                "ELEVATE_DATA_DIR": str(self.data_dir / "db"),
+                "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
+                "ELEVATE_AWS_ENDPOINT_URL": moto_url,
+                "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
+                "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
+                "ELEVATE_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
+                "ELEVATE_POLICY_FILE": str(ROOT / "deploy/local/policy.yaml"),
+                "ELEVATE_LOG_JSON": os.environ.get("ELEVATE_LOG_JSON", "false"),
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            if database_url:
+                env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, attr)
+            self.spawn(name, [py, "-m", f"elevate_{attr}.main"], env)
+        for name, attr in SERVICES:
+            wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
+        self.say("all up: request-api :8000, approval :8001, grant-worker :8002, "
+                 "audit-ingest :8003, Kafka :9092, moto :5000, OIDC :9400")
+        self.say("`make token USER=alice` prints a bearer token; Ctrl-C stops everything")
+
+    def _create_topics(self) -> None:
+        from elevate_core.kafka.admin import ensure_topics
+
+        assert self.kafka is not None
+        created = asyncio.run(ensure_topics(self.kafka.bootstrap))
+        self.say(f"topics ready ({len(created)} created)")
+
+    def watch(self) -> int:
+        while True:
+            for name, proc in self.children:
+                code = proc.poll()
+                if code is not None:
+                    self.say(f"{name} exited with {code}; stopping everything")
+                    return 1
+            if self.kafka and self.kafka.process and self.kafka.process.poll() is not None:
+                self.say("Kafka exited; stopping everything")
+                return 1
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{name} did not stop in time; killing it")
+                proc.kill()
+        if self.kafka is not None:
+            self.kafka.stop()
+        self.say("stopped")
+
+
+def per_service_database(url: str, service: str) -> str:
+    """Each service owns its own database: `…/elevate` becomes `…/elevate_approval`."""
+    if url.startswith("sqlite"):
+        base, _, name = url.rpartition("/")
+        stem = name.removesuffix(".db")
+        return f"{base}/{stem}_{service}.db"
+    base, _, rest = url.rpartition("/")
+    name, sep, query = rest.partition("?")
+    db_name = f"{name}_{service}"
+    _create_pg_database(f"{base}/postgres{sep}{query}", db_name)
+    return f"{base}/{db_name}{sep}{query}"
+
+
+def _create_pg_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="elevate-dev", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / ".elevate")
+    args = parser.parse_args(argv)
+    supervisor = Supervisor(args.data_dir, Ports())
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stopping.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        supervisor.start(os.environ.get("ELEVATE_DATABASE_URL"))
+        return supervisor.watch()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

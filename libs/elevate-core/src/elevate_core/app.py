@@ -1,0 +1,161 @@
+"""What every Elevate service process shares: settings, logging, tracing, database,
+health probes, metrics, problem responses and the lifecycle of background workers
+(outbox relay, consumers, timers), which start and stop with the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from elevate_core.db import Database
+from elevate_core.health import health
+from elevate_core.kafka.admin import ensure_topics
+from elevate_core.migrate import upgrade
+from elevate_core.problems import install_problem_handlers
+from elevate_core.settings import Settings
+from elevate_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceContext:
+    """Everything a service's routes and workers share, built once per process."""
+
+    settings: Settings
+    db: Database
+    workers: list[Worker] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    startup: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+def create_service_app(
+    ctx: ServiceContext, *, title: str, migrations: Path | None = None,
+    routers: list[Any] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await upgrade(ctx.db, migrations)
+        for hook in ctx.startup:
+            await hook()
+        topics_task = asyncio.create_task(_ensure_topics_forever(ctx.settings))
+        for worker in ctx.workers:
+            ctx.tasks.append(asyncio.create_task(worker.run(), name=type(worker).__name__))
+        try:
+            yield
+        finally:
+            topics_task.cancel()
+            for worker in ctx.workers:
+                await worker.stop()
+            _done, pending = await asyncio.wait(ctx.tasks, timeout=10) if ctx.tasks else ((), ())
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await ctx.db.dispose()
+            shutdown_tracing()
+
+    app = FastAPI(title=title, lifespan=lifespan, openapi_url="/openapi.json")
+    app.state.ctx = ctx
+    install_problem_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        # Liveness: the process runs. Details show dependencies that are away.
+        return JSONResponse({"status": "ok", "service": ctx.settings.service_name,
+                             "components": health.snapshot()})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        # Readiness depends on our own database only: a Kafka outage must not
+        # take request-api out of its Service (outbox keeps accepting requests).
+        try:
+            await asyncio.wait_for(ctx.db.ping(), timeout=3)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": repr(exc)[:200]},
+                                status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers or []:
+        app.include_router(router)
+    return app
+
+
+async def _ensure_topics_forever(settings: Settings) -> None:
+    """Create missing topics; an unreachable Kafka is retried, never fatal."""
+    delay = 1.0
+    while True:
+        try:
+            await ensure_topics(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix,
+                                retention_days=settings.topic_retention_days)
+            health.ok("kafka-admin", "topics present")
+            return
+        except Exception as exc:
+            health.failing("kafka-admin", f"Kafka unreachable at "
+                           f"{settings.kafka_bootstrap_servers}: {exc!r}")
+            log.warning("Kafka unreachable at %s (%r); retrying in %.0fs",
+                        settings.kafka_bootstrap_servers, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+
+
+def bootstrap(settings: Settings) -> ServiceContext:
+    configure_logging(service=settings.service_name, level=settings.log_level,
+                      json_logs=settings.log_json)
+    configure_tracing(service=settings.service_name,
+                      otlp_endpoint=settings.otel_exporter_otlp_endpoint)
+    return ServiceContext(settings=settings, db=Database(settings.resolved_database_url()))
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                access_log=False, lifespan="on")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service's identity: name, default port, its migrations folder."""
+
+    name: str
+    port: int
+    title: str
+    migrations: Path
+
+    def load_settings(self, settings_cls: type[Settings] = Settings) -> Settings:
+        import os
+
+        from elevate_core.settings import load_settings_or_exit
+
+        defaults: dict[str, Any] = {}
+        if "ELEVATE_HTTP_PORT" not in os.environ:
+            defaults["http_port"] = self.port
+        if "ELEVATE_SERVICE_NAME" not in os.environ:
+            defaults["service_name"] = self.name
+        return load_settings_or_exit(settings_cls, **defaults)
+
+    def run(self, create_app: Callable[[Settings], FastAPI],
+            settings_cls: type[Settings] = Settings) -> None:
+        settings = self.load_settings(settings_cls)
+        serve(create_app(settings), settings)

@@ -1,0 +1,1 @@
+"""Identity Store and Organizations, cached."""

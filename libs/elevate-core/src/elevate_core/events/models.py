@@ -1,0 +1,188 @@
+"""Every event of ARCHITECTURE.md §2, one class each. JSON Schemas in docs/events/ are
+generated from these (`python -m elevate_core.events.schemas`); a test fails on drift.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from elevate_core.events.base import Event
+from elevate_core.events.topics import Topics
+
+AccountId = str  # 12 digits; validated where requests enter (request-api)
+
+
+class Person(BaseModel):
+    """Someone known to the Identity Store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_name: str
+    user_id: str
+    email: str | None = None
+
+
+class RequestDetails(BaseModel):
+    """What a requester asked for, as submitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: UUID
+    requester: Person
+    account_id: AccountId
+    account_name: str | None = None
+    permission_set_name: str
+    permission_set_arn: str
+    start: AwareDatetime
+    end: AwareDatetime
+    justification: str
+    ticket: str | None = None
+    matched_rule: str
+    policy_version: str
+    break_glass: bool = False
+
+
+class RequestSnapshot(RequestDetails):
+    """The request as approved: what grant-worker acts on and every grant event carries."""
+
+    approvers: tuple[str, ...] = ()
+    approval_rule: str | None = None
+
+
+# ---- elevate.requests.v1 (writer: request-api) ----
+
+
+class _RequestsEvent(Event):
+    topic: ClassVar[Topics] = Topics.REQUESTS
+
+
+class RequestSubmitted(RequestDetails, _RequestsEvent):
+    pass
+
+
+class RequestCancelled(_RequestsEvent):
+    request_id: UUID
+    cancelled_by: Person
+    reason: str | None = None
+
+
+class DecisionSubmitted(_RequestsEvent):
+    request_id: UUID
+    approver: Person
+    decision: Literal["approve", "reject"]
+    comment: str | None = None
+
+
+class RevokeRequested(_RequestsEvent):
+    request_id: UUID
+    requested_by: Person
+    reason: str | None = None
+
+
+# ---- elevate.decisions.v1 (writer: approval) ----
+
+
+class _DecisionsEvent(Event):
+    topic: ClassVar[Topics] = Topics.DECISIONS
+
+
+class ApprovalRequested(_DecisionsEvent):
+    request_id: UUID
+    approver_groups: tuple[str, ...]
+    required_approvals: int = Field(ge=1)
+    expires_at: AwareDatetime | None = None
+
+
+class DecisionRecorded(_DecisionsEvent):
+    request_id: UUID
+    approver: Person
+    decision: Literal["approve", "reject"]
+    comment: str | None = None
+    approvals_so_far: int = Field(ge=0)
+    required_approvals: int = Field(ge=1)
+
+
+class DecisionRefused(_DecisionsEvent):
+    request_id: UUID
+    approver: Person
+    reason: Literal["requester", "not_an_approver", "already_decided", "request_final"]
+    detail: str | None = None
+
+
+class RequestApproved(_DecisionsEvent):
+    snapshot: RequestSnapshot
+    auto_approved: bool = False
+
+
+class RequestRejected(_DecisionsEvent):
+    request_id: UUID
+    rejected_by: Person
+    comment: str | None = None
+
+
+class RequestExpired(_DecisionsEvent):
+    request_id: UUID
+    pending_since: AwareDatetime
+    expired_at: AwareDatetime
+
+
+# ---- elevate.grants.v1 (writer: grant-worker) ----
+
+
+class _GrantEvent(Event):
+    topic: ClassVar[Topics] = Topics.GRANTS
+
+    grant_id: UUID
+    snapshot: RequestSnapshot
+
+
+class GrantScheduled(_GrantEvent):
+    activates_at: AwareDatetime
+
+
+class GrantActivated(_GrantEvent):
+    activated_at: AwareDatetime
+    aws_request_id: str | None = None
+
+
+class GrantFailed(_GrantEvent):
+    reason: str
+    aws_error_code: str | None = None
+
+
+class GrantEnded(_GrantEvent):
+    reason: Literal["expired", "revoked", "cancelled", "drift"]
+    ended_at: AwareDatetime
+    assignment_removed: bool = Field(
+        description="False when another grant or a standing assignment still holds it"
+    )
+
+
+class GrantRevocationFailed(_GrantEvent):
+    error: str
+    attempts: int = Field(ge=1)
+    next_attempt_at: AwareDatetime | None = None
+
+
+class _AssignmentEvent(Event):
+    topic: ClassVar[Topics] = Topics.GRANTS
+
+    account_id: AccountId
+    permission_set_arn: str
+    permission_set_name: str | None = None
+    principal_id: str
+    principal_type: Literal["USER", "GROUP"] = "USER"
+
+
+class DriftDetected(_AssignmentEvent):
+    kind: Literal["unexpected_assignment", "missing_assignment"]
+    action: Literal["reported", "removed", "restored"]
+    user_name: str | None = None
+
+
+class StandingAssignmentRecorded(_AssignmentEvent):
+    user_name: str | None = None
+    source: Literal["baseline", "policy"]

@@ -1,0 +1,1 @@
+"""Kafka runtime: outbox relay, idempotent consumer with DLQ, topic admin."""

@@ -1,0 +1,116 @@
+"""Wake-ups without polling delays.
+
+Writers mark a session (`mark(session, channel)`); after commit, local waiters on that
+channel wake at once. On PostgreSQL the same transaction issues NOTIFY, so waiters in
+other replicas (LISTENing through `PgListener`) wake too — NOTIFY is only delivered if
+the transaction commits, which is exactly when there is something to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from elevate_core.db import Database, on_commit
+
+log = logging.getLogger(__name__)
+_INFO_KEY = "elevate_notify"
+_waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+
+async def mark(session: AsyncSession, channel: str) -> None:
+    channels: set[str] = session.info.setdefault(_INFO_KEY, set())
+    if channel in channels:
+        return
+    channels.add(channel)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+
+
+def _wake_after_commit(session: Session) -> None:
+    for channel in session.info.get(_INFO_KEY, ()):
+        wake(channel)
+
+
+on_commit(_wake_after_commit)
+
+
+def wake(channel: str) -> None:
+    for event in list(_waiters.get(channel, ())):
+        event.set()
+
+
+class Waiter:
+    """An asyncio.Event registered on channels; `wait(timeout)` returns on a wake-up or
+    when the timeout passes (the periodic safety net)."""
+
+    def __init__(self, *channels: str) -> None:
+        self.event = asyncio.Event()
+        self.channels = channels
+        for channel in channels:
+            _waiters[channel].add(self.event)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.event.clear()
+
+    def close(self) -> None:
+        for channel in self.channels:
+            _waiters[channel].discard(self.event)
+
+
+class PgListener:
+    """LISTENs on PostgreSQL channels and wakes local waiters; reconnects on loss."""
+
+    def __init__(self, db: Database, channels: list[str]) -> None:
+        self.db = db
+        self.channels = channels
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if not self.db.is_sqlite and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="pg-listener")
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(dsn)
+                for channel in self.channels:
+                    await conn.add_listener(channel, lambda *args: wake(args[2]))
+                # Something may have been committed while we were not listening.
+                for channel in self.channels:
+                    wake(channel)
+                while not conn.is_closed():
+                    await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection lost, retrying: %s", exc)
+                await asyncio.sleep(2)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,137 @@
+"""Process settings from the environment (prefix ELEVATE_), validated at start.
+
+A malformed setting stops the process with one line naming it; dev-only values
+(moto's dummy AWS key, the local OIDC issuer's insecure HTTP) are refused outside dev.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elevate_core.errors import ConfigurationError
+
+ENV_PREFIX = "ELEVATE_"
+DEV_AWS_KEY = "testing"  # moto's conventional dummy credential
+
+
+class Mode(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PROD = "prod"
+
+
+class Settings(BaseSettings):
+    """Settings shared by every Elevate service."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    mode: Mode = Mode.PROD
+    service_name: str = "elevate"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = ""
+    data_dir: Path = Path(".elevate/data")
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_client_id: str = ""
+    topic_prefix: str = ""
+    topic_retention_days: int = Field(default=30, ge=1)
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    oidc_issuer: str = "http://127.0.0.1:9400"
+    oidc_audience: str = "elevate-portal"
+    oidc_user_claim: str = "preferred_username"
+    policy_file: Path = Path("deploy/local/policy.yaml")
+    log_level: str = "INFO"
+    log_json: bool = True
+    otel_exporter_otlp_endpoint: str | None = None
+    fail_points: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got {value.split('://', 1)[0]}://…)"
+            )
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port…], got {part!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_outside_dev(self) -> Self:
+        if self.mode is Mode.PROD:
+            if self.aws_access_key_id == DEV_AWS_KEY or self.aws_secret_access_key == DEV_AWS_KEY:
+                raise ValueError("aws_access_key_id: moto's dummy key is refused outside dev mode")
+            if self.oidc_issuer.startswith("http://"):
+                raise ValueError("oidc_issuer: plain-HTTP issuers are refused outside dev mode")
+            if self.fail_points:
+                raise ValueError("fail_points: crash fail points exist only in test mode")
+        if self.fail_points and self.mode is not Mode.TEST:
+            raise ValueError("fail_points: crash fail points exist only in test mode")
+        return self
+
+    def resolved_database_url(self) -> str:
+        """SQLite under the data dir unless a URL is configured (the embedded default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def _unknown_env_names(settings_cls: type[BaseSettings]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in settings_cls.model_fields}
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
+def load_settings(settings_cls: type[S], **overrides: Any) -> S:
+    """Build settings or raise ConfigurationError with one line naming the setting."""
+    unknown = _unknown_env_names(settings_cls)
+    if unknown:
+        raise ConfigurationError(f"{unknown[0]}: unknown setting")
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and ":" in msg:
+            field, _, msg = msg.partition(":")
+            loc = ENV_PREFIX + field.strip().upper()
+        raise ConfigurationError(f"{loc or 'settings'}: {msg.strip()}") from None
+
+
+def load_settings_or_exit(settings_cls: type[S], **overrides: Any) -> S:
+    try:
+        return load_settings(settings_cls, **overrides)
+    except ConfigurationError as exc:
+        print(f"elevate: invalid setting {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

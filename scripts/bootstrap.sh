@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a machine with Python 3.11+ and Java 17+ lacks for Elevate:
+# uv (from PyPI), the locked Python workspace, the Kafka broker jars (Maven Central),
+# and — with --with-postgres, for the tests — Debian's postgresql.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+export UV_PYTHON_DOWNLOADS=never   # uv's own Python downloads are not reachable here
+
+need_root() { [ "$(id -u)" = 0 ] || { echo "bootstrap: $1 needs root (or install it yourself)" >&2; exit 1; }; }
+apt_install() {
+  need_root "apt-get install $*"
+  if [ -z "${ELEVATE_APT_UPDATED:-}" ]; then apt-get update -qq; export ELEVATE_APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+python3 - <<'PY' || { echo "bootstrap: Python 3.11+ is required" >&2; exit 1; }
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' \
+  || { echo "bootstrap: Java 17+ is required for the Kafka broker" >&2; exit 1; }
+
+if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+uv sync --frozen --quiet
+
+command -v mvn >/dev/null 2>&1 || apt_install maven
+if ! ls deploy/local/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1; then
+  echo "bootstrap: fetching the Kafka broker jars from Maven Central …"
+  mvn -q -B -f deploy/local/kafka/pom.xml package
+fi
+
+if [ "${1:-}" = "--with-postgres" ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+fi

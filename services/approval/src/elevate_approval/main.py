@@ -1,0 +1,27 @@
+"""Elevate approval: process entry point (`elevate-approval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from elevate_core.app import ServiceSpec, bootstrap, create_service_app
+from elevate_core.settings import Settings
+
+SPEC = ServiceSpec(
+    name="approval", port=8001, title="Elevate approval", migrations=Path(__file__).parent / "migrations"
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    ctx = bootstrap(settings)
+    return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
+
+
+def run() -> None:
+    SPEC.run(create_app)
+
+
+if __name__ == "__main__":
+    run()
