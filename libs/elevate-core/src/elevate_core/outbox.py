@@ -26,6 +26,7 @@ from elevate_core.backoff import backoff_delay
 from elevate_core.db import Base, Database, UTCDateTime, utcnow
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import encode, new_envelope
+from elevate_core.failpoints import failpoint
 from elevate_core.health import health
 from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.notify import Waiter, mark
@@ -158,7 +159,7 @@ class OutboxRelay:
         if self._lock_conn is not None and not self._lock_conn.closed:
             return True
         conn = await self.db.engine.connect()
-        got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}))
+        got = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY})
         if got.scalar():
             await conn.commit()
             self._lock_conn = conn
@@ -196,13 +197,17 @@ class OutboxRelay:
         """Publish one batch of unsent rows in id order; returns how many were sent."""
         async with self.db.sessions() as session:
             rows = (
-                await session.execute(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.sent_at.is_(None))
-                    .order_by(OutboxMessage.id)
-                    .limit(self.batch_size)
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.sent_at.is_(None))
+                        .order_by(OutboxMessage.id)
+                        .limit(self.batch_size)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         if not rows:
             PENDING.set(0)
             return 0
@@ -211,6 +216,7 @@ class OutboxRelay:
         for row in rows:
             futures.append(await self._send(producer, row))
         results = await asyncio.gather(*futures, return_exceptions=True)
+        failpoint("outbox.after_publish")  # crash test: published, not yet marked sent
         sent_ids: list[int] = []
         failure: BaseException | None = None
         for row, result in zip(rows, results, strict=True):
@@ -235,9 +241,14 @@ class OutboxRelay:
         headers = {k: v for k, v in row.headers}
         parent = context_from(headers.get("traceparent"), headers.get("tracestate"))
         with tracer().start_as_current_span(
-            f"publish {row.topic}", context=parent, kind=trace.SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": row.topic,
-                        "messaging.message.id": headers.get("ce_id", "")},
+            f"publish {row.topic}",
+            context=parent,
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": row.topic,
+                "messaging.message.id": headers.get("ce_id", ""),
+            },
         ):
             new_parent, new_state = current_traceparent()
         if new_parent:

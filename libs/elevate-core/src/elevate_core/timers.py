@@ -16,7 +16,17 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import JSON as SAJSON
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +34,7 @@ from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Base, Database, UTCDateTime
 from elevate_core.errors import ElevateError
+from elevate_core.failpoints import failpoint
 from elevate_core.notify import Waiter, mark
 
 log = logging.getLogger(__name__)
@@ -58,7 +69,11 @@ TimerHandler = Callable[[AsyncSession, Timer], Awaitable[None]]
 
 
 async def schedule(
-    session: AsyncSession, *, kind: str, key: str, due_at: datetime,
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    due_at: datetime,
     payload: Mapping[str, Any] | None = None,
 ) -> None:
     """Create or re-arm the timer (kind, key) in the caller's transaction."""
@@ -66,8 +81,9 @@ async def schedule(
         await session.execute(select(Timer).where(Timer.kind == kind, Timer.key == key))
     ).scalar_one_or_none()
     if existing is None:
-        session.add(Timer(kind=kind, key=key, due_at=due_at, payload=dict(payload or {}),
-                          attempts=0))
+        session.add(
+            Timer(kind=kind, key=key, due_at=due_at, payload=dict(payload or {}), attempts=0)
+        )
     else:
         existing.due_at = due_at
         existing.payload = dict(payload or {})
@@ -117,8 +133,11 @@ class TimerRunner:
             timer = (
                 await session.execute(
                     select(Timer)
-                    .where(Timer.fired_at.is_(None), Timer.due_at <= now,
-                           Timer.kind.in_(list(self.handlers)))
+                    .where(
+                        Timer.fired_at.is_(None),
+                        Timer.due_at <= now,
+                        Timer.kind.in_(list(self.handlers)),
+                    )
                     .order_by(Timer.due_at, Timer.id)
                     .limit(1)
                     .with_for_update(skip_locked=True)
@@ -129,6 +148,7 @@ class TimerRunner:
             try:
                 async with session.begin_nested():
                     await self.handlers[timer.kind](session, timer)
+                failpoint("timers.after_handler")  # crash test: handled, not committed
                 timer.fired_at = now
                 FIRED.labels(timer.kind).inc()
             except asyncio.CancelledError:
@@ -147,15 +167,22 @@ class TimerRunner:
             return
         delay = min(self.max_retry_delay.total_seconds(), backoff_delay(timer.attempts, cap=300))
         timer.due_at = now + timedelta(seconds=delay)
-        log.warning("timer %s/%s failed (attempt %d), retry in %.1fs: %s",
-                    timer.kind, timer.key, timer.attempts, delay, exc)
+        log.warning(
+            "timer %s/%s failed (attempt %d), retry in %.1fs: %s",
+            timer.kind,
+            timer.key,
+            timer.attempts,
+            delay,
+            exc,
+        )
 
     async def next_due(self) -> datetime | None:
         async with self.db.sessions() as session:
             due: datetime | None = (
                 await session.execute(
                     select(func.min(Timer.due_at)).where(
-                        Timer.fired_at.is_(None), Timer.kind.in_(list(self.handlers)))
+                        Timer.fired_at.is_(None), Timer.kind.in_(list(self.handlers))
+                    )
                 )
             ).scalar_one_or_none()
         if due is not None and due.tzinfo is None:

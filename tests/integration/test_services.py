@@ -1,0 +1,130 @@
+"""Each service process starts, answers its probes and metrics, survives an absent
+Kafka, and refuses a malformed setting with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import free_port, wait_for_port
+
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ["request_api", "approval", "grant_worker", "audit_ingest"]
+
+
+class Service:
+    def __init__(self, module: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"elevate_{module}.main"], cwd=ROOT,
+            env={**os.environ, "ELEVATE_MODE": "test", "ELEVATE_HTTP_PORT": str(self.port),
+                 "ELEVATE_LOG_JSON": "true", **env},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, timeout=60, what=module)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return out.decode()
+
+
+@pytest.fixture
+def services(
+    kafka: KafkaBroker, postgres: object, pg_url: str, topic_prefix: str, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Service]]:
+    started: dict[str, Service] = {}
+    try:
+        for module in SERVICES:
+            url = pg_url if module == "request_api" else request.getfixturevalue("pg_url")
+            started[module] = Service(module, {
+                "ELEVATE_DATABASE_URL": url,
+                "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+                "ELEVATE_TOPIC_PREFIX": topic_prefix,
+            })
+        yield started
+    finally:
+        for svc in started.values():
+            svc.stop()
+
+
+async def test_every_service_answers_probes_and_creates_topics(
+    services: dict[str, Service], kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        for module, svc in services.items():
+            health = await client.get(f"{svc.url}/healthz")
+            assert health.status_code == 200
+            assert health.json()["service"] == module.replace("_", "-")
+            ready = await client.get(f"{svc.url}/readyz")
+            assert ready.status_code == 200, ready.text
+            metrics = await client.get(f"{svc.url}/metrics")
+            assert metrics.status_code == 200
+            assert "elevate_outbox_pending" in metrics.text or "python_info" in metrics.text
+
+    async def topics_exist() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            names = set(await admin.list_topics())
+        finally:
+            await admin.close()
+        wanted = {f"{topic_prefix}elevate.{t}.v1" for t in
+                  ("requests", "decisions", "grants", "cloudtrail", "audit", "dlq")}
+        return wanted <= names
+
+    await eventually(topics_exist, what="the services created the catalog topics")
+
+
+async def test_service_without_kafka_keeps_running_and_says_so(sqlite_url: str) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    svc = Service("request_api", {"ELEVATE_DATABASE_URL": sqlite_url,
+                                  "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": dead})
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def reported() -> bool:
+                body = (await client.get(f"{svc.url}/healthz")).json()
+                comp = body["components"].get("kafka-admin")
+                return comp is not None and comp["ok"] is False
+
+            await eventually(reported, what="/healthz reporting Kafka unreachable")
+            health = (await client.get(f"{svc.url}/healthz")).json()
+            assert dead in health["components"]["kafka-admin"]["detail"]
+            assert (await client.get(f"{svc.url}/readyz")).status_code == 200
+            metrics = (await client.get(f"{svc.url}/metrics")).text
+            assert 'elevate_component_up{component="kafka-admin"} 0.0' in metrics
+    finally:
+        logs = svc.stop()
+    assert "Kafka unreachable" in logs
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ELEVATE_DATABASE_URL": "mysql://nope"}, "ELEVATE_DATABASE_URL"),
+        ({"ELEVATE_HTTP_PORT": "http"}, "ELEVATE_HTTP_PORT"),
+        ({"ELEVATE_NO_SUCH_OPTION": "1"}, "ELEVATE_NO_SUCH_OPTION"),
+        ({"ELEVATE_MODE": "prod", "ELEVATE_AWS_ACCESS_KEY_ID": "testing"},
+         "ELEVATE_AWS_ACCESS_KEY_ID"),
+    ],
+)
+def test_malformed_setting_stops_with_one_line(env: dict[str, str], named: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "elevate_approval.main"], cwd=ROOT, capture_output=True,
+        env={**clean, "ELEVATE_MODE": "test", **env}, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"elevate: invalid setting {named}:")

@@ -1,0 +1,65 @@
+"""Producer and consumer processes for the cross-process tracing test.
+
+    python -m tests.integration.trace_worker produce DB_URL BOOTSTRAP PREFIX OTLP
+    python -m tests.integration.trace_worker consume DB_URL BOOTSTRAP PREFIX OTLP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+
+from elevate_core.db import Database
+from elevate_core.events.envelope import Envelope
+from elevate_core.events.models import Person, RevokeRequested
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.migrate import upgrade
+from elevate_core.outbox import Outbox, OutboxRelay
+from elevate_core.telemetry import configure_tracing, shutdown_tracing, tracer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def produce(url: str, bootstrap: str, prefix: str) -> None:
+    db = Database(url)
+    await upgrade(db)
+    outbox = Outbox(source="elevate/trace-producer", topic_prefix=prefix)
+    request_id = uuid.uuid4()
+    with tracer().start_as_current_span("POST /v1/requests/{id}/revoke"):
+        async with db.transaction() as session:
+            await outbox.add(session, RevokeRequested(
+                request_id=request_id, requested_by=Person(user_name="alice", user_id="u")),
+                subject=str(request_id))
+    relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="trace-producer")
+    while await relay.publish_once() == 0:
+        await asyncio.sleep(0.1)
+    await relay._close_producer()  # noqa: SLF001 - one-shot process
+
+
+async def consume(url: str, bootstrap: str, prefix: str) -> None:
+    db = Database(url)
+    await upgrade(db)
+    done = asyncio.Event()
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        with tracer().start_as_current_span("revoke grant"):
+            done.set()
+
+    consumer = Consumer(db, ConsumerConfig(
+        name="trace-consumer", topics=(f"{prefix}elevate.requests.v1",),
+        bootstrap_servers=bootstrap, dlq_topic=f"{prefix}elevate.dlq.v1"), handler)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(done.wait(), 120)
+    await consumer.stop()
+    await task
+
+
+def main() -> None:
+    cmd, url, bootstrap, prefix, otlp = sys.argv[1:6]
+    configure_tracing(service=f"trace-{cmd}", otlp_endpoint=otlp)
+    asyncio.run((produce if cmd == "produce" else consume)(url, bootstrap, prefix))
+    shutdown_tracing()  # flushes the batch exporter
+
+
+if __name__ == "__main__":
+    main()
