@@ -22,7 +22,7 @@ test:
 lint:
 	@$(UV) ruff check .
 	@$(UV) ruff format --check .
-	@$(UV) mypy libs/elevate-core/src deploy/local/src services/*/src
+	@$(UV) mypy
 
 ## Print a bearer token for a seeded user: make token USER=alice
 token:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from elevate_local.postgres import PostgresCluster
 
 # Tests must never reach a real AWS account, whatever the developer's shell holds.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 - moto's dummy key
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
@@ -26,14 +26,14 @@ os.environ.pop("AWS_SESSION_TOKEN", None)
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Skips prove nothing here: a skipped test is reported as a failure."""
-    report: pytest.TestReport = yield  # type: ignore[misc]
+    report = yield
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped tests are failures in Elevate's suite: {reason}"
-    return report  # type: ignore[return-value]
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,14 @@ async def create_topics(bootstrap: str, *names: str, partitions: int = 3) -> Non
     await ensure_topics(bootstrap, names=list(names), partitions=partitions)
 
 
-async def read_all(
-    bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0
-) -> list[Any]:
+async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0) -> list[Any]:
     """Read `topic` from the beginning until `expect` records arrived (or time out)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     records: list[Any] = []
@@ -38,7 +39,10 @@ async def read_all(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, interval: float = 0.1,
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
     what: str = "condition",
 ) -> None:
     """Wait for an outcome (not a speed): the timeout only bounds a broken run."""

@@ -28,8 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def worker(*args: str, fail_points: str = "") -> subprocess.Popen[bytes]:
     env = {**os.environ, "ELEVATE_MODE": "test", "ELEVATE_FAIL_POINTS": fail_points}
-    return subprocess.Popen([sys.executable, "-m", "tests.contract.worker", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.contract.worker", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 120) -> int:
@@ -51,9 +56,13 @@ async def test_relay_killed_mid_batch_loses_nothing(
     async with db.transaction() as session:
         for n in range(500):
             key = keys[n % 5]
-            await outbox.add(session, RevokeRequested(
-                request_id=key, requested_by=Person(user_name="a", user_id="u"),
-                reason=f"n={n}"), subject=str(key))
+            await outbox.add(
+                session,
+                RevokeRequested(
+                    request_id=key, requested_by=Person(user_name="a", user_id="u"), reason=f"n={n}"
+                ),
+                subject=str(key),
+            )
 
     # Dies (SIGKILL) after Kafka acknowledged its 2nd batch, before marking it sent.
     first = worker("relay", database_url, kafka.bootstrap, fail_points="outbox.after_publish@2")
@@ -89,8 +98,13 @@ async def test_relay_killed_mid_batch_loses_nothing(
 
 async def test_timer_survives_a_kill_and_fires_once(db: Database, database_url: str) -> None:
     async with db.transaction() as session:
-        await schedule(session, kind="contract", key="t-1",
-                       due_at=datetime.now(UTC) - timedelta(seconds=1), payload={"x": 1})
+        await schedule(
+            session,
+            kind="contract",
+            key="t-1",
+            due_at=datetime.now(UTC) - timedelta(seconds=1),
+            payload={"x": 1},
+        )
 
     crashed = worker("timers", database_url, "--until-empty", fail_points="timers.after_handler")
     assert await wait_exit(crashed) == -9
@@ -178,7 +192,8 @@ async def test_failing_timer_is_retried_with_backoff(db: Database) -> None:
     assert await count(db, select(func.count()).select_from(Effect)) == 1
     async with db.sessions() as s:
         timer = (await s.execute(select(Timer))).scalar_one()
-    assert timer.fired_at is not None and timer.attempts == 2
+    assert timer.fired_at is not None
+    assert timer.attempts == 2
 
 
 @pytest.mark.parametrize("n", [1])

@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from elevate_core.db import Database
@@ -30,14 +29,20 @@ def revoke(request_id: uuid.UUID, n: int = 0) -> RevokeRequested:
 
 
 async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
-    session.add(Effect(source="consumer", ref=envelope.id,
-                       detail=str(envelope.data.get("reason", ""))))
+    session.add(
+        Effect(source="consumer", ref=envelope.id, detail=str(envelope.data.get("reason", "")))
+    )
 
 
 async def effect_count(db: Database, source: str = "consumer") -> int:
     async with db.sessions() as s:
-        return int((await s.execute(
-            select(func.count()).select_from(Effect).where(Effect.source == source))).scalar_one())
+        return int(
+            (
+                await s.execute(
+                    select(func.count()).select_from(Effect).where(Effect.source == source)
+                )
+            ).scalar_one()
+        )
 
 
 @asynccontextmanager
@@ -61,9 +66,16 @@ async def test_round_trip(db: Database, kafka: KafkaBroker, topic_prefix: str) -
         ce_id = await outbox.add(session, revoke(request_id), subject=str(request_id))
 
     relay = OutboxRelay(db, bootstrap_servers=kafka.bootstrap, client_id="relay-rt")
-    consumer = Consumer(db, ConsumerConfig(
-        name=f"{topic_prefix}c", topics=(topic,), bootstrap_servers=kafka.bootstrap,
-        dlq_topic=dlq), record_effect)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{topic_prefix}c",
+            topics=(topic,),
+            bootstrap_servers=kafka.bootstrap,
+            dlq_topic=dlq,
+        ),
+        record_effect,
+    )
     async with running(relay, consumer):
         await eventually(lambda: _has_effects(db, 1), what="consumer handled the event")
 
@@ -79,8 +91,13 @@ async def test_round_trip(db: Database, kafka: KafkaBroker, topic_prefix: str) -
     assert record.key == str(request_id).encode()
     assert data_of(record)["requested_by"]["user_name"] == "alice"
     async with db.sessions() as s:
-        unsent = (await s.execute(select(func.count()).select_from(OutboxMessage)
-                                  .where(OutboxMessage.sent_at.is_(None)))).scalar_one()
+        unsent = (
+            await s.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None))
+            )
+        ).scalar_one()
     assert unsent == 0
 
 
@@ -104,13 +121,19 @@ async def test_rows_written_while_broker_down_are_delivered_in_key_order(
                 key = keys[n % len(keys)]
                 await outbox.add(session, revoke(key, n), subject=str(key))
 
-    relay = OutboxRelay(db, bootstrap_servers=own_kafka.bootstrap, client_id="relay-down",
-                        batch_size=200)
+    relay = OutboxRelay(
+        db, bootstrap_servers=own_kafka.bootstrap, client_id="relay-down", batch_size=200
+    )
     async with running(relay):
         await asyncio.sleep(2)  # the relay meets a dead broker and keeps the rows
         async with db.sessions() as s:
-            assert (await s.execute(select(func.count()).select_from(OutboxMessage)
-                                    .where(OutboxMessage.sent_at.is_(None)))).scalar_one() == 1000
+            assert (
+                await s.execute(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.sent_at.is_(None))
+                )
+            ).scalar_one() == 1000
         own_kafka.start()
         records = await read_all(own_kafka.bootstrap, topic, expect=1000, timeout=120)
 
@@ -137,17 +160,25 @@ async def test_repeated_ce_id_changes_state_once(
     await producer.start()
     try:
         for _ in range(3):  # the same event, delivered three times on purpose
-            await producer.send_and_wait(topic, value, key=str(request_id).encode(),
-                                         headers=headers)
+            await producer.send_and_wait(
+                topic, value, key=str(request_id).encode(), headers=headers
+            )
         marker = new_envelope(revoke(uuid.uuid4(), 99), source="elevate/test", subject="m")
         mv, mh = encode(marker)
         await producer.send_and_wait(topic, mv, key=str(request_id).encode(), headers=mh)
     finally:
         await producer.stop()
 
-    consumer = Consumer(db, ConsumerConfig(
-        name=f"{topic_prefix}c", topics=(topic,), bootstrap_servers=kafka.bootstrap,
-        dlq_topic=dlq), record_effect)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{topic_prefix}c",
+            topics=(topic,),
+            bootstrap_servers=kafka.bootstrap,
+            dlq_topic=dlq,
+        ),
+        record_effect,
+    )
     async with running(consumer):
         await eventually(lambda: _has_effect_ref(db, marker.id), what="marker handled")
     async with db.sessions() as s:
@@ -185,9 +216,17 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
             raise RuntimeError("handler bug on this event")
         await record_effect(session, envelope)
 
-    consumer = Consumer(db, ConsumerConfig(
-        name=f"{topic_prefix}c", topics=(topic,), bootstrap_servers=kafka.bootstrap,
-        dlq_topic=dlq, max_attempts=3), handler)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{topic_prefix}c",
+            topics=(topic,),
+            bootstrap_servers=kafka.bootstrap,
+            dlq_topic=dlq,
+            max_attempts=3,
+        ),
+        handler,
+    )
     async with running(consumer):
         await eventually(lambda: _has_effect_ref(db, good.id), what="good message handled")
 
@@ -212,7 +251,7 @@ async def test_unknown_event_data_is_dead_lettered_not_retried(
     dlq = f"{topic_prefix}elevate.dlq.v1"
     await create_topics(kafka.bootstrap, topic, dlq, partitions=1)
     env = new_envelope(revoke(uuid.uuid4()), source="elevate/test", subject="x")
-    value, headers = encode(env)
+    _value, headers = encode(env)
     bad_value = json.dumps({"request_id": "not-a-uuid"}).encode()
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
     await producer.start()
@@ -226,13 +265,19 @@ async def test_unknown_event_data_is_dead_lettered_not_retried(
         calls += 1
         envelope.event()  # validation fails: an EnvelopeError, never retryable
 
-    consumer = Consumer(db, ConsumerConfig(
-        name=f"{topic_prefix}c", topics=(topic,), bootstrap_servers=kafka.bootstrap,
-        dlq_topic=dlq, max_attempts=5), handler)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{topic_prefix}c",
+            topics=(topic,),
+            bootstrap_servers=kafka.bootstrap,
+            dlq_topic=dlq,
+            max_attempts=5,
+        ),
+        handler,
+    )
     async with running(consumer):
         dead = await read_all(kafka.bootstrap, dlq, expect=1)
     assert len(dead) == 1
     assert "request_id" in headers_of(dead[0])["dlq_error"]
     assert calls == 1
-
-

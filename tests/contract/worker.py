@@ -1,7 +1,7 @@
 """A separate process for the crash and concurrency contract tests.
 
-    python -m tests.contract.worker relay URL BOOTSTRAP
-    python -m tests.contract.worker timers URL [--until-empty]
+python -m tests.contract.worker relay URL BOOTSTRAP
+python -m tests.contract.worker timers URL [--until-empty]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from tests.contract.tables import Effect
 
 async def relay(url: str, bootstrap: str) -> None:
     db = Database(url)
-    worker = OutboxRelay(db, bootstrap_servers=bootstrap, client_id=f"relay-{os.getpid()}",
-                         batch_size=100)
+    worker = OutboxRelay(
+        db, bootstrap_servers=bootstrap, client_id=f"relay-{os.getpid()}", batch_size=100
+    )
     await worker.run()
 
 

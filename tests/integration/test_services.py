@@ -25,10 +25,17 @@ class Service:
     def __init__(self, module: str, env: dict[str, str]) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"elevate_{module}.main"], cwd=ROOT,
-            env={**os.environ, "ELEVATE_MODE": "test", "ELEVATE_HTTP_PORT": str(self.port),
-                 "ELEVATE_LOG_JSON": "true", **env},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", f"elevate_{module}.main"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "ELEVATE_MODE": "test",
+                "ELEVATE_HTTP_PORT": str(self.port),
+                "ELEVATE_LOG_JSON": "true",
+                **env,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, timeout=60, what=module)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,17 +48,24 @@ class Service:
 
 @pytest.fixture
 def services(
-    kafka: KafkaBroker, postgres: object, pg_url: str, topic_prefix: str, request: pytest.FixtureRequest
+    kafka: KafkaBroker,
+    postgres: object,
+    pg_url: str,
+    topic_prefix: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, Service]]:
     started: dict[str, Service] = {}
     try:
         for module in SERVICES:
             url = pg_url if module == "request_api" else request.getfixturevalue("pg_url")
-            started[module] = Service(module, {
-                "ELEVATE_DATABASE_URL": url,
-                "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-                "ELEVATE_TOPIC_PREFIX": topic_prefix,
-            })
+            started[module] = Service(
+                module,
+                {
+                    "ELEVATE_DATABASE_URL": url,
+                    "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+                    "ELEVATE_TOPIC_PREFIX": topic_prefix,
+                },
+            )
         yield started
     finally:
         for svc in started.values():
@@ -79,8 +93,10 @@ async def test_every_service_answers_probes_and_creates_topics(
             names = set(await admin.list_topics())
         finally:
             await admin.close()
-        wanted = {f"{topic_prefix}elevate.{t}.v1" for t in
-                  ("requests", "decisions", "grants", "cloudtrail", "audit", "dlq")}
+        wanted = {
+            f"{topic_prefix}elevate.{t}.v1"
+            for t in ("requests", "decisions", "grants", "cloudtrail", "audit", "dlq")
+        }
         return wanted <= names
 
     await eventually(topics_exist, what="the services created the catalog topics")
@@ -88,10 +104,12 @@ async def test_every_service_answers_probes_and_creates_topics(
 
 async def test_service_without_kafka_keeps_running_and_says_so(sqlite_url: str) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    svc = Service("request_api", {"ELEVATE_DATABASE_URL": sqlite_url,
-                                  "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": dead})
+    svc = Service(
+        "request_api", {"ELEVATE_DATABASE_URL": sqlite_url, "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": dead}
+    )
     try:
         async with httpx.AsyncClient(timeout=10) as client:
+
             async def reported() -> bool:
                 body = (await client.get(f"{svc.url}/healthz")).json()
                 comp = body["components"].get("kafka-admin")
@@ -114,15 +132,21 @@ async def test_service_without_kafka_keeps_running_and_says_so(sqlite_url: str) 
         ({"ELEVATE_DATABASE_URL": "mysql://nope"}, "ELEVATE_DATABASE_URL"),
         ({"ELEVATE_HTTP_PORT": "http"}, "ELEVATE_HTTP_PORT"),
         ({"ELEVATE_NO_SUCH_OPTION": "1"}, "ELEVATE_NO_SUCH_OPTION"),
-        ({"ELEVATE_MODE": "prod", "ELEVATE_AWS_ACCESS_KEY_ID": "testing"},
-         "ELEVATE_AWS_ACCESS_KEY_ID"),
+        (
+            {"ELEVATE_MODE": "prod", "ELEVATE_AWS_ACCESS_KEY_ID": "testing"},
+            "ELEVATE_AWS_ACCESS_KEY_ID",
+        ),
     ],
 )
 def test_malformed_setting_stops_with_one_line(env: dict[str, str], named: str) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "elevate_approval.main"], cwd=ROOT, capture_output=True,
-        env={**clean, "ELEVATE_MODE": "test", **env}, timeout=60, check=False,
+        [sys.executable, "-m", "elevate_approval.main"],
+        cwd=ROOT,
+        capture_output=True,
+        env={**clean, "ELEVATE_MODE": "test", **env},
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     lines = proc.stderr.decode().strip().splitlines()

@@ -28,20 +28,28 @@ class Collector:
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 for rs in request.resource_spans:
-                    service = next(a.value.string_value for a in rs.resource.attributes
-                                   if a.key == "service.name")
+                    service = next(
+                        a.value.string_value
+                        for a in rs.resource.attributes
+                        if a.key == "service.name"
+                    )
                     for ss in rs.scope_spans:
                         for span in ss.spans:
-                            collector.spans.append({
-                                "service": service, "name": span.name,
-                                "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
-                                "parent": span.parent_span_id.hex(), "kind": span.kind,
-                            })
+                            collector.spans.append(
+                                {
+                                    "service": service,
+                                    "name": span.name,
+                                    "trace_id": span.trace_id.hex(),
+                                    "span_id": span.span_id.hex(),
+                                    "parent": span.parent_span_id.hex(),
+                                    "kind": span.kind,
+                                }
+                            )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.end_headers()
@@ -67,14 +75,26 @@ def collector() -> Iterator[Collector]:
 async def test_one_trace_spans_producer_and_consumer_processes(
     collector: Collector, kafka: KafkaBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    await create_topics(kafka.bootstrap, f"{topic_prefix}elevate.requests.v1",
-                        f"{topic_prefix}elevate.dlq.v1")
+    await create_topics(
+        kafka.bootstrap, f"{topic_prefix}elevate.requests.v1", f"{topic_prefix}elevate.dlq.v1"
+    )
 
     def run(cmd: str) -> subprocess.Popen[bytes]:
         url = f"sqlite+aiosqlite:///{tmp_path / (cmd + '.db')}"
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.trace_worker", cmd, url, kafka.bootstrap,
-             topic_prefix, collector.endpoint], cwd=ROOT, env=dict(os.environ))
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.trace_worker",
+                cmd,
+                url,
+                kafka.bootstrap,
+                topic_prefix,
+                collector.endpoint,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ),
+        )
 
     consumer = run("consume")
     producer = run("produce")
@@ -88,8 +108,9 @@ async def test_one_trace_spans_producer_and_consumer_processes(
     handled = spans["revoke grant"]
     assert {root["service"], publish["service"]} == {"trace-produce"}
     assert {process["service"], handled["service"]} == {"trace-consume"}
-    assert len({root["trace_id"], publish["trace_id"], process["trace_id"],
-                handled["trace_id"]}) == 1
+    assert (
+        len({root["trace_id"], publish["trace_id"], process["trace_id"], handled["trace_id"]}) == 1
+    )
     assert publish["parent"] == root["span_id"]
     assert process["parent"] == publish["span_id"]
     assert handled["parent"] == process["span_id"]

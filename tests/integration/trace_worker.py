@@ -1,7 +1,7 @@
 """Producer and consumer processes for the cross-process tracing test.
 
-    python -m tests.integration.trace_worker produce DB_URL BOOTSTRAP PREFIX OTLP
-    python -m tests.integration.trace_worker consume DB_URL BOOTSTRAP PREFIX OTLP
+python -m tests.integration.trace_worker produce DB_URL BOOTSTRAP PREFIX OTLP
+python -m tests.integration.trace_worker consume DB_URL BOOTSTRAP PREFIX OTLP
 """
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ async def produce(url: str, bootstrap: str, prefix: str) -> None:
     request_id = uuid.uuid4()
     with tracer().start_as_current_span("POST /v1/requests/{id}/revoke"):
         async with db.transaction() as session:
-            await outbox.add(session, RevokeRequested(
-                request_id=request_id, requested_by=Person(user_name="alice", user_id="u")),
-                subject=str(request_id))
+            await outbox.add(
+                session,
+                RevokeRequested(
+                    request_id=request_id, requested_by=Person(user_name="alice", user_id="u")
+                ),
+                subject=str(request_id),
+            )
     relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="trace-producer")
     while await relay.publish_once() == 0:
         await asyncio.sleep(0.1)
-    await relay._close_producer()  # noqa: SLF001 - one-shot process
+    await relay._close_producer()
 
 
 async def consume(url: str, bootstrap: str, prefix: str) -> None:
@@ -45,9 +49,16 @@ async def consume(url: str, bootstrap: str, prefix: str) -> None:
         with tracer().start_as_current_span("revoke grant"):
             done.set()
 
-    consumer = Consumer(db, ConsumerConfig(
-        name="trace-consumer", topics=(f"{prefix}elevate.requests.v1",),
-        bootstrap_servers=bootstrap, dlq_topic=f"{prefix}elevate.dlq.v1"), handler)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name="trace-consumer",
+            topics=(f"{prefix}elevate.requests.v1",),
+            bootstrap_servers=bootstrap,
+            dlq_topic=f"{prefix}elevate.dlq.v1",
+        ),
+        handler,
+    )
     task = asyncio.create_task(consumer.run())
     await asyncio.wait_for(done.wait(), 120)
     await consumer.stop()

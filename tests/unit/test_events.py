@@ -40,36 +40,60 @@ def test_every_architecture_event_is_registered_on_its_writers_topic() -> None:
     for cls in registered_events().values():
         by_topic.setdefault(cls.topic, set()).add(cls.__name__)
     assert by_topic[Topics.REQUESTS] == {
-        "RequestSubmitted", "RequestCancelled", "DecisionSubmitted", "RevokeRequested"}
+        "RequestSubmitted",
+        "RequestCancelled",
+        "DecisionSubmitted",
+        "RevokeRequested",
+    }
     assert by_topic[Topics.DECISIONS] == {
-        "ApprovalRequested", "DecisionRecorded", "DecisionRefused", "RequestApproved",
-        "RequestRejected", "RequestExpired"}
+        "ApprovalRequested",
+        "DecisionRecorded",
+        "DecisionRefused",
+        "RequestApproved",
+        "RequestRejected",
+        "RequestExpired",
+    }
     assert by_topic[Topics.GRANTS] == {
-        "GrantScheduled", "GrantActivated", "GrantFailed", "GrantEnded",
-        "GrantRevocationFailed", "DriftDetected", "StandingAssignmentRecorded"}
+        "GrantScheduled",
+        "GrantActivated",
+        "GrantFailed",
+        "GrantEnded",
+        "GrantRevocationFailed",
+        "DriftDetected",
+        "StandingAssignmentRecorded",
+    }
 
 
 def _submitted() -> RequestSubmitted:
     return RequestSubmitted(
-        request_id=uuid.uuid4(), requester=Person(user_name="alice", user_id="u-1",
-                                                  email="alice@example.com"),
-        account_id="111111111111", permission_set_name="ReadOnlyAccess",
+        request_id=uuid.uuid4(),
+        requester=Person(user_name="alice", user_id="u-1", email="alice@example.com"),
+        account_id="111111111111",
+        permission_set_name="ReadOnlyAccess",
         permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
-        start=datetime(2026, 1, 1, 9, tzinfo=UTC), end=datetime(2026, 1, 1, 10, tzinfo=UTC),
-        justification="INC-42 on-call", matched_rule="engineers-sandbox", policy_version="abc",
+        start=datetime(2026, 1, 1, 9, tzinfo=UTC),
+        end=datetime(2026, 1, 1, 10, tzinfo=UTC),
+        justification="INC-42 on-call",
+        matched_rule="engineers-sandbox",
+        policy_version="abc",
     )
 
 
 def test_binary_mode_round_trip() -> None:
     event = _submitted()
-    env = new_envelope(event, source="elevate/request-api", subject=str(event.request_id),
-                       traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    env = new_envelope(
+        event,
+        source="elevate/request-api",
+        subject=str(event.request_id),
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
     value, headers = encode(env)
     names = dict(headers)
     assert names["ce_type"] == b"io.elevate.request.submitted.v1"
     assert names["content-type"] == b"application/json"
     back = decode(value, headers)
-    assert back.id == env.id and back.subject == str(event.request_id)
+    assert back.id == env.id
+    assert back.subject == str(event.request_id)
     assert back.traceparent == env.traceparent
     assert back.event() == event
 
@@ -87,8 +111,11 @@ def test_binary_mode_round_trip() -> None:
 def test_malformed_messages_are_refused_clearly(
     value: bytes | None, drop: str | None, message: str
 ) -> None:
-    env = new_envelope(RevokeRequested(request_id=uuid.uuid4(), requested_by=Person(
-        user_name="a", user_id="b")), source="s", subject="x")
+    env = new_envelope(
+        RevokeRequested(request_id=uuid.uuid4(), requested_by=Person(user_name="a", user_id="b")),
+        source="s",
+        subject="x",
+    )
     _, headers = encode(env)
     headers = [(k, v) for k, v in headers if k != drop]
     with pytest.raises(EnvelopeError, match=message):
@@ -96,9 +123,15 @@ def test_malformed_messages_are_refused_clearly(
 
 
 def test_data_that_does_not_fit_its_type_is_refused() -> None:
-    _, headers = encode(new_envelope(RevokeRequested(
-        request_id=uuid.uuid4(), requested_by=Person(user_name="a", user_id="b")),
-        source="s", subject="x"))
+    _, headers = encode(
+        new_envelope(
+            RevokeRequested(
+                request_id=uuid.uuid4(), requested_by=Person(user_name="a", user_id="b")
+            ),
+            source="s",
+            subject="x",
+        )
+    )
     with pytest.raises(EnvelopeError, match="requested_by"):
         decode(b'{"request_id": "' + str(uuid.uuid4()).encode() + b'"}', headers).event()
 

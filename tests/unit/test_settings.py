@@ -26,8 +26,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"ELEVATE_MODE": "staging"}, "ELEVATE_MODE: "),
         ({"ELEVATE_LOG_LEVEL": "chatty"}, "ELEVATE_LOG_LEVEL: "),
         ({"ELEVATE_DATABSE_URL": "sqlite+aiosqlite:///x"}, "ELEVATE_DATABSE_URL: unknown setting"),
-        ({"ELEVATE_AWS_SECRET_ACCESS_KEY": "testing", "ELEVATE_OIDC_ISSUER": "https://idp"},
-         "ELEVATE_AWS_ACCESS_KEY_ID: moto's dummy key is refused outside dev mode"),
+        (
+            {"ELEVATE_AWS_SECRET_ACCESS_KEY": "testing", "ELEVATE_OIDC_ISSUER": "https://idp"},
+            "ELEVATE_AWS_ACCESS_KEY_ID: moto's dummy key is refused outside dev mode",
+        ),
         ({"ELEVATE_OIDC_ISSUER": "http://idp.internal"}, "ELEVATE_OIDC_ISSUER: plain-HTTP"),
         ({"ELEVATE_MODE": "dev", "ELEVATE_FAIL_POINTS": "x"}, "ELEVATE_FAIL_POINTS: "),
     ],

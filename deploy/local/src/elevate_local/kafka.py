@@ -50,9 +50,7 @@ def ensure_jars() -> list[Path]:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise KafkaNotInstalledError("Kafka jars missing and no `mvn` on PATH to fetch them")
-        subprocess.run(
-            [mvn, "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"), "package"], check=True
-        )
+        subprocess.run([mvn, "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"), "package"], check=True)
         jars = sorted(LIB_DIR.glob("*.jar"))
     return jars
 

@@ -52,23 +52,52 @@ class PostgresCluster:
             shutil.chown(self.data_dir, "postgres", "postgres")
             # The parent chain must be traversable by `postgres` (pytest temp dirs are 0700).
             for parent in self.data_dir.parents:
-                if str(parent) in ("/", "/tmp"):
+                if str(parent) in ("/", "/tmp"):  # noqa: S108 - stop at the shared root
                     break
-                os.chmod(parent, os.stat(parent).st_mode | 0o711)
+                os.chmod(parent, os.stat(parent).st_mode | 0o711)  # noqa: S103 - traverse only
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                [*self._run_as, str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust",
-                 "-U", "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
-                 "-E", "UTF8", "--no-sync"],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    *self._run_as,
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
         self.process = subprocess.Popen(
-            [*self._run_as, str(bindir / "postgres"), "-D", str(pgdata),
-             "-p", str(self.port), "-k", str(self.data_dir), "-h", "127.0.0.1",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                *self._run_as,
+                str(bindir / "postgres"),
+                "-D",
+                str(pgdata),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data_dir),
+                "-h",
+                "127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for_port(self.port, timeout=timeout, what="PostgreSQL")
         self._wait_accepting(bindir, timeout)
@@ -80,7 +109,9 @@ class PostgresCluster:
         while time.monotonic() < deadline:
             ok = subprocess.run(
                 [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
             )
             if ok.returncode == 0:
                 return
@@ -90,8 +121,16 @@ class PostgresCluster:
     def create_database(self, name: str) -> str:
         bindir = _bindir()
         subprocess.run(
-            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name, name],
+            [
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                name,
+            ],
             check=True,
         )
         return self.url(name)

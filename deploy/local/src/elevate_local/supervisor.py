@@ -39,8 +39,12 @@ class Ports:
     audit_ingest: int = 8003
 
 
-SERVICES = (("request-api", "request_api"), ("approval", "approval"),
-            ("grant-worker", "grant_worker"), ("audit-ingest", "audit_ingest"))
+SERVICES = (
+    ("request-api", "request_api"),
+    ("approval", "approval"),
+    ("grant-worker", "grant_worker"),
+    ("audit-ingest", "audit_ingest"),
+)
 
 
 class Supervisor:
@@ -63,8 +67,12 @@ class Supervisor:
 
     def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True,
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True).start()
@@ -78,7 +86,8 @@ class Supervisor:
         taken = [f"{name} ({port})" for name, port in vars(self.ports).items() if port_open(port)]
         if taken:
             raise SystemExit(
-                "elevate-dev: ports already in use: " + ", ".join(taken)
+                "elevate-dev: ports already in use: "
+                + ", ".join(taken)
                 + " — is another `make dev` running?"
             )
 
@@ -88,24 +97,34 @@ class Supervisor:
         py = sys.executable
         self.say("starting Kafka (KRaft, real broker) …")
         self.kafka = KafkaBroker(
-            self.data_dir / "kafka", port=self.ports.kafka,
-            controller_port=self.ports.kafka_controller, stdout=subprocess.PIPE,
+            self.data_dir / "kafka",
+            port=self.ports.kafka,
+            controller_port=self.ports.kafka_controller,
+            stdout=subprocess.PIPE,
             log_level="WARN",
         )
         self.kafka.start()
-        assert self.kafka.process is not None and self.kafka.process.stdout is not None
-        threading.Thread(target=self._pump, args=("kafka", self.kafka.process.stdout),
-                         daemon=True).start()
+        assert self.kafka.process is not None
+        assert self.kafka.process.stdout is not None
+        threading.Thread(
+            target=self._pump, args=("kafka", self.kafka.process.stdout), daemon=True
+        ).start()
         self._create_topics()
 
         self.spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)])
         wait_for_port(self.ports.moto, timeout=60, what="moto")
         moto_url = f"http://127.0.0.1:{self.ports.moto}"
-        subprocess.run([py, "-m", "elevate_local.moto_seed", "--endpoint-url", moto_url],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [py, "-m", "elevate_local.moto_seed", "--endpoint-url", moto_url],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         self.say(f"moto seeded with the example organisation at {moto_url}")
 
-        self.spawn("oidc", [py, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)])
+        self.spawn(
+            "oidc", [py, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)]
+        )
         wait_for_port(self.ports.oidc, timeout=60, what="OIDC provider")
 
         for name, attr in SERVICES:
@@ -130,8 +149,10 @@ class Supervisor:
             self.spawn(name, [py, "-m", f"elevate_{attr}.main"], env)
         for name, attr in SERVICES:
             wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
-        self.say("all up: request-api :8000, approval :8001, grant-worker :8002, "
-                 "audit-ingest :8003, Kafka :9092, moto :5000, OIDC :9400")
+        self.say(
+            "all up: request-api :8000, approval :8001, grant-worker :8002, "
+            "audit-ingest :8003, Kafka :9092, moto :5000, OIDC :9400"
+        )
         self.say("`make token USER=alice` prints a bearer token; Ctrl-C stops everything")
 
     def _create_topics(self) -> None:
@@ -154,7 +175,7 @@ class Supervisor:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        for name, proc in reversed(self.children):
+        for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15

@@ -47,7 +47,10 @@ class ServiceContext:
 
 
 def create_service_app(
-    ctx: ServiceContext, *, title: str, migrations: Path | None = None,
+    ctx: ServiceContext,
+    *,
+    title: str,
+    migrations: Path | None = None,
     routers: list[Any] | None = None,
 ) -> FastAPI:
     @asynccontextmanager
@@ -80,8 +83,9 @@ def create_service_app(
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         # Liveness: the process runs. Details show dependencies that are away.
-        return JSONResponse({"status": "ok", "service": ctx.settings.service_name,
-                             "components": health.snapshot()})
+        return JSONResponse(
+            {"status": "ok", "service": ctx.settings.service_name, "components": health.snapshot()}
+        )
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
@@ -90,8 +94,9 @@ def create_service_app(
         try:
             await asyncio.wait_for(ctx.db.ping(), timeout=3)
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": repr(exc)[:200]},
-                                status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "database": repr(exc)[:200]}, status_code=503
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
@@ -108,30 +113,46 @@ async def _ensure_topics_forever(settings: Settings) -> None:
     delay = 1.0
     while True:
         try:
-            await ensure_topics(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix,
-                                retention_days=settings.topic_retention_days)
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                prefix=settings.topic_prefix,
+                retention_days=settings.topic_retention_days,
+            )
             health.ok("kafka-admin", "topics present")
             return
         except Exception as exc:
-            health.failing("kafka-admin", f"Kafka unreachable at "
-                           f"{settings.kafka_bootstrap_servers}: {exc!r}")
-            log.warning("Kafka unreachable at %s (%r); retrying in %.0fs",
-                        settings.kafka_bootstrap_servers, exc, delay)
+            health.failing(
+                "kafka-admin", f"Kafka unreachable at {settings.kafka_bootstrap_servers}: {exc!r}"
+            )
+            log.warning(
+                "Kafka unreachable at %s (%r); retrying in %.0fs",
+                settings.kafka_bootstrap_servers,
+                exc,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30)
 
 
 def bootstrap(settings: Settings) -> ServiceContext:
-    configure_logging(service=settings.service_name, level=settings.log_level,
-                      json_logs=settings.log_json)
-    configure_tracing(service=settings.service_name,
-                      otlp_endpoint=settings.otel_exporter_otlp_endpoint)
+    configure_logging(
+        service=settings.service_name, level=settings.log_level, json_logs=settings.log_json
+    )
+    configure_tracing(
+        service=settings.service_name, otlp_endpoint=settings.otel_exporter_otlp_endpoint
+    )
     return ServiceContext(settings=settings, db=Database(settings.resolved_database_url()))
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, lifespan="on")
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,8 @@ class ServiceSpec:
             defaults["service_name"] = self.name
         return load_settings_or_exit(settings_cls, **defaults)
 
-    def run(self, create_app: Callable[[Settings], FastAPI],
-            settings_cls: type[Settings] = Settings) -> None:
+    def run(
+        self, create_app: Callable[[Settings], FastAPI], settings_cls: type[Settings] = Settings
+    ) -> None:
         settings = self.load_settings(settings_cls)
         serve(create_app(settings), settings)

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Gauge
 
 COMPONENT_UP = Gauge(
-    "elevate_component_up", "1 when a component (kafka producer, consumer, timers) is working",
+    "elevate_component_up",
+    "1 when a component (kafka producer, consumer, timers) is working",
     ["component"],
 )
 COMPONENT_ERRORS = Counter(
-    "elevate_component_errors_total", "Errors a component met and recovered from, by component",
+    "elevate_component_errors_total",
+    "Errors a component met and recovered from, by component",
     ["component"],
 )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, select, text, update
 from sqlalchemy import JSON as SAJSON
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -266,6 +266,6 @@ class OutboxRelay:
         cutoff = (now or utcnow()) - self.purge_after
         async with self.db.transaction() as session:
             result = await session.execute(
-                OutboxMessage.__table__.delete().where(OutboxMessage.sent_at < cutoff)
+                delete(OutboxMessage).where(OutboxMessage.sent_at < cutoff)
             )
         return int(getattr(result, "rowcount", 0) or 0)

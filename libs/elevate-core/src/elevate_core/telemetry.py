@@ -23,8 +23,16 @@ request_id_var: ContextVar[str | None] = ContextVar("elevate_request_id", defaul
 _provider: TracerProvider | None = None
 
 # Never let these reach a log line, whatever a caller passes in `extra`.
-_SECRET_KEYS = {"authorization", "password", "secret", "token", "aws_secret_access_key",
-                "access_token", "id_token", "client_secret"}
+_SECRET_KEYS = {
+    "authorization",
+    "password",
+    "secret",
+    "token",
+    "aws_secret_access_key",
+    "access_token",
+    "id_token",
+    "client_secret",
+}
 
 
 class JsonFormatter(logging.Formatter):

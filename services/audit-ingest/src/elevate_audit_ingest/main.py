@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-
 from elevate_core.app import ServiceSpec, bootstrap, create_service_app
 from elevate_core.settings import Settings
+from fastapi import FastAPI
 
 SPEC = ServiceSpec(
-    name="audit-ingest", port=8003, title="Elevate audit ingest", migrations=Path(__file__).parent / "migrations"
+    name="audit-ingest",
+    port=8003,
+    title="Elevate audit ingest",
+    migrations=Path(__file__).parent / "migrations",
 )
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-
 from elevate_core.app import ServiceSpec, bootstrap, create_service_app
 from elevate_core.settings import Settings
+from fastapi import FastAPI
 
 SPEC = ServiceSpec(
-    name="request-api", port=8000, title="Elevate request API", migrations=Path(__file__).parent / "migrations"
+    name="request-api",
+    port=8000,
+    title="Elevate request API",
+    migrations=Path(__file__).parent / "migrations",
 )
 
 

@@ -7,7 +7,7 @@ joined with dots, so the mapping is mechanical and reversible.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,7 +49,7 @@ class Event(BaseModel):
     version: ClassVar[int] = 1
     ce_type: ClassVar[str]
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__name__.startswith("_") or not hasattr(cls, "topic"):
             return  # abstract helpers without a topic are not on the wire

@@ -50,8 +50,9 @@ class Envelope:
         try:
             return cls.model_validate(self.data)
         except ValidationError as exc:
-            raise EnvelopeError(f"{self.type}: {exc.errors()[0]['loc']}: "
-                                f"{exc.errors()[0]['msg']}") from None
+            raise EnvelopeError(
+                f"{self.type}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from None
 
 
 def new_envelope(
@@ -108,7 +109,9 @@ def decode(value: bytes | None, headers: Any) -> Envelope:
     """Parse a binary-mode CloudEvent; EnvelopeError on anything malformed."""
     h = header_map(headers)
     if h.get("ce_specversion") != SPEC_VERSION:
-        raise EnvelopeError(f"ce_specversion must be {SPEC_VERSION}, got {h.get('ce_specversion')!r}")
+        raise EnvelopeError(
+            f"ce_specversion must be {SPEC_VERSION}, got {h.get('ce_specversion')!r}"
+        )
     for required in ("ce_id", "ce_source", "ce_type"):
         if not h.get(required):
             raise EnvelopeError(f"missing header {required}")
@@ -120,8 +123,17 @@ def decode(value: bytes | None, headers: Any) -> Envelope:
     except ValueError:
         raise EnvelopeError(f"ce_time is not RFC 3339: {h['ce_time']!r}") from None
     data = parse_json_object(value)
-    known = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject",
-             "content-type", "traceparent", "tracestate"}
+    known = {
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "content-type",
+        "traceparent",
+        "tracestate",
+    }
     return Envelope(
         id=h["ce_id"],
         source=h["ce_source"],

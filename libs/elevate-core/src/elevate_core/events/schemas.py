@@ -1,4 +1,7 @@
-"""Generate docs/events/*.json from the event models: `python -m elevate_core.events.schemas [DIR]`."""
+"""Generate docs/events/*.json from the event models.
+
+`python -m elevate_core.events.schemas [DIR]` (or `make schemas`).
+"""
 
 from __future__ import annotations
 

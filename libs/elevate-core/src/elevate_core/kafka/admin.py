@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,10 +42,9 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may win the race; the topic is there either way.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race; the topic is there either way
             log.info("created topics %s", [t.name for t in missing])
         return [t.name for t in missing]
     finally:

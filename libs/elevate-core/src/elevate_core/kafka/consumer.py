@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from prometheus_client import Counter
-
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -92,7 +91,9 @@ class Consumer:
                     log.warning("consumer %s: %r; retry %d", self.config.name, exc, attempt)
                     await self._close()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), backoff_delay(attempt, cap=15))
+                        await asyncio.wait_for(
+                            self._stopping.wait(), backoff_delay(attempt, cap=15)
+                        )
         finally:
             await self._close()
 
@@ -183,15 +184,22 @@ class Consumer:
                         health.failing(self._component, f"retrying: {exc!r}")
                         await asyncio.sleep(backoff_delay(min(attempt, 8), cap=10))
                         continue  # never dead-letter because our own database is away
-                    retryable = getattr(exc, "retryable", True) if isinstance(
-                        exc, ElevateError) else True
+                    retryable = (
+                        getattr(exc, "retryable", True) if isinstance(exc, ElevateError) else True
+                    )
                     if not retryable or attempt >= self.config.max_attempts:
-                        log.error("consumer %s: giving up on %s after %d attempt(s): %r",
-                                  self.config.name, envelope.id, attempt, exc)
+                        log.error(
+                            "consumer %s: giving up on %s after %d attempt(s): %r",
+                            self.config.name,
+                            envelope.id,
+                            attempt,
+                            exc,
+                        )
                         await self._dead_letter(message, exc)
                         return
-                    log.warning("consumer %s: attempt %d failed: %r", self.config.name,
-                                attempt, exc)
+                    log.warning(
+                        "consumer %s: attempt %d failed: %r", self.config.name, attempt, exc
+                    )
                     await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=2))
         finally:
             request_id_var.reset(token)
@@ -212,12 +220,17 @@ class Consumer:
         if not key:
             raise EnvelopeError("raw record has no deduplication key")
         return Envelope(
-            id=key, source="raw", type="raw", time=datetime.now(UTC),
-            subject=message.key.decode(errors="replace") if message.key else None, data=data,
+            id=key,
+            source="raw",
+            type="raw",
+            time=datetime.now(UTC),
+            subject=message.key.decode(errors="replace") if message.key else None,
+            data=data,
         )
 
     async def _dead_letter(self, message: Any, error: BaseException) -> None:
-        headers = list(message.headers or ()) + [
+        headers = [
+            *list(message.headers or ()),
             ("dlq_origin_topic", message.topic.encode()),
             ("dlq_origin_partition", str(message.partition).encode()),
             ("dlq_origin_offset", str(message.offset).encode()),
@@ -230,8 +243,9 @@ class Consumer:
             attempt += 1
             try:
                 if self._dlq_producer is None:
-                    producer = idempotent_producer(self.config.bootstrap_servers,
-                                                   client_id=f"{self.config.name}-dlq")
+                    producer = idempotent_producer(
+                        self.config.bootstrap_servers, client_id=f"{self.config.name}-dlq"
+                    )
                     await producer.start()
                     self._dlq_producer = producer
                 await self._dlq_producer.send_and_wait(
@@ -239,8 +253,14 @@ class Consumer:
                 )
                 DEAD_LETTERED.labels(self.config.name).inc()
                 HANDLED.labels(self.config.name, "dead_lettered").inc()
-                log.error("consumer %s: dead-lettered %s[%d]@%d: %s", self.config.name,
-                          message.topic, message.partition, message.offset, error)
+                log.error(
+                    "consumer %s: dead-lettered %s[%d]@%d: %s",
+                    self.config.name,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    error,
+                )
                 return
             except asyncio.CancelledError:
                 raise

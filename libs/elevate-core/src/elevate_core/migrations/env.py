@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from alembic import context
-
-import elevate_core.kafka.dedupe  # noqa: F401 - registers runtime tables on Base.metadata
-import elevate_core.outbox  # noqa: F401
+import elevate_core.kafka.dedupe
+import elevate_core.outbox
 import elevate_core.timers  # noqa: F401
+from alembic import context
 from elevate_core.db import Base
 
 connection = context.config.attributes.get("connection")
