@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from elevate_local.kafka import KafkaBroker
-from elevate_local.ports import port_open, wait_for_port
+from elevate_local.ports import free_port, port_open, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[4]
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
@@ -149,10 +150,13 @@ class Supervisor:
             self.spawn(name, [py, "-m", f"elevate_{attr}.main"], env)
         for name, attr in SERVICES:
             wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
+        p = self.ports
         self.say(
-            "all up: request-api :8000, approval :8001, grant-worker :8002, "
-            "audit-ingest :8003, Kafka :9092, moto :5000, OIDC :9400"
+            f"all up: request-api :{p.request_api}, approval :{p.approval}, grant-worker "
+            f":{p.grant_worker}, audit-ingest :{p.audit_ingest}, Kafka :{p.kafka}, "
+            f"moto :{p.moto}, OIDC :{p.oidc}"
         )
+        self.say("ports " + json.dumps(vars(p)))
         self.say("`make token USER=alice` prints a bearer token; Ctrl-C stops everything")
 
     def _create_topics(self) -> None:
@@ -221,8 +225,14 @@ def _create_pg_database(admin_url: str, name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="elevate-dev", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".elevate")
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="pick free ports instead of the standard ones (tests)",
+    )
     args = parser.parse_args(argv)
-    supervisor = Supervisor(args.data_dir, Ports())
+    ports = Ports(**{name: free_port() for name in vars(Ports())}) if args.free_ports else Ports()
+    supervisor = Supervisor(args.data_dir, ports)
     stopping = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
