@@ -19,13 +19,21 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from elevate_core.clock import Clock
 from elevate_core.db import Database
+from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKey
 from elevate_core.migrate import upgrade
+from elevate_core.notify import PgListener
+from elevate_core.outbox import CHANNEL as OUTBOX_CHANNEL
+from elevate_core.outbox import Outbox, OutboxRelay
 from elevate_core.problems import install_problem_handlers
 from elevate_core.settings import Settings
 from elevate_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
+from elevate_core.timers import CHANNEL as TIMER_CHANNEL
+from elevate_core.timers import TimerHandler, TimerRunner
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +140,72 @@ async def _ensure_topics_forever(settings: Settings) -> None:
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30)
+
+
+def add_outbox(ctx: ServiceContext) -> Outbox:
+    """The service's outbox writer, and the relay that publishes it."""
+    settings = ctx.settings
+    ctx.workers.append(
+        OutboxRelay(
+            ctx.db,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=f"{settings.service_name}-relay",
+        )
+    )
+    if not ctx.db.is_sqlite and not any(isinstance(w, _ListenerWorker) for w in ctx.workers):
+        ctx.workers.append(_ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    return Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
+
+
+def add_consumer(
+    ctx: ServiceContext,
+    *,
+    name: str,
+    topics: list[Topics],
+    handler: Handler,
+    raw_key: RawKey | None = None,
+) -> Consumer:
+    """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed."""
+    settings = ctx.settings
+    consumer = Consumer(
+        ctx.db,
+        ConsumerConfig(
+            name=f"{settings.topic_prefix}{name}",
+            topics=tuple(settings.topic(t) for t in topics),
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            dlq_topic=settings.topic(Topics.DLQ),
+            raw_key=raw_key,
+        ),
+        handler,
+    )
+    ctx.workers.append(consumer)
+    return consumer
+
+
+def add_timers(
+    ctx: ServiceContext, handlers: dict[str, TimerHandler], *, clock: Clock | None = None
+) -> TimerRunner:
+    runner = TimerRunner(ctx.db, handlers, clock=clock)
+    ctx.workers.append(runner)
+    if not ctx.db.is_sqlite and not any(isinstance(w, _ListenerWorker) for w in ctx.workers):
+        ctx.workers.append(_ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    return runner
+
+
+class _ListenerWorker:
+    """Runs the PostgreSQL LISTEN loop so other replicas' commits wake this one."""
+
+    def __init__(self, listener: PgListener) -> None:
+        self.listener = listener
+        self._stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        self.listener.start()
+        await self._stopped.wait()
+        await self.listener.stop()
+
+    async def stop(self) -> None:
+        self._stopped.set()
 
 
 def bootstrap(settings: Settings) -> ServiceContext:

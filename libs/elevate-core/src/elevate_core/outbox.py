@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,6 +125,7 @@ class OutboxRelay:
     async def run(self) -> None:
         waiter = Waiter(CHANNEL)
         attempt = 0
+        last_purge = time.monotonic()
         try:
             while not self._stopping.is_set():
                 try:
@@ -133,6 +135,9 @@ class OutboxRelay:
                     published = await self.publish_once()
                     attempt = 0
                     if published == 0:
+                        if time.monotonic() - last_purge > 3600:
+                            last_purge = time.monotonic()
+                            await self.purge_sent()  # sent rows are history, not state
                         await waiter.wait(self.idle_poll_seconds)
                 except asyncio.CancelledError:
                     raise
