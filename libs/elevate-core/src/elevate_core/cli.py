@@ -1,0 +1,223 @@
+"""The `elevate` command line.
+
+    elevate policy check FILE [FILE ...] [--strict] [--group-members GROUP=u1,u2 ...]
+    elevate policy explain FILE --user NAME [--groups g1,g2] --account ID_OR_NAME
+                           [--ou-path Workloads/Prod] --permission-set NAME [--break-glass]
+
+Both work offline (no AWS, no services): `check` validates a policy file for a GitOps
+pipeline, `explain` evaluates one question with directory data given as flags.
+Exit status: 0 success / eligible, 1 invalid policy / not eligible, 2 usage error.
+Problems print as `FILE:LINE: field: message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from elevate_core.directory.models import Account, OrgUnit, User
+from elevate_core.policy import (
+    Explanation,
+    PolicyError,
+    check_policy,
+    explain,
+    format_duration,
+    load_policy,
+)
+from elevate_core.policy.loader import GroupMembers, read_policy_bytes
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _group_members(values: Sequence[str]) -> GroupMembers:
+    members: dict[str, list[str]] = {}
+    for value in values:
+        group, sep, users = value.partition("=")
+        if not sep or not group.strip():
+            raise argparse.ArgumentTypeError(f"--group-members {value!r}: use GROUP=user1,user2")
+        members.setdefault(group.strip(), []).extend(_csv(users))
+    return members
+
+
+def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        members = _group_members(args.group_members) if args.group_members else None
+    except argparse.ArgumentTypeError as exc:
+        print(f"elevate: {exc}", file=err)
+        return 2
+    status = 0
+    for path in args.files:
+        try:
+            data = read_policy_bytes(path)
+        except PolicyError as exc:
+            print(str(exc), file=err)
+            status = 1
+            continue
+        result = check_policy(data, source=path, group_members=members)
+        for issue in (*result.errors, *result.warnings):
+            print(str(issue), file=err)
+        if result.policy is None:
+            print(f"{path}: INVALID ({len(result.errors)} error(s))", file=err)
+            status = 1
+            continue
+        if args.strict and result.warnings:
+            print(f"{path}: INVALID ({len(result.warnings)} warning(s) with --strict)", file=err)
+            status = 1
+            continue
+        doc = result.policy.document
+        print(
+            f"{path}: OK (version {result.version}: {len(doc.eligibility)} eligibility "
+            f"rule(s), {len(doc.approval_rules)} approval rule(s), "
+            f"{len(doc.standing_assignments)} standing assignment(s), "
+            f"{len(result.warnings)} warning(s))",
+            file=out,
+        )
+    return status
+
+
+def _account(args: argparse.Namespace) -> Account:
+    value: str = args.account.strip()
+    if re.fullmatch(r"\d{12}", value):
+        account_id, name = value, args.account_name or value
+    else:
+        account_id, name = args.account_id or "id unknown", value
+    names = [part for part in (args.ou_path or "").strip("/").split("/") if part]
+    ids = _csv(args.ou_ids or "")
+    if ids and len(ids) != len(names):
+        raise argparse.ArgumentTypeError("--ou-ids needs one id per --ou-path element")
+    path = tuple(
+        OrgUnit(id=ids[i] if ids else f"(ou {i})", name=part) for i, part in enumerate(names)
+    )
+    return Account(id=account_id, name=name, ou_path=path, is_management=args.management)
+
+
+def _as_json(result: Explanation) -> dict[str, Any]:
+    terms = result.terms
+    payload: dict[str, Any] = {
+        "eligible": result.eligible,
+        "policy_version": result.policy_version,
+        "user": result.user,
+        "account": result.account,
+        "permission_set": result.permission_set,
+        "break_glass": result.break_glass,
+        "matched_rules": list(result.matched_rules),
+        "traces": [
+            {"rule": t.rule, "matched": t.matched, "reasons": list(t.reasons)}
+            for t in result.traces
+        ],
+        "hints": list(result.hints),
+    }
+    if terms is not None:
+        payload["terms"] = {
+            "rule": terms.rule,
+            "rules": list(terms.rules),
+            "max_duration": format_duration(terms.max_duration),
+            "approval_rule": terms.approval.name,
+            "auto_approve": terms.approval.auto_approve,
+            "approver_groups": list(terms.approval.approver_groups),
+            "required_approvals": terms.approval.needed,
+            "ticket_required": terms.ticket_required,
+            "ticket_patterns": list(terms.ticket_patterns),
+            "review_groups": list(terms.review_groups),
+        }
+    return payload
+
+
+def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        print(str(exc), file=err)
+        return 1
+    try:
+        account = _account(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"elevate: {exc}", file=err)
+        return 2
+    user = User(
+        user_id=args.user_id or f"(id of {args.user})",
+        user_name=args.user,
+        groups=frozenset(_csv(args.groups or "")),
+    )
+    result = explain(policy, user, account, args.permission_set, break_glass=args.break_glass)
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2), file=out)
+    else:
+        print(result.render(), file=out)
+    return 0 if result.eligible else 1
+
+
+def _help(parser: argparse.ArgumentParser) -> Handler:
+    def show(_: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        parser.print_help(file=err)
+        return 2
+
+    return show
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elevate", description="Elevate: temporary, approved, audited AWS access."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    policy = commands.add_parser("policy", help="check and explain policy files (offline)")
+    policy_commands = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    policy.set_defaults(handler=_help(policy))
+
+    check = policy_commands.add_parser(
+        "check", help="validate policy files; exit 1 if any is invalid"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.add_argument(
+        "--group-members",
+        action="append",
+        default=[],
+        metavar="GROUP=USER,USER",
+        help="group membership (repeatable), to warn about N-of-M rules that cannot be met",
+    )
+    check.set_defaults(handler=_check)
+
+    exp = policy_commands.add_parser(
+        "explain", help="may this user request this permission set on this account, and why"
+    )
+    exp.add_argument("file", metavar="FILE")
+    exp.add_argument("--user", required=True, help="Identity Store user name")
+    exp.add_argument("--user-id", help="Identity Store user id (for rules naming user ids)")
+    exp.add_argument("--groups", default="", help="the user's groups, comma-separated")
+    exp.add_argument("--account", required=True, help="account id (12 digits) or name")
+    exp.add_argument("--account-name", help="the account's name, when --account is an id")
+    exp.add_argument("--account-id", help="the account's id, when --account is a name")
+    exp.add_argument("--ou-path", default="", help="the account's OU path, e.g. Workloads/Prod")
+    exp.add_argument("--ou-ids", help="the OU ids along --ou-path, comma-separated")
+    exp.add_argument("--management", action="store_true", help="it is the management account")
+    exp.add_argument("--permission-set", required=True, help="permission set name")
+    exp.add_argument("--break-glass", action="store_true", help="evaluate a break-glass request")
+    exp.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    exp.set_defaults(handler=_explain)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(file=err or sys.stderr)
+        return 2
+    return handler(args, out or sys.stdout, err or sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

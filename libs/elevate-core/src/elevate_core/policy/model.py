@@ -1,0 +1,97 @@
+"""A loaded policy: the validated document plus its version, source and line map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from elevate_core.directory.models import User
+from elevate_core.policy.errors import Issue, Severity
+from elevate_core.policy.schema import (
+    ApprovalRule,
+    EligibilityRule,
+    PolicyDocument,
+    StandingAssignment,
+)
+
+FieldPath = tuple[str | int, ...]
+
+
+def format_path(path: FieldPath) -> str:
+    """('eligibility', 0, 'accounts', 1, 'ou') -> 'eligibility[0].accounts[1].ou'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def locate(lines: Mapping[FieldPath, int], path: FieldPath) -> int | None:
+    """The line of `path`, or of its nearest ancestor present in the file."""
+    for end in range(len(path), -1, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+class Policy:
+    """An immutable, validated policy. `version` is the short sha256 of the file's bytes;
+    every evaluation result carries it so decisions can be traced to the exact file."""
+
+    __slots__ = ("_approvals", "document", "lines", "source", "version", "warnings")
+
+    def __init__(
+        self,
+        document: PolicyDocument,
+        *,
+        version: str,
+        source: str,
+        lines: Mapping[FieldPath, int] | None = None,
+        warnings: tuple[Issue, ...] = (),
+    ) -> None:
+        self.document = document
+        self.version = version
+        self.source = source
+        self.lines: Mapping[FieldPath, int] = MappingProxyType(dict(lines or {}))
+        self.warnings = warnings
+        self._approvals: Mapping[str, ApprovalRule] = MappingProxyType(
+            {rule.name: rule for rule in document.approval_rules}
+        )
+
+    def __repr__(self) -> str:
+        return f"Policy(source={self.source!r}, version={self.version!r})"
+
+    @property
+    def approval_rules(self) -> Mapping[str, ApprovalRule]:
+        return self._approvals
+
+    @property
+    def eligibility_rules(self) -> tuple[EligibilityRule, ...]:
+        return self.document.eligibility
+
+    @property
+    def standing_assignments(self) -> tuple[StandingAssignment, ...]:
+        return self.document.standing_assignments
+
+    @property
+    def auditor_groups(self) -> frozenset[str]:
+        return frozenset(self.document.auditor_groups)
+
+    @property
+    def admin_groups(self) -> frozenset[str]:
+        return frozenset(self.document.admin_groups)
+
+    def is_auditor(self, user: User) -> bool:
+        return not self.auditor_groups.isdisjoint(user.groups)
+
+    def is_admin(self, user: User) -> bool:
+        return not self.admin_groups.isdisjoint(user.groups)
+
+    def line_of(self, path: FieldPath) -> int | None:
+        return locate(self.lines, path)
+
+    def issue(self, path: FieldPath, message: str, severity: Severity = "warning") -> Issue:
+        return Issue(self.source, self.line_of(path), format_path(path), message, severity)

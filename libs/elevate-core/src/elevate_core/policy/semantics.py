@@ -1,0 +1,238 @@
+"""Checks that relate fields to each other, and warnings.
+
+`check_document` returns errors (the policy must not load) and static warnings, each
+with the exact field path. `reachability_warnings` needs directory data (who is in
+which group) and says which approval rules can never gather their required count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from elevate_core.policy.errors import Issue, Severity
+from elevate_core.policy.model import FieldPath, Policy
+from elevate_core.policy.schema import AccountRef, PolicyDocument
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: FieldPath
+    message: str
+    severity: Severity = "error"
+
+
+def _selector_problem(ref: AccountRef, *, exclude: bool) -> str | None:
+    chosen = [
+        key for key, value in (("id", ref.id), ("name", ref.name), ("ou", ref.ou)) if value
+    ] + (["'*'"] if ref.all else [])
+    if len(chosen) != 1:
+        got = ", ".join(chosen) if chosen else "nothing"
+        return f"give exactly one of id, name, ou or '*' (got {got})"
+    if exclude and ref.all:
+        return "'*' cannot be excluded: exclude names accounts by id, name or ou"
+    return None
+
+
+def _duplicates(names: list[str]) -> dict[int, int]:
+    """index of each repeated name -> index of its first occurrence."""
+    first: dict[str, int] = {}
+    repeats: dict[int, int] = {}
+    for index, name in enumerate(names):
+        if name in first:
+            repeats[index] = first[name]
+        else:
+            first[name] = index
+    return repeats
+
+
+def check_document(doc: PolicyDocument) -> list[Finding]:
+    found: list[Finding] = []
+    add = found.append
+    approvals = [rule.name for rule in doc.approval_rules]
+    for index, first in _duplicates(approvals).items():
+        add(
+            Finding(
+                ("approval_rules", index, "name"),
+                f"duplicate approval rule name {approvals[index]!r} "
+                f"(first defined at approval_rules[{first}])",
+            )
+        )
+    for index, rule in enumerate(doc.approval_rules):
+        at: FieldPath = ("approval_rules", index)
+        if rule.auto_approve:
+            if rule.approver_groups:
+                add(
+                    Finding(
+                        (*at, "approver_groups"), "an auto-approve rule takes no approver groups"
+                    )
+                )
+            if "required_approvals" in rule.model_fields_set:
+                add(
+                    Finding(
+                        (*at, "required_approvals"),
+                        "an auto-approve rule takes no required approvals",
+                    )
+                )
+        elif not rule.approver_groups:
+            add(
+                Finding(
+                    (*at, "approver_groups"),
+                    "required: at least one group (or set auto_approve: true)",
+                )
+            )
+
+    names = [rule.name for rule in doc.eligibility]
+    for index, first in _duplicates(names).items():
+        add(
+            Finding(
+                ("eligibility", index, "name"),
+                f"duplicate eligibility rule name {names[index]!r} "
+                f"(first defined at eligibility[{first}])",
+            )
+        )
+    known = set(approvals)
+    used: set[str] = set()
+    for index, elig in enumerate(doc.eligibility):
+        at = ("eligibility", index)
+        if not elig.principals.groups and not elig.principals.users:
+            add(Finding((*at, "principals"), "name at least one group or user"))
+        for pos, ref in enumerate(elig.accounts):
+            problem = _selector_problem(ref, exclude=False)
+            if problem:
+                add(Finding((*at, "accounts", pos), problem))
+        for pos, ref in enumerate(elig.exclude):
+            problem = _selector_problem(ref, exclude=True)
+            if problem:
+                add(Finding((*at, "exclude", pos), problem))
+        if elig.break_glass:
+            if elig.approval is not None:
+                add(
+                    Finding(
+                        (*at, "approval"),
+                        "a break-glass rule grants at once and takes no approval rule "
+                        "(its grants are reviewed afterwards by review_groups)",
+                    )
+                )
+        else:
+            if elig.approval is None:
+                add(
+                    Finding(
+                        (*at, "approval"),
+                        "required: the name of an approval rule (or set break_glass: true)",
+                    )
+                )
+            elif elig.approval not in known:
+                listed = ", ".join(sorted(known)) or "none defined"
+                add(
+                    Finding(
+                        (*at, "approval"),
+                        f"unknown approval rule {elig.approval!r} (known: {listed})",
+                    )
+                )
+            else:
+                used.add(elig.approval)
+            if elig.review_groups:
+                add(Finding((*at, "review_groups"), "only break-glass rules take review_groups"))
+        for pos, dup in _duplicates(list(elig.permission_sets)).items():
+            add(
+                Finding(
+                    (*at, "permission_sets", pos),
+                    f"{elig.permission_sets[pos]!r} listed twice (also at permission_sets[{dup}])",
+                    "warning",
+                )
+            )
+        if elig.break_glass and not elig.review_groups and not doc.auditor_groups:
+            add(
+                Finding(
+                    (*at, "review_groups"),
+                    "break-glass grants will have no reviewers: set review_groups "
+                    "or auditor_groups",
+                    "warning",
+                )
+            )
+    for index, approval in enumerate(doc.approval_rules):
+        if approval.name not in used:
+            add(
+                Finding(
+                    ("approval_rules", index, "name"),
+                    f"approval rule {approval.name!r} is not used by any eligibility rule",
+                    "warning",
+                )
+            )
+    for index, standing in enumerate(doc.standing_assignments):
+        account = standing.account
+        if (account.id is None) == (account.name is None):
+            add(
+                Finding(
+                    ("standing_assignments", index, "account"), "give exactly one of id or name"
+                )
+            )
+    if not doc.auditor_groups:
+        add(
+            Finding(
+                ("auditor_groups",),
+                "no auditor groups: only admins can read the audit trail",
+                "warning",
+            )
+        )
+    return found
+
+
+def reachability_warnings(
+    policy: Policy, group_members: Mapping[str, Collection[str]]
+) -> tuple[Issue, ...]:
+    """Warn about approval rules whose approver groups cannot reach the required count.
+
+    `group_members` maps a group's display name to its members' user names (as the
+    directory reports them). Two cases are reported:
+      * fewer distinct people in the approver groups than `required_approvals`: no
+        request under the rule can ever be approved;
+      * exactly enough people, but some of them may also request under the rule:
+        their own requests can never be approved, because nobody approves their own.
+    """
+    members = {group: {m.casefold() for m in users} for group, users in group_members.items()}
+    issues: list[Issue] = []
+    for index, rule in enumerate(policy.document.approval_rules):
+        if rule.auto_approve:
+            continue
+        path: FieldPath = ("approval_rules", index, "required_approvals")
+        people: set[str] = set()
+        unknown = [g for g in rule.approver_groups if g not in members]
+        for group in rule.approver_groups:
+            people |= members.get(group, set())
+        groups = ", ".join(rule.approver_groups)
+        if len(people) < rule.required_approvals:
+            note = f" (unknown group(s): {', '.join(unknown)})" if unknown else ""
+            issues.append(
+                policy.issue(
+                    path,
+                    (
+                        f"approval rule {rule.name!r} needs {rule.required_approvals} approval(s) "
+                        f"but its approver groups ({groups}) have only {len(people)} distinct "
+                        f"member(s){note}: requests under it can never be approved"
+                    ),
+                )
+            )
+            continue
+        requesters: set[str] = set()
+        for elig in policy.document.eligibility:
+            if elig.approval != rule.name:
+                continue
+            requesters |= {u.casefold() for u in elig.principals.users}
+            for group in elig.principals.groups:
+                requesters |= members.get(group, set())
+        both = sorted(people & requesters)
+        if both and len(people) - 1 < rule.required_approvals:
+            issues.append(
+                policy.issue(
+                    path,
+                    (
+                        f"approval rule {rule.name!r} needs {rule.required_approvals} approval(s) "
+                        f"from {len(people)} people, but {', '.join(both)} can also request "
+                        "under it and cannot approve their own request: such requests can never "
+                        "be approved"
+                    ),
+                )
+            )
+    return tuple(issues)

@@ -1,0 +1,269 @@
+"""Who may decide, and how decisions add up: self-approval in every shape, N-of-M."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from elevate_core.clock import ManualClock
+from elevate_core.directory.models import User
+from elevate_core.policy import (
+    BREAK_GLASS_APPROVAL,
+    ApprovalRule,
+    Requester,
+    Vote,
+    may_decide,
+    pending_deadline,
+    tally,
+)
+
+from tests.unit.policy.org import USERS
+
+ONE = ApprovalRule(name="one-lead", approver_groups=("sre-leads",), required_approvals=1)
+TWO = ApprovalRule(
+    name="two-leads",
+    approver_groups=("sre-leads", "security"),
+    required_approvals=2,
+    pending_timeout=timedelta(hours=2),
+)
+TWO_LENIENT = TWO.model_copy(update={"one_rejection_rejects": False})
+AUTO = ApprovalRule(name="auto", auto_approve=True)
+
+ALICE = USERS["alice"]
+BOB = USERS["bob"]
+# alice, also a lead, also an admin, also an auditor: every role at once.
+ALICE_ALL_ROLES = replace(
+    ALICE, groups=ALICE.groups | {"sre-leads", "elevate-admins", "auditors", "security"}
+)
+
+
+@pytest.mark.parametrize(
+    ("requester", "decider", "rule", "allowed", "reason"),
+    [
+        pytest.param(
+            ALICE, BOB, ONE, True, "member of approver group 'sre-leads'", id="lead-approves-other"
+        ),
+        pytest.param(
+            ALICE_ALL_ROLES,
+            ALICE_ALL_ROLES,
+            ONE,
+            False,
+            "own request",
+            id="requester-in-approver-group",
+        ),
+        pytest.param(
+            ALICE, ALICE_ALL_ROLES, TWO, False, "own request", id="requester-holds-every-role"
+        ),
+        pytest.param(
+            USERS["bob-sre"], BOB, ONE, False, "own request", id="requester-and-approver-two-roles"
+        ),
+        pytest.param(
+            Requester("alice", "id-alice"),
+            ALICE_ALL_ROLES,
+            ONE,
+            False,
+            "own request",
+            id="requester-as-snapshot",
+        ),
+        pytest.param(
+            Requester("ALICE", "other-id"),
+            ALICE_ALL_ROLES,
+            ONE,
+            False,
+            "own request",
+            id="same-name-other-case-other-id",
+        ),
+        pytest.param(
+            Requester("alice-renamed", "id-alice"),
+            ALICE_ALL_ROLES,
+            ONE,
+            False,
+            "own request",
+            id="same-id-other-name",
+        ),
+        pytest.param(
+            ALICE,
+            User("id-alice", "Alice.Smith", groups=frozenset({"sre-leads"})),
+            ONE,
+            False,
+            "own request",
+            id="same-id-different-user-name",
+        ),
+        pytest.param(
+            ALICE,
+            USERS["dave"],
+            ONE,
+            False,
+            "not in any approver group",
+            id="admin-is-not-approver",
+        ),
+        pytest.param(
+            ALICE,
+            USERS["carol"],
+            ONE,
+            False,
+            "not in any approver group",
+            id="auditor-is-not-approver",
+        ),
+        pytest.param(
+            ALICE, USERS["erin"], ONE, False, "not in any approver group", id="peer-is-not-approver"
+        ),
+        pytest.param(ALICE, BOB, AUTO, False, "approves automatically", id="auto-rule"),
+        pytest.param(
+            ALICE, BOB, BREAK_GLASS_APPROVAL, False, "approves automatically", id="break-glass-rule"
+        ),
+        pytest.param(
+            BOB,
+            ALICE_ALL_ROLES,
+            TWO,
+            True,
+            "member of approver group 'sre-leads'",
+            id="multi-role-decider-for-someone-else",
+        ),
+    ],
+)
+def test_may_decide(
+    requester: Requester | User, decider: User, rule: ApprovalRule, allowed: bool, reason: str
+) -> None:
+    check = may_decide(rule, requester=requester, decider=decider)
+    assert check.allowed is allowed
+    assert bool(check) is allowed
+    assert reason in check.reason
+
+
+CLOCK_START = ManualClock().now()
+
+
+def _vote(user: User, approve: bool, minutes: int) -> Vote:
+    return Vote(user, approve, CLOCK_START + timedelta(minutes=minutes))
+
+
+FRANK, GRACE = USERS["frank"], USERS["grace"]
+FRANK_OTHER_ID = replace(FRANK, user_id="id-frank-2", user_name="Frank")
+
+
+@pytest.mark.parametrize(
+    ("rule", "requester", "votes", "status", "approvers", "refused"),
+    [
+        pytest.param(TWO, ALICE, [_vote(BOB, True, 1)], "pending", ("bob",), (), id="one-of-two"),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(BOB, True, 1), _vote(BOB, True, 2)],
+            "pending",
+            ("bob",),
+            ("bob",),
+            id="same-person-twice-counts-once",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(BOB, True, 1), _vote(FRANK, True, 2)],
+            "approved",
+            ("bob", "frank"),
+            (),
+            id="two-distinct-people",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(FRANK, True, 1), _vote(FRANK_OTHER_ID, True, 2)],
+            "pending",
+            ("frank",),
+            ("Frank",),
+            id="same-name-other-case-counts-once",
+        ),
+        pytest.param(
+            TWO,
+            USERS["bob-sre"],
+            [_vote(BOB, True, 1), _vote(FRANK, True, 2)],
+            "pending",
+            ("frank",),
+            ("bob",),
+            id="requester-vote-never-counts",
+        ),
+        pytest.param(
+            TWO,
+            USERS["bob-sre"],
+            [_vote(BOB, True, 1), _vote(FRANK, True, 2), _vote(GRACE, True, 3)],
+            "approved",
+            ("frank", "grace"),
+            ("bob",),
+            id="two-of-three-without-self",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(USERS["dave"], True, 1), _vote(BOB, True, 2)],
+            "pending",
+            ("bob",),
+            ("dave",),
+            id="non-approver-refused",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(BOB, False, 1), _vote(FRANK, True, 2)],
+            "rejected",
+            (),
+            ("frank",),
+            id="one-rejection-rejects",
+        ),
+        pytest.param(
+            TWO_LENIENT,
+            ALICE,
+            [_vote(BOB, False, 1), _vote(FRANK, True, 2), _vote(GRACE, True, 3)],
+            "approved",
+            ("frank", "grace"),
+            (),
+            id="rejection-recorded-only",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(BOB, True, 1), _vote(FRANK, True, 2), _vote(GRACE, False, 3)],
+            "approved",
+            ("bob", "frank"),
+            ("grace",),
+            id="first-outcome-wins",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(BOB, True, 1), _vote(FRANK, True, 120)],
+            "pending",
+            ("bob",),
+            ("frank",),
+            id="vote-after-deadline-refused",
+        ),
+        pytest.param(AUTO, ALICE, [], "approved", (), (), id="auto-approve"),
+    ],
+)
+def test_tally(
+    rule: ApprovalRule,
+    requester: User,
+    votes: list[Vote],
+    status: str,
+    approvers: tuple[str, ...],
+    refused: tuple[str, ...],
+) -> None:
+    result = tally(
+        rule, requester, votes, submitted_at=CLOCK_START, now=CLOCK_START + timedelta(minutes=5)
+    )
+    assert result.status == status
+    assert result.approvers == approvers
+    assert tuple(name for name, _ in result.refused) == refused
+
+
+def test_pending_timeout_with_injected_clock() -> None:
+    clock = ManualClock()
+    submitted = clock.now()
+    assert pending_deadline(TWO, submitted) == submitted + timedelta(hours=2)
+    votes = [Vote(BOB, True, clock.now())]
+    clock.advance(timedelta(hours=1, minutes=59))
+    assert tally(TWO, ALICE, votes, submitted_at=submitted, now=clock.now()).status == "pending"
+    clock.advance(timedelta(minutes=1))
+    expired = tally(TWO, ALICE, votes, submitted_at=submitted, now=clock.now())
+    assert expired.status == "expired"
+    assert expired.approvers == ("bob",)
