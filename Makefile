@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := uv run --frozen
 USER ?= alice
 
-.PHONY: dev test lint token install schemas
+.PHONY: dev test lint token install schemas simulate-activity
 
 install:
 	@bash scripts/bootstrap.sh
@@ -31,3 +31,8 @@ token:
 ## Regenerate docs/events/*.json from the event models
 schemas:
 	@$(UV) python -m elevate_core.events.schemas docs/events
+
+## Write a realistic CloudTrail file (sign-in + calls) and its SQS notice into the local trail bucket:
+## make simulate-activity USER=alice ACCOUNT=<id or name> PERMISSION_SET=AdministratorAccess
+simulate-activity:
+	@$(UV) python -m elevate_local.simulate_activity --user $(USER) --account $(ACCOUNT) --permission-set $(PERMISSION_SET)

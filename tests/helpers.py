@@ -60,3 +60,38 @@ def headers_of(record: Any) -> dict[str, str]:
 
 def data_of(record: Any) -> Any:
     return json.loads(record.value)
+
+
+async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
+    """Every record on `topic` up to its current end offsets (for "exactly one" checks)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        from aiokafka import TopicPartition
+
+        partitions = [
+            TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())
+        ]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, msgs in batch.items():
+                records.extend(msgs)
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records

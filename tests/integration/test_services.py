@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
+from elevate_local.postgres import PostgresCluster
 
 from tests.helpers import eventually
 
@@ -48,22 +50,20 @@ class Service:
 
 @pytest.fixture
 def services(
-    kafka: KafkaBroker,
-    postgres: object,
-    pg_url: str,
-    topic_prefix: str,
-    request: pytest.FixtureRequest,
+    kafka: KafkaBroker, postgres: PostgresCluster, topic_prefix: str, moto_endpoint: str
 ) -> Iterator[dict[str, Service]]:
     started: dict[str, Service] = {}
     try:
         for module in SERVICES:
-            url = pg_url if module == "request_api" else request.getfixturevalue("pg_url")
+            # Each service owns its own database (and its own Alembic chain).
+            url = postgres.create_database(f"svc_{module}_{uuid.uuid4().hex[:8]}")
             started[module] = Service(
                 module,
                 {
                     "ELEVATE_DATABASE_URL": url,
                     "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
+                    "ELEVATE_AWS_ENDPOINT_URL": moto_endpoint,
                 },
             )
         yield started
@@ -102,7 +102,9 @@ async def test_every_service_answers_probes_and_creates_topics(
     await eventually(topics_exist, what="the services created the catalog topics")
 
 
-async def test_service_without_kafka_keeps_running_and_says_so(sqlite_url: str) -> None:
+async def test_service_without_kafka_keeps_running_and_says_so(
+    sqlite_url: str, moto_endpoint: str
+) -> None:
     dead = f"127.0.0.1:{free_port()}"
     svc = Service(
         "request_api", {"ELEVATE_DATABASE_URL": sqlite_url, "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": dead}

@@ -52,6 +52,7 @@ def test_every_architecture_event_is_registered_on_its_writers_topic() -> None:
         "RequestApproved",
         "RequestRejected",
         "RequestExpired",
+        "BreakGlassUsed",
     }
     assert by_topic[Topics.GRANTS] == {
         "GrantScheduled",

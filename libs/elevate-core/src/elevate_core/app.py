@@ -152,8 +152,8 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
             client_id=f"{settings.service_name}-relay",
         )
     )
-    if not ctx.db.is_sqlite and not any(isinstance(w, _ListenerWorker) for w in ctx.workers):
-        ctx.workers.append(_ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):
+        ctx.workers.append(ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
     return Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
 
 
@@ -187,12 +187,12 @@ def add_timers(
 ) -> TimerRunner:
     runner = TimerRunner(ctx.db, handlers, clock=clock)
     ctx.workers.append(runner)
-    if not ctx.db.is_sqlite and not any(isinstance(w, _ListenerWorker) for w in ctx.workers):
-        ctx.workers.append(_ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):
+        ctx.workers.append(ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
     return runner
 
 
-class _ListenerWorker:
+class ListenerWorker:
     """Runs the PostgreSQL LISTEN loop so other replicas' commits wake this one."""
 
     def __init__(self, listener: PgListener) -> None:

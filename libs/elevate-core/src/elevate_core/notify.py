@@ -25,18 +25,25 @@ _INFO_KEY = "elevate_notify"
 _waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
 
 
-async def mark(session: AsyncSession, channel: str) -> None:
-    channels: set[str] = session.info.setdefault(_INFO_KEY, set())
-    if channel in channels:
+async def mark(session: AsyncSession, channel: str, payload: str = "") -> None:
+    """Wake waiters on `channel` (and on `channel:payload` if given) once this commits."""
+    marks: set[tuple[str, str]] = session.info.setdefault(_INFO_KEY, set())
+    if (channel, payload) in marks:
         return
-    channels.add(channel)
+    marks.add((channel, payload))
     if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+        await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
 
 def _wake_after_commit(session: Session) -> None:
-    for channel in session.info.get(_INFO_KEY, ()):
-        wake(channel)
+    for channel, payload in session.info.get(_INFO_KEY, ()):
+        _wake_with_payload(channel, payload)
+
+
+def _wake_with_payload(channel: str, payload: str) -> None:
+    wake(channel)
+    if payload:
+        wake(f"{channel}:{payload}")
 
 
 on_commit(_wake_after_commit)
@@ -92,7 +99,9 @@ class PgListener:
             try:
                 conn = await asyncpg.connect(dsn)
                 for channel in self.channels:
-                    await conn.add_listener(channel, lambda *args: wake(args[2]))
+                    await conn.add_listener(
+                        channel, lambda _c, _pid, chan, payload: _wake_with_payload(chan, payload)
+                    )
                 # Something may have been committed while we were not listening.
                 for channel in self.channels:
                     wake(channel)

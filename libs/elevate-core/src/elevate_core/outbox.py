@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.failpoints import failpoint
 from elevate_core.health import health
 from elevate_core.kafka.producer import idempotent_producer
-from elevate_core.notify import Waiter, mark
+from elevate_core.notify import Waiter, mark, wake
 from elevate_core.telemetry import context_from, current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,35 @@ class Outbox:
         await mark(session, CHANNEL)
         return envelope.id
 
+    async def add_raw(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Queue a message that is not an Elevate CloudEvent (e.g. an OCSF record for a
+        SIEM): the value and headers go out as given, plus `traceparent`. Same table, same
+        relay, so ordering per key and at-least-once delivery are those of `add`."""
+        traceparent, tracestate = current_traceparent()
+        row_headers = [[k, v] for k, v in headers]
+        if traceparent:
+            row_headers.append(["traceparent", traceparent])
+        if tracestate:
+            row_headers.append(["tracestate", tracestate])
+        session.add(
+            OutboxMessage(
+                topic=f"{self.topic_prefix}{topic}",
+                key=key,
+                value=value,
+                headers=row_headers,
+                created_at=utcnow(),
+            )
+        )
+        await mark(session, CHANNEL)
+
 
 class OutboxRelay:
     def __init__(
@@ -157,6 +187,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         self._stopping.set()
+        wake(CHANNEL)  # do not sit out the idle poll
 
     async def _is_leader(self) -> bool:
         if self.db.is_sqlite:

@@ -1,12 +1,34 @@
-"""Elevate audit ingest: process entry point (`elevate-audit-ingest`)."""
+"""Elevate audit ingest: process entry point (`elevate-audit-ingest`).
+
+Workers: the outbox relay (OCSF records → `elevate.audit.v1`), the grants consumer (grant
+index), the CloudTrail consumer (raw mode, deduplicated on `eventID`), the timer runner
+(records waiting for their grant) and, unless `ELEVATE_CLOUDTRAIL_QUEUE` is empty, the SQS
+poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from elevate_core.app import ServiceSpec, bootstrap, create_service_app
+from elevate_core.app import (
+    ServiceContext,
+    ServiceSpec,
+    add_consumer,
+    add_outbox,
+    add_timers,
+    bootstrap,
+    create_service_app,
+)
+from elevate_core.clock import Clock, SystemClock
+from elevate_core.events.topics import Topics
 from elevate_core.settings import Settings
 from fastapi import FastAPI
+
+from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key, grants_handler
+from elevate_audit_ingest.ingest import TrailIngestor, aws_clients
+from elevate_audit_ingest.schemas import AuditSettings
+from elevate_audit_ingest.service import CorrelationConfig
+from elevate_audit_ingest.timers import PENDING_TIMER, pending_record_handler
 
 SPEC = ServiceSpec(
     name="audit-ingest",
@@ -16,13 +38,59 @@ SPEC = ServiceSpec(
 )
 
 
+def wire(ctx: ServiceContext, settings: AuditSettings, *, clock: Clock | None = None) -> None:
+    """Attach audit-ingest's workers to `ctx` (they start with the app's lifespan)."""
+    clock = clock or SystemClock()
+    config = CorrelationConfig(
+        grace=settings.grant_grace, wait=settings.correlation_wait, managed=settings.managed()
+    )
+    outbox = add_outbox(ctx)
+    add_consumer(
+        ctx,
+        name="audit-ingest.grants",
+        topics=[Topics.GRANTS],
+        handler=grants_handler(outbox=outbox, config=config, clock=clock),
+    )
+    add_consumer(
+        ctx,
+        name="audit-ingest.cloudtrail",
+        topics=[Topics.CLOUDTRAIL],
+        handler=cloudtrail_handler(outbox=outbox, config=config, clock=clock),
+        raw_key=cloudtrail_key,
+    )
+    add_timers(
+        ctx, {PENDING_TIMER: pending_record_handler(outbox=outbox, config=config, clock=clock)}
+    )
+    if settings.cloudtrail_queue:
+        s3, sqs = aws_clients(settings)
+        ctx.workers.append(
+            TrailIngestor(
+                ctx.db,
+                s3=s3,
+                sqs=sqs,
+                queue=settings.cloudtrail_queue,
+                topic=settings.topic(Topics.CLOUDTRAIL),
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                client_id=f"{settings.service_name}-trail",
+                wait_seconds=settings.cloudtrail_wait_seconds,
+                visibility_timeout=settings.cloudtrail_visibility_timeout,
+                max_messages=settings.cloudtrail_max_messages,
+                publish_batch=settings.cloudtrail_publish_batch,
+                clock=clock,
+            )
+        )
+
+
 def create_app(settings: Settings) -> FastAPI:
+    if not isinstance(settings, AuditSettings):
+        settings = AuditSettings.model_validate(settings.model_dump())
     ctx = bootstrap(settings)
+    wire(ctx, settings)
     return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 
 def run() -> None:
-    SPEC.run(create_app)
+    SPEC.run(create_app, AuditSettings)
 
 
 if __name__ == "__main__":

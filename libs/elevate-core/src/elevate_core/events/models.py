@@ -50,6 +50,11 @@ class RequestSnapshot(RequestDetails):
 
     approvers: tuple[str, ...] = ()
     approval_rule: str | None = None
+    approval_policy_version: str | None = Field(
+        default=None,
+        description="The policy version in force when the request was approved "
+        "(policy_version is the one it was submitted under)",
+    )
 
 
 # ---- elevate.requests.v1 (writer: request-api) ----
@@ -127,6 +132,26 @@ class RequestExpired(_DecisionsEvent):
     request_id: UUID
     pending_since: AwareDatetime
     expired_at: AwareDatetime
+
+
+class BreakGlassUsed(_DecisionsEvent):
+    """High severity, audit-worthy: break-glass access was granted without a human
+    approval and must be reviewed afterwards by `review_groups`."""
+
+    request_id: UUID
+    requester: Person
+    account_id: AccountId
+    account_name: str | None = None
+    permission_set_name: str
+    start: AwareDatetime
+    end: AwareDatetime
+    justification: str
+    ticket: str | None = None
+    matched_rule: str
+    review_groups: tuple[str, ...] = ()
+    policy_version: str
+    severity: Literal["high"] = "high"
+    review: Literal["pending"] = "pending"
 
 
 # ---- elevate.grants.v1 (writer: grant-worker) ----

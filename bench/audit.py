@@ -1,0 +1,202 @@
+"""audit-ingest throughput: correlation + publishing vs. merely consuming and parsing.
+
+    uv run python bench/audit.py [--records 5000] [--database-url URL | --database-url postgres]
+
+Starts its own Kafka broker (SQLite unless a database URL is given; `postgres` starts a
+throwaway PostgreSQL cluster, as the tests do), puts N
+realistic CloudTrail records of one Identity Center session on `elevate.cloudtrail.v1`,
+then measures, in the same run:
+
+1. baseline: consume the N records from Kafka and parse them (json + correlation parse);
+2. pipeline: the service's own consumer (dedupe on eventID, grant-index lookup,
+   correlation, OCSF mapping + validation, outbox row, one transaction per record) and
+   its outbox relay publishing the N OCSF records to `elevate.audit.v1`.
+
+Each rate is timed from its first record to its last, so group joins are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
+from elevate_audit_ingest.correlate import parse_record
+from elevate_audit_ingest.main import SPEC
+from elevate_audit_ingest.service import CorrelationConfig, record_grant_event
+from elevate_core.clock import SystemClock
+from elevate_core.db import Database
+from elevate_core.events.envelope import Envelope
+from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
+from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.migrate import upgrade
+from elevate_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from elevate_local.kafka import KafkaBroker
+from elevate_local.postgres import PostgresCluster
+from elevate_local.simulate_activity import call_record
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+ACCOUNT = "210987654321"
+PS = "AdministratorAccess"
+
+
+def make_records(n: int, start: datetime) -> list[bytes]:
+    return [
+        json.dumps(
+            call_record(
+                user="alice",
+                account_id=ACCOUNT,
+                permission_set=PS,
+                at=start + timedelta(milliseconds=10 * i),
+                event_source="s3.amazonaws.com",
+                event_name="GetObject",
+                request_parameters={"bucketName": "data", "key": f"obj/{i}"},
+            )
+        ).encode()
+        for i in range(n)
+    ]
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=ACCOUNT.encode()) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def baseline(bootstrap: str, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    seen, first = 0, 0.0
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            for messages in batch.values():
+                for message in messages:
+                    if seen == 0:
+                        first = time.perf_counter()
+                    parse_record(json.loads(message.value))
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - first)
+
+
+async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
+    outbox = Outbox(source="elevate/audit-ingest", topic_prefix=prefix)
+    config = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=15))
+    now = datetime.now(UTC)
+    snapshot = RequestSnapshot(
+        request_id=uuid.uuid4(),
+        requester=Person(user_name="alice", user_id="uid-alice"),
+        account_id=ACCOUNT,
+        permission_set_name=PS,
+        permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
+        start=now - timedelta(hours=1),
+        end=now + timedelta(hours=1),
+        justification="bench",
+        matched_rule="bench",
+        policy_version="v1",
+        approvers=("bob",),
+    )
+    async with db.transaction() as session:
+        await record_grant_event(
+            session,
+            event=GrantActivated(
+                grant_id=uuid.uuid4(), snapshot=snapshot, activated_at=now - timedelta(hours=1)
+            ),
+            event_uid=str(uuid.uuid4()),
+            outbox=outbox,
+            config=config,
+            now=now,
+        )
+    inner = cloudtrail_handler(outbox=outbox, config=config, clock=SystemClock())
+    started: list[float] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        if not started:
+            started.append(time.perf_counter())
+        await inner(session, envelope)
+
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{prefix}bench",
+            topics=(f"{prefix}elevate.cloudtrail.v1",),
+            bootstrap_servers=bootstrap,
+            dlq_topic=f"{prefix}elevate.dlq.v1",
+            raw_key=cloudtrail_key,
+        ),
+        handler,
+    )
+    relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="bench-relay")
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    sent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.isnot(None))
+    try:
+        while True:
+            async with db.sessions() as session:
+                if int((await session.execute(sent)).scalar_one()) >= n + 1:  # + the 3005
+                    break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started[0]
+    finally:
+        await consumer.stop()
+        await relay.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return n / elapsed
+
+
+async def main_async(records: int, database_url: str | None, workdir: Path) -> None:
+    broker = KafkaBroker(workdir / "kafka")
+    broker.start()
+    try:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        await ensure_topics(broker.bootstrap, prefix=prefix)
+        topic = f"{prefix}elevate.cloudtrail.v1"
+        await produce(broker.bootstrap, topic, make_records(records, datetime.now(UTC)))
+        cluster = None
+        if database_url == "postgres":  # a throwaway cluster of our own
+            cluster = PostgresCluster(workdir / "postgres")
+            cluster.start()
+            database_url = cluster.create_database("bench")
+        db = Database(database_url or f"sqlite+aiosqlite:///{workdir / 'audit.db'}")
+        await upgrade(db, SPEC.migrations)
+        consume_rate = await baseline(broker.bootstrap, topic, records)
+        pipeline_rate = await pipeline(db, broker.bootstrap, prefix, records)
+        await db.dispose()
+        if cluster is not None:
+            cluster.stop()
+    finally:
+        broker.stop()
+    backend = "PostgreSQL" if database_url and "postgresql" in database_url else "SQLite"
+    print(f"records: {records} (database: {backend})")
+    print(f"consume + parse from Kafka:         {consume_rate:10.0f} records/s")
+    print(f"correlate + OCSF + outbox + publish: {pipeline_rate:10.0f} records/s")
+    print(f"ratio pipeline / consume:           {pipeline_rate / consume_rate:10.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="elevate-bench-") as tmp:
+        asyncio.run(main_async(args.records, args.database_url, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

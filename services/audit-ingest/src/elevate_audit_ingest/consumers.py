@@ -1,0 +1,44 @@
+"""Kafka handlers: grant events (CloudEvents) build the grant index; CloudTrail records
+(raw mode, deduplicated on `eventID`) are correlated and turned into OCSF records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elevate_core.clock import Clock
+from elevate_core.events.envelope import Envelope
+from elevate_core.kafka.consumer import Handler
+from elevate_core.outbox import Outbox
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from elevate_audit_ingest.correlate import unwrap
+from elevate_audit_ingest.service import CorrelationConfig, handle_record, record_grant_event
+
+
+def cloudtrail_key(data: dict[str, Any]) -> str | None:
+    """Deduplication key of a raw record (or of the record inside an EventBridge envelope)."""
+    event_id = unwrap(data).get("eventID")
+    return event_id if isinstance(event_id, str) and event_id else None
+
+
+def cloudtrail_handler(*, outbox: Outbox, config: CorrelationConfig, clock: Clock) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        await handle_record(
+            session, data=envelope.data, outbox=outbox, config=config, now=clock.now()
+        )
+
+    return handle
+
+
+def grants_handler(*, outbox: Outbox, config: CorrelationConfig, clock: Clock) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        await record_grant_event(
+            session,
+            event=envelope.event(),
+            event_uid=envelope.id,
+            outbox=outbox,
+            config=config,
+            now=clock.now(),
+        )
+
+    return handle

@@ -1,0 +1,262 @@
+"""CloudTrail delivery → `elevate.cloudtrail.v1`: an SQS poller (a worker).
+
+For each notice: fetch each `.json.gz`, publish one message per record (key = account id)
+with the idempotent producer, and delete the SQS message only after Kafka acknowledged
+every record. A crash before the delete means SQS redelivers the notice after the
+visibility timeout and the file is published again; the consumer deduplicates on
+`eventID`, so nothing is lost and nothing is emitted twice.
+
+A malformed notice or an unreadable file (missing object, not gzip/JSON, no `Records`) is
+quarantined — a row in `audit_quarantined_files`, a counter, an error log with its key; the
+object stays in S3 — and the rest of the notice carries on. Transient failures (S3 5xx,
+throttling, Kafka away) leave the message on the queue to be retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from elevate_core.backoff import backoff_delay
+from elevate_core.clock import Clock, SystemClock
+from elevate_core.db import Database
+from elevate_core.failpoints import failpoint
+from elevate_core.health import health
+from elevate_core.kafka.producer import idempotent_producer
+from sqlalchemy import select
+
+from elevate_audit_ingest.correlate import RecordError, parse_time
+from elevate_audit_ingest.models import QuarantinedFile
+from elevate_audit_ingest.schemas import (
+    AuditSettings,
+    LogFileError,
+    NoticeError,
+    ObjectRef,
+    is_log_file,
+    parse_log_file,
+    parse_notice,
+)
+from elevate_audit_ingest.service import LAG, QUARANTINED, RECORDS_IN, RECORDS_OUT
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+# An object that is not there or not ours to read: retrying the notice cannot help.
+_PERMANENT_S3_ERRORS = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidObjectState", "404"}
+
+
+def aws_clients(settings: AuditSettings) -> tuple[S3Client, SQSClient]:
+    session = boto3.session.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+    )
+    config = Config(retries={"mode": "standard", "max_attempts": 3})
+    s3 = session.client("s3", endpoint_url=settings.aws_endpoint_url, config=config)
+    sqs = session.client("sqs", endpoint_url=settings.aws_endpoint_url, config=config)
+    return s3, sqs
+
+
+class TrailIngestor:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        s3: S3Client,
+        sqs: SQSClient,
+        queue: str,
+        topic: str,
+        bootstrap_servers: str,
+        client_id: str = "audit-ingest-trail",
+        wait_seconds: int = 20,
+        visibility_timeout: int = 300,
+        max_messages: int = 10,
+        publish_batch: int = 500,
+        clock: Clock | None = None,
+        producer_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.db = db
+        self.s3 = s3
+        self.sqs = sqs
+        self.queue = queue
+        self.topic = topic
+        self.wait_seconds = wait_seconds
+        self.visibility_timeout = visibility_timeout
+        self.max_messages = max_messages
+        self.publish_batch = publish_batch
+        self.clock = clock or SystemClock()
+        self._producer_factory = producer_factory or (
+            lambda: idempotent_producer(bootstrap_servers, client_id=client_id)
+        )
+        self._producer: Any = None
+        self._queue_url: str | None = queue if queue.startswith(("http://", "https://")) else None
+        self._stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.poll_once()
+                    attempt = 0
+                    health.ok("cloudtrail-ingest", "polling")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    attempt += 1
+                    health.failing("cloudtrail-ingest", f"{exc!r}")
+                    log.warning("cloudtrail ingest: %r; retry %d", exc, attempt)
+                    await self._close_producer()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._stopping.wait(), backoff_delay(attempt, cap=30)
+                        )
+        finally:
+            await self._close_producer()
+
+    async def queue_url(self) -> str:
+        if self._queue_url is None:
+            response = await asyncio.to_thread(self.sqs.get_queue_url, QueueName=self.queue)
+            self._queue_url = response["QueueUrl"]
+        return self._queue_url
+
+    async def poll_once(self) -> int:
+        """Receive one batch of notices and handle each; returns how many were deleted."""
+        url = await self.queue_url()
+        response = await asyncio.to_thread(
+            self.sqs.receive_message,
+            QueueUrl=url,
+            MaxNumberOfMessages=self.max_messages,
+            WaitTimeSeconds=self.wait_seconds,
+            VisibilityTimeout=self.visibility_timeout,
+        )
+        done = 0
+        for message in response.get("Messages", []):
+            if self._stopping.is_set():
+                break
+            await self.handle_message(message)
+            await asyncio.to_thread(
+                self.sqs.delete_message, QueueUrl=url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            done += 1
+        return done
+
+    async def handle_message(self, message: Any) -> None:
+        """Publish every record the notice announces; raise to leave it on the queue."""
+        message_id = str(message.get("MessageId", ""))
+        try:
+            refs = parse_notice(str(message.get("Body", "")))
+        except NoticeError as exc:
+            await self.quarantine(ObjectRef("", f"sqs-message:{message_id}"), exc, message_id)
+            return
+        for ref in refs:
+            if not is_log_file(ref.key):
+                log.info(
+                    "cloudtrail ingest: skipping s3://%s/%s: not a log file", ref.bucket, ref.key
+                )
+                continue
+            try:
+                body = await asyncio.to_thread(self._get_object, ref)
+                records = parse_log_file(body)
+            except LogFileError as exc:
+                await self.quarantine(ref, exc, message_id)
+                continue
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code not in _PERMANENT_S3_ERRORS:
+                    raise
+                await self.quarantine(ref, exc, message_id)
+                continue
+            await self.publish(records, ref)
+
+    def _get_object(self, ref: ObjectRef) -> bytes:
+        return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+
+    async def publish(self, records: list[dict[str, Any]], ref: ObjectRef) -> int:
+        producer = await self._ensure_producer()
+        sent = 0
+        for start in range(0, len(records), self.publish_batch):
+            futures = []
+            times = []
+            for record in records[start : start + self.publish_batch]:
+                if not isinstance(record.get("eventID"), str):
+                    log.warning("cloudtrail ingest: record without eventID in %s skipped", ref.key)
+                    continue
+                account = record.get("recipientAccountId") or (
+                    record.get("userIdentity") or {}
+                ).get("accountId")
+                futures.append(
+                    await producer.send(
+                        self.topic,
+                        value=json.dumps(record, separators=(",", ":")).encode(),
+                        key=str(account).encode() if account else None,
+                        headers=[("content-type", b"application/json")],
+                    )
+                )
+                times.append(record.get("eventTime"))
+            await asyncio.gather(*futures)
+            now = self.clock.now()
+            for value in times:
+                with contextlib.suppress(RecordError):
+                    LAG.labels("cloudtrail").observe(
+                        max(0.0, (now - parse_time(value)).total_seconds())
+                    )
+            RECORDS_IN.labels("s3").inc(len(futures))
+            RECORDS_OUT.labels(self.topic, "cloudtrail").inc(len(futures))
+            sent += len(futures)
+            failpoint("audit.mid_file")  # crash test: part of a file published, notice kept
+        return sent
+
+    async def quarantine(self, ref: ObjectRef, error: Exception, message_id: str) -> None:
+        detail = f"{type(error).__name__}: {error}"[:2000]
+        async with self.db.transaction() as session:
+            known = (
+                await session.execute(
+                    select(QuarantinedFile.id).where(
+                        QuarantinedFile.bucket == ref.bucket, QuarantinedFile.key == ref.key
+                    )
+                )
+            ).first()
+            if known is None:
+                session.add(
+                    QuarantinedFile(
+                        bucket=ref.bucket,
+                        key=ref.key,
+                        error=detail,
+                        message_id=message_id or None,
+                        quarantined_at=self.clock.now(),
+                    )
+                )
+        if known is None:
+            QUARANTINED.inc()
+        log.error("cloudtrail ingest: quarantined s3://%s/%s: %s", ref.bucket, ref.key, detail)
+
+    async def _ensure_producer(self) -> Any:
+        if self._producer is None:
+            producer = self._producer_factory()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()

@@ -1,0 +1,109 @@
+"""audit-ingest's settings and the shapes it reads: SQS notices and CloudTrail log files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote_plus
+
+from elevate_core.settings import Settings
+from pydantic import Field
+
+
+class AuditSettings(Settings):
+    """`ELEVATE_*` settings of audit-ingest, beside the shared ones."""
+
+    # Queue URL or name (a name is resolved with GetQueueUrl); "" turns S3 ingest off.
+    cloudtrail_queue: str = "elevate-cloudtrail-notices"
+    cloudtrail_wait_seconds: int = Field(default=20, ge=0, le=20)  # SQS long polling
+    cloudtrail_visibility_timeout: int = Field(default=300, ge=1, le=43200)
+    cloudtrail_max_messages: int = Field(default=10, ge=1, le=10)
+    cloudtrail_publish_batch: int = Field(default=500, ge=1)
+    # Role sessions outlive the assignment by up to the permission set's session duration.
+    grant_grace: timedelta = timedelta(hours=1)
+    # How long a record in a managed role waits for the grant that may cover it.
+    correlation_wait: timedelta = timedelta(minutes=15)
+    # Comma-separated permission set names whose uncovered use is flagged; "" = all.
+    managed_permission_sets: str = ""
+
+    def managed(self) -> frozenset[str] | None:
+        names = frozenset(n.strip() for n in self.managed_permission_sets.split(",") if n.strip())
+        return names or None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    bucket: str
+    key: str
+
+
+class NoticeError(ValueError):
+    """The SQS message is not a CloudTrail or S3 notice."""
+
+
+class LogFileError(ValueError):
+    """The object is not a CloudTrail log file (`{"Records": [...]}`, gzip or plain)."""
+
+
+def _json(text: str | bytes, what: str, error: type[ValueError]) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{what} is not JSON: {exc}") from None
+
+
+def parse_notice(body: str) -> list[ObjectRef]:
+    """Object references from CloudTrail's SNS notice (wrapped in the SNS envelope or
+    raw), or from an S3 event notification (direct or via SNS). A test event → []."""
+    data = _json(body, "notice", NoticeError)
+    if isinstance(data, dict) and data.get("Type") == "Notification":
+        data = _json(str(data.get("Message", "")), "SNS message", NoticeError)
+    if not isinstance(data, dict):
+        raise NoticeError("notice is not a JSON object")
+    if "s3Bucket" in data:
+        keys = data.get("s3ObjectKey")
+        keys = [keys] if isinstance(keys, str) else keys
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise NoticeError("s3ObjectKey is not a list of keys")
+        return [ObjectRef(str(data["s3Bucket"]), k) for k in keys]
+    if data.get("Event") == "s3:TestEvent":
+        return []
+    if isinstance(data.get("Records"), list):
+        refs = []
+        for record in data["Records"]:
+            if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
+                raise NoticeError("Records[] is not an S3 event notification")
+            if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+                continue
+            try:
+                bucket = record["s3"]["bucket"]["name"]
+                key = unquote_plus(record["s3"]["object"]["key"])  # keys arrive URL-encoded
+            except (KeyError, TypeError):
+                raise NoticeError("S3 event without bucket/object") from None
+            refs.append(ObjectRef(bucket, key))
+        return refs
+    raise NoticeError("neither a CloudTrail notice nor an S3 event notification")
+
+
+def is_log_file(key: str) -> bool:
+    """CloudTrail log files; digest files (and anything else) are not ingested."""
+    return "/CloudTrail-Digest/" not in key and key.endswith((".json.gz", ".json"))
+
+
+def parse_log_file(body: bytes) -> list[dict[str, Any]]:
+    if body[:2] == b"\x1f\x8b":
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise LogFileError(f"gzip: {exc}") from None
+    data = _json(body, "log file", LogFileError)
+    if not isinstance(data, dict) or not isinstance(data.get("Records"), list):
+        raise LogFileError('log file has no "Records" list')
+    records: list[dict[str, Any]] = data["Records"]
+    if not all(isinstance(r, dict) for r in records):
+        raise LogFileError("a record is not a JSON object")
+    return records

@@ -1,0 +1,289 @@
+"""approval against the real Kafka broker and PostgreSQL: the service's own workers
+(consumer, outbox relay, timers, policy watcher) in this process, fed as request-api
+feeds them, read back from `elevate.decisions.v1`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from elevate_approval.main import wire
+from elevate_approval.models import DecisionLogEntry
+from elevate_core.app import ServiceContext
+from elevate_core.db import Database
+from elevate_core.events.topics import Topics
+from elevate_core.kafka.admin import ensure_topics
+from elevate_core.outbox import OutboxMessage
+from elevate_core.timers import Timer
+from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import free_port, wait_for_port
+from sqlalchemy import func, select
+
+from tests.integration.approval.conftest import (
+    DecisionsReader,
+    Requests,
+    directory_for,
+    envelope,
+    produce,
+    running_service,
+    settings_for,
+    write_policy,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def service(
+    approval_db: Database,
+    pg_url: str,
+    policy_file: Path,
+    moto_endpoint: str,
+    kafka: KafkaBroker,
+    topic_prefix: str,
+    seeded: object,
+) -> AsyncIterator[ServiceContext]:
+    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
+    settings = settings_for(
+        pg_url=pg_url,
+        policy_file=policy_file,
+        moto_endpoint=moto_endpoint,
+        bootstrap=kafka.bootstrap,
+        topic_prefix=topic_prefix,
+    )
+    ctx = ServiceContext(settings=settings, db=approval_db)
+    wire(ctx, directory=directory_for(moto_endpoint))
+    async with running_service(ctx):
+        yield ctx
+
+
+def topics(kafka: KafkaBroker, prefix: str) -> tuple[str, str]:
+    return f"{prefix}{Topics.REQUESTS}", f"{prefix}{Topics.DECISIONS}"
+
+
+async def test_two_of_three_approves_exactly_once_whatever_is_repeated(
+    service: ServiceContext, kafka: KafkaBroker, topic_prefix: str, requests: Requests
+) -> None:
+    requests_topic, decisions_topic = topics(kafka, topic_prefix)
+    req = requests.submitted("DatabaseAdmin")
+    rid = req.request_id
+    bob = envelope(requests.decision(req, "bob"), subject=rid)
+    await produce(
+        kafka.bootstrap,
+        requests_topic,
+        envelope(req, subject=rid),
+        bob,
+        bob,  # the same event (same ce_id) delivered twice
+        envelope(requests.decision(req, "bob"), subject=rid),  # bob again, a new event
+        envelope(requests.decision(req, "alice"), subject=rid),  # her own request
+        envelope(requests.decision(req, "frank"), subject=rid),  # the second distinct lead
+        envelope(requests.decision(req, "grace"), subject=rid),  # too late: approved
+        bob,  # and the first one once more, after the outcome
+    )
+    async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+        await reader.wait_for(
+            lambda: any(
+                r[2]["approver"]["user_name"] == "grace" for r in reader.of(rid, "DecisionRefused")
+            ),
+            what="grace's late decision answered",
+        )
+        await reader.poll()
+    names = [r[0] for r in reader.of(rid)]
+    assert names.count("RequestApproved") == 1
+    assert names.count("ApprovalRequested") == 1
+    assert names.count("DecisionRecorded") == 2
+    assert [
+        (r[2]["approver"]["user_name"], r[2]["reason"]) for r in reader.of(rid, "DecisionRefused")
+    ] == [("bob", "already_decided"), ("alice", "requester"), ("grace", "request_final")]
+    [(_, _, approved)] = reader.of(rid, "RequestApproved")
+    assert approved["snapshot"]["approvers"] == ["bob", "frank"]
+    assert (
+        approved["snapshot"]["permission_set_arn"]
+        == (requests.seeded.permission_set_arns["DatabaseAdmin"])
+    )
+
+    async with service.db.sessions() as s:
+        approvals = (
+            await s.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.key == str(rid), OutboxMessage.value.contains(b"snapshot"))
+            )
+        ).scalar_one()
+        counted = (
+            await s.execute(
+                select(func.count())
+                .select_from(DecisionLogEntry)
+                .where(
+                    DecisionLogEntry.request_id == str(rid), DecisionLogEntry.outcome == "counted"
+                )
+            )
+        ).scalar_one()
+    assert (approvals, counted) == (1, 2)
+
+
+async def test_cancel_before_the_deciding_approval_and_after_it(
+    service: ServiceContext, kafka: KafkaBroker, topic_prefix: str, requests: Requests
+) -> None:
+    requests_topic, decisions_topic = topics(kafka, topic_prefix)
+    before = requests.submitted("AdministratorAccess")
+    after = requests.submitted("AdministratorAccess")
+    await produce(
+        kafka.bootstrap,
+        requests_topic,
+        envelope(before, subject=before.request_id),
+        envelope(requests.cancelled(before), subject=before.request_id),
+        envelope(requests.decision(before, "bob"), subject=before.request_id),
+        envelope(after, subject=after.request_id),
+        envelope(requests.decision(after, "bob"), subject=after.request_id),
+        envelope(requests.cancelled(after), subject=after.request_id),
+        envelope(requests.decision(after, "frank"), subject=after.request_id),
+    )
+    async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+        await reader.wait_for(
+            lambda: (
+                bool(reader.of(before.request_id, "DecisionRefused"))
+                and bool(reader.of(after.request_id, "DecisionRefused"))
+            ),
+            what="the decisions after each cancel answered",
+        )
+        await reader.poll()
+    assert [r[0] for r in reader.of(before.request_id)] == ["ApprovalRequested", "DecisionRefused"]
+    assert reader.of(before.request_id, "DecisionRefused")[0][2]["reason"] == "request_final"
+    assert [r[0] for r in reader.of(after.request_id)] == [
+        "ApprovalRequested",
+        "DecisionRecorded",
+        "RequestApproved",
+        "DecisionRefused",  # frank, after the cancel
+    ]
+
+    async with service.db.sessions() as s:
+        from elevate_approval.models import ApprovalRequest
+
+        rows = {r.request_id: r for r in (await s.execute(select(ApprovalRequest))).scalars().all()}
+        timers = (await s.execute(select(func.count()).select_from(Timer))).scalar_one()
+    cancelled_first = rows[str(before.request_id)]
+    assert (cancelled_first.status, cancelled_first.approved_at) == ("cancelled", None)
+    approved_then_cancelled = rows[str(after.request_id)]
+    assert approved_then_cancelled.status == "cancelled"
+    assert approved_then_cancelled.approved_at is not None
+    assert approved_then_cancelled.cancelled_at is not None
+    assert approved_then_cancelled.approved_at <= approved_then_cancelled.cancelled_at
+    assert timers == 0  # neither request can expire any more
+
+
+def _service_process(
+    *, pg_url: str, kafka: KafkaBroker, prefix: str, policy: Path, moto: str, fail_points: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    env.update(
+        ELEVATE_MODE="test",
+        ELEVATE_HTTP_PORT=str(port),
+        ELEVATE_DATABASE_URL=pg_url,
+        ELEVATE_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
+        ELEVATE_TOPIC_PREFIX=prefix,
+        ELEVATE_POLICY_FILE=str(policy),
+        ELEVATE_AWS_ENDPOINT_URL=moto,
+        ELEVATE_FAIL_POINTS=fail_points,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elevate_approval.main"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
+async def _expiries(db: Database, request_id: str) -> tuple[int, int]:
+    """(RequestExpired outbox rows, expire log entries) for the request."""
+    async with db.sessions() as s:
+        rows = (
+            await s.execute(select(OutboxMessage.headers).where(OutboxMessage.key == request_id))
+        ).scalars()
+        events = sum(dict(h).get("ce_type") == "io.elevate.request.expired.v1" for h in rows)
+        logged = (
+            await s.execute(
+                select(func.count())
+                .select_from(DecisionLogEntry)
+                .where(
+                    DecisionLogEntry.request_id == request_id, DecisionLogEntry.outcome == "expired"
+                )
+            )
+        ).scalar_one()
+    return events, int(logged)
+
+
+async def test_pending_request_expires_exactly_once_across_sigkills(
+    approval_db: Database,
+    pg_url: str,
+    tmp_path: Path,
+    moto_endpoint: str,
+    kafka: KafkaBroker,
+    topic_prefix: str,
+    requests: Requests,
+) -> None:
+    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
+    policy = write_policy(tmp_path / "policy.yaml", one="10s")
+    requests_topic, decisions_topic = topics(kafka, topic_prefix)
+    launch = dict(
+        pg_url=pg_url, kafka=kafka, prefix=topic_prefix, policy=policy, moto=moto_endpoint
+    )
+    req = requests.submitted("AdministratorAccess")
+    rid = str(req.request_id)
+
+    first, port = _service_process(**launch)  # type: ignore[arg-type]
+    try:
+        wait_for_port(port, timeout=60, what="approval")
+        submitted_at = datetime.now(UTC)
+        await produce(
+            kafka.bootstrap,
+            requests_topic,
+            envelope(req, subject=req.request_id, time=submitted_at),
+        )
+        async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+            await reader.wait_for(
+                lambda: bool(reader.of(req.request_id, "ApprovalRequested")),
+                what="the request pending",
+            )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert await _expiries(approval_db, rid) == (0, 0), "expired before the kill: timeout too short"
+    async with approval_db.sessions() as s:
+        [due] = (await s.execute(select(Timer.due_at).where(Timer.key == rid))).scalars()
+    assert due == submitted_at + timedelta(seconds=10)
+
+    # Restart after the deadline, dying inside the expiry handler before it commits.
+    while datetime.now(UTC) <= due:
+        await asyncio.sleep(0.2)
+    crashed, _ = _service_process(**launch, fail_points="timers.after_handler")  # type: ignore[arg-type]
+    assert crashed.wait(timeout=60) == -signal.SIGKILL
+    assert await _expiries(approval_db, rid) == (0, 0)
+
+    last, port = _service_process(**launch)  # type: ignore[arg-type]
+    try:
+        async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+            await reader.wait_for(
+                lambda: bool(reader.of(req.request_id, "RequestExpired")), what="the expiry"
+            )
+            wait_for_port(port, timeout=60, what="approval")
+            await reader.poll()
+    finally:
+        last.terminate()
+        last.wait(timeout=30)
+    assert await _expiries(approval_db, rid) == (1, 1)
+    expired = reader.of(req.request_id, "RequestExpired")
+    assert len(expired) == 1
+    assert datetime.fromisoformat(expired[0][2]["pending_since"]) == submitted_at

@@ -1,0 +1,141 @@
+"""audit-ingest against the real broker, PostgreSQL and the shared moto server: each test
+gets its own bucket, queue and topic prefix."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from aiokafka import AIOKafkaProducer
+from elevate_audit_ingest.main import create_app
+from elevate_audit_ingest.schemas import AuditSettings
+from elevate_core.events.base import Event
+from elevate_core.events.envelope import encode, new_envelope
+from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
+from elevate_core.events.topics import Topics
+from elevate_local.kafka import KafkaBroker
+
+from tests.helpers import create_topics
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+ACCOUNT = "210987654321"
+PERMISSION_SET = "AdministratorAccess"
+
+
+@dataclass
+class Trail:
+    s3: S3Client
+    sqs: SQSClient
+    bucket: str
+    queue_url: str
+
+    def queued(self) -> int:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+
+@pytest.fixture
+def trail(moto_endpoint: str) -> Iterator[Trail]:
+    session = boto3.session.Session(region_name="us-east-1")
+    s3 = session.client("s3", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=moto_endpoint)
+    name = f"trail-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    yield Trail(s3=s3, sqs=sqs, bucket=name, queue_url=url)
+    sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+async def topics(kafka: KafkaBroker, topic_prefix: str) -> dict[Topics, str]:
+    names = {t: f"{topic_prefix}{t.value}" for t in Topics}
+    await create_topics(kafka.bootstrap, *names.values())
+    return names
+
+
+def settings_env(
+    *, pg_url: str, kafka: KafkaBroker, topic_prefix: str, moto_endpoint: str, trail: Trail
+) -> dict[str, Any]:
+    return {
+        "mode": "test",
+        "service_name": "audit-ingest",
+        "database_url": pg_url,
+        "kafka_bootstrap_servers": kafka.bootstrap,
+        "topic_prefix": topic_prefix,
+        "aws_endpoint_url": moto_endpoint,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "cloudtrail_queue": trail.queue_url,
+        "cloudtrail_wait_seconds": 1,
+        "cloudtrail_visibility_timeout": 3,
+        "correlation_wait": timedelta(seconds=2),
+        "log_json": False,
+    }
+
+
+@asynccontextmanager
+async def running_service(**settings: Any) -> AsyncIterator[None]:
+    """The real app with all its workers, in this process, for the test's duration."""
+    app = create_app(AuditSettings(**settings))
+    async with app.router.lifespan_context(app):
+        yield
+
+
+def snapshot(
+    *, user: str, start: datetime, end: datetime, account: str = ACCOUNT
+) -> RequestSnapshot:
+    return RequestSnapshot(
+        request_id=uuid.uuid4(),
+        requester=Person(user_name=user, user_id=f"uid-{user}", email=f"{user}@example.com"),
+        account_id=account,
+        permission_set_name=PERMISSION_SET,
+        permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-admin",
+        start=start,
+        end=end,
+        justification="INC-7: payment queue stuck",
+        matched_rule="sre-prod",
+        policy_version="v1",
+        approvers=("bob",),
+    )
+
+
+def activated(snap: RequestSnapshot, at: datetime) -> GrantActivated:
+    return GrantActivated(grant_id=uuid.uuid4(), snapshot=snap, activated_at=at)
+
+
+async def publish(bootstrap: str, topic: str, *events: Event) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            subject = str(getattr(event, "snapshot").request_id)  # noqa: B009
+            value, headers = encode(
+                new_envelope(event, source="elevate/grant-worker", subject=subject)
+            )
+            await producer.send_and_wait(topic, value=value, key=subject.encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def publish_raw(bootstrap: str, topic: str, *values: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value=value, key=ACCOUNT.encode())
+    finally:
+        await producer.stop()

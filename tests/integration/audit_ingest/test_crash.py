@@ -1,0 +1,137 @@
+"""The service SIGKILLed in the middle of a CloudTrail file loses nothing after restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from elevate_core.db import Database
+from elevate_core.events.topics import Topics
+from elevate_core.outbox import OutboxMessage
+from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import free_port
+from elevate_local.simulate_activity import deliver, session_records
+from sqlalchemy import select
+
+from tests.helpers import data_of, eventually, read_all
+from tests.integration.audit_ingest.conftest import (
+    ACCOUNT,
+    PERMISSION_SET,
+    Trail,
+    activated,
+    publish,
+    settings_env,
+    snapshot,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+CALLS = [("s3.amazonaws.com", f"GetObject{n}", True, {"key": f"k{n}"}) for n in range(11)]
+
+
+def start_service(settings: dict[str, Any], *, fail_points: str = "") -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    for name, value in settings.items():
+        if isinstance(value, timedelta):
+            value = f"PT{int(value.total_seconds())}S"
+        env[f"ELEVATE_{name.upper()}"] = str(value)
+    env.update(
+        ELEVATE_HTTP_PORT=str(free_port()),
+        ELEVATE_CLOUDTRAIL_PUBLISH_BATCH="4",
+        ELEVATE_FAIL_POINTS=fail_points,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "elevate_audit_ingest.main"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_sigkill_mid_file_loses_nothing(
+    kafka: KafkaBroker,
+    pg_url: str,
+    moto_endpoint: str,
+    topic_prefix: str,
+    topics: dict[Topics, str],
+    trail: Trail,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
+    await publish(
+        kafka.bootstrap, topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
+    )
+    records = session_records(
+        user="alice",
+        account_id=ACCOUNT,
+        permission_set=PERMISSION_SET,
+        start=now - timedelta(minutes=20),
+        calls=CALLS,
+    )
+    assert len(records) == 12  # three batches of 4
+    deliver(
+        trail.s3,
+        trail.sqs,
+        bucket=trail.bucket,
+        queue_url=trail.queue_url,
+        account_id=ACCOUNT,
+        records=records,
+    )
+    settings = settings_env(
+        pg_url=pg_url,
+        kafka=kafka,
+        topic_prefix=topic_prefix,
+        moto_endpoint=moto_endpoint,
+        trail=trail,
+    )
+
+    # Killed after Kafka acknowledged the 2nd batch of the file, before the notice is deleted.
+    first = start_service(settings, fail_points="audit.mid_file@2")
+    code = await asyncio.to_thread(first.wait, 120)
+    assert code == -9, first.stderr.read().decode()[-3000:] if first.stderr else ""
+    partial = await read_all(kafka.bootstrap, topics[Topics.CLOUDTRAIL], expect=8, timeout=30)
+    assert len(partial) == 8  # two batches out, the third never sent
+    assert trail.queued() == 1  # the notice survives the crash
+
+    second = start_service(settings)
+    db = Database(pg_url)
+    try:
+
+        async def drained() -> bool:
+            return trail.queued() == 0
+
+        await eventually(drained, timeout=90, what="notice redelivered and deleted")
+        expected_ids = {r["eventID"] for r in records}
+        audit = await read_all(
+            kafka.bootstrap, topics[Topics.AUDIT], expect=1 + len(records), timeout=90
+        )
+    finally:
+        second.terminate()
+        await asyncio.to_thread(second.wait, 60)
+        async with db.sessions() as s:
+            rows = (
+                (
+                    await s.execute(
+                        select(OutboxMessage.value).where(
+                            OutboxMessage.topic == topics[Topics.AUDIT]
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        await db.dispose()
+
+    documents = [data_of(r) for r in audit]
+    assert {d["metadata"]["uid"] for d in documents if d["class_uid"] == 6003} == expected_ids
+    assert all(d["metadata"].get("correlation_uid") == str(alice.request_id) for d in documents)
+    # State changed exactly once per record, although the file was read twice.
+    assert len(rows) == 1 + len(records)
+    # The re-read file went onto elevate.cloudtrail.v1 again (at least once): all 12 there.
+    again = await read_all(kafka.bootstrap, topics[Topics.CLOUDTRAIL], expect=20, timeout=30)
+    assert {data_of(r)["eventID"] for r in again} == expected_ids

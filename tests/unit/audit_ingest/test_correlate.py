@@ -1,0 +1,263 @@
+"""Correlation, table-tested with realistic CloudTrail records."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from elevate_audit_ingest.correlate import (
+    GrantWindow,
+    Outcome,
+    RecordError,
+    StandingAccess,
+    correlate,
+    parse_record,
+    session_matches,
+    unwrap,
+)
+from elevate_local.simulate_activity import call_record, role_arn, sign_in_record
+
+ACCOUNT = "111122223333"
+OTHER_ACCOUNT = "444455556666"
+PS = "AdministratorAccess"
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+END = START + timedelta(hours=2)
+GRACE = timedelta(hours=1)
+LONG_NAME = "firstname.middlename.lastname.with.a.very.long.suffix@subsidiary.example.com"
+assert len(LONG_NAME) > 64
+
+
+def grant(
+    user_name: str = "alice", user_id: str = "uid-alice", account: str = ACCOUNT
+) -> GrantWindow:
+    return GrantWindow(
+        grant_id=f"g-{user_name}-{account}",
+        request_id=f"r-{user_name}-{account}",
+        user_name=user_name,
+        user_id=user_id,
+        account_id=account,
+        permission_set_name=PS,
+        start=START,
+        end=END,
+        justification="INC-42: database failover",
+        approvers=("bob",),
+    )
+
+
+GRANTS = [grant(), grant("Erin", "uid-erin"), grant(LONG_NAME, "uid-long")]
+STANDING = [StandingAccess(ACCOUNT, "ReadOnlyAccess", "uid-carol", "carol")]
+
+
+def cli(user: str, at: datetime, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("account_id", ACCOUNT)
+    kw.setdefault("permission_set", PS)
+    return call_record(
+        user=user, at=at, event_source="ec2.amazonaws.com", event_name="DescribeInstances", **kw
+    )
+
+
+def console(user: str, at: datetime, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("account_id", ACCOUNT)
+    kw.setdefault("permission_set", PS)
+    return call_record(
+        user=user,
+        at=at,
+        event_source="s3.amazonaws.com",
+        event_name="ListBuckets",
+        console=True,
+        **kw,
+    )
+
+
+def saml(user: str, at: datetime, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("account_id", ACCOUNT)
+    kw.setdefault("permission_set", PS)
+    return sign_in_record(user=user, at=at, **kw)
+
+
+def iam_user_record(at: datetime) -> dict[str, Any]:
+    record = cli("alice", at)
+    record["userIdentity"] = {
+        "type": "IAMUser",
+        "principalId": "AIDAEXAMPLE",
+        "arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "accountId": ACCOUNT,
+        "userName": "alice",
+    }
+    return record
+
+
+def impostor_role_record(at: datetime) -> dict[str, Any]:
+    """A self-made role named like Identity Center's, but not under aws-reserved/sso."""
+    record = cli("alice", at)
+    issuer = record["userIdentity"]["sessionContext"]["sessionIssuer"]
+    issuer["arn"] = f"arn:aws:iam::{ACCOUNT}:role/AWSReservedSSO_{PS}_0123456789abcdef"
+    return record
+
+
+def regional_path_record(at: datetime) -> dict[str, Any]:
+    record = cli("alice", at)
+    issuer = record["userIdentity"]["sessionContext"]["sessionIssuer"]
+    issuer["arn"] = role_arn(ACCOUNT, PS, region="eu-west-1")
+    return record
+
+
+def on_behalf_record(at: datetime) -> dict[str, Any]:
+    # The session name is not the user name, but onBehalfOf names the user id.
+    return cli("alice.archer", at, on_behalf_of_user_id="uid-alice")
+
+
+def eventbridge(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": record["eventTime"],
+        "region": "us-east-1",
+        "resources": [],
+        "detail": record,
+    }
+
+
+SECOND = timedelta(seconds=1)
+CASES: list[tuple[str, dict[str, Any], Outcome, str | None]] = [
+    (
+        "cli call inside the window",
+        cli("alice", START + timedelta(minutes=5)),
+        Outcome.GRANT,
+        "alice",
+    ),
+    ("console call", console("alice", START + timedelta(minutes=30)), Outcome.GRANT, "alice"),
+    ("AssumeRoleWithSAML sign-in", saml("alice", START + SECOND), Outcome.GRANT, "alice"),
+    ("at activation exactly", cli("alice", START), Outcome.GRANT, "alice"),
+    ("just before activation", cli("alice", START - SECOND), Outcome.UNCOVERED, None),
+    ("at the end", cli("alice", END), Outcome.GRANT, "alice"),
+    ("inside the grace", cli("alice", END + GRACE - SECOND), Outcome.GRANT, "alice"),
+    ("at the end of the grace", cli("alice", END + GRACE), Outcome.GRANT, "alice"),
+    ("just after the grace", cli("alice", END + GRACE + SECOND), Outcome.UNCOVERED, None),
+    ("mixed-case session name", cli("ALICE", START + SECOND), Outcome.GRANT, "alice"),
+    ("mixed-case user name in grant", cli("erin", START + SECOND), Outcome.GRANT, "Erin"),
+    ("64-char truncated session", cli(LONG_NAME, START + SECOND), Outcome.GRANT, LONG_NAME),
+    ("truncated SAML sign-in", saml(LONG_NAME.upper(), START + SECOND), Outcome.GRANT, LONG_NAME),
+    ("onBehalfOf user id", on_behalf_record(START + SECOND), Outcome.GRANT, "alice"),
+    ("another user in the same role", cli("mallory", START + SECOND), Outcome.UNCOVERED, None),
+    (
+        "same user in another account",
+        cli("alice", START + SECOND, account_id=OTHER_ACCOUNT),
+        Outcome.UNCOVERED,
+        None,
+    ),
+    (
+        "same user, another permission set",
+        cli("alice", START + SECOND, permission_set="PowerUserAccess"),
+        Outcome.UNCOVERED,
+        None,
+    ),
+    (
+        "standing assignment's user",
+        console("carol", START + timedelta(days=3), permission_set="ReadOnlyAccess"),
+        Outcome.STANDING,
+        None,
+    ),
+    (
+        "standing user outside the standing permission set",
+        cli("carol", START + SECOND),
+        Outcome.UNCOVERED,
+        None,
+    ),
+    ("IAM user, not Identity Center", iam_user_record(START + SECOND), Outcome.UNMANAGED, None),
+    (
+        "role named like SSO outside aws-reserved",
+        impostor_role_record(START),
+        Outcome.UNMANAGED,
+        None,
+    ),
+    ("regional aws-reserved path", regional_path_record(START + SECOND), Outcome.GRANT, "alice"),
+    ("EventBridge envelope", eventbridge(cli("alice", START + SECOND)), Outcome.GRANT, "alice"),
+]
+
+
+@pytest.mark.parametrize(
+    ("record", "outcome", "user"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_correlation_table(record: dict[str, Any], outcome: Outcome, user: str | None) -> None:
+    parsed = parse_record(record)
+    result = correlate(parsed, GRANTS, STANDING, grace=GRACE)
+    assert result.outcome is outcome
+    assert (result.grant.user_name if result.grant else None) == user
+    if outcome is Outcome.STANDING:
+        assert result.standing == STANDING[0]
+
+
+def test_sign_in_takes_role_and_session_from_the_request() -> None:
+    parsed = parse_record(saml("alice", START))
+    assert parsed.event_name == "AssumeRoleWithSAML"
+    assert parsed.permission_set == PS
+    assert parsed.session_name == "alice"
+    assert parsed.account_id == ACCOUNT
+
+
+def test_permission_set_names_with_underscores() -> None:
+    parsed = parse_record(cli("alice", START, permission_set="Data_Admin_EU"))
+    assert parsed.permission_set == "Data_Admin_EU"
+
+
+def test_unmanaged_permission_set_is_not_flagged() -> None:
+    parsed = parse_record(cli("mallory", START, permission_set="SupportUser"))
+    managed = frozenset({PS})
+    result = correlate(parsed, GRANTS, STANDING, grace=GRACE, managed_permission_sets=managed)
+    assert result.outcome is Outcome.UNMANAGED
+    parsed = parse_record(cli("mallory", START))
+    result = correlate(parsed, GRANTS, STANDING, grace=GRACE, managed_permission_sets=managed)
+    assert result.outcome is Outcome.UNCOVERED
+
+
+def test_overlapping_grants_pick_the_latest_activation() -> None:
+    later = replace(grant(), grant_id="g2", request_id="r2", start=START + timedelta(minutes=10))
+    result = correlate(
+        parse_record(cli("alice", START + timedelta(minutes=20))), [grant(), later], grace=GRACE
+    )
+    assert result.grant is not None
+    assert result.grant.request_id == "r2"
+
+
+def test_revoked_early_grant_ends_at_revocation_plus_grace() -> None:
+    revoked_at = START + timedelta(minutes=10)
+    g = replace(grant(), end=revoked_at)
+    inside = parse_record(cli("alice", revoked_at + GRACE))
+    outside = parse_record(cli("alice", revoked_at + GRACE + SECOND))
+    assert correlate(inside, [g], grace=GRACE).outcome is Outcome.GRANT
+    assert correlate(outside, [g], grace=GRACE).outcome is Outcome.UNCOVERED
+
+
+@pytest.mark.parametrize(
+    ("session", "user", "expected"),
+    [
+        ("alice", "alice", True),
+        ("Alice", "aLICE", True),
+        (LONG_NAME[:64], LONG_NAME, True),
+        (LONG_NAME[:63], LONG_NAME, False),
+        ("alice2", "alice", False),
+        (None, "alice", False),
+    ],
+)
+def test_session_name_rule(session: str | None, user: str, expected: bool) -> None:
+    assert session_matches(session, user) is expected
+
+
+def test_records_without_id_or_time_are_refused() -> None:
+    record = cli("alice", START)
+    with pytest.raises(RecordError):
+        parse_record({**record, "eventID": None})
+    with pytest.raises(RecordError):
+        parse_record({**record, "eventTime": "yesterday"})
+
+
+def test_unwrap_leaves_plain_records() -> None:
+    record = cli("alice", START)
+    assert unwrap(record) is record
+    assert unwrap(eventbridge(record)) == record

@@ -1,0 +1,179 @@
+"""OCSF mapping: Security Lake's CloudTrail field mapping, Elevate's context, validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from elevate_audit_ingest import ocsf
+from elevate_audit_ingest.correlate import (
+    Correlation,
+    GrantWindow,
+    Outcome,
+    StandingAccess,
+    parse_record,
+)
+from elevate_local.simulate_activity import call_record, sign_in_record
+
+ACCOUNT = "111122223333"
+AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+GRANT = GrantWindow(
+    grant_id="0b8f1c56-0000-4000-8000-000000000001",
+    request_id="5d7e2f00-0000-4000-8000-000000000002",
+    user_name="alice",
+    user_id="uid-alice",
+    account_id=ACCOUNT,
+    permission_set_name="AdministratorAccess",
+    start=AT - timedelta(minutes=30),
+    end=AT + timedelta(hours=1),
+    justification="INC-42: failover",
+    approvers=("bob", "grace"),
+    ticket="INC-42",
+)
+
+
+def record(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "user": "alice",
+        "account_id": ACCOUNT,
+        "permission_set": "AdministratorAccess",
+        "at": AT,
+        "event_source": "ec2.amazonaws.com",
+        "event_name": "TerminateInstances",
+        "read_only": False,
+        "request_parameters": {"instancesSet": {"items": [{"instanceId": "i-0abc"}]}},
+    }
+    base.update(kw)
+    return call_record(**base)  # type: ignore[arg-type]
+
+
+def test_api_activity_maps_like_security_lake() -> None:
+    raw = record()
+    raw["resources"] = [
+        {"ARN": "arn:aws:ec2:us-east-1:111122223333:instance/i-0abc", "type": "AWS::EC2::Instance"}
+    ]
+    parsed = parse_record(raw)
+    doc = ocsf.api_activity(
+        parsed, Correlation(Outcome.GRANT, grant=GRANT), grace_until=GRANT.until(timedelta(hours=1))
+    )
+    identity = raw["userIdentity"]
+    assert isinstance(identity, dict)
+    assert (doc["class_uid"], doc["category_uid"], doc["activity_id"]) == (6003, 6, 4)
+    assert doc["type_uid"] == 600304
+    assert doc["severity_id"] == 1
+    assert doc["time"] == int(AT.timestamp() * 1000)
+    assert doc["metadata"]["uid"] == raw["eventID"]
+    assert doc["metadata"]["product"]["name"] == "CloudTrail"
+    assert doc["metadata"]["version"] == "1.7.0"
+    assert doc["actor"]["user"]["uid"] == identity["arn"]
+    assert doc["actor"]["user"]["uid_alt"] == identity["principalId"]
+    assert doc["actor"]["user"]["credential_uid"] == identity["accessKeyId"]
+    assert doc["actor"]["session"]["issuer"] == identity["sessionContext"]["sessionIssuer"]["arn"]
+    assert doc["api"]["operation"] == "TerminateInstances"
+    assert doc["api"]["service"]["name"] == "ec2.amazonaws.com"
+    assert doc["api"]["request"]["uid"] == raw["requestID"]
+    assert doc["src_endpoint"]["ip"] == "203.0.113.10"
+    assert doc["http_request"]["user_agent"] == raw["userAgent"]
+    assert doc["cloud"]["region"] == "us-east-1"
+    assert doc["cloud"]["account"]["uid"] == ACCOUNT
+    assert doc["resources"][0]["uid"].endswith("instance/i-0abc")
+    # Elevate's context
+    assert doc["metadata"]["correlation_uid"] == GRANT.request_id
+    (enrichment,) = doc["enrichments"]
+    assert enrichment["name"] == "elevate.grant"
+    assert enrichment["data"]["justification"] == "INC-42: failover"
+    assert enrichment["data"]["approvers"] == ["bob", "grace"]
+    assert enrichment["data"]["window_start"] == GRANT.start.isoformat()
+    assert enrichment["data"]["window_end"] == GRANT.end.isoformat()
+
+
+def test_uncovered_activity_is_high_severity() -> None:
+    parsed = parse_record(record(user="mallory", event_name="ListBuckets"))
+    doc = ocsf.api_activity(parsed, Correlation(Outcome.UNCOVERED))
+    assert doc["severity_id"] == 4
+    assert doc["activity_id"] == 2
+    assert "correlation_uid" not in doc["metadata"]
+    assert doc["enrichments"][0]["data"]["session_name"] == "mallory"
+    assert doc["metadata"]["labels"] == ["elevate:uncovered"]
+
+
+def test_standing_and_failed_calls() -> None:
+    parsed = parse_record(record(user="carol", error_code="AccessDenied"))
+    access = StandingAccess(ACCOUNT, "AdministratorAccess", "uid-carol", "carol")
+    doc = ocsf.api_activity(parsed, Correlation(Outcome.STANDING, standing=access))
+    assert doc["status_id"] == 2
+    assert doc["api"]["response"]["error"] == "AccessDenied"
+    assert doc["enrichments"][0]["name"] == "elevate.standing"
+
+
+def test_sign_in_from_a_service_principal_host() -> None:
+    raw = sign_in_record(
+        user="alice", account_id=ACCOUNT, permission_set="AdministratorAccess", at=AT
+    )
+    raw["sourceIPAddress"] = "sso.amazonaws.com"
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.GRANT, grant=GRANT))
+    assert doc["src_endpoint"] == {"domain": "sso.amazonaws.com"}
+    assert doc["actor"]["user"]["type"] == "SAMLUser"
+    assert doc["actor"]["session"]["issuer"].endswith(
+        "sso.amazonaws.com/AWSReservedSSO_AdministratorAccess_"
+        + doc["actor"]["session"]["issuer"][-16:]
+    )
+
+
+@pytest.mark.parametrize(("activity", "name"), [(1, "Assign Privileges"), (2, "Revoke Privileges")])
+def test_user_access_management(activity: int, name: str) -> None:
+    doc = ocsf.user_access(
+        GRANT,
+        activity=activity,
+        at=AT,
+        event_uid="ce-1",
+        permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
+    )
+    assert (doc["class_uid"], doc["category_uid"], doc["type_uid"]) == (3005, 3, 300500 + activity)
+    assert doc["activity_name"] == name
+    assert doc["user"] == {"name": "alice", "uid": "uid-alice", "type": "User", "type_id": 1}
+    assert doc["privileges"] == ["AdministratorAccess"]
+    assert doc["metadata"]["correlation_uid"] == GRANT.request_id
+    assert doc["resource"]["uid"] == ACCOUNT
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"api": None}, "api"),
+        ({"unknown_attribute": 1}, "outside OCSF"),
+        ({"type_uid": 600399}, "type_uid"),
+        ({"class_uid": 1234}, "unsupported"),
+    ],
+)
+def test_validation_refuses_what_ocsf_does_not_allow(
+    change: dict[str, object], message: str
+) -> None:
+    doc = ocsf.api_activity(parse_record(record()), Correlation(Outcome.GRANT, grant=GRANT))
+    broken = {**doc, **change}
+    broken = {k: v for k, v in broken.items() if v is not None}
+    with pytest.raises(ocsf.OcsfValidationError, match=message):
+        ocsf.validate_ocsf(broken)
+
+
+def test_nested_unknown_attribute_is_refused() -> None:
+    doc = ocsf.api_activity(parse_record(record()), Correlation(Outcome.GRANT, grant=GRANT))
+    doc["actor"]["user"]["favourite_colour"] = "blue"
+    with pytest.raises(ocsf.OcsfValidationError, match=r"actor\.user\.favourite_colour"):
+        ocsf.validate_ocsf(doc)
+
+
+@pytest.mark.parametrize(
+    ("name", "activity"),
+    [
+        ("CreateBucket", 1),
+        ("GetObject", 2),
+        ("ListRoles", 2),
+        ("PutBucketPolicy", 3),
+        ("DeleteUser", 4),
+        ("AssumeRoleWithSAML", 99),
+        ("ConsoleLogin", 99),
+    ],
+)
+def test_activity_from_event_name(name: str, activity: int) -> None:
+    assert ocsf.activity_for(name) == activity

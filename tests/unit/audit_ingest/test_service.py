@@ -1,0 +1,231 @@
+"""Grant index, waiting records and OCSF outbox rows, on SQLite with a manual clock."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from elevate_audit_ingest.main import SPEC
+from elevate_audit_ingest.models import PendingRecord
+from elevate_audit_ingest.ocsf import validate_ocsf
+from elevate_audit_ingest.service import (
+    PENDING_TIMER,
+    CorrelationConfig,
+    handle_record,
+    record_grant_event,
+)
+from elevate_audit_ingest.timers import pending_record_handler
+from elevate_core.clock import ManualClock
+from elevate_core.db import Base, Database
+from elevate_core.events.base import Event
+from elevate_core.events.models import (
+    GrantActivated,
+    GrantEnded,
+    Person,
+    RequestSnapshot,
+    StandingAssignmentRecorded,
+)
+from elevate_core.migrate import upgrade
+from elevate_core.outbox import Outbox, OutboxMessage
+from elevate_core.timers import Timer, TimerRunner
+from elevate_local.simulate_activity import call_record
+from sqlalchemy import Connection, func, select
+
+ACCOUNT = "111122223333"
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+CONFIG = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=10))
+OUTBOX = Outbox(source="elevate/audit-ingest", topic_prefix="")
+AUDIT_TABLES = {
+    "audit_grants",
+    "audit_standing",
+    "audit_pending_records",
+    "audit_quarantined_files",
+}
+
+
+@pytest.fixture
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = Database(sqlite_url)
+    await upgrade(database, SPEC.migrations)
+    yield database
+    await database.dispose()
+
+
+def snapshot(user: str = "alice", request_id: uuid.UUID | None = None) -> RequestSnapshot:
+    return RequestSnapshot(
+        request_id=request_id or uuid.uuid4(),
+        requester=Person(user_name=user, user_id=f"uid-{user}", email=f"{user}@example.com"),
+        account_id=ACCOUNT,
+        account_name="payments-prod",
+        permission_set_name="AdministratorAccess",
+        permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-admin",
+        start=T0,
+        end=T0 + timedelta(hours=2),
+        justification="INC-42",
+        matched_rule="sre-prod",
+        policy_version="v1",
+        approvers=("bob",),
+    )
+
+
+def activity(
+    user: str, at: datetime, permission_set: str = "AdministratorAccess"
+) -> dict[str, Any]:
+    return call_record(
+        user=user,
+        account_id=ACCOUNT,
+        permission_set=permission_set,
+        at=at,
+        event_source="s3.amazonaws.com",
+        event_name="ListBuckets",
+    )
+
+
+async def grant_event(db: Database, event: Event, now: datetime) -> None:
+    async with db.transaction() as session:
+        await record_grant_event(
+            session, event=event, event_uid=str(uuid.uuid4()), outbox=OUTBOX, config=CONFIG, now=now
+        )
+
+
+async def record(db: Database, data: dict[str, Any], now: datetime) -> object:
+    async with db.transaction() as session:
+        return await handle_record(session, data=data, outbox=OUTBOX, config=CONFIG, now=now)
+
+
+async def audit_rows(db: Database) -> list[tuple[str | None, dict[str, Any], dict[str, str]]]:
+    async with db.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
+        return [(r.key, json.loads(r.value), dict(r.headers)) for r in rows]
+
+
+async def test_migrations_match_models(db: Database) -> None:
+    def diff(conn: Connection) -> list[Any]:
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "include_object": lambda o, name, kind, *_: kind != "table" or name in AUDIT_TABLES
+            },
+        )
+        return list(compare_metadata(ctx, Base.metadata))
+
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_grant_lifecycle_emits_user_access_and_correlates(db: Database) -> None:
+    snap = snapshot()
+    grant_id = uuid.uuid4()
+    await grant_event(db, GrantActivated(grant_id=grant_id, snapshot=snap, activated_at=T0), T0)
+    assert str(await record(db, activity("alice", T0 + timedelta(minutes=5)), T0)) == "grant"
+    ended = T0 + timedelta(minutes=30)
+    await grant_event(
+        db,
+        GrantEnded(
+            grant_id=grant_id,
+            snapshot=snap,
+            reason="revoked",
+            ended_at=ended,
+            assignment_removed=True,
+        ),
+        ended,
+    )
+    # Inside the grace after an early revocation, then outside it (flagged after the wait).
+    assert str(await record(db, activity("alice", ended + timedelta(minutes=59)), ended)) == "grant"
+    assert await record(db, activity("alice", ended + timedelta(minutes=61)), ended) is None
+
+    rows = await audit_rows(db)
+    assert [(d["class_uid"], d["activity_id"]) for _, d, _ in rows] == [
+        (3005, 1),
+        (6003, 2),
+        (3005, 2),
+        (6003, 2),
+    ]
+    assert all(key == str(snap.request_id) for key, _, _ in rows)
+    assert all(h["elevate_request_id"] == str(snap.request_id) for _, _, h in rows)
+    assert rows[2][1]["enrichments"][0]["data"]["reason"] == "revoked"
+    for _, document, _ in rows:
+        validate_ocsf(document)
+
+
+async def test_record_waits_for_a_grant_that_arrives_later(db: Database) -> None:
+    clock = ManualClock(T0 + timedelta(minutes=5))
+    early = activity("alice", T0 + timedelta(minutes=1))
+    assert await record(db, early, clock.now()) is None  # grant not known yet: waits
+    assert await audit_rows(db) == []
+    snap = snapshot()
+    clock.advance(timedelta(minutes=2))
+    await grant_event(
+        db, GrantActivated(grant_id=uuid.uuid4(), snapshot=snap, activated_at=T0), clock.now()
+    )
+    rows = await audit_rows(db)
+    assert [(d["class_uid"], d["metadata"].get("correlation_uid")) for _, d, _ in rows] == [
+        (3005, str(snap.request_id)),
+        (6003, str(snap.request_id)),
+    ]
+    async with db.sessions() as session:
+        assert (
+            await session.execute(select(func.count()).select_from(PendingRecord))
+        ).scalar() == 0
+        assert (await session.execute(select(func.count()).select_from(Timer))).scalar() == 0
+
+
+async def test_uncovered_record_is_flagged_when_the_wait_is_over(db: Database) -> None:
+    clock = ManualClock(T0)
+    await grant_event(
+        db, GrantActivated(grant_id=uuid.uuid4(), snapshot=snapshot(), activated_at=T0), T0
+    )
+    before = len(await audit_rows(db))
+    assert await record(db, activity("mallory", T0 + timedelta(minutes=1)), clock.now()) is None
+    runner = TimerRunner(
+        db,
+        {PENDING_TIMER: pending_record_handler(outbox=OUTBOX, config=CONFIG, clock=clock)},
+        clock=clock,
+    )
+    clock.advance(timedelta(minutes=9))
+    assert await runner.fire_due() == 0
+    clock.advance(timedelta(minutes=1))
+    assert await runner.fire_due() == 1
+    rows = (await audit_rows(db))[before:]
+    assert len(rows) == 1
+    key, document, headers = rows[0]
+    assert key == ACCOUNT
+    assert document["severity_id"] == 4
+    assert headers["elevate_outcome"] == "uncovered"
+
+
+async def test_standing_assignment_covers_its_user(db: Database) -> None:
+    await grant_event(
+        db,
+        StandingAssignmentRecorded(
+            account_id=ACCOUNT,
+            permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-ro",
+            permission_set_name="ReadOnlyAccess",
+            principal_id="uid-carol",
+            user_name="carol",
+            source="baseline",
+        ),
+        T0,
+    )
+    outcome = await record(db, activity("carol", T0 + timedelta(days=30), "ReadOnlyAccess"), T0)
+    assert str(outcome) == "standing"
+    (row,) = await audit_rows(db)
+    assert row[1]["severity_id"] == 1
+    assert row[0] == ACCOUNT
+
+
+async def test_unmanaged_records_are_not_emitted(db: Database) -> None:
+    data = activity("alice", T0)
+    data["userIdentity"] = {
+        "type": "IAMUser",
+        "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+        "accountId": ACCOUNT,
+    }
+    assert str(await record(db, data, T0)) == "unmanaged"
+    assert await audit_rows(db) == []
