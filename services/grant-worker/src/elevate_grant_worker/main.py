@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from elevate_core.app import ServiceSpec, bootstrap, create_service_app
+from elevate_core.app import ServiceContext, ServiceSpec, add_outbox, add_timers, bootstrap
+from elevate_core.app import create_service_app as _create_service_app
+from elevate_core.clock import Clock, SystemClock
+from elevate_core.events.topics import Topics
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler
 from elevate_core.settings import Settings
 from fastapi import FastAPI
+
+from elevate_grant_worker import consumers, service
+from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.settings import GrantWorkerSettings
+from elevate_grant_worker.timers import handlers as timer_handlers
+from elevate_grant_worker.worker import AssignmentWorker
 
 SPEC = ServiceSpec(
     name="grant-worker",
@@ -15,14 +26,80 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
 )
 
+StandingProvider = Callable[[], Iterable[Triple]]
+
+
+def _consumer(
+    ctx: ServiceContext, settings: GrantWorkerSettings, name: str, topic: Topics, handler: Handler
+) -> None:
+    ctx.workers.append(
+        Consumer(
+            ctx.db,
+            ConsumerConfig(
+                name=f"{settings.topic_prefix}{name}{settings.consumer_group_suffix}",
+                topics=(settings.topic(topic),),
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                dlq_topic=settings.topic(Topics.DLQ),
+                session_timeout_ms=settings.consumer_session_timeout_ms,
+                heartbeat_interval_ms=max(500, settings.consumer_session_timeout_ms // 3),
+            ),
+            handler,
+        )
+    )
+
+
+def build(
+    ctx: ServiceContext,
+    settings: GrantWorkerSettings,
+    *,
+    clock: Clock | None = None,
+    standing: StandingProvider | None = None,
+) -> AssignmentWorker:
+    """Wire grant-worker's consumers, timers and assignment worker onto `ctx`."""
+    clock = clock or SystemClock()
+    outbox = add_outbox(ctx)
+    _consumer(
+        ctx,
+        settings,
+        "grant-worker.decisions",
+        Topics.DECISIONS,
+        consumers.decisions_handler(outbox=outbox, clock=clock),
+    )
+    _consumer(
+        ctx,
+        settings,
+        "grant-worker.requests",
+        Topics.REQUESTS,
+        consumers.requests_handler(clock=clock),
+    )
+    add_timers(ctx, timer_handlers(clock=clock), clock=clock)
+    worker = AssignmentWorker(
+        ctx.db, aws=IdentityCenter(settings), outbox=outbox, settings=settings, clock=clock
+    )
+    ctx.workers.append(worker)
+    if standing is not None:
+        provider = standing
+
+        async def record_policy_standing() -> None:
+            async with ctx.db.transaction() as session:
+                for triple in provider():
+                    await service.record_standing(
+                        session, triple, source="policy", outbox=outbox, now=clock.now()
+                    )
+
+        ctx.startup.append(record_policy_standing)
+    return worker
+
 
 def create_app(settings: Settings) -> FastAPI:
+    assert isinstance(settings, GrantWorkerSettings)
     ctx = bootstrap(settings)
-    return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
+    build(ctx, settings)
+    return _create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 
 def run() -> None:
-    SPEC.run(create_app)
+    SPEC.run(create_app, GrantWorkerSettings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,366 @@
+"""A fault-injecting HTTP proxy in front of moto, so boto3 speaks real HTTP to a
+misbehaving "AWS".
+
+moto's Identity Center completes every assignment write at once and never throttles or
+conflicts. Real Identity Center does all of that, so grant-worker is tested through this
+proxy, which by rule and rate (with a seeded random generator):
+
+- answers `ThrottlingException`, `ConflictException` or HTTP 500 instead of forwarding
+  (so an injected error never has a side effect),
+- adds latency before forwarding,
+- reports `IN_PROGRESS` for the first k status polls of each assignment request,
+- reports `FAILED` for a status poll and undoes the write in moto (a failed write has no
+  effect in AWS either).
+
+It records every call (operation, outcome), the peak number of assignment writes in flight
+(accepted by "AWS" and not yet reported finished by a status poll) and the peak number of
+calls in any sliding one-second window. The operation is read from the JSON protocol's
+`X-Amz-Target` header (`SWBExternalService.CreateAccountAssignment`).
+
+    proxy = AwsFaultProxy("http://127.0.0.1:5000", seed=7)
+    proxy.add_rule(FaultRule(fault="throttle", rate=0.3))
+    proxy.start(); ...; proxy.stats()
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from elevate_local.ports import free_port
+
+Fault = Literal["throttle", "conflict", "http500", "latency", "in_progress", "failed"]
+
+WRITES = {"CreateAccountAssignment": "create", "DeleteAccountAssignment": "delete"}
+STATUS = {
+    "DescribeAccountAssignmentCreationStatus": ("create", "AccountAssignmentCreationStatus"),
+    "DescribeAccountAssignmentDeletionStatus": ("delete", "AccountAssignmentDeletionStatus"),
+}
+_STATUS_REQUEST_ID = {
+    "DescribeAccountAssignmentCreationStatus": "AccountAssignmentCreationRequestId",
+    "DescribeAccountAssignmentDeletionStatus": "AccountAssignmentDeletionRequestId",
+}
+_ERRORS: dict[str, tuple[int, str, str]] = {
+    "throttle": (400, "ThrottlingException", "Rate exceeded"),
+    "conflict": (409, "ConflictException", "An operation is in progress for this assignment"),
+    "http500": (500, "InternalServerException", "Internal failure (injected)"),
+}
+
+
+@dataclass
+class FaultRule:
+    """Inject `fault` into calls of `operations` (all when empty) with probability `rate`.
+
+    `in_progress` answers IN_PROGRESS to the first `polls` status polls of each request;
+    `failed` answers FAILED (and undoes the write); `latency` sleeps `seconds` first.
+    `limit` caps how many times the rule fires (None: unlimited).
+    """
+
+    fault: Fault
+    operations: frozenset[str] = frozenset()
+    rate: float = 1.0
+    polls: int = 1
+    seconds: float = 0.0
+    limit: int | None = None
+    reason: str = "Injected failure: the permission set could not be provisioned"
+    fired: int = 0
+
+    def applies(self, operation: str) -> bool:
+        if self.limit is not None and self.fired >= self.limit:
+            return False
+        return not self.operations or operation in self.operations
+
+
+@dataclass(frozen=True)
+class Call:
+    operation: str
+    outcome: str  # "ok", "throttle", "conflict", "http500", "in_progress", "failed", "error:<code>"
+    at: float  # arrival, time.monotonic()
+
+
+@dataclass
+class _State:
+    calls: list[Call] = field(default_factory=list)
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
+    peak_in_flight: int = 0
+    polls: dict[tuple[str, str], int] = field(default_factory=dict)
+    writes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    failed: set[tuple[str, str]] = field(default_factory=set)
+
+
+class AwsFaultProxy:
+    def __init__(
+        self,
+        target: str,
+        *,
+        seed: int = 0,
+        rules: Iterable[FaultRule] = (),
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        parts = urlsplit(target)
+        self.target_host = parts.hostname or "127.0.0.1"
+        self.target_port = parts.port or 80
+        self.host = host
+        self.port = port or free_port()
+        self.rules: list[FaultRule] = list(rules)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- control ----
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add_rule(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear_rules(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._state = _State()
+
+    def start(self) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                proxy._handle(self)
+
+            def do_GET(self) -> None:
+                proxy._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer((self.host, self.port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # ---- figures ----
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._state.calls)
+
+    @property
+    def peak_in_flight(self) -> int:
+        with self._lock:
+            return self._state.peak_in_flight
+
+    @property
+    def peak_calls_per_second(self) -> int:
+        """Most calls that arrived within any one second (sliding window)."""
+        times = sorted(c.at for c in self.calls)
+        peak, first = 0, 0
+        for last, at in enumerate(times):
+            while times[first] <= at - 1.0:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
+    def count(self, operation: str | None = None, outcome: str | None = None) -> int:
+        return sum(
+            1
+            for c in self.calls
+            if (operation is None or c.operation == operation)
+            and (outcome is None or c.outcome == outcome)
+        )
+
+    def stats(self) -> dict[str, Any]:
+        by: dict[str, int] = {}
+        for c in self.calls:
+            by[f"{c.operation}:{c.outcome}"] = by.get(f"{c.operation}:{c.outcome}", 0) + 1
+        return {
+            "calls": len(self.calls),
+            "peak_in_flight": self.peak_in_flight,
+            "peak_calls_per_second": self.peak_calls_per_second,
+            "by_operation_outcome": dict(sorted(by.items())),
+        }
+
+    # ---- the proxy ----
+
+    def _pick(self, operation: str, faults: tuple[Fault, ...]) -> FaultRule | None:
+        with self._lock:
+            for rule in self.rules:
+                if (
+                    rule.fault in faults
+                    and rule.applies(operation)
+                    and self._random.random() < rule.rate
+                ):
+                    rule.fired += 1
+                    return rule
+        return None
+
+    def _record(self, operation: str, outcome: str, arrived: float) -> None:
+        with self._lock:
+            self._state.calls.append(Call(operation, outcome, arrived))
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        arrived = time.monotonic()  # calls per second count arrivals
+        length = int(req.headers.get("Content-Length") or 0)
+        body = req.rfile.read(length) if length else b""
+        target = req.headers.get("X-Amz-Target", "")
+        operation = target.rpartition(".")[2] if target else f"{req.command} {req.path}"
+
+        latency = self._pick(operation, ("latency",))
+        if latency is not None:
+            time.sleep(latency.seconds)
+        error = self._pick(operation, ("throttle", "conflict", "http500"))
+        if error is not None:
+            status, code, message = _ERRORS[error.fault]
+            self._record(operation, error.fault, arrived)
+            payload = json.dumps({"__type": code, "message": message}).encode()
+            self._reply(req, status, payload, {"x-amzn-ErrorType": code})
+            return
+
+        status, headers, payload = self._forward(req, body)
+        outcome = "ok" if status < 400 else f"error:{_error_code(payload)}"
+        if status < 400 and operation in WRITES:
+            self._write_accepted(operation, body, payload)
+        elif status < 400 and operation in STATUS:
+            payload, outcome = self._status(operation, body, payload)
+        self._record(operation, outcome, arrived)
+        self._reply(req, status, payload, headers)
+
+    def _forward(
+        self, req: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(self.target_host, self.target_port, timeout=60)
+        try:
+            headers = {k: v for k, v in req.headers.items() if k.lower() != "connection"}
+            conn.request(req.command, req.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            keep = {
+                k: v
+                for k, v in resp.getheaders()
+                if k.lower() not in {"content-length", "connection", "transfer-encoding"}
+            }
+            return resp.status, keep, payload
+        finally:
+            conn.close()
+
+    def _moto(self, operation: str, params: dict[str, Any]) -> None:
+        conn = http.client.HTTPConnection(self.target_host, self.target_port, timeout=60)
+        try:
+            conn.request(
+                "POST",
+                "/",
+                body=json.dumps(params).encode(),
+                headers={
+                    "X-Amz-Target": f"SWBExternalService.{operation}",
+                    "Content-Type": "application/x-amz-json-1.1",
+                    "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/"
+                    "sso/aws4_request, SignedHeaders=host, Signature=0",
+                },
+            )
+            conn.getresponse().read()
+        finally:
+            conn.close()
+
+    def _write_accepted(self, operation: str, body: bytes, payload: bytes) -> None:
+        kind = WRITES[operation]
+        status_key = (
+            "AccountAssignmentCreationStatus"
+            if kind == "create"
+            else "AccountAssignmentDeletionStatus"
+        )
+        request_id = json.loads(payload).get(status_key, {}).get("RequestId", "")
+        with self._lock:
+            state = self._state
+            state.writes[(kind, request_id)] = json.loads(body or b"{}")
+            state.in_flight.add((kind, request_id))
+            state.peak_in_flight = max(state.peak_in_flight, len(state.in_flight))
+
+    def _status(self, operation: str, body: bytes, payload: bytes) -> tuple[bytes, str]:
+        kind, key = STATUS[operation]
+        request_id = str(json.loads(body or b"{}").get(_STATUS_REQUEST_ID[operation], ""))
+        ident = (kind, request_id)
+        data = json.loads(payload)
+        status = data.get(key, {})
+        with self._lock:
+            self._state.polls[ident] = self._state.polls.get(ident, 0) + 1
+            polls = self._state.polls[ident]
+            already_failed = ident in self._state.failed
+        if already_failed:
+            status.update(Status="FAILED", FailureReason="Injected failure")
+            return json.dumps(data).encode(), "failed"
+        slow = next(
+            (
+                r
+                for r in list(self.rules)
+                if r.fault == "in_progress" and r.applies(operation) and polls <= r.polls
+            ),
+            None,
+        )
+        if slow is not None:
+            status["Status"] = "IN_PROGRESS"
+            return json.dumps(data).encode(), "in_progress"
+        fail = self._pick(operation, ("failed",))
+        if fail is not None:
+            self._undo(ident)
+            status.update(Status="FAILED", FailureReason=fail.reason)
+            outcome = "failed"
+        else:
+            outcome = "ok"
+        with self._lock:
+            self._state.in_flight.discard(ident)
+            if outcome == "failed":
+                self._state.failed.add(ident)
+        return json.dumps(data).encode(), outcome
+
+    def _undo(self, ident: tuple[str, str]) -> None:
+        """A FAILED write leaves AWS as it was: reverse what moto already did."""
+        with self._lock:
+            params = self._state.writes.get(ident)
+        if not params:
+            return
+        inverse = "DeleteAccountAssignment" if ident[0] == "create" else "CreateAccountAssignment"
+        self._moto(inverse, params)
+
+    @staticmethod
+    def _reply(
+        req: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str]
+    ) -> None:
+        req.send_response(status)
+        for k, v in headers.items():
+            req.send_header(k, v)
+        req.send_header("Content-Length", str(len(payload)))
+        req.end_headers()
+        req.wfile.write(payload)
+
+
+def _error_code(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload).get("__type", "unknown")).rpartition("#")[2]
+    except (ValueError, AttributeError):
+        return "unknown"

@@ -1,0 +1,27 @@
+"""grant-worker's Prometheus metrics (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+AWS_CALLS = Counter(
+    "elevate_grant_aws_calls_total", "Identity Center calls", ["operation", "outcome"]
+)
+AWS_THROTTLES = Counter(
+    "elevate_grant_aws_throttles_total", "Identity Center throttling answers", ["operation"]
+)
+IN_FLIGHT_WRITES = Gauge(
+    "elevate_grant_in_flight_writes", "Assignment writes sent and not yet finished"
+)
+REVOCATION_LAG = Histogram(
+    "elevate_grant_revocation_lag_seconds",
+    "From a grant's end (or revoke) to AWS confirming the deletion",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)
+EXPIRED_NOT_REVOKED = Gauge(
+    "elevate_grant_expired_not_revoked", "Grants past their end whose access is not yet removed"
+)
+REVOCATION_FAILED = Counter(
+    "elevate_grant_revocation_failed_total", "Grants that reached the revocation alert threshold"
+)
+GRANT_TRANSITIONS = Counter("elevate_grant_transitions_total", "Grant state changes", ["state"])
