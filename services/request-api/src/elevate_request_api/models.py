@@ -1,0 +1,81 @@
+"""request-api's tables: requests (the read model), their timelines, correlated
+activity, and idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from elevate_core.db import Base, UTCDateTime
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class AccessRequest(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    requester_user_name: Mapped[str] = mapped_column(String(128), index=True)
+    requester_user_id: Mapped[str] = mapped_column(String(128))
+    requester_email: Mapped[str | None] = mapped_column(String(320))
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    account_name: Mapped[str | None] = mapped_column(String(255))
+    ou_path: Mapped[str] = mapped_column(String(1024), default="")
+    permission_set_name: Mapped[str] = mapped_column(String(64))
+    permission_set_arn: Mapped[str] = mapped_column(String(255))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    justification: Mapped[str] = mapped_column(Text)
+    ticket: Mapped[str | None] = mapped_column(String(128))
+    matched_rule: Mapped[str] = mapped_column(String(128))
+    approval_rule: Mapped[str] = mapped_column(String(128))
+    approver_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_approvals: Mapped[int] = mapped_column(Integer, default=0)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    review: Mapped[str | None] = mapped_column(String(16))  # break-glass: pending | done
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_requests_requester_created", "requester_user_name", "created_at"),)
+
+
+class TimelineEntry(Base):
+    __tablename__ = "request_timeline"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ActivityRecord(Base):
+    """A CloudTrail action correlated to a request (from the audit topic)."""
+
+    __tablename__ = "request_activity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    operation: Mapped[str] = mapped_column(String(255))
+    service: Mapped[str | None] = mapped_column(String(255))
+    severity: Mapped[str | None] = mapped_column(String(32))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    record_uid: Mapped[str] = mapped_column(String(255))
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    user_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

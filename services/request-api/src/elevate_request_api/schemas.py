@@ -1,0 +1,189 @@
+"""request-api's HTTP input and output (pydantic), with OpenAPI examples."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+T = TypeVar("T")
+ACCOUNT_ID = r"^[0-9]{12}$"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Me(_Out):
+    user_name: str
+    user_id: str
+    email: str | None
+    display_name: str | None
+    groups: list[str]
+    roles: list[Literal["requester", "approver", "auditor", "admin"]]
+
+
+class EligibilityItem(_Out):
+    account_id: str
+    account_name: str
+    ou_path: str
+    permission_set: str
+    max_duration_minutes: int
+    approval_needed: bool
+    approval_rule: str
+    required_approvals: int
+    ticket_required: bool
+    break_glass: bool
+
+
+class RequestCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "123456789012",
+                    "permission_set": "AdministratorAccess",
+                    "duration_minutes": 60,
+                    "justification": "INC-4211: restart the payments API",
+                    "ticket": "INC-4211",
+                }
+            ]
+        },
+    )
+
+    account_id: str = Field(pattern=ACCOUNT_ID, description="12-digit AWS account id")
+    permission_set: str = Field(min_length=1, max_length=32)
+    start: AwareDatetime | None = Field(default=None, description="default: now")
+    duration_minutes: int = Field(ge=1, le=60 * 24 * 14)
+    justification: str = Field(max_length=2000)
+    ticket: str | None = Field(default=None, max_length=128)
+    break_glass: bool = False
+
+    @field_validator("justification")
+    @classmethod
+    def _justified(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a justification is required")
+        return value.strip()
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(minutes=self.duration_minutes)
+
+
+class Comment(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"comment": "Approved for the incident window"}]},
+    )
+
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class TimelineOut(_Out):
+    at: datetime
+    actor: str
+    action: str
+    comment: str | None
+    status: str
+
+
+class ActivityOut(_Out):
+    at: datetime
+    operation: str
+    service: str | None
+    severity: str | None
+    source_ip: str | None
+
+
+class RequestOut(_Out):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b9d7c8e-6a55-4a4b-9b1e-1b2f3c4d5e6f",
+                    "status": "pending",
+                    "requester": "alice",
+                    "account_id": "123456789012",
+                    "account_name": "payments-prod",
+                    "permission_set": "AdministratorAccess",
+                    "start": "2026-11-29T10:00:00Z",
+                    "end": "2026-11-29T11:00:00Z",
+                    "justification": "INC-4211",
+                    "ticket": "INC-4211",
+                    "approval_rule": "one-sre-lead",
+                    "required_approvals": 1,
+                    "approver_groups": ["sre-leads"],
+                    "approvers": [],
+                    "break_glass": False,
+                    "review": None,
+                    "policy_version": "5d94fb125e5d",
+                    "created_at": "2026-11-29T09:58:12Z",
+                    "updated_at": "2026-11-29T09:58:12Z",
+                }
+            ]
+        },
+    )
+
+    id: uuid.UUID
+    status: str
+    requester: str
+    account_id: str
+    account_name: str | None
+    permission_set: str
+    start: datetime
+    end: datetime
+    justification: str
+    ticket: str | None
+    approval_rule: str
+    required_approvals: int
+    approver_groups: list[str]
+    approvers: list[str]
+    break_glass: bool
+    review: str | None
+    policy_version: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Any) -> RequestOut:
+        return cls(
+            id=row.id,
+            status=row.status,
+            requester=row.requester_user_name,
+            account_id=row.account_id,
+            account_name=row.account_name,
+            permission_set=row.permission_set_name,
+            start=row.start,
+            end=row.end,
+            justification=row.justification,
+            ticket=row.ticket,
+            approval_rule=row.approval_rule,
+            required_approvals=row.required_approvals,
+            approver_groups=list(row.approver_groups),
+            approvers=list(row.approvers),
+            break_glass=row.break_glass,
+            review=row.review,
+            policy_version=row.policy_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class RequestDetail(RequestOut):
+    timeline: list[TimelineOut]
+    activity: list[ActivityOut]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class Accepted(BaseModel):
+    id: uuid.UUID
+    status: str

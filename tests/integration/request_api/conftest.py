@@ -1,0 +1,185 @@
+"""request-api under test: real uvicorn on a free port, real Kafka, PostgreSQL and
+(seeded) moto, and a JWT issuer the tests own (so they can forge every attack)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from elevate_core.access import AccessControl
+from elevate_core.directory.aws import Directory
+from elevate_core.policy import PolicyWatcher
+from elevate_local.moto_seed import SeededOrganisation, seed_organisation
+from elevate_local.ports import free_port, wait_for_port
+from elevate_request_api.main import create_app
+from elevate_request_api.settings import RequestApiSettings
+from jwt.algorithms import RSAAlgorithm
+
+from tests.helpers import create_topics
+
+ROOT = Path(__file__).resolve().parents[3]
+AUDIENCE = "elevate-portal"
+
+
+class Issuer:
+    """Discovery + JWKS over HTTP, with keys the test can rotate."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.rotate()
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body: dict[str, Any]
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    body = {"keys": [issuer.public_jwk(kid) for kid in issuer.keys]}
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def rotate(self) -> str:
+        kid = uuid.uuid4().hex[:8]
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.current = kid
+        return kid
+
+    def public_jwk(self, kid: str) -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.keys[kid].public_key()))
+        jwk.update(kid=kid, use="sig", alg="RS256")
+        return jwk
+
+    def token(self, user: str = "alice", *, kid: str | None = None, **overrides: Any) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.url,
+            "aud": AUDIENCE,
+            "sub": f"sub-{user}",
+            "preferred_username": user,
+            "iat": now,
+            "exp": now + 600,
+        }
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        key_id = kid or self.current
+        return jwt.encode(claims, self.keys[key_id], algorithm="RS256", headers={"kid": key_id})
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    server = Issuer()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seeded(moto_endpoint: str) -> SeededOrganisation:
+    return seed_organisation(moto_endpoint)
+
+
+@dataclass
+class Api:
+    url: str
+    settings: RequestApiSettings
+    issuer: Issuer
+    seeded: SeededOrganisation
+
+    def client(self, user: str | None = "alice") -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.issuer.token(user)}"} if user else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+
+ApiFactory = Callable[..., "asyncio.Future[Api]"]
+
+
+@pytest.fixture
+async def start_api(
+    kafka: Any,
+    moto_endpoint: str,
+    seeded: SeededOrganisation,
+    issuer: Issuer,
+    topic_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Any]]:
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    await create_topics(
+        kafka.bootstrap,
+        *(f"{topic_prefix}elevate.{t}.v1" for t in ("requests", "decisions", "grants", "dlq")),
+    )
+
+    async def start(
+        database_url: str,
+        *,
+        policy: Path | None = None,
+        bootstrap: str | None = None,
+        oidc_issuer: str | None = None,
+        **extra: Any,
+    ) -> Api:
+        port = free_port()
+        settings = RequestApiSettings(
+            mode="test",
+            http_port=port,
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap or kafka.bootstrap,
+            topic_prefix=topic_prefix,
+            aws_endpoint_url=moto_endpoint,
+            oidc_issuer=oidc_issuer or issuer.url,
+            oidc_audience=AUDIENCE,
+            policy_file=policy or ROOT / "deploy/local/policy.yaml",
+            log_json=True,
+            jwks_min_refresh_seconds=0,
+            **extra,
+        )
+        directory = Directory.from_region(region="us-east-1", endpoint_url=moto_endpoint)
+        access = AccessControl(PolicyWatcher(settings.policy_file), directory)
+        app = create_app(settings, access=access)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+        )
+        task = asyncio.create_task(server.serve())
+        servers.append((server, task))
+        await asyncio.to_thread(wait_for_port, port, timeout=60, what="request-api")
+        return Api(url=f"http://127.0.0.1:{port}", settings=settings, issuer=issuer, seeded=seeded)
+
+    yield start
+    for server, _ in servers:
+        server.should_exit = True
+    await asyncio.gather(*(t for _, t in servers), return_exceptions=True)
+
+
+@pytest.fixture
+async def api(start_api: Callable[..., Any], pg_url: str) -> Api:
+    result: Api = await start_api(pg_url)
+    return result

@@ -1,0 +1,173 @@
+"""Bearer JWTs: every attack of the issue is a 401 problem document; good tokens work,
+also from the real local OIDC provider (authorization code + PKCE)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, start_oidc_provider
+from elevate_local.ports import free_port
+
+from tests.integration.request_api.conftest import Api, Issuer
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def alg_none(issuer: Issuer) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": issuer.url,
+        "aud": "elevate-portal",
+        "preferred_username": "alice",
+        "exp": now + 600,
+    }
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+
+
+def hs256_with_public_key(issuer: Issuer) -> str:
+    """The classic key-confusion forgery: HMAC keyed with the RSA public key."""
+    public_pem = (
+        issuer.keys[issuer.current]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    now = int(time.time())
+    claims = {
+        "iss": issuer.url,
+        "aud": "elevate-portal",
+        "preferred_username": "alice",
+        "exp": now + 600,
+    }
+    header = _b64({"alg": "HS256", "typ": "JWT", "kid": issuer.current})
+    payload = _b64(claims)
+    import hashlib
+    import hmac
+
+    sig = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+
+
+def tampered(issuer: Issuer) -> str:
+    header, payload, sig = issuer.token("erin").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["preferred_username"] = "dave"  # privilege escalation attempt
+    return f"{header}.{_b64(claims)}.{sig}"
+
+
+def unknown_key(issuer: Issuer) -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = int(time.time())
+    return jwt.encode(
+        {
+            "iss": issuer.url,
+            "aud": "elevate-portal",
+            "preferred_username": "alice",
+            "exp": now + 600,
+        },
+        stranger,
+        algorithm="RS256",
+        headers={"kid": "not-a-known-kid"},
+    )
+
+
+ATTACKS: dict[str, Callable[[Issuer], str]] = {
+    "alg none": alg_none,
+    "HS256 keyed with the public key": hs256_with_public_key,
+    "expired": lambda i: i.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
+    "not yet valid": lambda i: i.token(nbf=int(time.time()) + 3600),
+    "wrong issuer": lambda i: i.token(iss="https://evil.example"),
+    "wrong audience": lambda i: i.token(aud="another-app"),
+    "no expiry": lambda i: i.token(exp=None),
+    "tampered claims": tampered,
+    "signed by an unknown key": unknown_key,
+    "no user claim": lambda i: i.token(preferred_username=None),
+    "garbage": lambda i: "not.a.jwt",
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+async def test_attacks_are_refused_with_problem_details(api: Api, attack: str) -> None:
+    token = ATTACKS[attack](api.issuer)
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        response = await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    body = response.json()
+    assert body["status"] == 401
+    assert body["title"] == "Unauthorized"
+    assert body["instance"] == "/v1/me"
+
+
+async def test_missing_token_is_401(api: Api) -> None:
+    async with api.client(user=None) as client:
+        response = await client.get("/v1/eligibility")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_probes_need_no_token(api: Api) -> None:
+    async with api.client(user=None) as client:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.get(path)).status_code == 200
+
+
+async def test_valid_token_resolves_the_identity_store_user(api: Api) -> None:
+    async with api.client("alice") as client:
+        me = (await client.get("/v1/me")).json()
+    assert me["user_name"] == "alice"
+    assert me["user_id"] == api.seeded.user_ids["alice"]
+    assert set(me["groups"]) >= {"engineers", "sre"}
+    assert me["roles"] == ["requester"]
+    async with api.client("dave") as client:
+        assert "admin" in (await client.get("/v1/me")).json()["roles"]
+
+
+async def test_rotated_key_is_fetched_on_unknown_kid(api: Api) -> None:
+    async with api.client("alice") as client:
+        assert (await client.get("/v1/me")).status_code == 200  # keys now cached
+    new_kid = api.issuer.rotate()
+    token = api.issuer.token("alice", kid=new_kid)
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        response = await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+
+
+async def test_user_unknown_to_identity_store_is_403(api: Api) -> None:
+    async with api.client("mallory") as client:
+        response = await client.get("/v1/me")
+    assert response.status_code == 403
+    assert "not an Identity Center user" in response.json()["detail"]
+
+
+async def test_token_from_the_local_oidc_provider(
+    start_api: Callable[..., Any], pg_url: str
+) -> None:
+    """Dev mode: the local provider's signed ID token (PKCE flow) is the bearer."""
+    provider = start_oidc_provider(free_port())
+    try:
+        register_users(provider.issuer, seeded_user_claims())
+        api: Api = await start_api(pg_url, oidc_issuer=provider.issuer)
+        tokens = await asyncio.to_thread(fetch_token, provider.issuer, "grace")
+        async with httpx.AsyncClient(base_url=api.url) as client:
+            response = await client.get(
+                "/v1/me", headers={"Authorization": f"Bearer {tokens.id_token}"}
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["user_name"] == "grace"
+        assert "approver" in response.json()["roles"]
+    finally:
+        provider.stop()

@@ -1,0 +1,214 @@
+"""The read model follows events put on the topics through every status, and an SSE
+client on one replica sees changes another replica consumed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from elevate_core.events.base import Event
+from elevate_core.events.envelope import encode, new_envelope
+from elevate_core.events.models import (
+    GrantActivated,
+    GrantEnded,
+    GrantFailed,
+    GrantRevocationFailed,
+    GrantScheduled,
+    Person,
+    RequestApproved,
+    RequestExpired,
+    RequestRejected,
+    RequestSnapshot,
+)
+
+from tests.helpers import eventually
+from tests.integration.request_api.conftest import Api
+
+NOW = datetime.now(UTC)
+
+
+class Emitter:
+    """Plays approval and grant-worker: publishes their events as they would."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def send(self, *events: Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.api.settings.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            for event in events:
+                rid = _request_id(event)
+                env = new_envelope(event, source="elevate/test", subject=rid)
+                value, headers = encode(env)
+                topic = f"{self.api.settings.topic_prefix}{event.topic}"
+                await producer.send_and_wait(topic, value, key=rid.encode(), headers=headers)
+        finally:
+            await producer.stop()
+
+
+def _request_id(event: Event) -> str:
+    rid = getattr(event, "request_id", None) or getattr(event, "snapshot").request_id  # noqa: B009
+    return str(rid)
+
+
+async def submit(api: Api) -> tuple[str, RequestSnapshot]:
+    body = {
+        "account_id": api.seeded.account_ids["payments-prod"],
+        "permission_set": "AdministratorAccess",
+        "duration_minutes": 60,
+        "justification": "OPS-7 deploy",
+        "ticket": "OPS-7",
+    }
+    async with api.client("alice") as alice:
+        response = await alice.post("/v1/requests", json=body)
+        assert response.status_code == 202, response.text
+        detail = (await alice.get(response.headers["Location"])).json()
+    snapshot = RequestSnapshot(
+        request_id=uuid.UUID(detail["id"]),
+        requester=Person(user_name="alice", user_id=api.seeded.user_ids["alice"]),
+        account_id=detail["account_id"],
+        account_name=detail["account_name"],
+        permission_set_name="AdministratorAccess",
+        permission_set_arn=api.seeded.permission_set_arns["AdministratorAccess"],
+        start=datetime.fromisoformat(detail["start"]),
+        end=datetime.fromisoformat(detail["end"]),
+        justification="OPS-7 deploy",
+        ticket="OPS-7",
+        matched_rule="sre-prod-admin",
+        policy_version=detail["policy_version"],
+        approvers=("grace",),
+        approval_rule="one-sre-lead",
+    )
+    return detail["id"], snapshot
+
+
+async def status_of(api: Api, rid: str) -> str:
+    async with api.client("alice") as alice:
+        status: str = (await alice.get(f"/v1/requests/{rid}")).json()["status"]
+        return status
+
+
+async def reaches(api: Api, rid: str, status: str) -> None:
+    async def check() -> bool:
+        return await status_of(api, rid) == status
+
+    await eventually(check, timeout=60, what=f"status {status}")
+
+
+async def test_every_status_of_the_table(api: Api) -> None:
+    emit = Emitter(api)
+    grace = Person(user_name="grace", user_id=api.seeded.user_ids["grace"])
+    gid = uuid.uuid4()
+
+    rid, snap = await submit(api)
+    assert await status_of(api, rid) == "pending"
+    await emit.send(RequestApproved(snapshot=snap))
+    await reaches(api, rid, "approved")
+    await emit.send(GrantScheduled(grant_id=gid, snapshot=snap, activates_at=snap.start))
+    await reaches(api, rid, "scheduled")
+    await emit.send(GrantActivated(grant_id=gid, snapshot=snap, activated_at=NOW))
+    await reaches(api, rid, "active")
+    await emit.send(
+        GrantRevocationFailed(grant_id=gid, snapshot=snap, error="Throttling", attempts=5)
+    )
+    await reaches(api, rid, "revocation_failed")
+    await emit.send(
+        GrantEnded(
+            grant_id=gid, snapshot=snap, reason="revoked", ended_at=NOW, assignment_removed=True
+        )
+    )
+    await reaches(api, rid, "revoked")
+    async with api.client("alice") as alice:
+        detail = (await alice.get(f"/v1/requests/{rid}")).json()
+    actions = [t["action"] for t in detail["timeline"]]
+    assert actions == [
+        "submitted",
+        "approved",
+        "grant_scheduled",
+        "grant_activated",
+        "revocation_failed",
+        "grant_ended_revoked",
+    ]
+    assert detail["approvers"] == ["grace"]
+
+    for reason, status in (("expired", "ended"), ("cancelled", "cancelled"), ("drift", "revoked")):
+        rid2, snap2 = await submit(api)
+        await emit.send(
+            RequestApproved(snapshot=snap2),
+            GrantActivated(grant_id=gid, snapshot=snap2, activated_at=NOW),
+            GrantEnded(
+                grant_id=gid, snapshot=snap2, reason=reason, ended_at=NOW, assignment_removed=True
+            ),
+        )
+        await reaches(api, rid2, status)
+
+    rid3, _ = await submit(api)
+    await emit.send(
+        RequestRejected(request_id=uuid.UUID(rid3), rejected_by=grace, comment="not now")
+    )
+    await reaches(api, rid3, "rejected")
+    rid4, _ = await submit(api)
+    await emit.send(
+        RequestExpired(
+            request_id=uuid.UUID(rid4), pending_since=NOW, expired_at=NOW + timedelta(hours=4)
+        )
+    )
+    await reaches(api, rid4, "expired")
+    rid5, snap5 = await submit(api)
+    await emit.send(
+        RequestApproved(snapshot=snap5),
+        GrantFailed(grant_id=gid, snapshot=snap5, reason="AccessDenied"),
+    )
+    await reaches(api, rid5, "error")
+    rid6, _ = await submit(api)
+    async with api.client("alice") as alice:
+        assert (await alice.post(f"/v1/requests/{rid6}/cancel")).status_code == 202
+    await reaches(api, rid6, "cancelled")
+
+
+async def test_sse_on_one_replica_sees_a_change_consumed_by_another(
+    start_api: Callable[..., Any], pg_url: str
+) -> None:
+    projector: Api = await start_api(pg_url)  # consumes the topics
+    front: Api = await start_api(pg_url, read_model_consumer=False)  # serves only
+    rid, snap = await submit(front)
+    seen: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        token = front.issuer.token("alice")
+        async with (
+            httpx.AsyncClient(base_url=front.url, timeout=60) as client,
+            client.stream(
+                "GET", f"/v1/requests/{rid}/stream", headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["status"] == "active":
+                        return
+
+    listener = asyncio.create_task(listen())
+    await eventually(lambda: _first(seen), what="the initial status event")
+    await Emitter(projector).send(
+        RequestApproved(snapshot=snap),
+        GrantActivated(grant_id=uuid.uuid4(), snapshot=snap, activated_at=NOW),
+    )
+    await asyncio.wait_for(listener, 60)
+    statuses = [s["status"] for s in seen]
+    assert statuses[0] == "pending"
+    assert statuses[-1] == "active"
+    assert statuses == sorted(set(statuses), key=statuses.index)  # one event per change
+
+
+async def _first(seen: list[dict[str, Any]]) -> bool:
+    return bool(seen)
