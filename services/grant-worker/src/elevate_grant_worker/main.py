@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from elevate_core.access import AccessControl
 from elevate_core.app import ServiceContext, ServiceSpec, add_outbox, add_timers, bootstrap
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler
+from elevate_core.outbox import Outbox
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.settings import GrantWorkerSettings
+from elevate_grant_worker.standing import PolicyStanding
 from elevate_grant_worker.timers import handlers as timer_handlers
 from elevate_grant_worker.worker import AssignmentWorker
 
@@ -91,10 +94,15 @@ def build(
     return worker
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
     assert isinstance(settings, GrantWorkerSettings)
     ctx = bootstrap(settings)
     build(ctx, settings)
+    # The policy's standing list: never removed, whatever grant ends on top of it.
+    access = access or AccessControl.from_settings(settings)
+    access.load()
+    outbox = Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
+    ctx.workers += [access, PolicyStanding(ctx.db, access, outbox=outbox, clock=SystemClock())]
     return _create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 

@@ -333,6 +333,7 @@ async def record_standing(
     outbox: Outbox | None,
     now: datetime,
     user_name: str | None = None,
+    permission_set_name: str | None = None,
 ) -> bool:
     """Record a standing assignment (never removed); True if it is new."""
     key = (triple.account_id, triple.permission_set_arn, triple.principal_id)
@@ -354,6 +355,7 @@ async def record_standing(
                 account_id=triple.account_id,
                 permission_set_arn=triple.permission_set_arn,
                 principal_id=triple.principal_id,
+                permission_set_name=permission_set_name,
                 user_name=user_name,
                 source="policy" if source == "policy" else "baseline",
             ),

@@ -240,6 +240,10 @@ class AssignmentWorker:
                     outbox=self.outbox,
                     now=now,
                     user_name=user.get("user_name"),
+                    # audit-ingest matches CloudTrail roles by permission set name.
+                    permission_set_name=(
+                        ts.grants[0].snapshot.get("permission_set_name") if ts.grants else None
+                    ),
                 )
                 log.warning("assignment %s already present in AWS: recorded as standing", triple)
                 service.set_assignment(ts.assignment, AssignmentState.PRESENT, now=now)

@@ -1,0 +1,97 @@
+"""Standing assignments the policy lists: resolved to (account id, permission set ARN,
+Identity Store user id) and recorded, so no grant's end ever removes them.
+
+Runs as a worker: it retries while AWS is unreachable and records again after every
+policy change (recording is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from elevate_core.access import AccessControl
+from elevate_core.backoff import backoff_delay
+from elevate_core.clock import Clock
+from elevate_core.db import Database
+from elevate_core.directory.errors import DirectoryError
+from elevate_core.outbox import Outbox
+
+from elevate_grant_worker import service
+from elevate_grant_worker.aws import Triple
+
+log = logging.getLogger(__name__)
+
+
+class PolicyStanding:
+    def __init__(
+        self,
+        db: Database,
+        access: AccessControl,
+        *,
+        outbox: Outbox,
+        clock: Clock,
+        poll_seconds: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.access = access
+        self.outbox = outbox
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self._stopping = asyncio.Event()
+        self.recorded_version: str | None = None
+
+    async def record_once(self) -> int:
+        """Resolve and record the policy's standing assignments; returns how many are new."""
+        evaluator = await self.access.evaluator()
+        directory = self.access.directory
+        new = 0
+        async with self.db.transaction() as session:
+            for account_id, permission_set, user_ref in evaluator.standing_assignments():
+                try:
+                    arn = (await directory.get_permission_set(permission_set)).arn
+                    user = await directory.get_user(user_ref)
+                except DirectoryError as exc:
+                    if exc.retryable:
+                        raise
+                    log.error(
+                        "policy standing assignment %s/%s/%s cannot be resolved: %s",
+                        user_ref,
+                        account_id,
+                        permission_set,
+                        exc,
+                    )
+                    continue
+                if await service.record_standing(
+                    session,
+                    Triple(account_id, arn, user.user_id),
+                    source="policy",
+                    outbox=self.outbox,
+                    now=self.clock.now(),
+                    user_name=user.user_name,
+                    permission_set_name=permission_set,
+                ):
+                    new += 1
+        self.recorded_version = self.access.policy.version
+        return new
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            wait = self.poll_seconds
+            if self.recorded_version != self.access.policy.version:
+                try:
+                    new = await self.record_once()
+                    attempt = 0
+                    if new:
+                        log.info("recorded %d standing assignment(s) from the policy", new)
+                except Exception as exc:  # AWS or the database away: try again soon
+                    attempt += 1
+                    wait = backoff_delay(attempt, base=1, cap=60)
+                    log.warning("policy standing assignments not recorded yet: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+
+    async def stop(self) -> None:
+        self._stopping.set()
