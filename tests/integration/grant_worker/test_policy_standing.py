@@ -28,8 +28,9 @@ async def test_policy_standing_assignments_are_recorded(
     directory = Directory.from_region(region="us-east-1", endpoint_url=moto_endpoint)
     access = AccessControl(PolicyWatcher(ROOT / "deploy/local/policy.yaml"), directory)
     access.load()
-    worker = PolicyStanding(db, access, outbox=Outbox(source="elevate/grant-worker"),
-                            clock=ManualClock())
+    worker = PolicyStanding(
+        db, access, outbox=Outbox(source="elevate/grant-worker"), clock=ManualClock()
+    )
     try:
         assert await worker.record_once() == 1
         assert await worker.record_once() == 0  # idempotent
@@ -39,8 +40,13 @@ async def test_policy_standing_assignments_are_recorded(
         rows = (await session.execute(select(Standing))).scalars().all()
         events = (await session.execute(select(OutboxMessage))).scalars().all()
     assert [(r.account_id, r.permission_set_arn, r.principal_id, r.source) for r in rows] == [
-        (seeded.account_ids["log-archive"], seeded.permission_set_arns["ReadOnlyAccess"],
-         seeded.user_ids["carol"], "policy")]
+        (
+            seeded.account_ids["log-archive"],
+            seeded.permission_set_arns["ReadOnlyAccess"],
+            seeded.user_ids["carol"],
+            "policy",
+        )
+    ]
     assert len(events) == 1
     assert b'"permission_set_name":"ReadOnlyAccess"' in events[0].value
     await db.dispose()
