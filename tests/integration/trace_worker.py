@@ -37,7 +37,7 @@ async def produce(url: str, bootstrap: str, prefix: str) -> None:
     relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="trace-producer")
     while await relay.publish_once() == 0:
         await asyncio.sleep(0.1)
-    await relay._close_producer()
+    await relay.close()
 
 
 async def consume(url: str, bootstrap: str, prefix: str) -> None:

@@ -164,17 +164,29 @@ def add_consumer(
     topics: list[Topics],
     handler: Handler,
     raw_key: RawKey | None = None,
+    group_suffix: str = "",
+    session_timeout_ms: int | None = None,
 ) -> Consumer:
-    """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed."""
+    """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed.
+
+    `name` is the consumer group and the dedupe namespace; a new `group_suffix` starts a
+    new group from the earliest offset (a deliberate replay)."""
     settings = ctx.settings
+    timeouts: dict[str, int] = {}
+    if session_timeout_ms is not None:
+        timeouts = {
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": max(500, session_timeout_ms // 3),
+        }
     consumer = Consumer(
         ctx.db,
         ConsumerConfig(
-            name=f"{settings.topic_prefix}{name}",
+            name=f"{settings.topic_prefix}{name}{group_suffix}",
             topics=tuple(settings.topic(t) for t in topics),
             bootstrap_servers=settings.kafka_bootstrap_servers,
             dlq_topic=settings.topic(Topics.DLQ),
             raw_key=raw_key,
+            **timeouts,  # type: ignore[arg-type]
         ),
         handler,
     )

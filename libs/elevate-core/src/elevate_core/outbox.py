@@ -21,7 +21,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 from sqlalchemy import JSON as SAJSON
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, delete, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from elevate_core.backoff import backoff_delay
@@ -30,7 +30,8 @@ from elevate_core.events.base import Event
 from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.failpoints import failpoint
 from elevate_core.health import health
-from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.kafka.producer import LazyProducer, idempotent_producer
+from elevate_core.leader import LeaderLock
 from elevate_core.notify import Waiter, mark, wake
 from elevate_core.telemetry import context_from, current_traceparent, tracer
 
@@ -148,8 +149,10 @@ class OutboxRelay:
         self.idle_poll_seconds = idle_poll_seconds
         self.purge_after = purge_after
         self._stopping = asyncio.Event()
-        self._producer: Any = None
-        self._lock_conn: AsyncConnection | None = None
+        self._producer = LazyProducer(
+            lambda: idempotent_producer(bootstrap_servers, client_id=client_id)
+        )
+        self._leader = LeaderLock(db, key=LEADER_LOCK_KEY, name=f"outbox relay {client_id}")
         self._component = f"kafka-relay:{client_id}"
 
     async def run(self) -> None:
@@ -159,7 +162,7 @@ class OutboxRelay:
         try:
             while not self._stopping.is_set():
                 try:
-                    if not await self._is_leader():
+                    if not await self._leader.acquire():
                         await waiter.wait(self.idle_poll_seconds)
                         continue
                     published = await self.publish_once()
@@ -175,59 +178,23 @@ class OutboxRelay:
                     attempt += 1
                     health.failing(self._component, f"cannot publish: {exc!r}")
                     log.warning("outbox relay: %r; retry %d", exc, attempt)
-                    await self._close_producer()
+                    await self._producer.close()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._stopping.wait(), backoff_delay(attempt, base=0.5, cap=15)
                         )
         finally:
             waiter.close()
-            await self._close_producer()
-            await self._release_leadership()
+            await self.close()
 
     async def stop(self) -> None:
         self._stopping.set()
         wake(CHANNEL)  # do not sit out the idle poll
 
-    async def _is_leader(self) -> bool:
-        if self.db.is_sqlite:
-            return True  # SQLite is single-replica by contract
-        if self._lock_conn is not None and not self._lock_conn.closed:
-            return True
-        conn = await self.db.engine.connect()
-        got = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY})
-        if got.scalar():
-            await conn.commit()
-            self._lock_conn = conn
-            log.info("outbox relay %s is the publishing leader", self.client_id)
-            return True
-        await conn.close()
-        return False
-
-    async def _release_leadership(self) -> None:
-        if self._lock_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._lock_conn.close()
-            self._lock_conn = None
-
-    async def _ensure_producer(self) -> Any:
-        if self._producer is None:
-            producer = idempotent_producer(self.bootstrap_servers, client_id=self.client_id)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
-            health.ok(self._component, "connected")
-        return self._producer
-
-    async def _close_producer(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            with contextlib.suppress(Exception):
-                await producer.stop()
+    async def close(self) -> None:
+        """Drop the producer and leadership (also done when `run` ends)."""
+        await self._producer.close()
+        await self._leader.release()
 
     async def publish_once(self) -> int:
         """Publish one batch of unsent rows in id order; returns how many were sent."""
@@ -247,7 +214,8 @@ class OutboxRelay:
         if not rows:
             PENDING.set(0)
             return 0
-        producer = await self._ensure_producer()
+        producer = await self._producer.get()
+        health.ok(self._component, "connected")
         futures = []
         for row in rows:
             futures.append(await self._send(producer, row))

@@ -29,7 +29,7 @@ from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Database
 from elevate_core.failpoints import failpoint
 from elevate_core.health import health
-from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.kafka.producer import LazyProducer, idempotent_producer
 from sqlalchemy import select
 
 from elevate_audit_ingest.correlate import RecordError, parse_time
@@ -97,7 +97,7 @@ class TrailIngestor:
         self._producer_factory = producer_factory or (
             lambda: idempotent_producer(bootstrap_servers, client_id=client_id)
         )
-        self._producer: Any = None
+        self._producer = LazyProducer(self._producer_factory)
         self._queue_url: str | None = queue if queue.startswith(("http://", "https://")) else None
         self._stopping = asyncio.Event()
 
@@ -118,13 +118,13 @@ class TrailIngestor:
                     attempt += 1
                     health.failing("cloudtrail-ingest", f"{exc!r}")
                     log.warning("cloudtrail ingest: %r; retry %d", exc, attempt)
-                    await self._close_producer()
+                    await self._producer.close()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             self._stopping.wait(), backoff_delay(attempt, cap=30)
                         )
         finally:
-            await self._close_producer()
+            await self._producer.close()
 
     async def queue_url(self) -> str:
         if self._queue_url is None:
@@ -185,7 +185,7 @@ class TrailIngestor:
         return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
 
     async def publish(self, records: list[dict[str, Any]], ref: ObjectRef) -> int:
-        producer = await self._ensure_producer()
+        producer = await self._producer.get()
         sent = 0
         for start in range(0, len(records), self.publish_batch):
             futures = []
@@ -242,21 +242,3 @@ class TrailIngestor:
         if known is None:
             QUARANTINED.inc()
         log.error("cloudtrail ingest: quarantined s3://%s/%s: %s", ref.bucket, ref.key, detail)
-
-    async def _ensure_producer(self) -> Any:
-        if self._producer is None:
-            producer = self._producer_factory()
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
-
-    async def _close_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()

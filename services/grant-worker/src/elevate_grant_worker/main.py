@@ -6,11 +6,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from elevate_core.access import AccessControl
-from elevate_core.app import ServiceContext, ServiceSpec, add_outbox, add_timers, bootstrap
+from elevate_core.app import (
+    ServiceContext,
+    ServiceSpec,
+    add_consumer,
+    add_outbox,
+    add_timers,
+    bootstrap,
+)
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler
+from elevate_core.kafka.consumer import Handler
 from elevate_core.outbox import Outbox
 from elevate_core.settings import Settings
 from fastapi import FastAPI
@@ -35,19 +42,13 @@ StandingProvider = Callable[[], Iterable[Triple]]
 def _consumer(
     ctx: ServiceContext, settings: GrantWorkerSettings, name: str, topic: Topics, handler: Handler
 ) -> None:
-    ctx.workers.append(
-        Consumer(
-            ctx.db,
-            ConsumerConfig(
-                name=f"{settings.topic_prefix}{name}{settings.consumer_group_suffix}",
-                topics=(settings.topic(topic),),
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                dlq_topic=settings.topic(Topics.DLQ),
-                session_timeout_ms=settings.consumer_session_timeout_ms,
-                heartbeat_interval_ms=max(500, settings.consumer_session_timeout_ms // 3),
-            ),
-            handler,
-        )
+    add_consumer(
+        ctx,
+        name=name,
+        topics=[topic],
+        handler=handler,
+        group_suffix=settings.consumer_group_suffix,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
     )
 
 

@@ -28,10 +28,10 @@ from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock
 from elevate_core.db import Database
 from elevate_core.failpoints import failpoint
+from elevate_core.leader import LeaderLock
 from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import Outbox
-from sqlalchemy import Select, func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, func, select
 
 from elevate_grant_worker import service
 from elevate_grant_worker.aws import ACTIVATE, REVOKE, AwsError, IdentityCenter, Triple
@@ -70,7 +70,7 @@ class AssignmentWorker:
         self._stopping = asyncio.Event()
         self._tasks: dict[Triple, asyncio.Task[None]] = {}
         self._unsent: set[Triple] = set()  # intents whose AWS write surely was not sent
-        self._lock_conn: AsyncConnection | None = None
+        self._leader = LeaderLock(db, key=LEADER_LOCK_KEY, name="assignment worker")
 
     # ---- lifecycle ----
 
@@ -80,7 +80,7 @@ class AssignmentWorker:
         try:
             while not self._stopping.is_set():
                 try:
-                    if await self._is_leader():
+                    if await self._leader.acquire():
                         await self.scan_once()
                     attempt = 0
                 except asyncio.CancelledError:
@@ -88,7 +88,7 @@ class AssignmentWorker:
                 except Exception as exc:
                     attempt += 1
                     log.warning("assignment worker: %r; retry %d", exc, attempt)
-                    await self._release_leadership()
+                    await self._leader.release()
                     await asyncio.sleep(backoff_delay(attempt, cap=15))
                     continue
                 await waiter.wait(self.settings.worker_poll_seconds)
@@ -99,33 +99,12 @@ class AssignmentWorker:
             for task in list(self._tasks.values()):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._release_leadership()
+            await self._leader.release()
             self.aws.close()
 
     async def stop(self) -> None:
         self._stopping.set()
         wake(service.WORK_CHANNEL)
-
-    async def _is_leader(self) -> bool:
-        if self.db.is_sqlite:
-            return True
-        if self._lock_conn is not None and not self._lock_conn.closed:
-            return True
-        conn = await self.db.engine.connect()
-        got = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY})
-        if got.scalar():
-            await conn.commit()
-            self._lock_conn = conn
-            log.info("assignment worker is the leader")
-            return True
-        await conn.close()
-        return False
-
-    async def _release_leadership(self) -> None:
-        conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
 
     # ---- scanning ----
 

@@ -203,50 +203,6 @@ async def cancel(
 
 
 @router.post(
-    "/requests/{request_id}/approve", status_code=202, response_model=Accepted, responses=ERRORS
-)
-async def approve(
-    request_id: uuid.UUID,
-    user: CurrentUser,
-    state: AppState,
-    session: DbSession,
-    body: Comment | None = None,
-) -> Accepted:
-    row = await service.decide(
-        session=session,
-        state=state,
-        user=user,
-        request_id=request_id,
-        decision="approve",
-        comment=body.comment if body else None,
-        now=_now(),
-    )
-    return Accepted(id=row.id, status=row.status)
-
-
-@router.post(
-    "/requests/{request_id}/reject", status_code=202, response_model=Accepted, responses=ERRORS
-)
-async def reject(
-    request_id: uuid.UUID,
-    user: CurrentUser,
-    state: AppState,
-    session: DbSession,
-    body: Comment | None = None,
-) -> Accepted:
-    row = await service.decide(
-        session=session,
-        state=state,
-        user=user,
-        request_id=request_id,
-        decision="reject",
-        comment=body.comment if body else None,
-        now=_now(),
-    )
-    return Accepted(id=row.id, status=row.status)
-
-
-@router.post(
     "/requests/{request_id}/revoke", status_code=202, response_model=Accepted, responses=ERRORS
 )
 async def revoke(
@@ -261,6 +217,35 @@ async def revoke(
         state=state,
         user=user,
         request_id=request_id,
+        comment=body.comment if body else None,
+        now=_now(),
+    )
+    return Accepted(id=row.id, status=row.status)
+
+
+@router.post(
+    "/requests/{request_id}/{decision}",
+    status_code=202,
+    response_model=Accepted,
+    responses=ERRORS,
+)
+async def decide(
+    request_id: uuid.UUID,
+    decision: Literal["approve", "reject"],
+    user: CurrentUser,
+    state: AppState,
+    session: DbSession,
+    body: Comment | None = None,
+) -> Accepted:
+    """Approve or reject (`decision`), with an optional comment. Only approvers the
+    policy names may decide, and never the requester."""
+    # Declared after /cancel and /revoke, which this path would otherwise shadow.
+    row = await service.decide(
+        session=session,
+        state=state,
+        user=user,
+        request_id=request_id,
+        decision=decision,
         comment=body.comment if body else None,
         now=_now(),
     )
