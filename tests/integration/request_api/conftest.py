@@ -136,7 +136,10 @@ async def start_api(
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     await create_topics(
         kafka.bootstrap,
-        *(f"{topic_prefix}elevate.{t}.v1" for t in ("requests", "decisions", "grants", "dlq")),
+        *(
+            f"{topic_prefix}elevate.{t}.v1"
+            for t in ("requests", "decisions", "grants", "audit", "dlq")
+        ),
     )
 
     async def start(

@@ -212,3 +212,57 @@ async def test_sse_on_one_replica_sees_a_change_consumed_by_another(
 
 async def _first(seen: list[dict[str, Any]]) -> bool:
     return bool(seen)
+
+
+async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
+    """OCSF records audit-ingest publishes (built here with its own mapping) become the
+    request's activity; uncovered and assign/revoke records do not."""
+    from elevate_audit_ingest.correlate import GrantWindow, correlate, parse_record
+    from elevate_audit_ingest.ocsf import api_activity
+    from elevate_local.simulate_activity import call_record
+
+    rid, snap = await submit(api)
+    window = GrantWindow(
+        grant_id=str(uuid.uuid4()),
+        request_id=rid,
+        user_name="alice",
+        user_id=api.seeded.user_ids["alice"],
+        account_id=snap.account_id,
+        permission_set_name="AdministratorAccess",
+        start=NOW - timedelta(minutes=5),
+        end=NOW + timedelta(minutes=55),
+        justification=snap.justification,
+    )
+    records = []
+    for name, user in (("ListBuckets", "alice"), ("TerminateInstances", "mallory")):
+        raw = call_record(
+            user=user,
+            account_id=snap.account_id,
+            permission_set="AdministratorAccess",
+            at=NOW,
+            event_source="s3.amazonaws.com",
+            event_name=name,
+        )
+        parsed = parse_record(raw)
+        records.append(api_activity(parsed, correlate(parsed, [window], grace=timedelta(hours=1))))
+    producer = AIOKafkaProducer(bootstrap_servers=api.settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for record in [records[0], records[0], records[1]]:  # a duplicate, an uncovered one
+            await producer.send_and_wait(
+                f"{api.settings.topic_prefix}elevate.audit.v1",
+                json.dumps(record).encode(),
+                key=rid.encode(),
+            )
+    finally:
+        await producer.stop()
+
+    async def attached() -> bool:
+        async with api.client("alice") as alice:
+            return bool((await alice.get(f"/v1/requests/{rid}")).json()["activity"])
+
+    await eventually(attached, what="activity on the request")
+    await asyncio.sleep(1)  # a (wrong) duplicate would land meanwhile
+    async with api.client("alice") as alice:
+        activity = (await alice.get(f"/v1/requests/{rid}")).json()["activity"]
+    assert [(a["operation"], a["severity"]) for a in activity] == [("ListBuckets", "informational")]

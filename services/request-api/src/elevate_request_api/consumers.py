@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from elevate_core.errors import TransientError
@@ -27,7 +27,7 @@ from elevate_core.events.models import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_request_api.models import AccessRequest
+from elevate_request_api.models import AccessRequest, ActivityRecord
 from elevate_request_api.service import add_timeline
 from elevate_request_api.status import Status, after_event
 
@@ -174,3 +174,48 @@ _ACTIONS = {
     "GrantRevocationFailed": "revocation_failed",
     "BreakGlassUsed": "break_glass_used",
 }
+
+
+_SEVERITY = {
+    0: "unknown",
+    1: "informational",
+    2: "low",
+    3: "medium",
+    4: "high",
+    5: "critical",
+    6: "fatal",
+}
+
+
+def audit_record_key(data: dict[str, Any]) -> str | None:
+    """Dedupe key of an OCSF record on elevate.audit.v1."""
+    metadata = data.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, dict) else None
+    return str(uid) if uid else None
+
+
+async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
+    """Attach a correlated CloudTrail action (OCSF API Activity) to its request."""
+    record = envelope.data
+    if record.get("class_uid") != 6003:
+        return  # grant assign/revoke records: the timeline already has those facts
+    correlation = (record.get("metadata") or {}).get("correlation_uid")
+    try:
+        request_id = uuid.UUID(str(correlation))
+    except ValueError:
+        return  # activity no grant covers: not part of any request's evidence
+    if await session.get(AccessRequest, request_id) is None:
+        raise TransientError(f"activity for unknown request {request_id}; retrying")
+    api = record.get("api") or {}
+    endpoint = record.get("src_endpoint") or {}
+    session.add(
+        ActivityRecord(
+            request_id=request_id,
+            at=datetime.fromtimestamp(int(record["time"]) / 1000, tz=UTC),
+            operation=str(api.get("operation", "?"))[:255],
+            service=((api.get("service") or {}).get("name") or None),
+            severity=_SEVERITY.get(int(record.get("severity_id", 0)), "unknown"),
+            source_ip=endpoint.get("ip") or endpoint.get("domain"),
+            record_uid=envelope.id,
+        )
+    )

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from elevate_request_api.api import router
 from elevate_request_api.auth import JwksCache, TokenVerifier
-from elevate_request_api.consumers import project
+from elevate_request_api.consumers import audit_record_key, project, project_activity
 from elevate_request_api.deps import ApiState
 from elevate_request_api.service import STATUS_CHANNEL
 from elevate_request_api.settings import RequestApiSettings
@@ -45,6 +45,13 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
             name="request-api.read-model",
             topics=[Topics.REQUESTS, Topics.DECISIONS, Topics.GRANTS],
             handler=project,
+        )
+        add_consumer(
+            ctx,
+            name="request-api.activity",
+            topics=[Topics.AUDIT],
+            handler=project_activity,
+            raw_key=audit_record_key,
         )
     if not ctx.db.is_sqlite:
         ctx.workers.append(ListenerWorker(PgListener(ctx.db, [STATUS_CHANNEL])))
