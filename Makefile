@@ -26,7 +26,7 @@ lint:
 
 ## Print a bearer token for a seeded user: make token USER=alice
 token:
-	@$(UV) python -m elevate_local.oidc token --issuer http://127.0.0.1:9400 --user $(USER)
+	@PYTHONWARNINGS=ignore $(UV) python -m elevate_local.oidc token --issuer http://127.0.0.1:9400 --user $(USER)
 
 ## Regenerate docs/events/*.json from the event models
 schemas:

@@ -154,8 +154,11 @@ async def test_decisions_only_by_approvers_and_never_by_the_requester(
         assert own.status_code == 403
         assert "own request" in own.json()["detail"]
         assert (await bob.get("/v1/approvals")).json() == []
-    async with api.client("erin") as erin:  # not an approver: cannot even see it
-        assert (await erin.post(f"/v1/requests/{rid}/approve")).status_code == 404
+    async with api.client("erin") as erin:  # not an approver
+        refused = await erin.post(f"/v1/requests/{rid}/approve")
+        assert refused.status_code == 403
+        assert refused.json()["detail"].startswith("not in any approver group")
+        assert (await erin.get(f"/v1/requests/{rid}")).status_code == 404  # nor see it
     async with api.client("dave") as dave:  # admin, not an approver
         refused = await dave.post(f"/v1/requests/{rid}/approve")
         assert refused.status_code == 403

@@ -240,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Explicitly: a shell that starts us in the background hands us SIGINT ignored.
+    signal.signal(signal.SIGINT, on_signal)
     try:
         supervisor.start(os.environ.get("ELEVATE_DATABASE_URL"))
         return supervisor.watch()
