@@ -4,6 +4,7 @@ the seeded organisation, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -146,6 +147,54 @@ async def test_dev_stack_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -
             .strip()
         )
         assert token.count(".") == 2  # a signed JWT
+
+        # The whole flow across the four services: an auto-approved request becomes an
+        # Identity Center assignment in moto.
+        api = f"http://127.0.0.1:{ports['request_api']}"
+        sandbox = next(
+            a["Id"]
+            for a in session.client("organizations", endpoint_url=moto).list_accounts()["Accounts"]
+            if a["Name"] == "sandbox-alice"
+        )
+        async with httpx.AsyncClient(
+            base_url=api, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        ) as alice:
+            created = await alice.post(
+                "/v1/requests",
+                json={
+                    "account_id": sandbox,
+                    "permission_set": "ReadOnlyAccess",
+                    "duration_minutes": 30,
+                    "justification": "look around",
+                },
+            )
+            assert created.status_code == 202, created.text
+            status = ""
+            deadline = time.monotonic() + 120
+            while status != "active" and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                status = (await alice.get(created.headers["Location"])).json()["status"]
+            assert status == "active"
+        assignments = sso.list_account_assignments(
+            InstanceArn=instance["InstanceArn"],
+            AccountId=sandbox,
+            PermissionSetArn=next(
+                arn
+                for arn in sso.list_permission_sets(InstanceArn=instance["InstanceArn"])[
+                    "PermissionSets"
+                ]
+                if sso.describe_permission_set(
+                    InstanceArn=instance["InstanceArn"], PermissionSetArn=arn
+                )["PermissionSet"]["Name"]
+                == "ReadOnlyAccess"
+            ),
+        )["AccountAssignments"]
+        alice_id = next(
+            u["UserId"]
+            for u in ids.list_users(IdentityStoreId=instance["IdentityStoreId"])["Users"]
+            if u["UserName"] == "alice"
+        )
+        assert [a["PrincipalId"] for a in assignments] == [alice_id]
         assert any("request-api |" in line for line in seen + list(lines.queue))
     finally:
         proc.send_signal(signal.SIGINT)
