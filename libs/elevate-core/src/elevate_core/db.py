@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Session
-from sqlalchemy.pool import NullPool
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -84,9 +83,9 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
-            # One connection per use: SQLite serialises writers anyway, and WAL lets readers in.
-            kwargs["poolclass"] = NullPool
-            kwargs["connect_args"] = {"timeout": 30}
+            # A few pooled connections: opening one (and its PRAGMAs) per transaction cost
+            # more than the work; BEGIN IMMEDIATE still serialises the writers.
+            kwargs.update(pool_size=3, max_overflow=5, connect_args={"timeout": 30})
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

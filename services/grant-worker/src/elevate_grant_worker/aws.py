@@ -38,7 +38,7 @@ REVOKE = 0  # priorities: revocations first
 ACTIVATE = 1
 # Send times keep this much under the budget so that network jitter never makes AWS see
 # more than `rate` calls in one second.
-JITTER_GUARD = 0.1
+JITTER_GUARD = 0.25
 
 _RETRYABLE_CODES = {
     "ThrottlingException",
@@ -184,20 +184,22 @@ class InFlightGate:
 
 class SendPacer:
     """The last line of the budget, on the HTTP send itself (botocore `before-send`):
-    at most `rate` requests leave in any `window` seconds, whatever the threads do."""
+    requests leave evenly spaced, `window / rate` seconds apart, whatever the threads do.
+    Even spacing (not bursts of `rate`) keeps what AWS observes under the budget even
+    when scheduling delays shift some requests against others."""
 
     def __init__(self, rate: int, window: float) -> None:
-        self.window = window
-        self._times: deque[float] = deque(maxlen=rate)
+        self.interval = window / rate
+        self._next = 0.0
         self._lock = threading.Lock()
 
     def __call__(self, **_kwargs: Any) -> None:
         with self._lock:
-            if len(self._times) == self._times.maxlen:
-                wait = self._times[0] + self.window - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            self._times.append(time.monotonic())
+            now = time.monotonic()
+            if self._next > now:
+                time.sleep(self._next - now)
+                now = self._next
+            self._next = now + self.interval
 
 
 class IdentityCenter:

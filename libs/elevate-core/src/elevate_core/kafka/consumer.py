@@ -135,11 +135,10 @@ class Consumer:
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
             for tp, messages in batches.items():
-                for message in messages:
-                    if self._stopping.is_set():
-                        break
-                    await self.process(message)
-                    await self._commit(tp, message.offset + 1)
+                if self._stopping.is_set():
+                    break
+                await self.process_batch(messages)
+                await self._commit(tp, messages[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
         assert self._consumer is not None
@@ -149,6 +148,68 @@ class Consumer:
             # Rebalanced away: the new owner re-reads it and dedupe makes that harmless.
             log.info("consumer %s: commit lost to a rebalance: %s", self.config.name, exc)
 
+    async def process_batch(self, messages: list[Any]) -> None:
+        """Handle a partition's batch in one transaction (one commit instead of one per
+        message); if anything in it fails, roll back and handle each message on its own,
+        so retries and dead-lettering stay per message."""
+        decoded: list[tuple[Any, Envelope]] = []
+        for message in messages:
+            try:
+                decoded.append((message, self._decode(message)))
+            except EnvelopeError as exc:
+                await self._dead_letter(message, exc)
+        if len(decoded) > 1:
+            try:
+                outcomes = await self._handle_together(decoded)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info(
+                    "consumer %s: batch of %d failed (%r); one by one",
+                    self.config.name,
+                    len(decoded),
+                    exc,
+                )
+            else:
+                for outcome in outcomes:
+                    HANDLED.labels(self.config.name, outcome).inc()
+                return
+        for message, envelope in decoded:
+            await self._process_decoded(message, envelope)
+
+    async def _handle_together(self, decoded: list[tuple[Any, Envelope]]) -> list[str]:
+        outcomes = []
+        async with self.db.transaction() as session:
+            for message, envelope in decoded:
+                token = request_id_var.set(envelope.subject)
+                try:
+                    with self._span(message, envelope):
+                        if await claim_event(
+                            session, consumer=self.config.name, event_id=envelope.id
+                        ):
+                            await self.handler(session, envelope)
+                            outcomes.append("handled")
+                        else:
+                            outcomes.append("duplicate")
+                finally:
+                    request_id_var.reset(token)
+        health.ok(self._component, "consuming")
+        return outcomes
+
+    def _span(self, message: Any, envelope: Envelope) -> Any:
+        return tracer().start_as_current_span(
+            f"process {message.topic}",
+            context=context_from(envelope.traceparent, envelope.tracestate),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": message.topic,
+                "messaging.kafka.message.offset": message.offset,
+                "messaging.message.id": envelope.id,
+                "messaging.consumer.group.name": self.config.name,
+            },
+        )
+
     async def process(self, message: Any) -> None:
         """Handle one Kafka record: dedupe + state change in one transaction, or DLQ."""
         try:
@@ -156,24 +217,16 @@ class Consumer:
         except EnvelopeError as exc:
             await self._dead_letter(message, exc)
             return
+        await self._process_decoded(message, envelope)
+
+    async def _process_decoded(self, message: Any, envelope: Envelope) -> None:
         token = request_id_var.set(envelope.subject)
         attempt = 0
         try:
             while True:
                 attempt += 1
                 try:
-                    with tracer().start_as_current_span(
-                        f"process {message.topic}",
-                        context=context_from(envelope.traceparent, envelope.tracestate),
-                        kind=trace.SpanKind.CONSUMER,
-                        attributes={
-                            "messaging.system": "kafka",
-                            "messaging.destination.name": message.topic,
-                            "messaging.kafka.message.offset": message.offset,
-                            "messaging.message.id": envelope.id,
-                            "messaging.consumer.group.name": self.config.name,
-                        },
-                    ):
+                    with self._span(message, envelope):
                         outcome = await self._handle(envelope)
                     HANDLED.labels(self.config.name, outcome).inc()
                     return
