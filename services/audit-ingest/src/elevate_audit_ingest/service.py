@@ -70,7 +70,7 @@ class CorrelationConfig:
 
 
 def window_of(row: GrantRow) -> GrantWindow:
-    assert row.activated_at is not None
+    """The grant's window: from activation (the scheduled start if it never activated)."""
     return GrantWindow(
         grant_id=row.grant_id,
         request_id=row.request_id,
@@ -78,7 +78,7 @@ def window_of(row: GrantRow) -> GrantWindow:
         user_id=row.user_id,
         account_id=row.account_id,
         permission_set_name=row.permission_set_name,
-        start=row.activated_at,
+        start=row.activated_at or row.scheduled_start,
         end=row.ended_at or row.scheduled_end,
         justification=row.justification,
         approvers=tuple(row.approvers),
@@ -178,7 +178,7 @@ async def _emit_user_access(
     reason: str | None = None,
 ) -> None:
     document = ocsf.user_access(
-        window_of(row) if row.activated_at else _unactivated_window(row),
+        window_of(row),
         activity=activity,
         at=at,
         event_uid=event_uid,
@@ -188,21 +188,6 @@ async def _emit_user_access(
         user_email=row.user_email,
     )
     await _publish(session, outbox, document, key=row.request_id, outcome="grant", now=None)
-
-
-def _unactivated_window(row: GrantRow) -> GrantWindow:
-    return GrantWindow(
-        grant_id=row.grant_id,
-        request_id=row.request_id,
-        user_name=row.user_name,
-        user_id=row.user_id,
-        account_id=row.account_id,
-        permission_set_name=row.permission_set_name,
-        start=row.scheduled_start,
-        end=row.ended_at or row.scheduled_end,
-        justification=row.justification,
-        approvers=tuple(row.approvers),
-    )
 
 
 # ---- correlation of CloudTrail records ----
