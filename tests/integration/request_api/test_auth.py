@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -171,3 +172,22 @@ async def test_token_from_the_local_oidc_provider(
         assert "approver" in response.json()["roles"]
     finally:
         provider.stop()
+
+
+async def test_every_v1_endpoint_requires_a_token(api: Api) -> None:
+    """Walks the OpenAPI document: no route under /v1 answers without a bearer token."""
+    async with api.client(user=None) as client:
+        spec = (await client.get("/openapi.json")).json()
+        assert spec["openapi"].startswith("3.1")
+        checked = 0
+        for path, operations in spec["paths"].items():
+            if not path.startswith("/v1/"):
+                continue
+            concrete = path.replace("{request_id}", str(uuid.uuid4())).replace(
+                "{decision}", "approve"
+            )
+            for method in operations:
+                response = await client.request(method.upper(), concrete, json={})
+                assert response.status_code == 401, (method, path, response.status_code)
+                checked += 1
+    assert checked >= 10
