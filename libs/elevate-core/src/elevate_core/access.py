@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
+from prometheus_client import Gauge
+
 from elevate_core.directory.aws import Directory
+from elevate_core.directory.errors import DirectoryError
 from elevate_core.policy import Evaluator, Policy, PolicyWatcher
+from elevate_core.policy.semantics import reachability_warnings
 from elevate_core.settings import Settings
+
+log = logging.getLogger(__name__)
+REACHABILITY_RECHECK_SECONDS = 600.0
+UNREACHABLE_RULES = Gauge(
+    "elevate_policy_unreachable_approval_rules",
+    "Approval rules whose approver groups cannot reach the required count (or would "
+    "leave their own members' requests undecidable)",
+)
 
 
 class AccessControl:
@@ -21,6 +34,7 @@ class AccessControl:
         self.directory = directory
         self._stopping = asyncio.Event()
         self._index: tuple[str, float, Evaluator] | None = None
+        self._checked_version: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessControl:
@@ -48,11 +62,39 @@ class AccessControl:
         self._index = (policy.version, snapshot.fetched_at, evaluator)
         return evaluator
 
+    async def check_reachability(self) -> tuple[str, ...]:
+        """Warn (log + metric) about approval rules whose approver groups, as the
+        Identity Store has them now, cannot reach their required count."""
+        policy = self.watcher.policy
+        groups = {g for rule in policy.approval_rules.values() for g in rule.approver_groups}
+        members = await self.directory.group_members(sorted(groups))
+        warnings = tuple(str(issue) for issue in reachability_warnings(policy, members))
+        UNREACHABLE_RULES.set(len(warnings))
+        for warning in warnings:
+            log.warning("policy %s: %s", policy.version, warning)
+        self._checked_version = policy.version
+        return warnings
+
+    async def _check_reachability_forever(self) -> None:
+        while not self._stopping.is_set():
+            if self._checked_version != self.watcher.policy.version:
+                try:
+                    await self.check_reachability()
+                except DirectoryError as exc:
+                    log.info("approver reachability not checked yet: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), REACHABILITY_RECHECK_SECONDS)
+            self._checked_version = None  # memberships change too: look again
+
     async def run(self) -> None:
         await self.directory.start()
+        checker = asyncio.create_task(self._check_reachability_forever())
         try:
             await self.watcher.run(self._stopping)
         finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
             with contextlib.suppress(Exception):
                 await self.directory.aclose()
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config
 
 from elevate_core.directory.errors import DirectoryError, PermissionSetNotFoundError, call_aws
-from elevate_core.directory.identity import UserCache
+from elevate_core.directory.identity import UserCache, read_group_members
 from elevate_core.directory.models import Account, PermissionSet, User
 from elevate_core.directory.org import OrgSnapshot, load_org_snapshot
 
@@ -72,6 +72,7 @@ class Directory:
     ) -> None:
         self._org = organizations
         self._sso = sso_admin
+        self._ids = identitystore
         self._identity_store_id = identity_store_id
         self._instance_arn = instance_arn
         self._org_ttl = org_ttl
@@ -188,6 +189,15 @@ class Directory:
     async def get_user(self, user_name: str) -> User:
         """The Identity Store user with this UserName, with group display names."""
         return await self._users.get(user_name)
+
+    async def group_members(self, group_names: Iterable[str]) -> dict[str, list[str]]:
+        """User names in each named group, read now (not cached): for occasional checks
+        such as whether an approval rule's groups can reach its required count."""
+        store = await self._identity_store()
+        names = list(group_names)
+        return await call_aws(
+            "Identity Store group listing", lambda: read_group_members(self._ids, store, names)
+        )
 
     def invalidate_user(self, user_name: str) -> None:
         self._users.invalidate(user_name)

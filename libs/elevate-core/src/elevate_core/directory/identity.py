@@ -176,3 +176,32 @@ class UserCache:
                 raise
             names[gid] = group.get("DisplayName", gid)
         return names
+
+
+def read_group_members(
+    client: IdentityStoreClient, store_id: str, group_names: Iterable[str]
+) -> dict[str, list[str]]:
+    """User names in each named group (blocking; unknown groups are left out)."""
+    out: dict[str, list[str]] = {}
+    for name in group_names:
+        try:
+            group_id = client.get_group_id(
+                IdentityStoreId=store_id,
+                AlternateIdentifier=_unique_attribute("displayName", name),
+            )["GroupId"]
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                continue
+            raise
+        names: list[str] = []
+        pages = client.get_paginator("list_group_memberships").paginate(
+            IdentityStoreId=store_id, GroupId=group_id
+        )
+        for page in pages:
+            for membership in page["GroupMemberships"]:
+                user_id = membership.get("MemberId", {}).get("UserId")
+                if user_id:
+                    user = client.describe_user(IdentityStoreId=store_id, UserId=user_id)
+                    names.append(user["UserName"])
+        out[name] = names
+    return out
