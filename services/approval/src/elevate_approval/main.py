@@ -11,6 +11,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from elevate_core.access import AccessControl
 from elevate_core.app import (
     ServiceContext,
     ServiceSpec,
@@ -104,7 +105,11 @@ def wire(
         handler=consumers.requests_handler(deps),
     )
     add_timers(ctx, timers.timer_handlers(deps), clock=clock)
-    ctx.workers.append(PolicyWorker(watcher))
+    if isinstance(directory, Directory):
+        # Hot reload plus the approver-reachability check against the Identity Store.
+        ctx.workers.append(AccessControl(watcher, directory))
+    else:
+        ctx.workers.append(PolicyWorker(watcher))
     gauge = settings.pending_gauge_seconds if isinstance(settings, ApprovalSettings) else 30.0
     ctx.workers.append(PendingGaugeWorker(ctx.db, gauge))
     return deps
