@@ -23,7 +23,7 @@ from elevate_core.events.topics import Topics
 from elevate_core.outbox import Outbox
 from elevate_core.timers import cancel, schedule
 from prometheus_client import Counter, Histogram
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest import ocsf
@@ -194,9 +194,11 @@ async def _emit_user_access(
 
 
 async def candidates(
-    session: AsyncSession, *, record: TrailRecord
+    session: AsyncSession, *, record: TrailRecord, grace: timedelta
 ) -> tuple[list[GrantWindow], list[StandingAccess]]:
-    """Grants and standing access for the record's account and permission set."""
+    """Grants whose window (plus grace) contains the record's time, and standing access,
+    for the record's account and permission set. Bounded by time so that the cost per
+    record does not grow with the years of grants an account accumulates."""
     if record.account_id is None or record.permission_set is None:
         return [], []
     grant_rows = (
@@ -205,6 +207,9 @@ async def candidates(
                 GrantRow.account_id == record.account_id,
                 GrantRow.permission_set_name == record.permission_set,
                 GrantRow.activated_at.is_not(None),
+                GrantRow.activated_at <= record.event_time,
+                func.coalesce(GrantRow.ended_at, GrantRow.scheduled_end)
+                >= record.event_time - grace,
             )
         )
     ).scalars()
@@ -234,7 +239,7 @@ async def candidates(
 async def _correlate(
     session: AsyncSession, record: TrailRecord, config: CorrelationConfig
 ) -> Correlation:
-    grants, standing = await candidates(session, record=record)
+    grants, standing = await candidates(session, record=record, grace=config.grace)
     return correlate(
         record, grants, standing, grace=config.grace, managed_permission_sets=config.managed
     )
