@@ -205,6 +205,7 @@ def correlate(
     *,
     grace: timedelta,
     managed_permission_sets: frozenset[str] | None = None,
+    managed_pairs: frozenset[tuple[str, str]] | None = None,
 ) -> Correlation:
     """The grant (latest activation first) or standing assignment covering `record`.
 
@@ -221,6 +222,10 @@ def correlate(
     for access in standing:
         if standing_covers(record, access):
             return Correlation(Outcome.STANDING, standing=access)
+    if managed_pairs is not None and (record.account_id, record.permission_set) not in (
+        managed_pairs
+    ):
+        return Correlation(Outcome.UNMANAGED)  # the policy hands out no such access
     if managed_permission_sets is not None and record.permission_set not in (
         managed_permission_sets
     ):

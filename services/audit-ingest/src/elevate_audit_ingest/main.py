@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elevate_core.access import AccessControl
 from elevate_core.app import (
     ServiceContext,
     ServiceSpec,
@@ -27,7 +28,8 @@ from fastapi import FastAPI
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key, grants_handler
 from elevate_audit_ingest.ingest import TrailIngestor, aws_clients
 from elevate_audit_ingest.schemas import AuditSettings
-from elevate_audit_ingest.service import CorrelationConfig
+from elevate_audit_ingest.scope import PolicyScope
+from elevate_audit_ingest.service import CorrelationConfig, ManagedScope
 from elevate_audit_ingest.timers import PENDING_TIMER, pending_record_handler
 
 SPEC = ServiceSpec(
@@ -38,12 +40,22 @@ SPEC = ServiceSpec(
 )
 
 
-def wire(ctx: ServiceContext, settings: AuditSettings, *, clock: Clock | None = None) -> None:
+def wire(
+    ctx: ServiceContext,
+    settings: AuditSettings,
+    *,
+    clock: Clock | None = None,
+    access: AccessControl | None = None,
+) -> None:
     """Attach audit-ingest's workers to `ctx` (they start with the app's lifespan)."""
     clock = clock or SystemClock()
+    explicit = settings.managed()
+    scope = ManagedScope() if explicit is None and access is not None else None
     config = CorrelationConfig(
-        grace=settings.grant_grace, wait=settings.correlation_wait, managed=settings.managed()
+        grace=settings.grant_grace, wait=settings.correlation_wait, managed=explicit, scope=scope
     )
+    if scope is not None and access is not None:
+        ctx.workers += [access, PolicyScope(access, scope)]
     outbox = add_outbox(ctx)
     add_consumer(
         ctx,
@@ -85,7 +97,12 @@ def create_app(settings: Settings) -> FastAPI:
     if not isinstance(settings, AuditSettings):
         settings = AuditSettings.model_validate(settings.model_dump())
     ctx = bootstrap(settings)
-    wire(ctx, settings)
+    access = None
+    if settings.managed() is None:
+        # The policy decides what is managed (and so what uncovered activity to flag).
+        access = AccessControl.from_settings(settings)
+        access.load()
+    wire(ctx, settings, access=access)
     return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 

@@ -62,11 +62,20 @@ class UnreadableRecordError(ElevateError):
     retryable = False
 
 
+class ManagedScope:
+    """The (account id, permission set) pairs the policy makes requestable, kept current
+    by `PolicyScope` in main; None until known (then every Identity Center role counts)."""
+
+    def __init__(self) -> None:
+        self.pairs: frozenset[tuple[str, str]] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CorrelationConfig:
     grace: timedelta
     wait: timedelta
     managed: frozenset[str] | None = None  # None: every Identity Center permission set
+    scope: ManagedScope | None = None  # from the policy, when no explicit list is set
 
 
 def window_of(row: GrantRow) -> GrantWindow:
@@ -241,7 +250,12 @@ async def _correlate(
 ) -> Correlation:
     grants, standing = await candidates(session, record=record, grace=config.grace)
     return correlate(
-        record, grants, standing, grace=config.grace, managed_permission_sets=config.managed
+        record,
+        grants,
+        standing,
+        grace=config.grace,
+        managed_permission_sets=config.managed,
+        managed_pairs=config.scope.pairs if config.scope is not None else None,
     )
 
 
