@@ -26,7 +26,10 @@ async def test_scope_is_what_the_example_policy_makes_requestable(moto_endpoint:
     assert (ids["payments-prod"], "AdministratorAccess") in pairs
     assert (ids["payments-prod"], "DatabaseAdmin") in pairs
     assert (ids["sandbox-alice"], "ReadOnlyAccess") in pairs
-    assert (ids["payments-staging"], "AdministratorAccess") in pairs  # break-glass: all but Security
+    assert (
+        ids["payments-staging"],
+        "AdministratorAccess",
+    ) in pairs  # break-glass
     assert (ids["log-archive"], "AdministratorAccess") not in pairs  # Security is excluded
     assert (ids["log-archive"], "ReadOnlyAccess") not in pairs  # only carol's standing one
     assert (seeded.management_account_id, "AdministratorAccess") not in pairs
