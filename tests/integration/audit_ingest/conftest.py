@@ -84,6 +84,9 @@ def settings_env(
         "cloudtrail_visibility_timeout": 3,
         "correlation_wait": timedelta(seconds=2),
         "log_json": False,
+        # A fixed scope: these tests use a made-up account the example policy does not
+        # name (the policy-derived scope has tests of its own, in test_scope.py).
+        "managed_permission_sets": PERMISSION_SET,
     }
 
 
