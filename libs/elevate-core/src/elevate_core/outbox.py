@@ -83,22 +83,16 @@ class Outbox:
         time: datetime | None = None,
     ) -> str:
         """Queue `event`; it is published only if the transaction commits. Returns ce_id."""
-        traceparent, tracestate = current_traceparent()
-        envelope = new_envelope(
-            event, source=self.source, subject=subject, time=time, traceparent=traceparent
-        )
+        # add_raw attaches the current trace context (traceparent, tracestate).
+        envelope = new_envelope(event, source=self.source, subject=subject, time=time)
         value, headers = encode(envelope)
-        session.add(
-            OutboxMessage(
-                topic=f"{self.topic_prefix}{event.topic}",
-                key=key if key is not None else subject,
-                value=value,
-                headers=[[k, v.decode()] for k, v in headers]
-                + ([["tracestate", tracestate]] if tracestate else []),
-                created_at=utcnow(),
-            )
+        await self.add_raw(
+            session,
+            topic=event.topic,
+            key=key if key is not None else subject,
+            value=value,
+            headers=[(k, v.decode()) for k, v in headers],
         )
-        await mark(session, CHANNEL)
         return envelope.id
 
     async def add_raw(

@@ -8,10 +8,9 @@ process killed mid-handler leaves the timer due for the next claimant.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -35,7 +34,7 @@ from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Base, Database, UTCDateTime
 from elevate_core.errors import ElevateError
 from elevate_core.failpoints import failpoint
-from elevate_core.notify import Waiter, mark
+from elevate_core.notify import Waiter, mark, wake
 
 log = logging.getLogger(__name__)
 CHANNEL = "elevate_timers"
@@ -185,9 +184,8 @@ class TimerRunner:
                     )
                 )
             ).scalar_one_or_none()
+        # MIN() loses the column type on SQLite: the value comes back naive.
         if due is not None and due.tzinfo is None:
-            from datetime import UTC
-
             due = due.replace(tzinfo=UTC)
         return due
 
@@ -218,7 +216,4 @@ class TimerRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
-        with contextlib.suppress(Exception):
-            from elevate_core.notify import wake
-
-            wake(CHANNEL)
+        wake(CHANNEL)  # do not sit out the idle wait

@@ -18,7 +18,6 @@ from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
-from elevate_core.outbox import Outbox
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
@@ -98,12 +97,14 @@ def build(
 def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
     assert isinstance(settings, GrantWorkerSettings)
     ctx = bootstrap(settings)
-    build(ctx, settings)
+    worker = build(ctx, settings)
     # The policy's standing list: never removed, whatever grant ends on top of it.
     access = access or AccessControl.from_settings(settings)
     access.load()
-    outbox = Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
-    ctx.workers += [access, PolicyStanding(ctx.db, access, outbox=outbox, clock=SystemClock())]
+    ctx.workers += [
+        access,
+        PolicyStanding(ctx.db, access, outbox=worker.outbox, clock=SystemClock()),
+    ]
     return _create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 
