@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from elevate_core.events import decode, encode
 from elevate_core.events.base import ce_type_for, event_class_for, registered_events
+from elevate_core.events.compat import compatibility_problems
 from elevate_core.events.envelope import EnvelopeError, new_envelope
 from elevate_core.events.models import (
     Person,
     RequestSubmitted,
     RevokeRequested,
 )
-from elevate_core.events.schemas import render_schemas
+from elevate_core.events.schemas import breaking_changes, render_schemas
+from elevate_core.events.schemas import main as schemas_main
 from elevate_core.events.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +149,65 @@ def test_generated_schemas_match_docs() -> None:
     assert set(on_disk) == set(rendered), "docs/events lists other events than the models"
     for name, text in rendered.items():
         assert on_disk[name] == text, f"docs/events/{name} is stale: run `make schemas`"
+
+
+def test_committed_schemas_are_the_compatibility_contract() -> None:
+    """Within v1 the models may only add optional fields to what docs/events/ holds."""
+    assert breaking_changes(ROOT / "docs/events") == []
+
+
+def _committed(name: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / "docs/events" / name).read_text()))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda s: s["properties"].pop("reason"), "reason: field removed"),
+        (lambda s: s["required"].append("reason"), "reason: optional field made required"),
+        (
+            lambda s: s["properties"].__setitem__("request_id", {"type": "integer"}),
+            "request_id: type changed",
+        ),
+        (
+            lambda s: s["$defs"]["Person"]["properties"].pop("user_id"),
+            "requested_by.user_id: field removed",
+        ),
+        (
+            lambda s: (
+                s["properties"].__setitem__("urgency", {"type": "string"}),
+                s["required"].append("urgency"),
+            ),
+            "urgency: new field is required",
+        ),
+        (lambda s: s.__setitem__("additionalProperties", False), "unknown fields now refused"),
+    ],
+    ids=["removed", "made-required", "type", "nested-removed", "new-required", "closed"],
+)
+def test_the_compatibility_check_catches(change: Any, problem: str) -> None:
+    old = _committed("io.elevate.revoke.requested.v1.json")
+    new = copy.deepcopy(old)
+    change(new)
+    problems = compatibility_problems(old, new)
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_compatibility_check_allows_a_new_optional_field() -> None:
+    old = _committed("io.elevate.grant.ended.v1.json")
+    new = copy.deepcopy(old)
+    new["properties"]["sessions_cut"] = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    assert compatibility_problems(old, new) == []
+    literal = copy.deepcopy(old)
+    literal["properties"]["reason"]["enum"].remove("drift")
+    assert any("allowed values removed" in p for p in compatibility_problems(old, literal))
+
+
+def test_make_schemas_refuses_a_breaking_change(tmp_path: Path) -> None:
+    target = tmp_path / "events"
+    target.mkdir()
+    schema = _committed("io.elevate.revoke.requested.v1.json")
+    schema["properties"]["legacy_field"] = {"type": "string"}  # the model no longer has it
+    (target / "io.elevate.revoke.requested.v1.json").write_text(json.dumps(schema))
+    assert schemas_main([str(target)]) == 1
+    assert "legacy_field" in (target / "io.elevate.revoke.requested.v1.json").read_text()
+    assert schemas_main([str(target), "--allow-breaking"]) == 0

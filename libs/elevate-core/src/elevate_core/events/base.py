@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from elevate_core.errors import ElevateError
 from elevate_core.events.topics import Topics
 
 CE_TYPE_PREFIX = "io.elevate."
@@ -25,8 +26,8 @@ def ce_type_for(class_name: str, version: int = 1) -> str:
     return f"{CE_TYPE_PREFIX}{'.'.join(w.lower() for w in words)}.v{version}"
 
 
-class UnknownEventTypeError(LookupError):
-    pass
+class UnknownEventTypeError(ElevateError):
+    """No event class has this `ce_type`: permanent for this reader."""
 
 
 def event_class_for(ce_type: str) -> type[Event]:
@@ -40,14 +41,25 @@ def registered_events() -> dict[str, type[Event]]:
     return dict(sorted(_registry.items()))
 
 
-class Event(BaseModel):
-    """Base of every event. Subclasses set `topic`; `ce_type` follows from the name."""
+def is_security_relevant(ce_type: str) -> bool:
+    """Whether losing an event of this type could leave access in place or hide it."""
+    cls = _registry.get(ce_type)
+    return cls is not None and cls.security_relevant
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class Event(BaseModel):
+    """Base of every event. Subclasses set `topic`; `ce_type` follows from the name.
+
+    Tolerant reader: unknown fields are ignored, so a writer one release ahead (which may
+    only add optional fields within `v1`, docs/runtime.md) never breaks an older reader."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     topic: ClassVar[Topics]
     version: ClassVar[int] = 1
     ce_type: ClassVar[str]
+    # Dead-lettering one of these raises an alert metric (a lost revoke is lost access).
+    security_relevant: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -18,7 +18,7 @@ AccountId = str  # 12 digits; validated where requests enter (request-api)
 class Person(BaseModel):
     """Someone known to the Identity Store."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     user_name: str
     user_id: str
@@ -28,7 +28,7 @@ class Person(BaseModel):
 class RequestDetails(BaseModel):
     """What a requester asked for, as submitted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     request_id: UUID
     requester: Person
@@ -69,12 +69,14 @@ class RequestSubmitted(RequestDetails, _RequestsEvent):
 
 
 class RequestCancelled(_RequestsEvent):
+    security_relevant = True
     request_id: UUID
     cancelled_by: Person
     reason: str | None = None
 
 
 class DecisionSubmitted(_RequestsEvent):
+    security_relevant = True
     request_id: UUID
     approver: Person
     decision: Literal["approve", "reject"]
@@ -82,6 +84,7 @@ class DecisionSubmitted(_RequestsEvent):
 
 
 class RevokeRequested(_RequestsEvent):
+    security_relevant = True
     request_id: UUID
     requested_by: Person
     reason: str | None = None
@@ -118,17 +121,20 @@ class DecisionRefused(_DecisionsEvent):
 
 
 class RequestApproved(_DecisionsEvent):
+    security_relevant = True
     snapshot: RequestSnapshot
     auto_approved: bool = False
 
 
 class RequestRejected(_DecisionsEvent):
+    security_relevant = True
     request_id: UUID
     rejected_by: Person
     comment: str | None = None
 
 
 class RequestExpired(_DecisionsEvent):
+    security_relevant = True
     request_id: UUID
     pending_since: AwareDatetime
     expired_at: AwareDatetime
@@ -137,6 +143,8 @@ class RequestExpired(_DecisionsEvent):
 class BreakGlassUsed(_DecisionsEvent):
     """High severity, audit-worthy: break-glass access was granted without a human
     approval and must be reviewed afterwards by `review_groups`."""
+
+    security_relevant = True
 
     request_id: UUID
     requester: Person
@@ -169,16 +177,19 @@ class GrantScheduled(_GrantEvent):
 
 
 class GrantActivated(_GrantEvent):
+    security_relevant = True
     activated_at: AwareDatetime
     aws_request_id: str | None = None
 
 
 class GrantFailed(_GrantEvent):
+    security_relevant = True
     reason: str
     aws_error_code: str | None = None
 
 
 class GrantEnded(_GrantEvent):
+    security_relevant = True
     reason: Literal["expired", "revoked", "cancelled", "drift"]
     ended_at: AwareDatetime
     assignment_removed: bool = Field(
@@ -187,6 +198,7 @@ class GrantEnded(_GrantEvent):
 
 
 class GrantRevocationFailed(_GrantEvent):
+    security_relevant = True
     error: str
     attempts: int = Field(ge=1)
     next_attempt_at: AwareDatetime | None = None
@@ -203,6 +215,7 @@ class _AssignmentEvent(Event):
 
 
 class DriftDetected(_AssignmentEvent):
+    security_relevant = True
     kind: Literal["unexpected_assignment", "missing_assignment"]
     action: Literal["reported", "removed", "restored"]
     user_name: str | None = None
