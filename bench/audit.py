@@ -38,7 +38,8 @@ from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.migrate import upgrade
-from elevate_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from elevate_core.outbox import Outbox, OutboxMessage
+from elevate_core.relay import OutboxRelay
 from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
 from elevate_local.simulate_activity import call_record

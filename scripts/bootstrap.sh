@@ -27,7 +27,7 @@ fi
 uv sync --frozen --quiet
 
 command -v mvn >/dev/null 2>&1 || apt_install maven
-if ! ls deploy/local/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1; then
+if ! ls deploy/local/kafka/lib/kafka-tools-[0-9]*.jar >/dev/null 2>&1; then
   echo "bootstrap: fetching the Kafka broker jars from Maven Central …"
   mvn -q -B -f deploy/local/kafka/pom.xml package
 fi

@@ -13,7 +13,8 @@ from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope, encode, new_envelope
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
-from elevate_core.outbox import Outbox, OutboxMessage, OutboxRelay
+from elevate_core.outbox import Outbox, OutboxMessage
+from elevate_core.relay import OutboxRelay
 from elevate_local.kafka import KafkaBroker
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -223,7 +224,6 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
             topics=(topic,),
             bootstrap_servers=kafka.bootstrap,
             dlq_topic=dlq,
-            max_attempts=3,
         ),
         handler,
     )
@@ -272,7 +272,6 @@ async def test_unknown_event_data_is_dead_lettered_not_retried(
             topics=(topic,),
             bootstrap_servers=kafka.bootstrap,
             dlq_topic=dlq,
-            max_attempts=5,
         ),
         handler,
     )

@@ -11,7 +11,7 @@ import asyncio
 import os
 
 from elevate_core.db import Database
-from elevate_core.outbox import OutboxRelay
+from elevate_core.relay import OutboxRelay
 from elevate_core.timers import Timer, TimerRunner
 from sqlalchemy.ext.asyncio import AsyncSession
 

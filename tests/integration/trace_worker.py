@@ -15,7 +15,8 @@ from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.migrate import upgrade
-from elevate_core.outbox import Outbox, OutboxRelay
+from elevate_core.outbox import Outbox
+from elevate_core.relay import OutboxRelay
 from elevate_core.telemetry import configure_tracing, shutdown_tracing, tracer
 from sqlalchemy.ext.asyncio import AsyncSession
 

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elevate_core.errors import ElevateError
+
 from elevate_local.ports import free_port, wait_for_port
 
 KAFKA_DIR = Path(__file__).resolve().parents[2] / "kafka"
@@ -40,13 +42,13 @@ Configuration:
 """
 
 
-class KafkaNotInstalledError(RuntimeError):
+class KafkaNotInstalledError(ElevateError):
     """The broker jars are missing; `make kafka-jars` (or `make dev`) fetches them."""
 
 
 def ensure_jars() -> list[Path]:
     jars = sorted(LIB_DIR.glob("*.jar")) if LIB_DIR.is_dir() else []
-    if not any(j.name.startswith("kafka_2.13-") for j in jars):
+    if not any(j.name.startswith("kafka-tools-") for j in jars):
         mvn = shutil.which("mvn")
         if mvn is None:
             raise KafkaNotInstalledError("Kafka jars missing and no `mvn` on PATH to fetch them")
@@ -67,6 +69,8 @@ class KafkaBroker:
     log_level: str = "WARN"
     retention_hours: int = 24 * 30
     stdout: int | None = subprocess.DEVNULL
+    # StandardAuthorizer that allows what no ACL mentions (tests add DENY ACLs).
+    authorizer: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,6 +102,11 @@ class KafkaBroker:
             "auto.create.topics.enable": "false",
             "log.retention.hours": str(self.retention_hours),
         }
+        if self.authorizer:
+            props["authorizer.class.name"] = (
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            )
+            props["allow.everyone.if.no.acl.found"] = "true"
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.yaml").write_text(LOG4J2.replace("{level}", self.log_level))
@@ -149,6 +158,16 @@ class KafkaBroker:
         except TimeoutError:
             self.kill()
             raise
+
+    def acl(self, *args: str) -> None:
+        """Run the broker's own ACL tool (`kafka-acls.sh`) against this broker."""
+        subprocess.run(
+            self._java(
+                "org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap, *args
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

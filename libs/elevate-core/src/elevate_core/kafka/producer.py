@@ -6,16 +6,19 @@ import contextlib
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as Errors
 
 
-def idempotent_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer:
+def idempotent_producer(
+    bootstrap_servers: str, *, client_id: str, request_timeout_ms: int = 15000
+) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
         enable_idempotence=True,  # implies acks=all
         acks="all",
         linger_ms=5,
-        request_timeout_ms=15000,
+        request_timeout_ms=request_timeout_ms,
         retry_backoff_ms=200,
     )
 
@@ -45,3 +48,33 @@ class LazyProducer:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+
+def refused_record(error: BaseException) -> bool:
+    """Kafka refused this record or its topic (as opposed to being unreachable): it will
+    keep refusing until someone changes the record, the topic or the ACLs."""
+    return isinstance(error, _REFUSALS)
+
+
+def topic_refused(error: BaseException) -> bool:
+    """The refusal concerns the whole topic (not authorised, no such topic)."""
+    return isinstance(error, _TOPIC_REFUSALS)
+
+
+_TOPIC_REFUSALS = (
+    Errors.TopicAuthorizationFailedError,
+    Errors.UnknownTopicOrPartitionError,
+    Errors.InvalidTopicError,
+)
+_REFUSALS = (
+    Errors.MessageSizeTooLargeError,
+    Errors.RecordListTooLargeError,
+    Errors.TopicAuthorizationFailedError,
+    Errors.UnknownTopicOrPartitionError,
+    Errors.InvalidTopicError,
+    Errors.CorruptRecordException,
+    Errors.InvalidRequiredAcksError,
+    Errors.PolicyViolationError,
+    Errors.ClusterAuthorizationFailedError,
+    Errors.TransactionalIdAuthorizationFailed,
+)
