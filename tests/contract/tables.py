@@ -7,6 +7,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class TestBase(DeclarativeBase):
+    __test__ = False  # a table base, not a test class
     metadata = MetaData()
 
 

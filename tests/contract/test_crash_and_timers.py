@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from elevate_core.clock import ManualClock
 from elevate_core.db import Database
+from elevate_core.errors import TransientError
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.timers import Timer, TimerRunner, cancel, schedule
@@ -179,7 +180,7 @@ async def test_failing_timer_is_retried_with_backoff(db: Database) -> None:
         attempts += 1
         session.add(Effect(source="timer", ref=timer.key))
         if attempts < 3:
-            raise RuntimeError("AWS said no")
+            raise TransientError("AWS throttled")
 
     async with db.transaction() as session:
         await schedule(session, kind="k", key="flaky", due_at=clock.now())

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 import werkzeug.serving
+from elevate_core.errors import ElevateError
 from oidc_provider_mock import User as MockUser
 from oidc_provider_mock import app as mock_app
 
@@ -74,7 +75,7 @@ def seeded_user_claims() -> dict[str, dict[str, object]]:
     }
 
 
-class OidcError(RuntimeError):
+class OidcError(ElevateError):
     """The provider refused a step of the flow, or answered something unexpected."""
 
 

@@ -3,18 +3,23 @@ on a free port. `initdb` refuses root, so as root the cluster runs as `postgres`
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from elevate_core.errors import ElevateError
 
 from elevate_local.ports import free_port, wait_for_port
 
 
-class PostgresNotInstalledError(RuntimeError):
+class PostgresNotInstalledError(ElevateError):
     """Debian's `postgresql` package is missing (`apt-get install -y postgresql`)."""
 
 
@@ -103,8 +108,6 @@ class PostgresCluster:
         self._wait_accepting(bindir, timeout)
 
     def _wait_accepting(self, bindir: Path, timeout: float) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ok = subprocess.run(
@@ -135,12 +138,45 @@ class PostgresCluster:
         )
         return self.url(name)
 
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster: clients are disconnected, as on a
+        server restart), then make sure the postmaster is gone. Signals go to the
+        postmaster itself: `runuser` in between does not pass them on."""
+        pid = self._postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.process and self.process.poll() is None:
-            self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

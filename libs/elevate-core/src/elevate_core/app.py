@@ -28,8 +28,10 @@ from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKe
 from elevate_core.migrate import upgrade
 from elevate_core.notify import PgListener
 from elevate_core.outbox import CHANNEL as OUTBOX_CHANNEL
-from elevate_core.outbox import Outbox, OutboxRelay
+from elevate_core.outbox import Outbox
 from elevate_core.problems import install_problem_handlers
+from elevate_core.relay import OutboxRelay
+from elevate_core.retry import DEFAULT_POLICY, Retrying
 from elevate_core.settings import Settings
 from elevate_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
 from elevate_core.timers import CHANNEL as TIMER_CHANNEL
@@ -118,7 +120,7 @@ def create_service_app(
 
 async def _ensure_topics_forever(settings: Settings) -> None:
     """Create missing topics; an unreachable Kafka is retried, never fatal."""
-    delay = 1.0
+    retrying = Retrying(DEFAULT_POLICY, component="kafka-admin", what="creating topics")
     while True:
         try:
             await ensure_topics(
@@ -129,17 +131,18 @@ async def _ensure_topics_forever(settings: Settings) -> None:
             health.ok("kafka-admin", "topics present")
             return
         except Exception as exc:
+            decision = retrying.failed_outside_work(exc)
             health.failing(
-                "kafka-admin", f"Kafka unreachable at {settings.kafka_bootstrap_servers}: {exc!r}"
+                "kafka-admin",
+                f"Kafka unreachable at {settings.kafka_bootstrap_servers}: {decision.reason}",
             )
             log.warning(
-                "Kafka unreachable at %s (%r); retrying in %.0fs",
+                "Kafka unreachable at %s (%s); retrying in %.0fs",
                 settings.kafka_bootstrap_servers,
-                exc,
-                delay,
+                decision.reason,
+                decision.delay,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30)
+            await DEFAULT_POLICY.wait(decision)
 
 
 def add_outbox(ctx: ServiceContext) -> Outbox:
@@ -150,6 +153,7 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
             ctx.db,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id=f"{settings.service_name}-relay",
+            dlq_topic=settings.topic(Topics.DLQ),
         )
     )
     if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):

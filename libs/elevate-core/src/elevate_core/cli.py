@@ -4,22 +4,31 @@
     elevate policy explain FILE --user NAME [--groups g1,g2] --account ID_OR_NAME
                            [--ou-path Workloads/Prod] --permission-set NAME [--break-glass]
 
-Both work offline (no AWS, no services): `check` validates a policy file for a GitOps
-pipeline, `explain` evaluates one question with directory data given as flags.
-Exit status: 0 success / eligible, 1 invalid policy / not eligible, 2 usage error.
-Problems print as `FILE:LINE: field: message`.
+    elevate dlq list [--from-offset N] [--to-offset M] [--type CE_TYPE ...]
+    elevate dlq redrive [--from-offset N] [--to-offset M] [--type CE_TYPE ...] [--dry-run]
+
+`policy check` and `policy explain` work offline (no AWS, no services): `check` validates a
+policy file for a GitOps pipeline, `explain` evaluates one question with directory data
+given as flags. Exit status: 0 success / eligible, 1 invalid policy / not eligible, 2 usage
+error. Problems print as `FILE:LINE: field: message`.
+
+`dlq` runs with a service's own settings (its `ELEVATE_*` environment, e.g. inside its
+pod): `redrive` re-publishes that service's dead letters through its outbox (docs/runbook.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from elevate_core import dlq
 from elevate_core.directory.models import Account, OrgUnit, User
+from elevate_core.errors import ConfigurationError
 from elevate_core.policy import (
     Explanation,
     PolicyError,
@@ -29,6 +38,7 @@ from elevate_core.policy import (
     load_policy,
 )
 from elevate_core.policy.loader import GroupMembers, read_policy_bytes
+from elevate_core.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -155,6 +165,21 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if result.eligible else 1
 
 
+def _dlq(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    overrides = {"service_name": args.service} if args.service else {}
+    try:
+        settings = load_settings(Settings, **overrides)
+    except ConfigurationError as exc:
+        print(f"elevate: invalid setting {exc}", file=err)
+        return 2
+    selection = dlq.Selection(
+        from_offset=args.from_offset, to_offset=args.to_offset, types=tuple(args.type)
+    )
+    if args.dlq_command == "list":
+        return asyncio.run(dlq.print_dead_letters(settings, selection, out))
+    return asyncio.run(dlq.redrive_command(settings, selection, dry_run=args.dry_run, out=out))
+
+
 def _help(parser: argparse.ArgumentParser) -> Handler:
     def show(_: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         parser.print_help(file=err)
@@ -204,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--break-glass", action="store_true", help="evaluate a break-glass request")
     exp.add_argument("--json", action="store_true", help="print the explanation as JSON")
     exp.set_defaults(handler=_explain)
+
+    dlq = commands.add_parser("dlq", help="list and re-drive dead letters (runbook)")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="SUBCOMMAND")
+    dlq.set_defaults(handler=_help(dlq))
+    for name, text in (
+        ("list", "show dead letters: offset, type, origin, consumer, error"),
+        ("redrive", "re-publish this service's dead letters through its outbox (idempotent)"),
+    ):
+        cmd = dlq_commands.add_parser(name, help=text)
+        cmd.add_argument("--service", help="the service whose settings and outbox to use")
+        cmd.add_argument("--from-offset", type=int, default=0, help="first DLQ offset")
+        cmd.add_argument("--to-offset", type=int, default=None, help="stop before this offset")
+        cmd.add_argument(
+            "--type", action="append", default=[], help="only this ce_type (repeatable)"
+        )
+        if name == "redrive":
+            cmd.add_argument("--dry-run", action="store_true", help="say what would be done")
+        cmd.set_defaults(handler=_dlq)
     return parser
 
 

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from elevate_core.errors import DatabaseUnavailableError
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -77,7 +79,14 @@ def _run_commit_hooks(session: Session) -> None:
 class Database:
     """One engine and session factory for one service's database."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        sqlite_busy_timeout: float = 30.0,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -85,12 +94,19 @@ class Database:
             self._ensure_sqlite_dir(url)
             # A few pooled connections: opening one (and its PRAGMAs) per transaction cost
             # more than the work; BEGIN IMMEDIATE still serialises the writers.
-            kwargs.update(pool_size=3, max_overflow=5, connect_args={"timeout": 30})
+            kwargs.update(
+                pool_size=3, max_overflow=5, connect_args={"timeout": sqlite_busy_timeout}
+            )
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            busy_ms = int(sqlite_busy_timeout * 1000)
+            event.listen(
+                self.engine.sync_engine,
+                "connect",
+                lambda conn, _rec: _sqlite_pragmas(conn, busy_ms),
+            )
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -102,8 +118,16 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        The connection is taken at once, so a database that cannot be reached shows as
+        `DatabaseUnavailableError` (transient) before any work starts — drivers report it
+        as a bare `OSError`/`TimeoutError`, which the retry policy does not trust."""
         async with self.sessions() as session, session.begin():
+            try:
+                await session.connection()
+            except (OSError, TimeoutError) as exc:
+                raise DatabaseUnavailableError(f"database unavailable: {exc!r}") from exc
             yield session
 
     async def ping(self) -> None:
@@ -119,14 +143,14 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, busy_ms: int) -> None:
     # pysqlite begins lazily and only before writes; turn that off so `begin` below
     # decides, as SQLAlchemy's SQLite docs recommend.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

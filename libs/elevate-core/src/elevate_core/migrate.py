@@ -13,7 +13,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
 
+# The shared runtime's models, so Base.metadata is whole wherever migrations run.
+from elevate_core import dlq, outbox, timers  # noqa: F401
 from elevate_core.db import Database
+from elevate_core.kafka import dedupe  # noqa: F401
 
 SCRIPT_DIR = Path(__file__).parent / "migrations"
 RUNTIME_VERSIONS = SCRIPT_DIR / "versions"

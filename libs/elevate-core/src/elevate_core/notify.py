@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from elevate_core.db import Database, on_commit
+from elevate_core.retry import DEFAULT_POLICY, Retrying
 
 log = logging.getLogger(__name__)
 _INFO_KEY = "elevate_notify"
@@ -94,6 +95,7 @@ class PgListener:
         import asyncpg
 
         dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        retrying = Retrying(DEFAULT_POLICY, component="pg-listener", what="LISTEN")
         while True:
             conn: Any = None
             try:
@@ -105,13 +107,15 @@ class PgListener:
                 # Something may have been committed while we were not listening.
                 for channel in self.channels:
                     wake(channel)
+                retrying.succeeded()
                 while not conn.is_closed():
                     await asyncio.sleep(5)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("LISTEN connection lost, retrying: %s", exc)
-                await asyncio.sleep(2)
+                decision = retrying.failed_outside_work(exc)
+                log.warning("LISTEN connection lost, retrying: %s", decision.reason)
+                await DEFAULT_POLICY.wait(decision)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):

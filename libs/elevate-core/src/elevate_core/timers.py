@@ -29,18 +29,22 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Base, Database, UTCDateTime
-from elevate_core.errors import ElevateError
 from elevate_core.failpoints import failpoint
 from elevate_core.notify import Waiter, mark, wake
+from elevate_core.retry import DEFAULT_POLICY, Retrying, RetryPolicy
 
 log = logging.getLogger(__name__)
 CHANNEL = "elevate_timers"
 
 FIRED = Counter("elevate_timers_fired_total", "Timers fired", ["kind"])
 FAILED = Counter("elevate_timers_failed_total", "Timer handler failures", ["kind"])
+DEAD = Counter(
+    "elevate_timers_dead_total",
+    "Timers whose handler failed permanently (kept with the error, not retried)",
+    ["kind"],
+)
 OVERDUE = Gauge("elevate_timers_overdue", "Timers past their due time and not yet fired")
 
 
@@ -108,13 +112,13 @@ class TimerRunner:
         *,
         clock: Clock | None = None,
         max_idle_seconds: float = 30.0,
-        max_retry_delay: timedelta = timedelta(minutes=5),
+        retry: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
         self.db = db
         self.handlers = dict(handlers)
         self.clock = clock or SystemClock()
         self.max_idle_seconds = max_idle_seconds
-        self.max_retry_delay = max_retry_delay
+        self.retry = retry
         self._stopping = asyncio.Event()
 
     async def fire_due(self, *, limit: int = 1000) -> int:
@@ -159,20 +163,23 @@ class TimerRunner:
     def _record_failure(self, timer: Timer, exc: Exception, now: datetime) -> None:
         FAILED.labels(timer.kind).inc()
         timer.attempts += 1
-        timer.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if isinstance(exc, ElevateError) and not exc.retryable:
-            timer.fired_at = now  # terminal: retrying cannot help; the error stays on the row
-            log.error("timer %s/%s failed terminally: %s", timer.kind, timer.key, exc)
+        decision = self.retry.decide(exc, attempt=timer.attempts)
+        timer.last_error = decision.reason
+        if not decision.retry:
+            # Permanent: retrying cannot help. The row keeps the error (the timers' dead
+            # letter); level-triggered owners re-derive what it was for on their next pass.
+            timer.fired_at = now
+            DEAD.labels(timer.kind).inc()
+            log.error("timer %s/%s failed permanently: %s", timer.kind, timer.key, decision.reason)
             return
-        delay = min(self.max_retry_delay.total_seconds(), backoff_delay(timer.attempts, cap=300))
-        timer.due_at = now + timedelta(seconds=delay)
+        timer.due_at = now + timedelta(seconds=decision.delay)
         log.warning(
             "timer %s/%s failed (attempt %d), retry in %.1fs: %s",
             timer.kind,
             timer.key,
             timer.attempts,
-            delay,
-            exc,
+            decision.delay,
+            decision.reason,
         )
 
     async def next_due(self) -> datetime | None:
@@ -191,19 +198,19 @@ class TimerRunner:
 
     async def run(self) -> None:
         waiter = Waiter(CHANNEL)
-        attempt = 0
+        retrying = Retrying(self.retry, component="timers", what="the timer loop")
         try:
             while not self._stopping.is_set():
                 try:
                     await self.fire_due()
                     due = await self.next_due()
-                    attempt = 0
+                    retrying.succeeded()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # database away: wait and try again
-                    attempt += 1
-                    log.warning("timer runner: %r; retry %d", exc, attempt)
-                    await asyncio.sleep(backoff_delay(attempt, cap=15))
+                    decision = retrying.failed_outside_work(exc)
+                    log.warning("timer runner: %s; retry %d", decision.reason, retrying.attempt)
+                    await self.retry.wait(decision, self._stopping)
                     continue
                 wait = self.max_idle_seconds
                 if due is not None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from elevate_core.db import Base, UTCDateTime
+from elevate_core.errors import ElevateError
 from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
@@ -73,7 +74,7 @@ class DecisionLogEntry(Base):
     __table_args__ = (Index("ix_approval_decision_log_request", "request_id", "id"),)
 
 
-class AppendOnlyError(RuntimeError):
+class AppendOnlyError(ElevateError):
     pass
 
 

@@ -23,6 +23,7 @@ from elevate_core.directory.errors import (
     UserNotFoundError,
 )
 from elevate_core.directory.models import Account, User
+from elevate_core.errors import TransientError
 from elevate_core.events.models import (
     DecisionRefused,
     DecisionSubmitted,
@@ -56,9 +57,9 @@ class PolicySource(Protocol):
     def poll(self) -> Any: ...
 
 
-class DirectoryUnavailableError(ConnectionError):
-    """The directory cannot answer right now. A ConnectionError, so the consumer waits
-    and retries instead of dead-lettering a message that is fine."""
+class DirectoryUnavailableError(TransientError):
+    """The directory cannot answer right now: transient, so the consumer waits and
+    retries instead of dead-lettering a message that is fine."""
 
 
 @dataclass(frozen=True, slots=True)

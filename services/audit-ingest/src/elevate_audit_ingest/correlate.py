@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from elevate_core.errors import PermanentError
+
 MAX_SESSION_NAME = 64
 
 # Role ARN (sessionIssuer / AssumeRoleWithSAML roleArn): the path proves Identity Center made it.
@@ -39,7 +41,7 @@ class Outcome(StrEnum):
     UNMANAGED = "unmanaged"  # not an Identity Center role (or not a managed permission set)
 
 
-class RecordError(ValueError):
+class RecordError(PermanentError):
     """The record lacks what every CloudTrail record has (eventID, eventTime)."""
 
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Database
 from elevate_core.failpoints import failpoint
 from elevate_core.health import health
 from elevate_core.kafka.producer import LazyProducer, idempotent_producer
+from elevate_core.retry import DEFAULT_POLICY, Retrying
 from sqlalchemy import select
 
 from elevate_audit_ingest.correlate import RecordError, parse_time
@@ -105,24 +105,23 @@ class TrailIngestor:
         self._stopping.set()
 
     async def run(self) -> None:
-        attempt = 0
+        retrying = Retrying(DEFAULT_POLICY, component="cloudtrail-ingest", what="polling")
         try:
             while not self._stopping.is_set():
                 try:
                     await self.poll_once()
-                    attempt = 0
+                    retrying.succeeded()
                     health.ok("cloudtrail-ingest", "polling")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    attempt += 1
-                    health.failing("cloudtrail-ingest", f"{exc!r}")
-                    log.warning("cloudtrail ingest: %r; retry %d", exc, attempt)
+                    decision = retrying.failed_outside_work(exc)
+                    health.failing("cloudtrail-ingest", decision.reason)
+                    log.warning(
+                        "cloudtrail ingest: %s; retry %d", decision.reason, retrying.attempt
+                    )
                     await self._producer.close()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._stopping.wait(), backoff_delay(attempt, cap=30)
-                        )
+                    await DEFAULT_POLICY.wait(decision, self._stopping)
         finally:
             await self._producer.close()
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from elevate_core.errors import PermanentError
 from ocsf._base import OCSFBaseModel
 from ocsf.v1_7_0.events import ApiActivity, UserAccess
 from ocsf.v1_7_0.objects import Cloud
@@ -49,7 +50,7 @@ _ACTIVITY_PREFIXES: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-class OcsfValidationError(ValueError):
+class OcsfValidationError(PermanentError):
     pass
 
 

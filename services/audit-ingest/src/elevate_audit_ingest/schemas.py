@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+from elevate_core.errors import PermanentError
 from elevate_core.settings import Settings
 from pydantic import Field
 
@@ -41,15 +42,15 @@ class ObjectRef:
     key: str
 
 
-class NoticeError(ValueError):
+class NoticeError(PermanentError):
     """The SQS message is not a CloudTrail or S3 notice."""
 
 
-class LogFileError(ValueError):
+class LogFileError(PermanentError):
     """The object is not a CloudTrail log file (`{"Records": [...]}`, gzip or plain)."""
 
 
-def _json(text: str | bytes, what: str, error: type[ValueError]) -> Any:
+def _json(text: str | bytes, what: str, error: type[PermanentError]) -> Any:
     try:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from elevate_core.errors import ElevateError
 
 from elevate_grant_worker.metrics import AWS_CALLS, AWS_THROTTLES, IN_FLIGHT_WRITES
 from elevate_grant_worker.settings import GrantWorkerSettings
@@ -59,15 +60,14 @@ class Triple:
     principal_id: str
 
 
-class AwsError(Exception):
+class AwsError(ElevateError):
     """An Identity Center call failed. `retryable`: throttling, conflict, 5xx, timeouts.
     `ambiguous`: the write may have happened (timeouts, 5xx): check before redoing it."""
 
     def __init__(self, code: str, message: str, *, retryable: bool, ambiguous: bool) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(f"{code}: {message}", retryable=retryable)
         self.code = code
         self.message = message
-        self.retryable = retryable
         self.ambiguous = ambiguous
 
 

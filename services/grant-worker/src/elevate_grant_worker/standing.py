@@ -12,11 +12,11 @@ import contextlib
 import logging
 
 from elevate_core.access import AccessControl
-from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock
 from elevate_core.db import Database
 from elevate_core.directory.errors import DirectoryError
 from elevate_core.outbox import Outbox
+from elevate_core.retry import DEFAULT_POLICY, Retrying
 
 from elevate_grant_worker import service
 from elevate_grant_worker.aws import Triple
@@ -77,18 +77,17 @@ class PolicyStanding:
         return new
 
     async def run(self) -> None:
-        attempt = 0
+        retrying = Retrying(DEFAULT_POLICY, component="policy-standing", what="recording")
         while not self._stopping.is_set():
             wait = self.poll_seconds
             if self.recorded_version != self.access.policy.version:
                 try:
                     new = await self.record_once()
-                    attempt = 0
+                    retrying.succeeded()
                     if new:
                         log.info("recorded %d standing assignment(s) from the policy", new)
                 except Exception as exc:  # AWS or the database away: try again soon
-                    attempt += 1
-                    wait = backoff_delay(attempt, base=1, cap=60)
+                    wait = retrying.failed_outside_work(exc).delay
                     log.warning("policy standing assignments not recorded yet: %r", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), wait)

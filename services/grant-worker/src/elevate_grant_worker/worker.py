@@ -24,13 +24,14 @@ import random
 from collections.abc import Awaitable
 from datetime import timedelta
 
-from elevate_core.backoff import backoff_delay
 from elevate_core.clock import Clock
 from elevate_core.db import Database
+from elevate_core.errors import TransientError
 from elevate_core.failpoints import failpoint
 from elevate_core.leader import LeaderLock
 from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import Outbox
+from elevate_core.retry import Retrying, RetryPolicy
 from sqlalchemy import Select, func, select
 
 from elevate_grant_worker import service
@@ -44,12 +45,11 @@ log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x6A570001
 
 
-class _Retry(Exception):
+class _Retry(TransientError):
     """Try this triple again later (after `delay` seconds when given)."""
 
     def __init__(self, message: str, *, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.delay = delay
+        super().__init__(message, retry_after=delay)
 
 
 class AssignmentWorker:
@@ -71,25 +71,30 @@ class AssignmentWorker:
         self._tasks: dict[Triple, asyncio.Task[None]] = {}
         self._unsent: set[Triple] = set()  # intents whose AWS write surely was not sent
         self._leader = LeaderLock(db, key=LEADER_LOCK_KEY, name="assignment worker")
+        self.retry = RetryPolicy(
+            base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
+        )
 
     # ---- lifecycle ----
 
     async def run(self) -> None:
         waiter = Waiter(service.WORK_CHANNEL)
-        attempt = 0
+        retrying = Retrying(self.retry, component="assignment-worker", what="scanning")
         try:
             while not self._stopping.is_set():
                 try:
                     if await self._leader.acquire():
                         await self.scan_once()
-                    attempt = 0
+                    retrying.succeeded()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    attempt += 1
-                    log.warning("assignment worker: %r; retry %d", exc, attempt)
+                    decision = retrying.failed_outside_work(exc)
+                    log.warning(
+                        "assignment worker: %s; retry %d", decision.reason, retrying.attempt
+                    )
                     await self._leader.release()
-                    await asyncio.sleep(backoff_delay(attempt, cap=15))
+                    await self.retry.wait(decision, self._stopping)
                     continue
                 await waiter.wait(self.settings.worker_poll_seconds)
         finally:
@@ -152,25 +157,27 @@ class AssignmentWorker:
         wake(service.WORK_CHANNEL)  # anything that arrived meanwhile is picked up
 
     async def drive(self, triple: Triple) -> None:
-        """Step the triple until nothing is left to do, backing off on failures."""
-        failures = 0
+        """Step the triple until nothing is left to do, backing off on failures.
+
+        A permanent failure (a bug, a refusal no retry can change) ends this task with an
+        error log; the next scan starts it again — a delay, never a dropped revocation."""
+        retrying = Retrying(self.retry, component="assignment-worker", what=str(triple))
         while not self._stopping.is_set():
             try:
                 if not await self.step(triple):
                     return
-                failures = 0
+                retrying.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                delay = getattr(exc, "delay", None) or backoff_delay(
-                    failures,
-                    base=self.settings.retry_base_seconds,
-                    cap=self.settings.retry_max_seconds,
+                decision = retrying.failed(exc)
+                if not decision.retry:
+                    log.error("assignment %s: %s; left to the next scan", triple, decision.reason)
+                    return
+                log.info(
+                    "assignment %s: %s; retry in %.2fs", triple, decision.reason, decision.delay
                 )
-                log.info("assignment %s: %s; retry in %.2fs", triple, exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await self.retry.wait(decision, self._stopping)
 
     # ---- one step ----
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import jwt
+from elevate_core.errors import ElevateError
 from jwt import PyJWK
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ ASYMMETRIC = frozenset(
 )
 
 
-class AuthError(Exception):
+class AuthError(ElevateError):
     """The bearer token is missing or not acceptable (HTTP 401). Not retryable."""
 
     retryable = False

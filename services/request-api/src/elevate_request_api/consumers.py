@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from elevate_core.errors import TransientError
+from elevate_core.errors import NotYetError
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import (
@@ -99,7 +99,7 @@ async def project(session: AsyncSession, envelope: Envelope) -> None:
         carried = event if isinstance(event, RequestSubmitted) else getattr(event, "snapshot", None)
         if not isinstance(carried, RequestDetails):
             # Its request has not reached us yet (topics are ordered only within themselves).
-            raise TransientError(f"{name} for unknown request {request_id}; retrying")
+            raise NotYetError(f"{name} for unknown request {request_id}; retrying")
         row = _row_from(carried, envelope.time)
         session.add(row)
         await session.flush()
@@ -205,7 +205,7 @@ async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
     except ValueError:
         return  # activity no grant covers: not part of any request's evidence
     if await session.get(AccessRequest, request_id) is None:
-        raise TransientError(f"activity for unknown request {request_id}; retrying")
+        raise NotYetError(f"activity for unknown request {request_id}; retrying")
     api = record.get("api") or {}
     endpoint = record.get("src_endpoint") or {}
     session.add(

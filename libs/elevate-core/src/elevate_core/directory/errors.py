@@ -13,6 +13,8 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from elevate_core.errors import ElevateError
+
 _T = TypeVar("_T")
 
 _RETRYABLE_CODES = frozenset(
@@ -39,12 +41,11 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
-class DirectoryError(Exception):
+class DirectoryError(ElevateError):
     """Identity Store, Organizations or Identity Center could not answer."""
 
     def __init__(self, message: str, *, retryable: bool = False, code: str | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
         self.code = code
 
 

@@ -1,10 +1,12 @@
 """Idempotent consumer (ARCHITECTURE.md §3).
 
 Each message is handled inside one database transaction that also records its
-`ce_id` (a repeat is a no-op); offsets are committed only afterwards. Messages that
-cannot be decoded, or that keep failing, go to the dead-letter topic with their
-origin in headers, and the consumer carries on. Infrastructure trouble (database
-down) is different: the consumer waits and retries rather than dead-lettering.
+`ce_id` (a repeat is a no-op); offsets are committed only afterwards. What happens when
+handling fails is decided by the one retry policy (`elevate_core.retry`): a transient
+failure (our database away, a deadlock, throttling) is retried with bounded backoff until
+it succeeds or the process stops — never dead-lettered, since the message is fine; a
+permanent one (undecodable, wrong data, a bug) goes to the dead-letter topic at once with
+its origin and reason in headers, and the consumer carries on with the next message.
 """
 
 from __future__ import annotations
@@ -18,19 +20,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 from opentelemetry import trace
 from prometheus_client import Counter
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_core.backoff import backoff_delay
 from elevate_core.db import Database
-from elevate_core.errors import ElevateError
+from elevate_core.errors import ShuttingDownError
+from elevate_core.events.base import is_security_relevant
 from elevate_core.events.envelope import Envelope, EnvelopeError, decode, parse_json_object
 from elevate_core.health import health
 from elevate_core.kafka.dedupe import claim_event
 from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.retry import DEFAULT_POLICY, Decision, Retrying, RetryPolicy, describe
 from elevate_core.telemetry import context_from, request_id_var, tracer
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ RawKey = Callable[[dict[str, Any]], str | None]
 
 HANDLED = Counter("elevate_consumer_handled_total", "Messages handled", ["consumer", "outcome"])
 DEAD_LETTERED = Counter("elevate_dlq_published_total", "Messages sent to the DLQ", ["consumer"])
+SECURITY_DEAD_LETTERED = Counter(
+    "elevate_dlq_security_relevant_total",
+    "Security-relevant events (revokes, cancels, approvals, grant ends…) sent to the DLQ: "
+    "alert on any increase",
+    ["consumer", "type"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +57,25 @@ class ConsumerConfig:
     bootstrap_servers: str
     dlq_topic: str
     group_id: str | None = None
-    max_attempts: int = 5
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     auto_offset_reset: str = "earliest"
     raw_key: RawKey | None = None  # raw mode: no CloudEvents headers, dedupe on this key
 
 
-def _is_infrastructure(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | OSError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 class Consumer:
-    def __init__(self, db: Database, config: ConsumerConfig, handler: Handler) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: ConsumerConfig,
+        handler: Handler,
+        *,
+        retry: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.db = db
         self.config = config
         self.handler = handler
+        self.retry = retry
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: Any = None
@@ -76,24 +85,29 @@ class Consumer:
         self._stopping.set()
 
     async def run(self) -> None:
-        attempt = 0
+        retrying = Retrying(self.retry, component=self._component, what="the connection")
         try:
             while not self._stopping.is_set():
                 try:
                     await self._start()
-                    attempt = 0
+                    retrying.succeeded()
                     await self._loop()
                 except asyncio.CancelledError:
                     raise
+                except ShuttingDownError:
+                    break
                 except Exception as exc:
-                    attempt += 1
-                    health.failing(self._component, f"{exc!r}")
-                    log.warning("consumer %s: %r; retry %d", self.config.name, exc, attempt)
+                    # Outside any message (broker away, group trouble): always try again.
+                    decision = retrying.failed_outside_work(exc)
+                    health.failing(self._component, decision.reason)
+                    log.warning(
+                        "consumer %s: %s; retry %d",
+                        self.config.name,
+                        decision.reason,
+                        retrying.attempt,
+                    )
                     await self._close()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._stopping.wait(), backoff_delay(attempt, cap=15)
-                        )
+                    await self.retry.wait(decision, self._stopping)
         finally:
             await self._close()
 
@@ -137,7 +151,13 @@ class Consumer:
             for tp, messages in batches.items():
                 if self._stopping.is_set():
                     break
-                await self.process_batch(messages)
+                try:
+                    await self.process_batch(messages)
+                except ShuttingDownError as stopped:
+                    # Commit what was finished; the rest is read again after restart.
+                    if stopped.args and isinstance(stopped.args[0], int):
+                        await self._commit(tp, stopped.args[0])
+                    raise
                 await self._commit(tp, messages[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
@@ -150,51 +170,98 @@ class Consumer:
 
     async def process_batch(self, messages: list[Any]) -> None:
         """Handle a partition's batch in one transaction (one commit instead of one per
-        message); if anything in it fails, roll back and handle each message on its own,
-        so retries and dead-lettering stay per message."""
-        decoded: list[tuple[Any, Envelope]] = []
+        message). If a message fails, the transaction rolls back: the messages before it
+        are handled again one by one, the failing one goes through the retry policy (a
+        permanent failure is dead-lettered without running its handler again), and the
+        rest continue as a batch.
+
+        Raises `ShuttingDownError(next_offset)` when stopped mid-batch: messages from
+        `next_offset` on were not handled and must not be committed."""
+        items: list[tuple[Any, Envelope | EnvelopeError]] = []
         for message in messages:
             try:
-                decoded.append((message, self._decode(message)))
+                items.append((message, self._decode(message)))
             except EnvelopeError as exc:
-                await self._dead_letter(message, exc)
-        if len(decoded) > 1:
-            try:
-                outcomes = await self._handle_together(decoded)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info(
-                    "consumer %s: batch of %d failed (%r); one by one",
-                    self.config.name,
-                    len(decoded),
-                    exc,
-                )
-            else:
-                for outcome in outcomes:
-                    HANDLED.labels(self.config.name, outcome).inc()
-                return
-        for message, envelope in decoded:
-            await self._process_decoded(message, envelope)
+                items.append((message, exc))
+        i = 0
+        while i < len(items):
+            message, item = items[i]
+            if self._stopping.is_set():
+                raise ShuttingDownError(message.offset)
+            if isinstance(item, EnvelopeError):
+                await self._dead_letter(message, item)
+                i += 1
+                continue
+            run: list[tuple[Any, Envelope]] = []
+            for m, e in items[i:]:
+                if isinstance(e, EnvelopeError):
+                    break
+                run.append((m, e))
+            i += await self._process_run(run)
 
-    async def _handle_together(self, decoded: list[tuple[Any, Envelope]]) -> list[str]:
-        outcomes = []
-        async with self.db.transaction() as session:
-            for message, envelope in decoded:
-                token = request_id_var.set(envelope.subject)
-                try:
-                    with self._span(message, envelope):
-                        if await claim_event(
-                            session, consumer=self.config.name, event_id=envelope.id
-                        ):
-                            await self.handler(session, envelope)
-                            outcomes.append("handled")
-                        else:
-                            outcomes.append("duplicate")
-                finally:
-                    request_id_var.reset(token)
+    async def _process_run(self, run: list[tuple[Any, Envelope]]) -> int:
+        """Handle decodable messages from the start of `run`; returns how many were done."""
+        if len(run) == 1:
+            await self._process_decoded(*run[0])
+            return 1
+        failed_at, error = await self._try_together(run)
+        if error is None:
+            return len(run)
+        log.info(
+            "consumer %s: batch of %d failed at %s (%s)",
+            self.config.name,
+            len(run),
+            failed_at,
+            describe(error),
+        )
+        if failed_at is None:  # not one message's fault (e.g. the commit): one by one
+            for message, envelope in run:
+                if self._stopping.is_set():
+                    raise ShuttingDownError(message.offset)
+                await self._process_decoded(message, envelope)
+            return len(run)
+        for message, envelope in run[:failed_at]:
+            await self._process_decoded(message, envelope)
+        message, envelope = run[failed_at]
+        retrying = self._retrying(envelope)
+        decision = retrying.failed(error)
+        if decision.retry:
+            await self._process_decoded(message, envelope, retrying=retrying, first=decision)
+        else:
+            await self._dead_letter(message, error, decision)
+        return failed_at + 1
+
+    async def _try_together(
+        self, run: list[tuple[Any, Envelope]]
+    ) -> tuple[int | None, BaseException | None]:
+        """One transaction for the whole run: (index of the failing message, error)."""
+        outcomes: list[str] = []
+        failed_at: int | None = None
+        try:
+            async with self.db.transaction() as session:
+                for index, (message, envelope) in enumerate(run):
+                    token = request_id_var.set(envelope.subject)
+                    failed_at = index
+                    try:
+                        with self._span(message, envelope):
+                            if await claim_event(
+                                session, consumer=self.config.name, event_id=envelope.id
+                            ):
+                                await self.handler(session, envelope)
+                                outcomes.append("handled")
+                            else:
+                                outcomes.append("duplicate")
+                    finally:
+                        request_id_var.reset(token)
+                failed_at = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return failed_at, exc
+        for outcome in outcomes:
+            HANDLED.labels(self.config.name, outcome).inc()
         health.ok(self._component, "consuming")
-        return outcomes
+        return None, None
 
     def _span(self, message: Any, envelope: Envelope) -> Any:
         return tracer().start_as_current_span(
@@ -212,19 +279,29 @@ class Consumer:
 
     async def process(self, message: Any) -> None:
         """Handle one Kafka record: dedupe + state change in one transaction, or DLQ."""
-        try:
-            envelope = self._decode(message)
-        except EnvelopeError as exc:
-            await self._dead_letter(message, exc)
-            return
-        await self._process_decoded(message, envelope)
+        await self.process_batch([message])
 
-    async def _process_decoded(self, message: Any, envelope: Envelope) -> None:
+    def _retrying(self, envelope: Envelope) -> Retrying:
+        return Retrying(
+            self.retry, component=self._component, what=f"{envelope.type} {envelope.id}"
+        )
+
+    async def _process_decoded(
+        self,
+        message: Any,
+        envelope: Envelope,
+        *,
+        retrying: Retrying | None = None,
+        first: Decision | None = None,
+    ) -> None:
+        """Handle one message until it succeeds, is dead-lettered, or the consumer stops.
+        `first` is a transient failure already met (in a batch) and still to be waited."""
         token = request_id_var.set(envelope.subject)
-        attempt = 0
+        retrying = retrying or self._retrying(envelope)
         try:
+            if first is not None and not await self._wait_to_retry(message, envelope, first):
+                raise ShuttingDownError(message.offset)
             while True:
-                attempt += 1
                 try:
                     with self._span(message, envelope):
                         outcome = await self._handle(envelope)
@@ -233,29 +310,26 @@ class Consumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if _is_infrastructure(exc) or (isinstance(exc, KafkaError) and exc.retriable):
-                        health.failing(self._component, f"retrying: {exc!r}")
-                        await asyncio.sleep(backoff_delay(min(attempt, 8), cap=10))
-                        continue  # never dead-letter because our own database is away
-                    retryable = (
-                        getattr(exc, "retryable", True) if isinstance(exc, ElevateError) else True
-                    )
-                    if not retryable or attempt >= self.config.max_attempts:
-                        log.error(
-                            "consumer %s: giving up on %s after %d attempt(s): %r",
-                            self.config.name,
-                            envelope.id,
-                            attempt,
-                            exc,
-                        )
-                        await self._dead_letter(message, exc)
+                    decision = retrying.failed(exc)
+                    if not decision.retry:
+                        await self._dead_letter(message, exc, decision)
                         return
-                    log.warning(
-                        "consumer %s: attempt %d failed: %r", self.config.name, attempt, exc
-                    )
-                    await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=2))
+                    if not await self._wait_to_retry(message, envelope, decision):
+                        raise ShuttingDownError(message.offset) from exc
         finally:
             request_id_var.reset(token)
+
+    async def _wait_to_retry(self, message: Any, envelope: Envelope, decision: Decision) -> bool:
+        health.failing(self._component, f"retrying: {decision.reason}")
+        log.warning(
+            "consumer %s: %s %s failed (%s); retry in %.1fs",
+            self.config.name,
+            envelope.type,
+            envelope.id,
+            decision.reason,
+            decision.delay,
+        )
+        return await self.retry.wait(decision, self._stopping)
 
     async def _handle(self, envelope: Envelope) -> str:
         async with self.db.transaction() as session:
@@ -281,19 +355,23 @@ class Consumer:
             data=data,
         )
 
-    async def _dead_letter(self, message: Any, error: BaseException) -> None:
+    async def _dead_letter(
+        self, message: Any, error: BaseException, decision: Decision | None = None
+    ) -> None:
+        reason = decision.reason if decision is not None else describe(error)
         headers = [
-            *list(message.headers or ()),
+            *[(k, v) for k, v in message.headers or () if not k.startswith("dlq_")],
             ("dlq_origin_topic", message.topic.encode()),
             ("dlq_origin_partition", str(message.partition).encode()),
             ("dlq_origin_offset", str(message.offset).encode()),
             ("dlq_consumer", self.config.name.encode()),
-            ("dlq_error", f"{type(error).__name__}: {error}"[:2000].encode()),
+            ("dlq_error", reason.encode()),
             ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
         ]
-        attempt = 0
+        ce_type = dict(message.headers or ()).get("ce_type", b"")
+        ce_type = ce_type.decode(errors="replace") if isinstance(ce_type, bytes) else ""
+        retrying = Retrying(self.retry, component=f"{self._component}:dlq", what="a dead letter")
         while True:  # the offset is not committed until the DLQ holds the message
-            attempt += 1
             try:
                 if self._dlq_producer is None:
                     producer = idempotent_producer(
@@ -304,23 +382,37 @@ class Consumer:
                 await self._dlq_producer.send_and_wait(
                     self.config.dlq_topic, value=message.value, key=message.key, headers=headers
                 )
-                DEAD_LETTERED.labels(self.config.name).inc()
-                HANDLED.labels(self.config.name, "dead_lettered").inc()
-                log.error(
-                    "consumer %s: dead-lettered %s[%d]@%d: %s",
-                    self.config.name,
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    error,
-                )
-                return
+                break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer %s: DLQ publish failed (%r); retrying", self.config.name, exc)
+                retry = retrying.failed_outside_work(exc)
+                log.warning(
+                    "consumer %s: DLQ publish failed (%s); retrying", self.config.name, retry.reason
+                )
                 producer, self._dlq_producer = self._dlq_producer, None
                 if producer is not None:
                     with contextlib.suppress(Exception):
                         await producer.stop()
-                await asyncio.sleep(backoff_delay(attempt, cap=10))
+                if not await self.retry.wait(retry, self._stopping):
+                    raise ShuttingDownError(message.offset) from exc
+        DEAD_LETTERED.labels(self.config.name).inc()
+        HANDLED.labels(self.config.name, "dead_lettered").inc()
+        log.error(
+            "consumer %s: dead-lettered %s[%d]@%d: %s",
+            self.config.name,
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+        )
+        if is_security_relevant(ce_type):
+            SECURITY_DEAD_LETTERED.labels(self.config.name, ce_type).inc()
+            log.error(
+                "SECURITY: consumer %s dead-lettered security-relevant %s (ce_id %s): %s; "
+                "re-drive it after the fix (docs/runbook.md)",
+                self.config.name,
+                ce_type,
+                dict(message.headers or ()).get("ce_id", b"?").decode(errors="replace"),
+                reason,
+            )

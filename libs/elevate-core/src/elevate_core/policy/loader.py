@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from elevate_core.errors import ElevateError
 from elevate_core.policy import schema
 from elevate_core.policy.errors import Issue, PolicyFileError, PolicyValidationError
 from elevate_core.policy.model import FieldPath, Policy, format_path, locate
@@ -77,7 +78,7 @@ class CheckResult:
         return not self.errors
 
 
-class _TooBig(Exception):
+class _TooBig(ElevateError):
     pass
 
 

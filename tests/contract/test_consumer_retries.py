@@ -1,0 +1,271 @@
+"""The consumer under the one retry policy, on SQLite and PostgreSQL with the real broker:
+transient database trouble in the middle of a batch loses and dead-letters nothing, an
+unrelated OSError is dead-lettered at once, and shutdown never waits out a backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from elevate_core.db import Database
+from elevate_core.errors import TransientError
+from elevate_core.events.envelope import Envelope, encode, new_envelope
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.migrate import upgrade
+from elevate_core.retry import RetryPolicy
+from elevate_local.kafka import KafkaBroker
+from elevate_local.postgres import PostgresCluster
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tests.contract.tables import TestBase
+from tests.contract.test_outbox_consumer import effect_count, record_effect, revoke, running
+from tests.helpers import create_topics, eventually, headers_of, read_to_end
+
+FAST = RetryPolicy(base_delay=0.05, max_delay=0.5)
+
+
+async def _publish(bootstrap: str, topic: str, n: int, key: bytes = b"k") -> list[Envelope]:
+    envelopes = [
+        new_envelope(revoke(uuid.uuid4(), i), source="elevate/test", subject=key.decode())
+        for i in range(n)
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for env in envelopes:
+            value, headers = encode(env)
+            await producer.send(topic, value, key=key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return envelopes
+
+
+def _consumer(
+    db: Database,
+    bootstrap: str,
+    prefix: str,
+    handler: object,
+    *,
+    retry: RetryPolicy = FAST,
+    group: str = "c",
+) -> Consumer:
+    return Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{prefix}{group}",
+            topics=(f"{prefix}elevate.requests.v1",),
+            bootstrap_servers=bootstrap,
+            dlq_topic=f"{prefix}elevate.dlq.v1",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
+        ),
+        handler,  # type: ignore[arg-type]
+        retry=retry,
+    )
+
+
+async def _topics(bootstrap: str, prefix: str) -> tuple[str, str]:
+    topic, dlq = f"{prefix}elevate.requests.v1", f"{prefix}elevate.dlq.v1"
+    await create_topics(bootstrap, topic, dlq, partitions=1)
+    return topic, dlq
+
+
+async def test_database_lost_mid_batch_loses_and_dead_letters_nothing(
+    db: Database, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    """The database goes away while a fetched batch is being handled: SQLite is locked by
+    another writer; PostgreSQL drops the consumer's connection (as a restart or failover
+    does). Every message is handled exactly once and nothing reaches the DLQ."""
+    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    envelopes = await _publish(kafka.bootstrap, topic, 20)
+    lost = asyncio.Event()
+    released = asyncio.Event()
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.id == envelopes[10].id and not lost.is_set():
+            lost.set()
+            if db.is_sqlite:
+                raise_locked = asyncio.create_task(_hold_sqlite_lock(db, released))
+                await asyncio.sleep(0.2)
+                assert not raise_locked.done()
+            else:
+                await _terminate_own_backend(db, session)
+        await record_effect(session, envelope)
+
+    if db.is_sqlite:
+        db = Database(db.url, sqlite_busy_timeout=0.2)
+    consumer = _consumer(db, kafka.bootstrap, topic_prefix, handler)
+    async with running(consumer):
+        await eventually(lambda: _true(lost), what="the handler reached message 10")
+        await asyncio.sleep(1.0)  # several retries meet the unavailable database
+        released.set()
+        await eventually(lambda: _count_is(db, 20), what="all 20 handled")
+    assert await effect_count(db) == 20
+    assert [r for r in await read_to_end(kafka.bootstrap, dlq)] == []
+
+
+async def _true(event: asyncio.Event) -> bool:
+    return event.is_set()
+
+
+async def _count_is(db: Database, n: int) -> bool:
+    return await effect_count(db) >= n
+
+
+async def _hold_sqlite_lock(db: Database, released: asyncio.Event) -> None:
+    other = Database(db.url)
+    async with other.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock
+        await released.wait()
+        await conn.rollback()
+    await other.dispose()
+
+
+async def _terminate_own_backend(db: Database, session: AsyncSession) -> None:
+    pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    side = Database(db.url)
+    async with side.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        await conn.commit()
+    await side.dispose()
+
+
+async def test_unrelated_oserror_is_dead_lettered_at_once(
+    db: Database, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    bad, _good = await _publish(kafka.bootstrap, topic, 2)
+    calls: dict[str, int] = {}
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        calls[envelope.id] = calls.get(envelope.id, 0) + 1
+        if envelope.id == bad.id:
+            raise FileNotFoundError("/etc/elevate/missing.yaml")
+        await record_effect(session, envelope)
+
+    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+        await eventually(lambda: _count_is(db, 1), what="the good message handled")
+    [dead] = await read_to_end(kafka.bootstrap, dlq)
+    assert headers_of(dead)["ce_id"] == bad.id
+    assert "FileNotFoundError" in headers_of(dead)["dlq_error"]
+    assert calls[bad.id] == 1  # permanent: not retried at all
+
+
+async def test_shutdown_during_a_retry_loop_is_prompt_and_keeps_the_message(
+    db: Database, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    await _publish(kafka.bootstrap, topic, 1)
+    failures = 0
+
+    async def failing(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal failures
+        failures += 1
+        raise TransientError("the directory is away")
+
+    slow = RetryPolicy(base_delay=120.0, max_delay=240.0)  # one wait: 1 to 4 minutes
+    consumer = _consumer(db, kafka.bootstrap, topic_prefix, failing, retry=slow)
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _positive(lambda: failures), what="a first failure")
+    await consumer.stop()
+    await asyncio.wait_for(task, 20)  # far less than the backoff it was sitting in
+
+    # Not committed, not dead-lettered: the same group gets the message again.
+    async with running(_consumer(db, kafka.bootstrap, topic_prefix, record_effect)):
+        await eventually(lambda: _count_is(db, 1), what="the message handled after restart")
+    assert await read_to_end(kafka.bootstrap, dlq) == []
+
+
+async def _positive(value: object) -> bool:
+    return bool(value() > 0)  # type: ignore[operator]
+
+
+# ---- PostgreSQL only: a real deadlock, a real restart ----
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(tmp_path / "pg")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
+    pg_url: str, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    db = Database(pg_url)
+    await upgrade(db)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(TestBase.metadata.create_all)
+        await conn.execute(text("CREATE TABLE dl (id int primary key, v int)"))
+        await conn.execute(text("INSERT INTO dl VALUES (1, 0), (2, 0)"))
+    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    [first, second] = await _publish(kafka.bootstrap, topic, 2)
+    other_waits = asyncio.Event()
+    deadlocked = 0
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal deadlocked
+        if envelope.id == first.id and deadlocked == 0:
+            deadlocked = 1
+            # This session detects the deadlock (it waits 50 ms, the other 10 s).
+            await session.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
+            await session.execute(text("UPDATE dl SET v = v + 1 WHERE id = 1"))
+            other = asyncio.create_task(_lock_two_then_one(db, other_waits))
+            await other_waits.wait()
+            await asyncio.sleep(0.2)  # the other transaction now waits for row 1
+            await session.execute(text("UPDATE dl SET v = v + 1 WHERE id = 2"))
+            await other
+        await record_effect(session, envelope)
+
+    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+        await eventually(lambda: _count_is(db, 2), what="both handled")
+    assert deadlocked == 1
+    assert await effect_count(db) == 2
+    assert await read_to_end(kafka.bootstrap, dlq) == []
+    assert {first.id, second.id}
+    await db.dispose()
+
+
+async def _lock_two_then_one(db: Database, waiting: asyncio.Event) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SET deadlock_timeout = '10s'"))
+        await conn.execute(text("UPDATE dl SET v = v + 10 WHERE id = 2"))
+        waiting.set()
+        await conn.execute(text("UPDATE dl SET v = v + 10 WHERE id = 1"))
+        await conn.commit()
+
+
+async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
+    own_postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    url = own_postgres.create_database("restart")
+    db = Database(url)
+    await upgrade(db)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(TestBase.metadata.create_all)
+    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    envelopes = await _publish(kafka.bootstrap, topic, 30)
+    stopped = asyncio.Event()
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.id == envelopes[12].id and not stopped.is_set():
+            stopped.set()
+            await asyncio.to_thread(own_postgres.stop)  # mid-batch: the server goes away
+        await record_effect(session, envelope)
+
+    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+        await eventually(lambda: _true(stopped), what="PostgreSQL stopped mid-batch")
+        await asyncio.sleep(1.5)  # the consumer meets a database that is not there
+        await asyncio.to_thread(own_postgres.start)
+        await eventually(lambda: _count_is(db, 30), what="all 30 handled", timeout=120)
+    assert await effect_count(db) == 30
+    assert await read_to_end(kafka.bootstrap, dlq) == []
+    await db.dispose()
