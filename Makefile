@@ -10,8 +10,9 @@ install:
 	@bash scripts/bootstrap.sh
 
 ## Run the whole system locally: Kafka, moto (seeded), OIDC, the four services (SQLite).
+## The supervisor runs as make's own child (no uv in between), so it stops with make.
 dev: install
-	@$(UV) elevate-dev
+	@exec .venv/bin/elevate-dev
 
 ## Run the test suite against its own Kafka, PostgreSQL and moto on free ports.
 test:

@@ -1,17 +1,21 @@
 """Session-wide real components: Kafka (KRaft), PostgreSQL and moto, each on free ports
 and in temp dirs, so `make test` runs beside `make dev`.
 
-A test that needs a component it cannot reach fails; nothing here skips.
+A test that needs a component it cannot reach fails; nothing here skips. The session is a
+recorded run (`elevate_local.runs`): SIGTERM and SIGHUP tear it down like Ctrl-C, its
+components die with it even on SIGKILL, and it first removes what dead runs left.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
 
@@ -21,6 +25,20 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then tears everything down
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    runs.begin("test")
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runs.current().end()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -38,7 +56,7 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), ephemeral=True)
     broker.start()
     yield broker
     broker.stop()
@@ -46,7 +64,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"), ephemeral=True)
     cluster.start()
     yield cluster
     cluster.stop()

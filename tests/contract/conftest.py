@@ -25,7 +25,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
     """A broker of this test's own, for tests that stop and restart it."""
-    broker = KafkaBroker(tmp_path / "kafka")
+    broker = KafkaBroker(tmp_path / "kafka", ephemeral=True)
     broker.start()
     yield broker
     broker.kill()

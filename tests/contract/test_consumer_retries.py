@@ -191,7 +191,7 @@ async def _positive(value: object) -> bool:
 
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(tmp_path / "pg")
+    cluster = PostgresCluster(tmp_path / "pg", ephemeral=True)
     cluster.start()
     yield cluster
     cluster.stop()

@@ -17,6 +17,7 @@ from elevate_core.errors import TransientError
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.timers import Timer, TimerRunner, cancel, schedule
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def worker(*args: str, fail_points: str = "") -> subprocess.Popen[bytes]:
     env = {**os.environ, "ELEVATE_MODE": "test", "ELEVATE_FAIL_POINTS": fail_points}
-    return subprocess.Popen(
+    return runs.spawn(
         [sys.executable, "-m", "tests.contract.worker", *args],
         cwd=ROOT,
         env=env,

@@ -174,7 +174,7 @@ async def test_events_for_a_deleted_topic_are_moved_aside(
 
 @pytest.fixture
 def acl_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(tmp_path / "kafka-acl", authorizer=True)
+    broker = KafkaBroker(tmp_path / "kafka-acl", authorizer=True, ephemeral=True)
     broker.start()
     yield broker
     broker.kill()

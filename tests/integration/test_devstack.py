@@ -1,6 +1,7 @@
 """`make dev` end to end: the supervisor brings up all seven processes (on free ports
 here, so this runs beside a developer's own `make dev`), the topics exist, moto holds
-the seeded organisation, and Ctrl-C stops everything."""
+the seeded organisation, and SIGTERM (what `timeout`, CI and IDEs send; Ctrl-C and SIGHUP
+take the same path) stops every process it started."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from pathlib import Path
 import boto3
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
+from elevate_local import runs
 from elevate_local.ports import port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_dev_stack_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
+async def test_dev_stack_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
+    proc = runs.spawn(
         [
             sys.executable,
             "-m",
@@ -197,8 +199,14 @@ async def test_dev_stack_starts_everything_and_stops_on_ctrl_c(tmp_path: Path) -
         assert [a["PrincipalId"] for a in assignments] == [alice_id]
         assert any("request-api |" in line for line in seen + list(lines.queue))
     finally:
-        proc.send_signal(signal.SIGINT)
+        record = runs.run_dir() / f"dev-{proc.pid}.json"
+        launched = json.loads(record.read_text())["processes"] if record.exists() else []
+        proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0
+    assert {p["name"] for p in launched} >= {"kafka", "moto", "oidc", "request-api"}
+    still = [p["name"] for p in launched if runs.alive(p["pid"], p["ticks"])]
+    assert still == [], f"left running after SIGTERM: {still}"
+    assert not record.exists()
     for name, port in ports.items():
-        assert not port_open(port), f"{name} still listening on {port} after Ctrl-C"
+        assert not port_open(port), f"{name} still listening on {port} after SIGTERM"

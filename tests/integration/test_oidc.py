@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import jwt
 import pytest
+from elevate_local import runs
 from elevate_local.oidc import (
     OidcProvider,
     fetch_token,
@@ -151,7 +152,7 @@ def test_stop_frees_the_port() -> None:
 def test_cli_serve_and_token() -> None:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
+    server = runs.spawn(
         [sys.executable, "-m", "elevate_local.oidc", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from elevate_local.postgres import PostgresCluster
@@ -26,7 +27,7 @@ SERVICES = ["request_api", "approval", "grant_worker", "audit_ingest"]
 class Service:
     def __init__(self, module: str, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen(
+        self.proc = runs.spawn(
             [sys.executable, "-m", f"elevate_{module}.main"],
             cwd=ROOT,
             env={
@@ -45,7 +46,7 @@ class Service:
     def stop(self) -> str:
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=30)
-        return out.decode()
+        return bytes(out).decode()
 
 
 @pytest.fixture

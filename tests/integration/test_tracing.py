@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -81,7 +82,7 @@ async def test_one_trace_spans_producer_and_consumer_processes(
 
     def run(cmd: str) -> subprocess.Popen[bytes]:
         url = f"sqlite+aiosqlite:///{tmp_path / (cmd + '.db')}"
-        return subprocess.Popen(
+        return runs.spawn(
             [
                 sys.executable,
                 "-m",

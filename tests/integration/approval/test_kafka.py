@@ -22,6 +22,7 @@ from elevate_core.events.topics import Topics
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.outbox import OutboxMessage
 from elevate_core.timers import Timer
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from sqlalchemy import func, select
@@ -196,7 +197,7 @@ def _service_process(
         ELEVATE_AWS_ENDPOINT_URL=moto,
         ELEVATE_FAIL_POINTS=fail_points,
     )
-    proc = subprocess.Popen(
+    proc = runs.spawn(
         [sys.executable, "-m", "elevate_approval.main"],
         cwd=ROOT,
         env=env,

@@ -13,6 +13,7 @@ from typing import Any
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
 from elevate_core.outbox import OutboxMessage
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
 from elevate_local.simulate_activity import deliver, session_records
@@ -44,7 +45,7 @@ def start_service(settings: dict[str, Any], *, fail_points: str = "") -> subproc
         ELEVATE_CLOUDTRAIL_PUBLISH_BATCH="4",
         ELEVATE_FAIL_POINTS=fail_points,
     )
-    return subprocess.Popen(
+    return runs.spawn(
         [sys.executable, "-m", "elevate_audit_ingest.main"],
         cwd=ROOT,
         env=env,

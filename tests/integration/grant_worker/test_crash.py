@@ -19,6 +19,7 @@ from elevate_core.outbox import OutboxMessage
 from elevate_grant_worker.main import SPEC
 from elevate_grant_worker.models import Assignment, Grant, Standing
 from elevate_grant_worker.service import grant_id_for
+from elevate_local import runs
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation
@@ -61,7 +62,7 @@ def start(
             "ELEVATE_WORKER_POLL_SECONDS": "0.5",
             "ELEVATE_CONSUMER_SESSION_TIMEOUT_MS": "6000",
         }
-        proc = subprocess.Popen(
+        proc = runs.spawn(
             [sys.executable, "-m", "elevate_grant_worker.main"],
             cwd=ROOT,
             env=env,

@@ -231,7 +231,7 @@ async def test_pagination_and_scope(api: Api) -> None:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     """Set up before (so torn down after) the API that uses it."""
-    broker = KafkaBroker(tmp_path / "kafka")
+    broker = KafkaBroker(tmp_path / "kafka", ephemeral=True)
     broker.start()
     yield broker
     broker.kill()

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from elevate_core.errors import ElevateError
 
+from elevate_local import runs
 from elevate_local.ports import free_port, wait_for_port
+from elevate_local.runs import guarded
 
 KAFKA_DIR = Path(__file__).resolve().parents[2] / "kafka"
 LIB_DIR = KAFKA_DIR / "lib"
@@ -71,6 +73,8 @@ class KafkaBroker:
     stdout: int | None = subprocess.DEVNULL
     # StandardAuthorizer that allows what no ACL mentions (tests add DENY ACLs).
     authorizer: bool = False
+    # A throwaway broker (tests): its data dir goes with it if its run dies.
+    ephemeral: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -148,10 +152,13 @@ class KafkaBroker:
     def start(self, *, timeout: float = 90.0) -> None:
         self.format()
         self.process = subprocess.Popen(
-            self._java("kafka.Kafka", str(self.data_dir / "server.properties")),
+            guarded(self._java("kafka.Kafka", str(self.data_dir / "server.properties"))),
             stdout=self.stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+        )
+        runs.current().track(
+            "kafka", self.process.pid, data_dir=self.data_dir if self.ephemeral else None
         )
         try:
             wait_for_port(self.port, timeout=timeout, what="Kafka broker")
@@ -177,10 +184,15 @@ class KafkaBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process = None
+        self._forget()
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.process is not None:
+            runs.current().untrack(self.process.pid)
         self.process = None

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from elevate_core.errors import ElevateError
 
+from elevate_local import runs
 from elevate_local.ports import free_port, wait_for_port
+from elevate_local.runs import guarded
 
 
 class PostgresNotInstalledError(ElevateError):
@@ -38,13 +40,13 @@ def _bindir() -> Path:
 class PostgresCluster:
     data_dir: Path
     port: int = field(default_factory=free_port)
+    # A throwaway cluster (tests): its data dir goes with it if its run dies.
+    ephemeral: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
-    def _run_as(self) -> list[str]:
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--"]
-        return []
+    def _user(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
 
     def url(self, database: str = "postgres") -> str:
         user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
@@ -63,46 +65,54 @@ class PostgresCluster:
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                [
-                    *self._run_as,
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(pgdata),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
+                guarded(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(pgdata),
+                        "-A",
+                        "trust",
+                        "-U",
+                        "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                        "-E",
+                        "UTF8",
+                        "--no-sync",
+                    ],
+                    user=self._user,
+                ),
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
         self.process = subprocess.Popen(
-            [
-                *self._run_as,
-                str(bindir / "postgres"),
-                "-D",
-                str(pgdata),
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.data_dir),
-                "-h",
-                "127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-            ],
+            guarded(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data_dir),
+                    "-h",
+                    "127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                user=self._user,
+                on_parent_death="INT",  # fast shutdown: clients are dying too
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+        )
+        runs.current().track(
+            "postgres", self.process.pid, data_dir=self.data_dir if self.ephemeral else None
         )
         wait_for_port(self.port, timeout=timeout, what="PostgreSQL")
         self._wait_accepting(bindir, timeout)
@@ -164,6 +174,8 @@ class PostgresCluster:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None:
+            runs.current().untrack(self.process.pid)
         self.process = None
 
 

@@ -2,7 +2,9 @@
 
 Starts the real Kafka broker (KRaft), moto (seeded with the example organisation),
 the local OIDC provider and the four services on SQLite; prefixes every line with
-its process name; stops everything, in reverse order, on Ctrl-C.
+its process name; stops everything, in reverse order, on Ctrl-C, SIGTERM or SIGHUP.
+Every child also dies with the supervisor if it is SIGKILLed (parent-death signal), and
+the next `make dev` or `make test` removes anything a dead run left (`elevate_local.runs`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, port_open, wait_for_port
+from elevate_local.runs import guarded
 
 ROOT = Path(__file__).resolve().parents[4]
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
@@ -68,7 +72,7 @@ class Supervisor:
 
     def spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         proc = subprocess.Popen(
-            list(argv),
+            guarded(argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -78,6 +82,7 @@ class Supervisor:
         assert proc.stdout is not None
         threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True).start()
         self.children.append((name, proc))
+        runs.current().track(name, proc.pid)
 
     def say(self, message: str) -> None:
         with self._print_lock:
@@ -239,7 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.set()
         raise KeyboardInterrupt
 
+    runs.begin("dev")
+    runs.die_with_parent(signal.SIGTERM)  # `make` killed outright: stop like on SIGTERM
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # the terminal went away: stop, do not linger
     # Explicitly: a shell that starts us in the background hands us SIGINT ignored.
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -248,9 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         supervisor.stop()
+        runs.current().end()
 
 
 if __name__ == "__main__":
