@@ -10,7 +10,7 @@ from elevate_core.db import Base, Database
 from elevate_core.migrate import upgrade
 from sqlalchemy import Connection, inspect
 
-RUNTIME_TABLES = {"outbox", "processed_events", "timers", "dlq_redriven"}
+RUNTIME_TABLES = {"outbox", "processed_events", "timers", "dlq_redriven", "leases"}
 
 
 async def test_runtime_migrations_match_models(database_url: str) -> None:

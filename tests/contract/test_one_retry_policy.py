@@ -155,10 +155,10 @@ class _ScriptedWorker(AssignmentWorker):
     def __init__(self, *args: object, script: list[BaseException | None], **kw: object):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.script = script
-        self.steps = 0
+        self.calls = 0
 
     async def step(self, triple: Triple) -> bool:
-        self.steps += 1
+        self.calls += 1
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
@@ -184,9 +184,9 @@ async def test_assignment_worker(db: Database) -> None:
 
     transient = worker([TransientError("throttled"), TransientError("throttled"), None])
     await transient.drive(triple)
-    assert transient.steps == 3  # retried twice, then nothing left to do
+    assert transient.calls == 3  # retried twice, then nothing left to do
     broken = worker([KeyError("a bug")])
     await broken.drive(triple)
-    assert broken.steps == 1  # permanent: left to the next scan, not retried in a loop
+    assert broken.calls == 1  # permanent: left to the next scan, not retried in a loop
     assert spy.seen.count(("TransientError", True)) == 2
     assert ("KeyError", False) in spy.seen

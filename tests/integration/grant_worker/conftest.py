@@ -20,11 +20,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from elevate_core.app import ServiceContext, bootstrap
 from elevate_core.clock import ManualClock
+from elevate_core.db import Database
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.migrate import upgrade
 from elevate_core.notify import wake
@@ -35,10 +37,16 @@ from elevate_grant_worker.main import SPEC, StandingProvider, build
 from elevate_grant_worker.models import Assignment, Grant
 from elevate_grant_worker.service import WORK_CHANNEL, grant_id_for
 from elevate_grant_worker.settings import GrantWorkerSettings
+from elevate_grant_worker.worker import AssignmentWorker
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
-from sqlalchemy import select
+from elevate_local.ports import free_port
+from elevate_local.postgres import PostgresCluster
+from elevate_request_api.consumers import project
+from elevate_request_api.main import SPEC as REQUEST_API
+from elevate_request_api.models import AccessRequest
+from sqlalchemy import select, text
 
 from tests.helpers import eventually
 
@@ -134,6 +142,9 @@ def settings_for(
         "revocation_retry_seconds": 0.5,
         "worker_poll_seconds": 0.5,
         "consumer_session_timeout_ms": 6000,
+        # A lost leader's lease expires quickly, so takeovers in tests take seconds.
+        "leader_lease_seconds": 5.0,
+        "aws_timeout_seconds": 2.0,
     }
     values.update(extra)
     return GrantWorkerSettings(**values)
@@ -172,6 +183,18 @@ class Running:
     ctx: ServiceContext
     clock: ManualClock
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    held: list[Any] = field(default_factory=list)
+
+    def start_held(self) -> None:
+        self.tasks += [asyncio.create_task(w.run()) for w in self.held]
+        self.held = []
+
+    @property
+    def worker(self) -> AssignmentWorker:
+        return next(w for w in self.ctx.workers if isinstance(w, AssignmentWorker))
+
+    async def ended_events(self, request_id: uuid.UUID) -> int:
+        return (await self.events(request_id)).count("ended")
 
     @property
     def db(self) -> Any:
@@ -217,7 +240,10 @@ async def running(
     *,
     clock: ManualClock | None = None,
     standing: StandingProvider | None = None,
+    hold_back: Callable[[Any], bool] = lambda _w: False,
 ) -> AsyncIterator[Running]:
+    """grant-worker's workers in this process. `hold_back` names workers not to start yet
+    (`Running.start_held` starts them), so a test can order them deterministically."""
     ctx = bootstrap(settings)
     await upgrade(ctx.db, SPEC.migrations)
     clock = clock or ManualClock(T0)
@@ -225,7 +251,8 @@ async def running(
     for hook in ctx.startup:
         await hook()
     run = Running(ctx, clock)
-    run.tasks = [asyncio.create_task(w.run()) for w in ctx.workers]
+    run.held = [w for w in ctx.workers if hold_back(w)]
+    run.tasks = [asyncio.create_task(w.run()) for w in ctx.workers if w not in run.held]
     try:
         yield run
     finally:
@@ -279,3 +306,120 @@ def make_settings(
 
 def decisions_topic(prefix: str) -> str:
     return f"{prefix}{Topics.DECISIONS}"
+
+
+# ---- request-api's read model over the grants topic (statuses as users see them) ----
+
+
+class ReadModel:
+    def __init__(self, db: Database, consumer: Consumer) -> None:
+        self.db = db
+        self.consumer = consumer
+
+    async def status(self, request_id: uuid.UUID) -> str | None:
+        async with self.db.sessions() as s:
+            row = await s.get(AccessRequest, request_id)
+            return row.status if row is not None else None
+
+    async def wait_status(self, request_id: uuid.UUID, status: str) -> None:
+        async def check() -> bool:
+            return await self.status(request_id) == status
+
+        await eventually(check, what=f"request {request_id} {status} in the read model")
+
+
+@pytest.fixture
+async def read_model(
+    postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str, publish: Publisher
+) -> AsyncIterator[ReadModel]:
+    db = Database(postgres.create_database(f"t_{uuid.uuid4().hex[:12]}"))
+    await upgrade(db, REQUEST_API.migrations)
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=f"{topic_prefix}request-api.read-model",
+            topics=(f"{topic_prefix}{Topics.GRANTS}",),
+            bootstrap_servers=kafka.bootstrap,
+            dlq_topic=f"{topic_prefix}{Topics.DLQ}",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
+        ),
+        project,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield ReadModel(db, consumer)
+    finally:
+        await consumer.stop()
+        await asyncio.wait_for(task, 30)
+        await db.dispose()
+
+
+# ---- a database link that can be cut (a partition between one worker and PostgreSQL) ----
+
+
+class DbLink:
+    """A TCP forwarder in front of PostgreSQL. `cut()` terminates the sessions that came
+    through it (`pg_terminate_backend`) and refuses new ones until `restore()`."""
+
+    def __init__(self, upstream_port: int, admin_url: str) -> None:
+        self.upstream_port = upstream_port
+        self.admin_url = admin_url
+        self.port = free_port()
+        self.refusing = False
+        self._server: asyncio.Server | None = None
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+
+    def url(self, database_url: str) -> str:
+        return database_url.replace(f":{self.upstream_port}/", f":{self.port}/")
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._pairs.append((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def cut(self) -> int:
+        """Drop every session through the link; returns how many backends were terminated."""
+        self.refusing = True
+        ports = [w.get_extra_info("sockname")[1] for _c, w in self._pairs]
+        admin = Database(self.admin_url)
+        async with admin.engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE client_port = ANY(:ports)"
+                ),
+                {"ports": ports},
+            )
+            terminated = int(result.scalar_one())
+            await conn.commit()
+        await admin.dispose()
+        for client, upstream in self._pairs:
+            client.close()
+            upstream.close()
+        self._pairs.clear()
+        return terminated
+
+    def restore(self) -> None:
+        self.refusing = False
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()

@@ -1,4 +1,4 @@
-"""Table tests of grant-worker's pure decisions."""
+"""Table tests of grant-worker's pure decisions, with an injected `now`."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from elevate_grant_worker.domain import (
-    Action,
     AssignmentState,
+    Ending,
+    GrantFacts,
     GrantState,
-    TripleView,
-    on_activation_due,
-    on_approved,
-    on_stop,
+    Plan,
+    Step,
+    TripleFacts,
+    gated,
+    look_again_at,
     plan,
-    removal_keeps_access,
+    replay_gate_passed,
 )
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -25,88 +27,122 @@ A, P, C, D = (
     AssignmentState.CREATING,
     AssignmentState.DELETING,
 )
+S, ACT = GrantState.SCHEDULED, GrantState.ACTIVE
+
+
+def g(
+    gid: str = "g1",
+    state: GrantState = S,
+    *,
+    start: datetime = NOW - H,
+    end: datetime = NOW + H,
+    stop: str | None = None,
+    ready: bool = True,
+) -> GrantFacts:
+    return GrantFacts(gid, state, start, end, stop, ready)  # type: ignore[arg-type]
+
+
+def triple(a: AssignmentState, *grants: GrantFacts, standing: bool = False) -> TripleFacts:
+    return TripleFacts(a, grants, standing)
 
 
 @pytest.mark.parametrize(
-    ("start", "end", "stopped", "expected"),
+    ("facts", "expected"),
     [
-        (NOW + H, NOW + 2 * H, False, "schedule"),
-        (NOW - H, NOW + H, False, "activate_now"),
-        (NOW, NOW + H, False, "activate_now"),
-        (NOW - 2 * H, NOW - H, False, "lapsed"),  # replay or late approval
-        (NOW - 2 * H, NOW, False, "lapsed"),
-        (NOW + H, NOW + 2 * H, True, "stopped"),  # cancelled before the approval arrived
+        # intents are resumed first, whatever the grants say now
+        (triple(C, g(stop="revoked")), Plan(Step.RESUME_CREATE)),
+        (triple(D, g()), Plan(Step.RESUME_DELETE)),
+        # activation: a grant in its window wants the assignment
+        (triple(A, g()), Plan(Step.CREATE)),
+        (triple(P, g()), Plan(Step.SETTLE, activate=("g1",))),
+        (triple(P, g("g1", ACT), g("g2")), Plan(Step.SETTLE, activate=("g2",))),  # joins
+        # not yet in its window: nothing to do until its start
+        (triple(A, g(start=NOW + H, end=NOW + 2 * H)), Plan(Step.WAIT, look_again_at=NOW + H)),
+        # the replay gate: not served before the stops published before it were read
+        (triple(A, g(ready=False)), Plan(Step.WAIT, look_again_at=NOW + H)),
+        (triple(P, g("g1", ACT, ready=False)), Plan(Step.WAIT, look_again_at=NOW + H)),
+        # a create finished after its only grant was revoked: delete, then end it
+        (triple(P, g(stop="revoked")), Plan(Step.DELETE)),
+        (
+            triple(A, g(stop="revoked")),
+            Plan(Step.SETTLE, end=(Ending("g1", "revoked", removed=False),)),
+        ),
+        # served, then revoked and removed
+        (triple(P, g("g1", ACT, stop="revoked")), Plan(Step.DELETE)),
+        (
+            triple(A, g("g1", ACT, stop="revoked")),
+            Plan(Step.SETTLE, end=(Ending("g1", "revoked", removed=True),)),
+        ),
+        # expiry
+        (triple(P, g("g1", ACT, end=NOW)), Plan(Step.DELETE)),
+        (
+            triple(A, g("g1", ACT, end=NOW)),
+            Plan(Step.SETTLE, end=(Ending("g1", "expired", removed=True),)),
+        ),
+        # lapsed: its window passed before it was served
+        (
+            triple(A, g(start=NOW - 2 * H, end=NOW - H)),
+            Plan(Step.SETTLE, end=(Ending("g1", "expired", removed=False),)),
+        ),
+        # cancelled before activation: never created
+        (
+            triple(A, g(start=NOW + H, end=NOW + 2 * H, stop="cancelled")),
+            Plan(Step.SETTLE, end=(Ending("g1", "cancelled", removed=False),)),
+        ),
+        # overlaps: another holder keeps the assignment; the ending grant keeps nothing
+        (
+            triple(P, g("g1", ACT, stop="revoked"), g("g2", ACT)),
+            Plan(Step.SETTLE, end=(Ending("g1", "revoked", removed=False),)),
+        ),
+        # standing: never deleted, its grants end with the assignment kept
+        (
+            triple(P, g("g1", ACT, end=NOW), standing=True),
+            Plan(Step.SETTLE, end=(Ending("g1", "expired", removed=False),)),
+        ),
+        (triple(P, standing=True), Plan(Step.WAIT)),
+        # nothing holds an assignment of ours: delete it; nothing at all: wait
+        (triple(P), Plan(Step.DELETE)),
+        (triple(A), Plan(Step.WAIT)),
     ],
 )
-def test_on_approved(start: datetime, end: datetime, stopped: bool, expected: str) -> None:
-    assert on_approved(start=start, end=end, now=NOW, stopped=stopped) == expected
+def test_plan(facts: TripleFacts, expected: Plan) -> None:
+    assert plan(facts, NOW) == expected
+
+
+def test_gated_grants_are_the_ones_waiting_on_the_replay_gate() -> None:
+    facts = triple(A, g("g1", ready=False), g("g2", stop="revoked", ready=False), g("g3"))
+    assert gated(facts, NOW) == ("g1",)
+
+
+def test_a_stopped_grant_is_never_served_even_inside_its_window() -> None:
+    for stop in ("cancelled", "revoked"):
+        assert plan(triple(A, g(stop=stop)), NOW).step is not Step.CREATE
 
 
 @pytest.mark.parametrize(
-    ("state", "end", "expected"),
+    ("grants", "expected"),
     [
-        (GrantState.SCHEDULED, NOW + H, GrantState.ACTIVATING),
-        (GrantState.SCHEDULED, NOW, GrantState.LAPSED),
-        (GrantState.CANCELLED, NOW + H, None),
-        (GrantState.ACTIVE, NOW + H, None),
-        (GrantState.REVOKING, NOW + H, None),
+        ((g(start=NOW + H, end=NOW + 2 * H),), NOW + H),
+        ((g("g1", ACT, end=NOW + 2 * H), g("g2", start=NOW + H, end=NOW + 3 * H)), NOW + H),
+        ((g("g1", ACT, end=NOW + 2 * H),), NOW + 2 * H),
+        ((g(stop="revoked"),), None),
+        ((g("g1", GrantState.ENDED),), None),
     ],
 )
-def test_on_activation_due(state: GrantState, end: datetime, expected: GrantState | None) -> None:
-    assert on_activation_due(state=state, end=end, now=NOW) == expected
+def test_look_again_at(grants: tuple[GrantFacts, ...], expected: datetime | None) -> None:
+    assert look_again_at(triple(A, *grants), NOW) == expected
 
 
 @pytest.mark.parametrize(
-    ("state", "reason", "expected"),
+    ("gate", "progress", "passed"),
     [
-        (GrantState.SCHEDULED, "cancelled", GrantState.CANCELLED),
-        (GrantState.SCHEDULED, "revoked", GrantState.CANCELLED),
-        (GrantState.SCHEDULED, "expired", GrantState.LAPSED),
-        (GrantState.ACTIVATING, "cancelled", GrantState.REVOKING),
-        (GrantState.ACTIVE, "expired", GrantState.REVOKING),
-        (GrantState.ACTIVE, "revoked", GrantState.REVOKING),
-        (GrantState.REVOKING, "revoked", None),
-        (GrantState.ENDED, "revoked", None),
-        (GrantState.FAILED, "expired", None),
+        (None, {}, True),
+        ({}, {}, True),
+        ({"0": 5, "1": 3}, {"0": 5, "1": 3}, True),
+        ({"0": 5, "1": 3}, {"0": 7, "1": 3}, True),
+        ({"0": 5, "1": 3}, {"0": 5, "1": 2}, False),
+        ({"0": 5}, {}, False),
     ],
 )
-def test_on_stop(state: GrantState, reason: str, expected: GrantState | None) -> None:
-    assert on_stop(state=state, reason=reason) == expected  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("view", "expected"),
-    [
-        # intents are resumed before anything else
-        (TripleView(C, revoking=1), Action.RESUME_CREATE),
-        (TripleView(D, activating=1), Action.RESUME_DELETE),
-        # activation
-        (TripleView(A, activating=1), Action.CREATE),
-        (TripleView(P, activating=1, active=1), Action.SETTLE),  # joins a held assignment
-        (TripleView(P, active=2), Action.NONE),
-        # overlaps: another holder keeps it
-        (TripleView(P, active=1, revoking=1), Action.SETTLE),
-        (TripleView(P, revoking=2), Action.DELETE),
-        # standing: never deleted
-        (TripleView(P, revoking=1, standing=True), Action.SETTLE),
-        (TripleView(P, standing=True), Action.NONE),
-        # nothing holds a present assignment of ours: delete
-        (TripleView(P), Action.DELETE),
-        (TripleView(A, revoking=1), Action.SETTLE),
-        (TripleView(A), Action.NONE),
-    ],
-)
-def test_plan(view: TripleView, expected: Action) -> None:
-    assert plan(view) == expected
-
-
-@pytest.mark.parametrize(
-    ("view", "keeps"),
-    [
-        (TripleView(P, active=1), True),
-        (TripleView(P, standing=True), True),
-        (TripleView(P, revoking=1), False),
-    ],
-)
-def test_removal_keeps_access(view: TripleView, keeps: bool) -> None:
-    assert removal_keeps_access(view) is keeps
+def test_replay_gate(gate: dict[str, int] | None, progress: dict[str, int], passed: bool) -> None:
+    assert replay_gate_passed(gate, progress) is passed

@@ -12,10 +12,16 @@ proxy, which by rule and rate (with a seeded random generator):
 - reports `FAILED` for a status poll and undoes the write in moto (a failed write has no
   effect in AWS either).
 
-It records every call (operation, outcome), the peak number of assignment writes in flight
-(accepted by "AWS" and not yet reported finished by a status poll) and the peak number of
-calls in any sliding one-second window. The operation is read from the JSON protocol's
-`X-Amz-Target` header (`SWBExternalService.CreateAccountAssignment`).
+It records every call (operation, parameters, outcome, arrival and answer times), the peak
+number of assignment writes in flight (accepted by "AWS" and not yet reported finished by a
+status poll) and the peak number of calls in any sliding one-second window. The operation
+is read from the JSON protocol's `X-Amz-Target` header
+(`SWBExternalService.CreateAccountAssignment`).
+
+Tests interleave deterministically by *holding* a call open: `hold("CreateAccountAssignment")`
+parks the next such call (before it reaches moto, or after, with `after=True`) until the
+test releases it — so "a revoke arrives while the create is in flight" is a fact, not a
+hope.
 
     proxy = AwsFaultProxy("http://127.0.0.1:5000", seed=7)
     proxy.add_rule(FaultRule(fault="throttle", rate=0.3))
@@ -84,6 +90,38 @@ class Call:
     operation: str
     outcome: str  # "ok", "throttle", "conflict", "http500", "in_progress", "failed", "error:<code>"
     at: float  # arrival, time.monotonic()
+    params: dict[str, Any] = field(default_factory=dict)  # the request's JSON body
+    answered: float = 0.0  # when the answer left, time.monotonic()
+
+
+class Hold:
+    """One held call: `reached` is set when it arrives (and is parked), `release()` lets it
+    go on. With `after=True` it is parked after moto acted, before the answer is sent."""
+
+    def __init__(self, operation: str, *, after: bool, match: dict[str, Any] | None) -> None:
+        self.operation = operation
+        self.after = after
+        self.match = match or {}
+        self.reached = threading.Event()
+        self._go = threading.Event()
+        self.call_params: dict[str, Any] = {}
+
+    def takes(self, operation: str, params: dict[str, Any]) -> bool:
+        if self.reached.is_set() or operation != self.operation:
+            return False
+        return all(params.get(k) == v for k, v in self.match.items())
+
+    def park(self, params: dict[str, Any]) -> None:
+        self.call_params = params
+        self.reached.set()
+        self._go.wait(timeout=600)
+
+    def release(self) -> None:
+        self._go.set()
+
+    def wait_reached(self, timeout: float = 60.0) -> None:
+        if not self.reached.wait(timeout):
+            raise TimeoutError(f"no {self.operation} call arrived to hold")
 
 
 @dataclass
@@ -112,6 +150,7 @@ class AwsFaultProxy:
         self.host = host
         self.port = port or free_port()
         self.rules: list[FaultRule] = list(rules)
+        self.holds: list[Hold] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._state = _State()
@@ -132,6 +171,24 @@ class AwsFaultProxy:
     def clear_rules(self) -> None:
         with self._lock:
             self.rules.clear()
+
+    def hold(
+        self, operation: str, *, after: bool = False, match: dict[str, Any] | None = None
+    ) -> Hold:
+        """Park the next `operation` call (whose JSON parameters include `match`)."""
+        held = Hold(operation, after=after, match=match)
+        with self._lock:
+            self.holds.append(held)
+        return held
+
+    def release_all(self) -> None:
+        with self._lock:
+            holds = list(self.holds)
+        for held in holds:
+            held.release()
+
+    def calls_of(self, operation: str | None = None) -> list[Call]:
+        return [c for c in self.calls if operation is None or c.operation == operation]
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -159,6 +216,7 @@ class AwsFaultProxy:
         self._thread.start()
 
     def stop(self) -> None:
+        self.release_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -220,9 +278,19 @@ class AwsFaultProxy:
                     return rule
         return None
 
-    def _record(self, operation: str, outcome: str, arrived: float) -> None:
+    def _record(self, operation: str, outcome: str, arrived: float, params: dict[str, Any]) -> None:
         with self._lock:
-            self._state.calls.append(Call(operation, outcome, arrived))
+            self._state.calls.append(
+                Call(operation, outcome, arrived, params, answered=time.monotonic())
+            )
+
+    def _take_hold(self, operation: str, params: dict[str, Any], *, after: bool) -> Hold | None:
+        with self._lock:
+            for held in self.holds:
+                if held.after == after and held.takes(operation, params):
+                    held.reached.set()  # claimed under the lock: one call per hold
+                    return held
+        return None
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
         arrived = time.monotonic()  # calls per second count arrivals
@@ -230,6 +298,10 @@ class AwsFaultProxy:
         body = req.rfile.read(length) if length else b""
         target = req.headers.get("X-Amz-Target", "")
         operation = target.rpartition(".")[2] if target else f"{req.command} {req.path}"
+        params = _params(body)
+        before = self._take_hold(operation, params, after=False)
+        if before is not None:
+            before.park(params)
 
         latency = self._pick(operation, ("latency",))
         if latency is not None:
@@ -237,7 +309,7 @@ class AwsFaultProxy:
         error = self._pick(operation, ("throttle", "conflict", "http500"))
         if error is not None:
             status, code, message = _ERRORS[error.fault]
-            self._record(operation, error.fault, arrived)
+            self._record(operation, error.fault, arrived, params)
             payload = json.dumps({"__type": code, "message": message}).encode()
             self._reply(req, status, payload, {"x-amzn-ErrorType": code})
             return
@@ -248,7 +320,10 @@ class AwsFaultProxy:
             self._write_accepted(operation, body, payload)
         elif status < 400 and operation in STATUS:
             payload, outcome = self._status(operation, body, payload)
-        self._record(operation, outcome, arrived)
+        after = self._take_hold(operation, params, after=True)
+        if after is not None:
+            after.park(params)
+        self._record(operation, outcome, arrived, params)
         self._reply(req, status, payload, headers)
 
     def _forward(
@@ -357,6 +432,14 @@ class AwsFaultProxy:
         req.send_header("Content-Length", str(len(payload)))
         req.end_headers()
         req.wfile.write(payload)
+
+
+def _params(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _error_code(payload: bytes) -> str:

@@ -170,6 +170,7 @@ def add_consumer(
     raw_key: RawKey | None = None,
     group_suffix: str = "",
     session_timeout_ms: int | None = None,
+    on_committed: Callable[[], None] | None = None,
 ) -> Consumer:
     """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed.
 
@@ -193,6 +194,7 @@ def add_consumer(
             **timeouts,  # type: ignore[arg-type]
         ),
         handler,
+        on_committed=on_committed,
     )
     ctx.workers.append(consumer)
     return consumer

@@ -14,7 +14,7 @@ from alembic.config import Config
 from sqlalchemy import Connection
 
 # The shared runtime's models, so Base.metadata is whole wherever migrations run.
-from elevate_core import dlq, outbox, timers  # noqa: F401
+from elevate_core import dlq, lease, outbox, timers  # noqa: F401
 from elevate_core.db import Database
 from elevate_core.kafka import dedupe  # noqa: F401
 

@@ -25,6 +25,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 from elevate_core.errors import ElevateError
+from elevate_core.lease import FencedError
 
 from elevate_grant_worker.metrics import AWS_CALLS, AWS_THROTTLES, IN_FLIGHT_WRITES
 from elevate_grant_worker.settings import GrantWorkerSettings
@@ -225,7 +226,14 @@ class IdentityCenter:
             ),
         )
         self.client.meta.events.register("before-send", SendPacer(rate, 1.0 + JITTER_GUARD))
+        # Last, right before the request leaves (after any pacing wait): fencing.
+        self.client.meta.events.register("before-send", self._fence_hook)
+        self.fence: Callable[[], None] | None = None
         self.instance_arn = settings.sso_instance_arn or ""
+
+    def _fence_hook(self, **_kwargs: Any) -> None:
+        if self.fence is not None:
+            self.fence()  # raises FencedError: this worker no longer leads
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -235,6 +243,8 @@ class IdentityCenter:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._pool, fn)
+        except FencedError:
+            raise
         except Exception as exc:
             error = classify(exc)
             AWS_CALLS.labels(operation, error.code).inc()
@@ -258,13 +268,23 @@ class IdentityCenter:
 
     async def exists(self, triple: Triple, *, priority: int) -> bool:
         """Whether AWS lists the USER assignment (all pages)."""
+        users = await self.user_assignments(
+            triple.account_id, triple.permission_set_arn, priority=priority
+        )
+        return triple.principal_id in users
+
+    async def user_assignments(
+        self, account_id: str, permission_set_arn: str, *, priority: int
+    ) -> set[str]:
+        """The principal ids of every USER assignment of the pair (all pages)."""
         arn = await self.discover()
         token: str | None = None
+        users: set[str] = set()
         while True:
             kwargs: dict[str, Any] = {
                 "InstanceArn": arn,
-                "AccountId": triple.account_id,
-                "PermissionSetArn": triple.permission_set_arn,
+                "AccountId": account_id,
+                "PermissionSetArn": permission_set_arn,
             }
             if token:
                 kwargs["NextToken"] = token
@@ -273,14 +293,14 @@ class IdentityCenter:
                 priority,
                 lambda kw=kwargs: self.client.list_account_assignments(**kw),  # type: ignore[misc]
             )
-            for item in page.get("AccountAssignments", []):
-                if item.get("PrincipalType") == "USER" and item.get("PrincipalId") == (
-                    triple.principal_id
-                ):
-                    return True
+            users.update(
+                str(item["PrincipalId"])
+                for item in page.get("AccountAssignments", [])
+                if item.get("PrincipalType") == "USER" and item.get("PrincipalId")
+            )
             token = page.get("NextToken")
             if not token:
-                return False
+                return users
 
     def _target(self, triple: Triple) -> dict[str, Any]:
         return {

@@ -1,14 +1,25 @@
-"""What grant-worker reads: `RequestApproved` from the decisions topic only (two consumers,
-so an approval-shaped event on any other topic is never acted on), and `RequestCancelled`
-/ `RevokeRequested` from the requests topic. Everything else there is not ours: ignored."""
+"""What grant-worker reads: `RequestApproved` from the decisions topic only (its own
+consumer, so an approval-shaped event on any other topic is never acted on),
+`RequestCancelled` / `RevokeRequested` from the requests topic, and its own past from the
+grants topic (managed pairs, standing). Everything else there is not ours: ignored. They
+only record facts; the assignment worker acts on them."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from elevate_core.clock import Clock
 from elevate_core.events.envelope import Envelope
-from elevate_core.events.models import RequestApproved, RequestCancelled, RevokeRequested
+from elevate_core.events.models import (
+    DriftDetected,
+    GrantActivated,
+    GrantEnded,
+    RequestApproved,
+    RequestCancelled,
+    RevokeRequested,
+    StandingAssignmentRecorded,
+)
 from elevate_core.kafka.consumer import Handler
 from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,15 +27,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from elevate_grant_worker import service
 
 log = logging.getLogger(__name__)
+Gate = Callable[[], Awaitable[dict[str, int]]]
+SOURCE = "elevate/grant-worker"
+_HISTORY = frozenset(
+    e.ce_type for e in (GrantActivated, GrantEnded, StandingAssignmentRecorded, DriftDetected)
+)
 
 
-def decisions_handler(*, outbox: Outbox, clock: Clock) -> Handler:
+def decisions_handler(*, outbox: Outbox, clock: Clock, gate: Gate | None = None) -> Handler:
+    """`gate` gives the requests topic's end offsets now (the replay gate, progress.py)."""
+
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         if envelope.type != RequestApproved.ce_type:
             return
         event = envelope.event()
         assert isinstance(event, RequestApproved)
-        await service.approve(session, event=event, outbox=outbox, now=clock.now())
+        offsets = await gate() if gate is not None else None
+        await service.approve(session, event=event, outbox=outbox, now=clock.now(), gate=offsets)
+
+    return handle
+
+
+def history_handler(*, clock: Clock) -> Handler:
+    """grant-worker's own events, read back: only its own writer's are trusted."""
+
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.source != SOURCE or envelope.type not in _HISTORY:
+            return
+        await service.record_history(session, envelope.event(), now=clock.now())
 
     return handle
 
@@ -35,16 +65,13 @@ def requests_handler(*, clock: Clock) -> Handler:
             cancelled = envelope.event()
             assert isinstance(cancelled, RequestCancelled)
             await service.stop(
-                session,
-                request_id=str(cancelled.request_id),
-                reason="cancelled",
-                now=clock.now(),
+                session, request_id=str(cancelled.request_id), kind="cancelled", now=clock.now()
             )
         elif envelope.type == RevokeRequested.ce_type:
             revoke = envelope.event()
             assert isinstance(revoke, RevokeRequested)
             await service.stop(
-                session, request_id=str(revoke.request_id), reason="revoked", now=clock.now()
+                session, request_id=str(revoke.request_id), kind="revoked", now=clock.now()
             )
 
     return handle

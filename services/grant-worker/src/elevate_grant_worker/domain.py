@@ -1,18 +1,24 @@
-"""Pure decisions of grant-worker: the grant state machine and the holding rule for an
-assignment triple. No I/O, no clock of its own: callers pass `now`.
+"""Pure decisions of grant-worker. No I/O, no clock of its own: callers pass `now`.
 
-Grant states:
+grant-worker is level-triggered: whether an assignment (account, permission set, user) —
+a *triple* — should exist is computed from its grants, its standing entry and the clock,
+every time it is looked at. Nothing depends on one event being seen at one moment: a lost
+step is a delay, never a permanent grant.
 
-    scheduled ──activation due──▶ activating ──AWS SUCCEEDED──▶ active
-        │  (end passed: lapsed)      │  (FAILED n times / terminal error: failed)
-        │                            ▼                            │
-        └─cancel/revoke: cancelled  revoking ◀──end / revoke / cancel┘
-                                     │ AWS deletion SUCCEEDED, or another holder remains
-                                     ▼
-                                   ended (reason expired | revoked | cancelled)
+A grant *wants* the assignment while it is approved, not stopped (cancelled or revoked),
+not failed, and `start <= now < end`; it is *eligible* to be served when, in addition, the
+stops published before its approval are known to have been read (`ready`, the replay
+gate) — or it was already served. `plan()` compares that with what is recorded of AWS:
 
-An assignment (account, permission set, user) is *held* by every grant in `activating` or
-`active`. It is deleted only when nobody holds it and it is not standing.
+    recorded \\ wanted      somebody eligible wants it      nobody does
+    absent                 CREATE                          settle / wait
+    present                settle (activate) / wait        DELETE, unless standing
+    creating / deleting    resume the write first, then plan again
+
+Grants move `scheduled → active → ended`, or `scheduled → ended` (stopped or lapsed before
+it was served) or `scheduled → failed`. A grant *ends* (one `GrantEnded`) only when its
+access is really gone or really held by another holder: never while a create on its behalf
+may still be in flight, never before AWS confirmed a deletion.
 """
 
 from __future__ import annotations
@@ -22,22 +28,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+StopKind = Literal["cancelled", "revoked"]
+EndReason = Literal["expired", "revoked", "cancelled", "drift"]
+
 
 class GrantState(StrEnum):
-    SCHEDULED = "scheduled"
-    ACTIVATING = "activating"
-    ACTIVE = "active"
-    REVOKING = "revoking"
-    ENDED = "ended"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # stopped before activation: never created
-    LAPSED = "lapsed"  # its end passed before it could be activated: never created
+    UNAPPROVED = "unapproved"  # a stop seen before its approval: the row waits for it
+    SCHEDULED = "scheduled"  # approved, not served yet
+    ACTIVE = "active"  # GrantActivated: the assignment exists for it
+    ENDED = "ended"  # GrantEnded
+    FAILED = "failed"  # GrantFailed
 
 
-HOLDING = frozenset({GrantState.ACTIVATING, GrantState.ACTIVE})
-TERMINAL = frozenset({GrantState.ENDED, GrantState.FAILED, GrantState.CANCELLED, GrantState.LAPSED})
-
-StopReason = Literal["expired", "revoked", "cancelled"]
+TERMINAL = frozenset({GrantState.ENDED, GrantState.FAILED})
 
 
 class AssignmentState(StrEnum):
@@ -47,75 +50,126 @@ class AssignmentState(StrEnum):
     DELETING = "deleting"  # intent recorded: a delete may have been sent
 
 
-class Action(StrEnum):
-    NONE = "none"
-    CREATE = "create"
-    DELETE = "delete"
+class Step(StrEnum):
     RESUME_CREATE = "resume_create"
     RESUME_DELETE = "resume_delete"
-    SETTLE = "settle"  # state and events only: no AWS call needed
-
-
-ApprovalOutcome = Literal["schedule", "activate_now", "lapsed", "stopped"]
-
-
-def on_approved(*, start: datetime, end: datetime, now: datetime, stopped: bool) -> ApprovalOutcome:
-    """What an approval leads to. A grant whose end has passed is never activated
-    (replays from the earliest offset, late approvals)."""
-    if stopped:
-        return "stopped"
-    if end <= now:
-        return "lapsed"
-    return "schedule" if start > now else "activate_now"
-
-
-def on_activation_due(*, state: GrantState, end: datetime, now: datetime) -> GrantState | None:
-    """The activation timer fired: the new state, or None to leave the grant alone."""
-    if state is not GrantState.SCHEDULED:
-        return None  # cancelled, revoked or already activating: the claim changes nothing
-    return GrantState.LAPSED if end <= now else GrantState.ACTIVATING
-
-
-def on_stop(*, state: GrantState, reason: StopReason) -> GrantState | None:
-    """End time, revoke or cancel: the new state, or None when nothing changes."""
-    if state is GrantState.SCHEDULED:
-        return GrantState.LAPSED if reason == "expired" else GrantState.CANCELLED
-    if state in HOLDING:
-        return GrantState.REVOKING
-    return None
+    CREATE = "create"
+    DELETE = "delete"
+    SETTLE = "settle"  # grant events only: no AWS call
+    WAIT = "wait"  # nothing to do until `look_again_at`
 
 
 @dataclass(frozen=True, slots=True)
-class TripleView:
-    """What the database says about one assignment triple."""
+class GrantFacts:
+    grant_id: str
+    state: GrantState
+    start: datetime
+    end: datetime
+    stop: StopKind | None = None
+    ready: bool = True
 
+    def wants(self, now: datetime) -> bool:
+        return (
+            self.state in (GrantState.SCHEDULED, GrantState.ACTIVE)
+            and self.stop is None
+            and self.start <= now < self.end
+        )
+
+    def eligible(self, now: datetime) -> bool:
+        return self.wants(now) and (self.ready or self.state is GrantState.ACTIVE)
+
+    def end_reason(self, now: datetime) -> EndReason | None:
+        """Why this grant should be over by now, if it should."""
+        if self.state in TERMINAL:
+            return None
+        if self.stop is not None:
+            return self.stop
+        return "expired" if now >= self.end else None
+
+
+@dataclass(frozen=True, slots=True)
+class TripleFacts:
     assignment: AssignmentState
-    activating: int = 0
-    active: int = 0
-    revoking: int = 0
+    grants: tuple[GrantFacts, ...] = ()  # its approved, not yet terminal grants
     standing: bool = False
 
-    @property
-    def held(self) -> bool:
-        return self.activating + self.active > 0
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    grant_id: str
+    reason: EndReason
+    removed: bool  # the grant's access was removed from AWS (False: kept by another)
 
 
-def plan(view: TripleView) -> Action:
-    """The next step for a triple. Recorded intents are resumed first, so a half-made
-    write of our own is finished (never mistaken for someone else's)."""
-    if view.assignment is AssignmentState.CREATING:
-        return Action.RESUME_CREATE
-    if view.assignment is AssignmentState.DELETING:
-        return Action.RESUME_DELETE
-    if view.held:
-        if view.assignment is AssignmentState.ABSENT:
-            return Action.CREATE
-        return Action.SETTLE if (view.activating or view.revoking) else Action.NONE
-    if view.assignment is AssignmentState.PRESENT and not view.standing:
-        return Action.DELETE
-    return Action.SETTLE if view.revoking else Action.NONE
+@dataclass(frozen=True, slots=True)
+class Plan:
+    step: Step
+    activate: tuple[str, ...] = ()
+    end: tuple[Ending, ...] = ()
+    look_again_at: datetime | None = None
 
 
-def removal_keeps_access(view: TripleView) -> bool:
-    """Whether ending a grant on this triple must leave the assignment in place."""
-    return view.held or view.standing
+def wanted(facts: TripleFacts, now: datetime) -> bool:
+    return any(g.eligible(now) for g in facts.grants)
+
+
+def plan(facts: TripleFacts, now: datetime) -> Plan:
+    """The one next step for a triple."""
+    a = facts.assignment
+    if a is AssignmentState.CREATING:
+        return Plan(Step.RESUME_CREATE)
+    if a is AssignmentState.DELETING:
+        return Plan(Step.RESUME_DELETE)
+    want = wanted(facts, now)
+    if a is AssignmentState.ABSENT and want:
+        return Plan(Step.CREATE)
+    if a is AssignmentState.PRESENT and not want and not facts.standing:
+        return Plan(Step.DELETE)
+    activate = tuple(
+        g.grant_id
+        for g in facts.grants
+        if a is AssignmentState.PRESENT and g.state is GrantState.SCHEDULED and g.eligible(now)
+    )
+    endings = tuple(_endings(facts, now))
+    if activate or endings:
+        return Plan(Step.SETTLE, activate=activate, end=endings)
+    return Plan(Step.WAIT, look_again_at=look_again_at(facts, now))
+
+
+def _endings(facts: TripleFacts, now: datetime) -> list[Ending]:
+    out = []
+    for g in facts.grants:
+        reason = g.end_reason(now)
+        if reason is None:
+            continue
+        served = g.state is GrantState.ACTIVE
+        removed = served and facts.assignment is AssignmentState.ABSENT
+        out.append(Ending(g.grant_id, reason, removed))
+    return out
+
+
+def look_again_at(facts: TripleFacts, now: datetime) -> datetime | None:
+    """When what this triple should look like changes next (a timer is only a hint)."""
+    times: list[datetime] = []
+    for g in facts.grants:
+        if g.state in TERMINAL or g.stop is not None:
+            continue
+        if g.start > now:
+            times.append(g.start)
+        elif g.end > now:
+            times.append(g.end)
+    return min(times) if times else None
+
+
+def gated(facts: TripleFacts, now: datetime) -> tuple[str, ...]:
+    """Grants that would be served but wait on the replay gate (looked at again as soon as
+    the stops consumer commits, not at a time)."""
+    return tuple(g.grant_id for g in facts.grants if g.wants(now) and not g.eligible(now))
+
+
+def replay_gate_passed(gate: dict[str, int] | None, progress: dict[str, int]) -> bool:
+    """Whether the stops consumer has read, on every partition, at least as far as the end
+    offsets observed when the approval was recorded (`gate`: partition → offset)."""
+    if not gate:
+        return True
+    return all(progress.get(p, 0) >= offset for p, offset in gate.items())

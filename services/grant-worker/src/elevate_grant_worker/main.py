@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from elevate_core.access import AccessControl
@@ -11,21 +12,21 @@ from elevate_core.app import (
     ServiceSpec,
     add_consumer,
     add_outbox,
-    add_timers,
     bootstrap,
 )
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
+from elevate_core.notify import wake
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
-from elevate_grant_worker.timers import handlers as timer_handlers
 from elevate_grant_worker.worker import AssignmentWorker
 
 SPEC = ServiceSpec(
@@ -36,19 +37,32 @@ SPEC = ServiceSpec(
 )
 
 StandingProvider = Callable[[], Iterable[Triple]]
+UserNames = Callable[[str], Awaitable[str | None]]
+
+
+STOPS_CONSUMER = "grant-worker.requests"
+HISTORY_CONSUMER = "grant-worker.history"
 
 
 def _consumer(
-    ctx: ServiceContext, settings: GrantWorkerSettings, name: str, topic: Topics, handler: Handler
-) -> None:
-    add_consumer(
+    ctx: ServiceContext,
+    settings: GrantWorkerSettings,
+    name: str,
+    topic: Topics,
+    handler: Handler,
+    *,
+    on_committed: Callable[[], None] | None = None,
+) -> str:
+    consumer = add_consumer(
         ctx,
         name=name,
         topics=[topic],
         handler=handler,
         group_suffix=settings.consumer_group_suffix,
         session_timeout_ms=settings.consumer_session_timeout_ms,
+        on_committed=on_committed,
     )
+    return consumer.config.group_id or consumer.config.name
 
 
 def build(
@@ -57,27 +71,49 @@ def build(
     *,
     clock: Clock | None = None,
     standing: StandingProvider | None = None,
+    user_names: UserNames | None = None,
 ) -> AssignmentWorker:
     """Wire grant-worker's consumers, timers and assignment worker onto `ctx`."""
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
+    # Its commits open replay gates: wake the worker for the grants waiting on them.
+    stops_group = _consumer(
+        ctx,
+        settings,
+        STOPS_CONSUMER,
+        Topics.REQUESTS,
+        consumers.requests_handler(clock=clock),
+        on_committed=functools.partial(wake, service.WORK_CHANNEL),
+    )
+    progress = TopicProgress(
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic(Topics.REQUESTS),
+        group=stops_group,
+    )
     _consumer(
         ctx,
         settings,
         "grant-worker.decisions",
         Topics.DECISIONS,
-        consumers.decisions_handler(outbox=outbox, clock=clock),
+        consumers.decisions_handler(outbox=outbox, clock=clock, gate=progress.end_offsets),
     )
-    _consumer(
-        ctx,
-        settings,
-        "grant-worker.requests",
-        Topics.REQUESTS,
-        consumers.requests_handler(clock=clock),
+    history_group = _consumer(
+        ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
     )
-    add_timers(ctx, timer_handlers(clock=clock), clock=clock)
+    history = TopicProgress(
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic(Topics.GRANTS),
+        group=history_group,
+    )
     worker = AssignmentWorker(
-        ctx.db, aws=IdentityCenter(settings), outbox=outbox, settings=settings, clock=clock
+        ctx.db,
+        aws=IdentityCenter(settings),
+        outbox=outbox,
+        settings=settings,
+        clock=clock,
+        progress=progress,
+        history=history,
+        user_names=user_names,
     )
     ctx.workers.append(worker)
     if standing is not None:
@@ -97,10 +133,10 @@ def build(
 def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
     assert isinstance(settings, GrantWorkerSettings)
     ctx = bootstrap(settings)
-    worker = build(ctx, settings)
     # The policy's standing list: never removed, whatever grant ends on top of it.
     access = access or AccessControl.from_settings(settings)
     access.load()
+    worker = build(ctx, settings, user_names=access.directory.user_name_of)
     ctx.workers += [
         access,
         PolicyStanding(ctx.db, access, outbox=worker.outbox, clock=SystemClock()),

@@ -1,13 +1,26 @@
 """grant-worker's tables.
 
-- `gw_grants`: one row per approved request (grant id = uuid5 of the request id, so a
-  replay into an empty database names grants the same), with its state machine.
-- `gw_assignments`: one row per assignment triple (account, permission set, user) that
-  Elevate ever touched: what AWS holds (`absent`/`present`) and the recorded intent of
-  an AWS write in progress (`creating`/`deleting`, with AWS's request id once known).
+- `gw_grants`: one row per request id (grant id = uuid5 of it, so a replay into an empty
+  database names grants the same). An approval fills it in; a cancel or revoke sets `stop`
+  — whichever comes first creates the row, and the row's lock decides between them, on
+  PostgreSQL and SQLite alike. A stop seen before its approval leaves an `unapproved` row,
+  so the late approval is never served. `needs_look` asks the worker to reconcile the
+  grant's triple; `gate` holds the stops topic's end offsets when the approval was recorded
+  (the replay gate).
+- `gw_assignments`: one row per assignment triple (account, permission set, user) Elevate
+  ever touched: what AWS holds (`absent`/`present`), the recorded intent of an AWS write in
+  progress (`creating`/`deleting`, with AWS's request id once known), when to look again
+  (`next_check_at`) and the lease epoch of the worker that last wrote it.
 - `gw_standing`: assignments never removed (policy list or baseline found in AWS).
-- `gw_stops`: cancel/revoke seen before the approval (the topics are not ordered
-  against each other), so a late approval never activates.
+- `gw_managed_pairs`: the (account, permission set) pairs under Elevate's management. When a
+  pair first comes under management its user assignments already in AWS are recorded as
+  the standing baseline; after that, an assignment found present is ours to serve (or
+  drift), never new baseline. Rebuilt from grant-worker's own history on the grants topic
+  after a replay.
+
+Lock order, everywhere (`service.py`, `worker.py`): the `gw_assignments` row of a triple,
+then its `gw_grants` rows (by grant id), then the lease row. A path that knows no triple
+(a stop) locks only its grant row.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from typing import Any
 
 from elevate_core.db import Base, UTCDateTime
 from sqlalchemy import JSON as SAJSON
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -26,15 +39,18 @@ class Grant(Base):
 
     grant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(36), unique=True)
-    account_id: Mapped[str] = mapped_column(String(32))
-    permission_set_arn: Mapped[str] = mapped_column(String(255))
-    principal_id: Mapped[str] = mapped_column(String(128))
-    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    end_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    snapshot: Mapped[dict[str, Any]] = mapped_column(SAJSON)
+    account_id: Mapped[str | None] = mapped_column(String(32))
+    permission_set_arn: Mapped[str | None] = mapped_column(String(255))
+    principal_id: Mapped[str | None] = mapped_column(String(128))
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(SAJSON)
     state: Mapped[str] = mapped_column(String(16))
+    stop_kind: Mapped[str | None] = mapped_column(String(16))  # cancelled | revoked
+    stop_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(16))
-    stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    needs_look: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    gate: Mapped[dict[str, int] | None] = mapped_column(SAJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -44,6 +60,12 @@ class Grant(Base):
     __table_args__ = (
         Index("ix_gw_grants_triple", "account_id", "permission_set_arn", "principal_id"),
         Index("ix_gw_grants_state", "state"),
+        Index(
+            "ix_gw_grants_needs_look",
+            "needs_look",
+            postgresql_where=text("needs_look"),
+            sqlite_where=text("needs_look"),
+        ),
     )
 
 
@@ -59,8 +81,21 @@ class Assignment(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     alerted: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    epoch: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
 
-    __table_args__ = (Index("ix_gw_assignments_state", "state"),)
+    __table_args__ = (
+        Index("ix_gw_assignments_state", "state"),
+        Index("ix_gw_assignments_next_check_at", "next_check_at"),
+    )
+
+
+class ManagedPair(Base):
+    __tablename__ = "gw_managed_pairs"
+
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    permission_set_arn: Mapped[str] = mapped_column(String(255), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Standing(Base):
@@ -71,11 +106,3 @@ class Standing(Base):
     principal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     source: Mapped[str] = mapped_column(String(16))  # baseline | policy
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class Stop(Base):
-    __tablename__ = "gw_stops"
-
-    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # cancelled | revoked
-    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,6 +1,11 @@
-"""grant-worker's state changes, each inside the caller's transaction, with the events
-they imply written to the outbox in the same transaction. Plain functions; the consumers,
-timers and the assignment worker call them."""
+"""grant-worker's state changes, each inside the caller's transaction, with the events they
+imply written to the outbox in the same transaction. The consumers only *record facts*
+(an approval, a stop) and ask for a look; the assignment worker (`worker.py`) derives what
+AWS should hold and does the rest.
+
+Lock order (see models.py): triple row → grant rows → lease row. `approve` and `stop` lock
+only the request's grant row: the one lock that decides a cancel racing its approval.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from elevate_core import timers
 from elevate_core.events.base import Event
 from elevate_core.events.models import (
+    DriftDetected,
     GrantActivated,
     GrantEnded,
     GrantFailed,
@@ -25,26 +31,27 @@ from elevate_core.events.models import (
 from elevate_core.notify import mark
 from elevate_core.outbox import Outbox
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker.aws import Triple
 from elevate_grant_worker.domain import (
     AssignmentState,
+    GrantFacts,
     GrantState,
-    StopReason,
-    TripleView,
-    on_activation_due,
-    on_approved,
-    on_stop,
+    Plan,
+    StopKind,
+    TripleFacts,
+    replay_gate_passed,
 )
 from elevate_grant_worker.metrics import GRANT_TRANSITIONS
-from elevate_grant_worker.models import Assignment, Grant, Standing, Stop
+from elevate_grant_worker.models import Assignment, Grant, ManagedPair, Standing
 
 log = logging.getLogger(__name__)
 WORK_CHANNEL = "elevate_grant_worker"
-ACTIVATE_TIMER = "grant.activate"
-EXPIRE_TIMER = "grant.expire"
 _GRANT_NS = uuid.UUID("6f0c2a8e-4a8b-4c61-9a53-3f1d5f0e7a11")
+LIVE = (GrantState.SCHEDULED.value, GrantState.ACTIVE.value)
 
 
 def grant_id_for(request_id: uuid.UUID | str) -> str:
@@ -53,11 +60,20 @@ def grant_id_for(request_id: uuid.UUID | str) -> str:
 
 
 def triple_of(grant: Grant) -> Triple:
+    assert grant.account_id is not None
+    assert grant.permission_set_arn is not None
+    assert grant.principal_id is not None
     return Triple(grant.account_id, grant.permission_set_arn, grant.principal_id)
 
 
 def snapshot_of(grant: Grant) -> RequestSnapshot:
     return RequestSnapshot.model_validate(grant.snapshot)
+
+
+def _insert(session: AsyncSession) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for this session's backend."""
+    sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    return sqlite_insert if sqlite else pg_insert
 
 
 async def _emit(session: AsyncSession, outbox: Outbox, grant: Grant, event: Event) -> None:
@@ -69,46 +85,57 @@ def _move(grant: Grant, state: GrantState) -> None:
     GRANT_TRANSITIONS.labels(state.value).inc()
 
 
-# ---- consumers ----
+# ---- the consumers: facts ----
+
+
+async def _grant_row(session: AsyncSession, request_id: str, *, now: datetime) -> Grant:
+    """The request's grant row, created if missing, locked. An approval and a stop of the
+    same request both come through here, so they serialise on this one row."""
+    grant_id = grant_id_for(request_id)
+    await session.execute(
+        _insert(session)(Grant)
+        .values(
+            grant_id=grant_id,
+            request_id=request_id,
+            state=GrantState.UNAPPROVED.value,
+            created_at=now,
+            needs_look=False,
+        )
+        .on_conflict_do_nothing()
+    )
+    return (
+        await session.execute(
+            select(Grant)
+            .where(Grant.grant_id == grant_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
 
 
 async def approve(
-    session: AsyncSession, *, event: RequestApproved, outbox: Outbox, now: datetime
-) -> Grant | None:
-    """Create the grant and its durable timers. Replays change nothing."""
+    session: AsyncSession,
+    *,
+    event: RequestApproved,
+    outbox: Outbox,
+    now: datetime,
+    gate: dict[str, int] | None,
+) -> Grant:
+    """Record the approval (once: replays change nothing) and ask for a look."""
     snap = event.snapshot
-    request_id = str(snap.request_id)
-    existing = (
-        await session.execute(select(Grant).where(Grant.request_id == request_id))
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
-    stopped = await session.get(Stop, request_id) is not None
-    outcome = on_approved(start=snap.start, end=snap.end, now=now, stopped=stopped)
-    grant = Grant(
-        grant_id=grant_id_for(snap.request_id),
-        request_id=request_id,
-        account_id=snap.account_id,
-        permission_set_arn=snap.permission_set_arn,
-        principal_id=snap.requester.user_id,
-        start_at=snap.start,
-        end_at=snap.end,
-        snapshot=snap.model_dump(mode="json"),
-        state=GrantState.SCHEDULED.value,
-        created_at=now,
-    )
-    session.add(grant)
-    if outcome == "lapsed":
-        _move(grant, GrantState.LAPSED)
-        log.info("grant %s: end %s already passed; never activated", grant.grant_id, snap.end)
+    grant = await _grant_row(session, str(snap.request_id), now=now)
+    if grant.snapshot is not None:
         return grant
-    if outcome == "stopped":
-        _move(grant, GrantState.CANCELLED)
-        return grant
-    due = snap.start if outcome == "schedule" else now
-    await timers.schedule(session, kind=ACTIVATE_TIMER, key=grant.grant_id, due_at=due)
-    await timers.schedule(session, kind=EXPIRE_TIMER, key=grant.grant_id, due_at=snap.end)
-    if outcome == "schedule":
+    grant.account_id = snap.account_id
+    grant.permission_set_arn = snap.permission_set_arn
+    grant.principal_id = snap.requester.user_id
+    grant.start_at = snap.start
+    grant.end_at = snap.end
+    grant.snapshot = snap.model_dump(mode="json")
+    grant.gate = gate
+    grant.needs_look = True
+    _move(grant, GrantState.SCHEDULED)
+    if grant.stop_kind is None and snap.start > now and snap.end > now:
         await _emit(
             session,
             outbox,
@@ -117,56 +144,20 @@ async def approve(
                 grant_id=uuid.UUID(grant.grant_id), snapshot=snap, activates_at=snap.start
             ),
         )
+    await mark(session, WORK_CHANNEL)
     return grant
 
 
-async def stop(
-    session: AsyncSession, *, request_id: str, reason: StopReason, now: datetime
-) -> Grant | None:
-    """End time, revoke or cancel. Before activation the assignment is never created;
-    after it, the grant is revoked (the assignment worker does the AWS part)."""
-    grant = (
-        await session.execute(select(Grant).where(Grant.request_id == request_id).with_for_update())
-    ).scalar_one_or_none()
-    if grant is None:
-        if reason != "expired" and await session.get(Stop, request_id) is None:
-            session.add(Stop(request_id=request_id, kind=reason, at=now))
-        return None
-    new = on_stop(state=GrantState(grant.state), reason=reason)
-    if new is None:
+async def stop(session: AsyncSession, *, request_id: str, kind: StopKind, now: datetime) -> Grant:
+    """A cancel or revoke: recorded on the grant (or ahead of its approval), never lost."""
+    grant = await _grant_row(session, request_id, now=now)
+    if grant.stop_kind is not None or grant.state in (GrantState.ENDED, GrantState.FAILED):
         return grant
-    _move(grant, new)
-    if new is GrantState.REVOKING:
-        grant.end_reason = reason
-        grant.stop_requested_at = min(now, grant.end_at) if reason == "expired" else now
-        await mark(session, WORK_CHANNEL)
-    else:
-        await timers.cancel(session, kind=ACTIVATE_TIMER, key=grant.grant_id)
-        await timers.cancel(session, kind=EXPIRE_TIMER, key=grant.grant_id)
+    grant.stop_kind = kind
+    grant.stop_at = now
+    grant.needs_look = grant.snapshot is not None
+    await mark(session, WORK_CHANNEL)
     return grant
-
-
-# ---- timers ----
-
-
-async def activation_due(session: AsyncSession, *, grant_id: str, now: datetime) -> None:
-    grant = (
-        await session.execute(select(Grant).where(Grant.grant_id == grant_id).with_for_update())
-    ).scalar_one_or_none()
-    if grant is None:
-        return
-    new = on_activation_due(state=GrantState(grant.state), end=grant.end_at, now=now)
-    if new is None:
-        return
-    _move(grant, new)
-    if new is GrantState.ACTIVATING:
-        await mark(session, WORK_CHANNEL)
-
-
-async def expiry_due(session: AsyncSession, *, grant_id: str, now: datetime) -> None:
-    grant = await session.get(Grant, grant_id)
-    if grant is not None:
-        await stop(session, request_id=grant.request_id, reason="expired", now=now)
 
 
 # ---- the assignment worker's transactions ----
@@ -178,27 +169,38 @@ class TripleState:
     grants: Sequence[Grant]
     standing: bool
 
-    @property
-    def view(self) -> TripleView:
-        states = [GrantState(g.state) for g in self.grants]
-        return TripleView(
+    def facts(self, progress: dict[str, int]) -> TripleFacts:
+        return TripleFacts(
             assignment=AssignmentState(self.assignment.state),
-            activating=states.count(GrantState.ACTIVATING),
-            active=states.count(GrantState.ACTIVE),
-            revoking=states.count(GrantState.REVOKING),
+            grants=tuple(
+                GrantFacts(
+                    grant_id=g.grant_id,
+                    state=GrantState(g.state),
+                    start=g.start_at,  # type: ignore[arg-type]  # approved: never None
+                    end=g.end_at,  # type: ignore[arg-type]
+                    stop=g.stop_kind,  # type: ignore[arg-type]
+                    ready=replay_gate_passed(g.gate, progress),
+                )
+                for g in self.grants
+            ),
             standing=self.standing,
         )
 
-    def in_state(self, state: GrantState) -> list[Grant]:
-        return [g for g in self.grants if g.state == state.value]
+    def grant(self, grant_id: str) -> Grant:
+        return next(g for g in self.grants if g.grant_id == grant_id)
+
+    @property
+    def gated(self) -> bool:
+        """Whether a not-yet-served grant waits on the replay gate."""
+        return any(g.gate and g.state == GrantState.SCHEDULED.value for g in self.grants)
 
 
 async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> TripleState:
-    """The triple's assignment row (locked; created as `absent` if new) and live grants."""
+    """The triple's row (created `absent` if new), then its live grants — both locked."""
     key = (triple.account_id, triple.permission_set_arn, triple.principal_id)
-    row = await session.get(Assignment, key, with_for_update=True)
-    if row is None:
-        row = Assignment(
+    await session.execute(
+        _insert(session)(Assignment)
+        .values(
             account_id=key[0],
             permission_set_arn=key[1],
             principal_id=key[2],
@@ -207,8 +209,10 @@ async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> Tripl
             alerted=False,
             updated_at=now,
         )
-        session.add(row)
-        await session.flush()
+        .on_conflict_do_nothing()
+    )
+    row = await session.get(Assignment, key, with_for_update=True, populate_existing=True)
+    assert row is not None
     grants = (
         (
             await session.execute(
@@ -217,12 +221,11 @@ async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> Tripl
                     Grant.account_id == triple.account_id,
                     Grant.permission_set_arn == triple.permission_set_arn,
                     Grant.principal_id == triple.principal_id,
-                    Grant.state.in_(
-                        [GrantState.ACTIVATING, GrantState.ACTIVE, GrantState.REVOKING]
-                    ),
+                    Grant.state.in_(LIVE),
                 )
-                .order_by(Grant.created_at, Grant.grant_id)
+                .order_by(Grant.grant_id)
                 .with_for_update()
+                .execution_options(populate_existing=True)
             )
         )
         .scalars()
@@ -239,34 +242,28 @@ def set_assignment(row: Assignment, state: AssignmentState, *, now: datetime) ->
 
 
 async def settle(
-    session: AsyncSession, ts: TripleState, *, outbox: Outbox, now: datetime, removed: bool
+    session: AsyncSession, ts: TripleState, plan: Plan, *, outbox: Outbox, now: datetime
 ) -> None:
-    """Activate waiting holders if the assignment is there; end revoking grants."""
-    if ts.assignment.state == AssignmentState.PRESENT.value:
-        for grant in ts.in_state(GrantState.ACTIVATING):
-            _move(grant, GrantState.ACTIVE)
-            grant.activated_at = now
-            await _emit(
-                session,
-                outbox,
-                grant,
-                GrantActivated(
-                    grant_id=uuid.UUID(grant.grant_id),
-                    snapshot=snapshot_of(grant),
-                    activated_at=now,
-                ),
-            )
-    for grant in ts.in_state(GrantState.REVOKING):
+    """Activate the grants the present assignment now serves; end those that are over."""
+    for grant_id in plan.activate:
+        grant = ts.grant(grant_id)
+        _move(grant, GrantState.ACTIVE)
+        grant.activated_at = now
+        await _emit(
+            session,
+            outbox,
+            grant,
+            GrantActivated(
+                grant_id=uuid.UUID(grant.grant_id), snapshot=snapshot_of(grant), activated_at=now
+            ),
+        )
+    for ending in plan.end:
+        grant = ts.grant(ending.grant_id)
         _move(grant, GrantState.ENDED)
         grant.ended_at = now
-        grant.assignment_removed = removed
-        reason: StopReason = (
-            "revoked"
-            if grant.end_reason == "revoked"
-            else "cancelled"
-            if grant.end_reason == "cancelled"
-            else "expired"
-        )
+        grant.end_reason = ending.reason
+        grant.assignment_removed = ending.removed
+        grant.needs_look = False
         await _emit(
             session,
             outbox,
@@ -274,21 +271,35 @@ async def settle(
             GrantEnded(
                 grant_id=uuid.UUID(grant.grant_id),
                 snapshot=snapshot_of(grant),
-                reason=reason,
+                reason=ending.reason,
                 ended_at=now,
-                assignment_removed=removed,
+                assignment_removed=ending.removed,
             ),
         )
-        await timers.cancel(session, kind=EXPIRE_TIMER, key=grant.grant_id)
+
+
+def looked_at(ts: TripleState, *, next_check_at: datetime | None, keep: Sequence[str] = ()) -> None:
+    """Everything asked of this triple so far has been seen; look again at `next_check_at`
+    (and whenever asked again: grants in `keep` still want a look)."""
+    for grant in ts.grants:
+        grant.needs_look = grant.grant_id in keep
+    ts.assignment.next_check_at = next_check_at
 
 
 async def fail_activations(
-    session: AsyncSession, ts: TripleState, *, outbox: Outbox, reason: str, code: str | None
+    session: AsyncSession,
+    ts: TripleState,
+    grant_ids: Sequence[str],
+    *,
+    outbox: Outbox,
+    reason: str,
+    code: str | None,
 ) -> None:
-    for grant in ts.in_state(GrantState.ACTIVATING):
+    for grant_id in grant_ids:
+        grant = ts.grant(grant_id)
         _move(grant, GrantState.FAILED)
         grant.failure = reason
-        await timers.cancel(session, kind=EXPIRE_TIMER, key=grant.grant_id)
+        grant.needs_look = False
         await _emit(
             session,
             outbox,
@@ -305,12 +316,14 @@ async def fail_activations(
 async def alert_revocation(
     session: AsyncSession,
     ts: TripleState,
+    grant_ids: Sequence[str],
     *,
     outbox: Outbox,
     error: str,
     next_attempt_at: datetime | None,
 ) -> None:
-    for grant in ts.in_state(GrantState.REVOKING):
+    for grant_id in grant_ids:
+        grant = ts.grant(grant_id)
         await _emit(
             session,
             outbox,
@@ -323,6 +336,67 @@ async def alert_revocation(
                 next_attempt_at=next_attempt_at,
             ),
         )
+
+
+# ---- managed pairs and the standing baseline ----
+
+
+async def is_managed(session: AsyncSession, triple: Triple) -> bool:
+    return (
+        await session.get(ManagedPair, (triple.account_id, triple.permission_set_arn)) is not None
+    )
+
+
+async def manage(
+    session: AsyncSession, account_id: str, permission_set_arn: str, *, now: datetime
+) -> None:
+    await session.execute(
+        _insert(session)(ManagedPair)
+        .values(account_id=account_id, permission_set_arn=permission_set_arn, since=now)
+        .on_conflict_do_nothing()
+    )
+
+
+async def record_history(session: AsyncSession, event: Event, *, now: datetime) -> None:
+    """grant-worker's own past, read back from the grants topic: which pairs it manages and
+    what it recorded as standing (so a replay into an empty database knows both)."""
+    if isinstance(event, GrantActivated | GrantEnded):
+        snap = event.snapshot
+        await manage(session, snap.account_id, snap.permission_set_arn, now=now)
+    elif isinstance(event, StandingAssignmentRecorded | DriftDetected):
+        await manage(session, event.account_id, event.permission_set_arn, now=now)
+        if isinstance(event, StandingAssignmentRecorded):
+            triple = Triple(event.account_id, event.permission_set_arn, event.principal_id)
+            await record_standing(session, triple, source=event.source, outbox=None, now=now)
+
+
+async def record_baseline(
+    session: AsyncSession,
+    triple: Triple,
+    present: dict[str, str | None],
+    *,
+    outbox: Outbox,
+    now: datetime,
+    permission_set_name: str | None,
+) -> int:
+    """The pair comes under management: every user assignment AWS holds for it now is
+    standing baseline (published). Returns how many were recorded."""
+    if await is_managed(session, triple):
+        return 0
+    await manage(session, triple.account_id, triple.permission_set_arn, now=now)
+    recorded = 0
+    for principal_id, user_name in sorted(present.items()):
+        if await record_standing(
+            session,
+            Triple(triple.account_id, triple.permission_set_arn, principal_id),
+            source="baseline",
+            outbox=outbox,
+            now=now,
+            user_name=user_name,
+            permission_set_name=permission_set_name,
+        ):
+            recorded += 1
+    return recorded
 
 
 async def record_standing(

@@ -1,17 +1,18 @@
-"""The assignment worker: it brings AWS in line with the grants, one triple at a time.
+"""The assignment worker: it brings AWS in line with what the grants say, one triple at a
+time, level-triggered like Kubernetes' TTL controller — derive what should be, compare with
+what is recorded, take one step, look again.
 
-Consumers and timers only change rows (short transactions); this loop makes the AWS calls,
-outside any transaction, following the intent protocol of ARCHITECTURE.md §3:
+It leads through a lease with an epoch (`elevate_core.lease`): only the holder scans and
+calls AWS; the epoch is checked right before every AWS request (botocore's `before-send`)
+and inside every write's transaction, so a worker that lost the lease — its database
+session dropped, the lease taken over — can neither call AWS nor write. Losing the lease
+cancels every task at once.
 
-1. record the intent (`creating`/`deleting`) and commit;
-2. call AWS (`Create…`/`Delete…AccountAssignment`), then record AWS's request id;
-3. poll `Describe…Status` with backoff until it is final;
-4. record the outcome and the grant events in one transaction.
-
-After a crash the intent is resumed: with a request id it is polled; without one AWS is
-asked whether the assignment exists (so our own half-made write is recognised as ours,
-never recorded as someone else's baseline). One replica works at a time (an advisory lock
-on PostgreSQL), which also keeps the AWS budget global.
+Which triples to look at: those a consumer asked about (`needs_look`), those whose
+`next_check_at` has come (a start or an end), those with an intent, and — every
+`reconcile_interval_seconds` — every triple with a live grant, an intent or a recorded
+assignment, so that no lost event or missed timer can leave access in place. Revocation
+work goes first.
 """
 
 from __future__ import annotations
@@ -20,36 +21,32 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
-from collections.abc import Awaitable
-from datetime import timedelta
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
 from elevate_core.clock import Clock
 from elevate_core.db import Database
-from elevate_core.errors import TransientError
-from elevate_core.failpoints import failpoint
-from elevate_core.leader import LeaderLock
+from elevate_core.lease import Lease
 from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import Outbox
 from elevate_core.retry import Retrying, RetryPolicy
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 
 from elevate_grant_worker import service
-from elevate_grant_worker.aws import ACTIVATE, REVOKE, AwsError, IdentityCenter, Triple
-from elevate_grant_worker.domain import Action, AssignmentState, GrantState, plan
-from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED, REVOCATION_FAILED, REVOCATION_LAG
+from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.domain import AssignmentState, GrantState, Step, gated, plan
+from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
+from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
+from elevate_grant_worker.steps import AwsSteps
 
 log = logging.getLogger(__name__)
-LEADER_LOCK_KEY = 0x6A570001
-
-
-class _Retry(TransientError):
-    """Try this triple again later (after `delay` seconds when given)."""
-
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
-        super().__init__(message, retry_after=delay)
+LEASE_NAME = "grant-worker.assignments"
+_GRANT_COLS = (Grant.account_id, Grant.permission_set_arn, Grant.principal_id)
+_TRIPLE_COLS = (Assignment.account_id, Assignment.permission_set_arn, Assignment.principal_id)
 
 
 class AssignmentWorker:
@@ -61,29 +58,38 @@ class AssignmentWorker:
         outbox: Outbox,
         settings: GrantWorkerSettings,
         clock: Clock,
+        progress: TopicProgress | None = None,
+        history: TopicProgress | None = None,
+        user_names: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.db = db
         self.aws = aws
         self.outbox = outbox
         self.settings = settings
         self.clock = clock
+        self.progress = progress
+        self.history = history
+        self.user_names = user_names
         self._stopping = asyncio.Event()
         self._tasks: dict[Triple, asyncio.Task[None]] = {}
-        self._unsent: set[Triple] = set()  # intents whose AWS write surely was not sent
-        self._leader = LeaderLock(db, key=LEADER_LOCK_KEY, name="assignment worker")
+        self.lease = Lease(db, LEASE_NAME, ttl=settings.leader_lease_seconds, on_lost=self._lost)
+        aws.fence = functools.partial(self.lease.ensure_usable, settings.aws_request_bound)
         self.retry = RetryPolicy(
             base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
         )
+        self.steps = AwsSteps(self)
+        self._last_full_pass = 0.0
 
-    # ---- lifecycle ----
+    # ---- lifecycle and leadership ----
 
     async def run(self) -> None:
         waiter = Waiter(service.WORK_CHANNEL)
+        keeper = asyncio.create_task(self._keep_lease(), name="assignment-lease")
         retrying = Retrying(self.retry, component="assignment-worker", what="scanning")
         try:
             while not self._stopping.is_set():
                 try:
-                    if await self._leader.acquire():
+                    if self.lease.held or await self.lease.acquire():
                         await self.scan_once()
                     retrying.succeeded()
                 except asyncio.CancelledError:
@@ -93,19 +99,45 @@ class AssignmentWorker:
                     log.warning(
                         "assignment worker: %s; retry %d", decision.reason, retrying.attempt
                     )
-                    await self._leader.release()
                     await self.retry.wait(decision, self._stopping)
                     continue
-                await waiter.wait(self.settings.worker_poll_seconds)
+                await waiter.wait(self._idle_wait())
         finally:
             waiter.close()
-            for task in list(self._tasks.values()):
-                task.cancel()
-            for task in list(self._tasks.values()):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await self._leader.release()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self._cancel_tasks()
+            await self.lease.release()
+            for progress in (self.progress, self.history):
+                if progress is not None:
+                    await progress.close()
             self.aws.close()
+
+    def _idle_wait(self) -> float:
+        if not self.lease.held:
+            return self.lease.renew_every
+        return self.settings.worker_poll_seconds
+
+    async def _keep_lease(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.lease.renew_every)
+            if self.lease.epoch is not None:
+                await self.lease.renew()  # a failure loses the lease and cancels our tasks
+
+    def _lost(self) -> None:
+        """The lease is gone: stop every task now (none may outlive leadership)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        wake(service.WORK_CHANNEL)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -113,37 +145,51 @@ class AssignmentWorker:
 
     # ---- scanning ----
 
-    async def scan_once(self) -> int:
-        """Start a task for every triple with work; revocations first. Returns how many."""
-        now = self.clock.now()
-        cols = (Grant.account_id, Grant.permission_set_arn, Grant.principal_id)
-        acols = (Assignment.account_id, Assignment.permission_set_arn, Assignment.principal_id)
+    async def due_triples(self, *, now: datetime, everything: bool) -> list[Triple]:
+        """Triples to look at, revocation work first."""
+        live = Grant.state.in_(service.LIVE)
         async with self.db.sessions() as session:
 
-            async def triples(stmt: Select[str, str, str]) -> list[Triple]:
-                return [Triple(a, p, u) for a, p, u in (await session.execute(stmt)).all()]
+            async def triples(stmt: Select[Any, Any, Any]) -> list[Triple]:
+                rows = (await session.execute(stmt)).all()
+                return [Triple(str(a), str(p), str(u)) for a, p, u in rows]
 
+            grants = select(*_GRANT_COLS).distinct()
             todo = [
-                *await triples(select(*acols).where(Assignment.state == "deleting")),
-                *await triples(select(*cols).where(Grant.state == "revoking").distinct()),
-                *await triples(select(*acols).where(Assignment.state == "creating")),
-                *await triples(select(*cols).where(Grant.state == "activating").distinct()),
+                *await triples(select(*_TRIPLE_COLS).where(Assignment.state == "deleting")),
+                *await triples(
+                    grants.where(live, or_(Grant.stop_kind.is_not(None), Grant.end_at <= now))
+                ),
+                *await triples(select(*_TRIPLE_COLS).where(Assignment.state == "creating")),
+                *await triples(grants.where(live, Grant.needs_look)),
+                *await triples(select(*_TRIPLE_COLS).where(Assignment.next_check_at <= now)),
             ]
+            if everything:
+                todo += await triples(grants.where(live))
+                todo += await triples(select(*_TRIPLE_COLS).where(Assignment.state != "absent"))
             overdue = (
                 await session.execute(
                     select(func.count())
                     .select_from(Grant)
                     .where(
-                        Grant.end_at <= now,
-                        Grant.state.in_(
-                            [GrantState.ACTIVATING, GrantState.ACTIVE, GrantState.REVOKING]
-                        ),
+                        Grant.state == GrantState.ACTIVE.value,
+                        or_(Grant.end_at <= now, Grant.stop_kind.is_not(None)),
                     )
                 )
             ).scalar_one()
         EXPIRED_NOT_REVOKED.set(overdue)
+        return list(dict.fromkeys(todo))  # first mention keeps its priority
+
+    async def scan_once(self) -> int:
+        """Start a task for every triple with work; returns how many were started."""
+        since = time.monotonic() - self._last_full_pass
+        everything = since >= self.settings.reconcile_interval_seconds
+        if everything:
+            self._last_full_pass = time.monotonic()
         started = 0
-        for triple in todo:
+        for triple in await self.due_triples(now=self.clock.now(), everything=everything):
+            if not self.lease.held or self._stopping.is_set():
+                break
             if triple in self._tasks or len(self._tasks) >= self.settings.worker_concurrency:
                 continue
             task = asyncio.create_task(self.drive(triple), name=f"assignment {triple}")
@@ -157,10 +203,11 @@ class AssignmentWorker:
         wake(service.WORK_CHANNEL)  # anything that arrived meanwhile is picked up
 
     async def drive(self, triple: Triple) -> None:
-        """Step the triple until nothing is left to do, backing off on failures.
+        """Step the triple until it waits, backing off on failures.
 
-        A permanent failure (a bug, a refusal no retry can change) ends this task with an
-        error log; the next scan starts it again — a delay, never a dropped revocation."""
+        A permanent failure (a bug, a refusal no retry can change) or a lost lease ends this
+        task with a log line; the next scan starts it again — a delay, never a dropped
+        revocation."""
         retrying = Retrying(self.retry, component="assignment-worker", what=str(triple))
         while not self._stopping.is_set():
             try:
@@ -181,216 +228,35 @@ class AssignmentWorker:
 
     # ---- one step ----
 
+    async def _progress(self) -> dict[str, int]:
+        return await self.progress.committed() if self.progress is not None else {}
+
     async def step(self, triple: Triple) -> bool:
-        """Do the next thing for `triple`; False when there is nothing to do."""
+        """Do the next thing for `triple`; False when it only has to wait."""
         now = self.clock.now()
+        progress: dict[str, int] = {}
         async with self.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
-            action = plan(ts.view)
+            if ts.gated:
+                progress = await self._progress()
+            p = plan(ts.facts(progress), now)
             request_id = ts.assignment.request_id
-            if action is Action.NONE:
-                return False
-            if action is Action.SETTLE:
-                await service.settle(session, ts, outbox=self.outbox, now=now, removed=False)
-                return True
-            if action is Action.DELETE:
+            if p.step in (Step.SETTLE, Step.WAIT):
+                if p.step is Step.SETTLE:
+                    await service.settle(session, ts, p, outbox=self.outbox, now=now)
+                else:
+                    facts = ts.facts(progress)
+                    service.looked_at(ts, next_check_at=p.look_again_at, keep=gated(facts, now))
+                ts.assignment.epoch = await self.lease.check(session)
+                return p.step is Step.SETTLE
+            if p.step is Step.DELETE:
                 service.set_assignment(ts.assignment, AssignmentState.DELETING, now=now)
-                self._unsent.add(triple)
-        if action is Action.CREATE:
-            return await self._begin_create(triple)
-        if action in (Action.DELETE, Action.RESUME_DELETE):
-            failpoint("grant.after_revoke_intent")
-            await self._delete(triple, request_id)
+                ts.assignment.epoch = await self.lease.check(session)
+                self.steps.unsent.add(triple)
+        if p.step is Step.CREATE:
+            await self.steps.begin_create(triple)
+        elif p.step in (Step.DELETE, Step.RESUME_DELETE):
+            await self.steps.delete(triple, request_id)
         else:
-            await self._create(triple, request_id)
+            await self.steps.create(triple, request_id)
         return True
-
-    async def _begin_create(self, triple: Triple) -> bool:
-        """Check for a baseline assignment, then record the creation intent."""
-        try:
-            exists = await self.aws.exists(triple, priority=ACTIVATE)
-        except AwsError as exc:
-            raise _Retry(str(exc)) from exc
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            ts = await service.load(session, triple, now=now)
-            if plan(ts.view) is not Action.CREATE:
-                return True  # things moved on meanwhile: plan again
-            if exists:
-                # Present in AWS, held by no grant of ours: access Elevate did not create.
-                user = ts.grants[0].snapshot.get("requester", {}) if ts.grants else {}
-                await service.record_standing(
-                    session,
-                    triple,
-                    source="baseline",
-                    outbox=self.outbox,
-                    now=now,
-                    user_name=user.get("user_name"),
-                    # audit-ingest matches CloudTrail roles by permission set name.
-                    permission_set_name=(
-                        ts.grants[0].snapshot.get("permission_set_name") if ts.grants else None
-                    ),
-                )
-                log.warning("assignment %s already present in AWS: recorded as standing", triple)
-                service.set_assignment(ts.assignment, AssignmentState.PRESENT, now=now)
-                await service.settle(session, ts, outbox=self.outbox, now=now, removed=False)
-                return True
-            service.set_assignment(ts.assignment, AssignmentState.CREATING, now=now)
-        self._unsent.add(triple)
-        await self._create(triple, None)
-        return True
-
-    async def _record_request_id(self, triple: Triple, request_id: str | None) -> None:
-        async with self.db.transaction() as session:
-            ts = await service.load(session, triple, now=self.clock.now())
-            ts.assignment.request_id = request_id
-
-    async def _create(self, triple: Triple, request_id: str | None) -> None:
-        try:
-            async with self.aws.gate.slot(ACTIVATE):
-                if request_id is None:
-                    verify = triple not in self._unsent
-                    self._unsent.discard(triple)
-                    if verify and await self.aws.exists(triple, priority=ACTIVATE):
-                        status, reason = "SUCCEEDED", None  # our own intent, already done
-                    else:
-                        request_id = await self._send(triple, self.aws.create(triple))
-                        failpoint("grant.after_aws_create")
-                        await self._record_request_id(triple, request_id)
-                if request_id is not None:
-                    status, reason = await self._poll(triple, "create", request_id)
-        except AwsError as exc:
-            if exc.retryable:
-                raise _Retry(str(exc)) from exc
-            await self._finish_create(
-                triple, failed=exc.message or exc.code, code=exc.code, terminal=True
-            )
-            return
-        if status == "SUCCEEDED":
-            await self._finish_create(triple, failed=None)
-        else:
-            await self._finish_create(triple, failed=reason or "creation FAILED", code=None)
-
-    async def _send(self, triple: Triple, call: Awaitable[str | None]) -> str:
-        """Await an AWS write; a failure that surely sent nothing keeps the intent unsent."""
-        try:
-            result = await call
-        except AwsError as exc:
-            if not exc.ambiguous:
-                self._unsent.add(triple)
-            raise
-        return str(result) if result is not None else ""
-
-    async def _finish_create(
-        self,
-        triple: Triple,
-        *,
-        failed: str | None,
-        code: str | None = None,
-        terminal: bool = False,
-    ) -> None:
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            ts = await service.load(session, triple, now=now)
-            row = ts.assignment
-            if failed is None:
-                service.set_assignment(row, AssignmentState.PRESENT, now=now)
-                row.attempts = 0
-                row.last_error = None
-                await service.settle(session, ts, outbox=self.outbox, now=now, removed=False)
-                return
-            row.attempts += 1
-            row.last_error = failed
-            service.set_assignment(row, AssignmentState.ABSENT, now=now)
-            if terminal or row.attempts >= self.settings.activation_attempts:
-                log.error("assignment %s: activation failed: %s", triple, failed)
-                await service.fail_activations(
-                    session, ts, outbox=self.outbox, reason=failed, code=code
-                )
-                row.attempts = 0
-                return
-        raise _Retry(f"creation FAILED ({failed})")
-
-    async def _delete(self, triple: Triple, request_id: str | None) -> None:
-        try:
-            async with self.aws.gate.slot(REVOKE):
-                status, reason = "SUCCEEDED", None
-                if request_id is None:
-                    verify = triple not in self._unsent
-                    self._unsent.discard(triple)
-                    if not verify or await self.aws.exists(triple, priority=REVOKE):
-                        sent = await self._send(triple, self.aws.delete(triple))
-                        failpoint("grant.mid_revoke")
-                        if sent:
-                            request_id = sent
-                            await self._record_request_id(triple, request_id)
-                if request_id is not None:
-                    status, reason = await self._poll(triple, "delete", request_id)
-        except AwsError as exc:
-            await self._revocation_failure(triple, str(exc), still_present=False)
-            return
-        if status != "SUCCEEDED":
-            await self._revocation_failure(triple, reason or "deletion FAILED", still_present=True)
-            return
-        failpoint("grant.after_aws_delete")
-        now = self.clock.now()
-        async with self.db.transaction() as session:
-            ts = await service.load(session, triple, now=now)
-            service.set_assignment(ts.assignment, AssignmentState.ABSENT, now=now)
-            ts.assignment.attempts = 0
-            ts.assignment.alerted = False
-            ts.assignment.last_error = None
-            for grant in ts.in_state(GrantState.REVOKING):
-                since = grant.stop_requested_at or grant.end_at
-                REVOCATION_LAG.observe(max(0.0, (now - since).total_seconds()))
-            await service.settle(session, ts, outbox=self.outbox, now=now, removed=True)
-
-    async def _revocation_failure(self, triple: Triple, error: str, *, still_present: bool) -> None:
-        now = self.clock.now()
-        settings = self.settings
-        delay: float | None = None
-        async with self.db.transaction() as session:
-            ts = await service.load(session, triple, now=now)
-            row = ts.assignment
-            row.attempts += 1
-            row.last_error = error[:2000]
-            if still_present:  # AWS reported the deletion FAILED: the assignment is there
-                service.set_assignment(row, AssignmentState.PRESENT, now=now)
-            if row.attempts >= settings.revocation_attempts:
-                delay = settings.revocation_retry_seconds * random.uniform(0.8, 1.2)
-                if not row.alerted:
-                    row.alerted = True
-                    REVOCATION_FAILED.inc(len(ts.in_state(GrantState.REVOKING)) or 1)
-                    log.error(
-                        "revocation of %s failed %d times (%s); retrying every %.0fs",
-                        triple,
-                        row.attempts,
-                        error,
-                        settings.revocation_retry_seconds,
-                    )
-                    await service.alert_revocation(
-                        session,
-                        ts,
-                        outbox=self.outbox,
-                        error=error,
-                        next_attempt_at=now + timedelta(seconds=delay),
-                    )
-        raise _Retry(f"revocation failed: {error}", delay=delay)
-
-    async def _poll(self, triple: Triple, kind: str, request_id: str) -> tuple[str, str | None]:
-        delay = self.settings.poll_initial_seconds
-        for _ in range(self.settings.poll_max_count):
-            try:
-                status, reason = await self.aws.status(kind, request_id)
-            except AwsError as exc:
-                if not exc.retryable:
-                    # AWS does not know the request (any more): forget the id, so the
-                    # intent is resumed by asking whether the assignment exists.
-                    await self._record_request_id(triple, None)
-                    raise _Retry(f"{kind} status of {request_id}: {exc}") from exc
-                status, reason = "IN_PROGRESS", None
-            if status in ("SUCCEEDED", "FAILED"):
-                return status, reason
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.settings.poll_max_seconds)
-        raise _Retry(f"{kind} {request_id} still in progress")

@@ -190,6 +190,21 @@ class Directory:
         """The Identity Store user with this UserName, with group display names."""
         return await self._users.get(user_name)
 
+    async def user_name_of(self, user_id: str) -> str | None:
+        """The UserName of an Identity Store user id (None if there is no such user)."""
+        store = await self._identity_store()
+        try:
+            out = await call_aws(
+                "identitystore:DescribeUser",
+                lambda: self._ids.describe_user(IdentityStoreId=store, UserId=user_id),
+            )
+        except DirectoryError as exc:
+            if exc.code == "ResourceNotFoundException":
+                return None
+            raise
+        name = out.get("UserName")
+        return str(name) if name else None
+
     async def group_members(self, group_names: Iterable[str]) -> dict[str, list[str]]:
         """User names in each named group, read now (not cached): for occasional checks
         such as whether an approval rule's groups can reach its required count."""

@@ -71,11 +71,13 @@ class Consumer:
         handler: Handler,
         *,
         retry: RetryPolicy = DEFAULT_POLICY,
+        on_committed: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.handler = handler
         self.retry = retry
+        self.on_committed = on_committed  # after each offset commit (progress watchers)
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: Any = None
@@ -167,6 +169,9 @@ class Consumer:
         except CommitFailedError as exc:
             # Rebalanced away: the new owner re-reads it and dedupe makes that harmless.
             log.info("consumer %s: commit lost to a rebalance: %s", self.config.name, exc)
+            return
+        if self.on_committed is not None:
+            self.on_committed()
 
     async def process_batch(self, messages: list[Any]) -> None:
         """Handle a partition's batch in one transaction (one commit instead of one per

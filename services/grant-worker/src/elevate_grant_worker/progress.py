@@ -1,0 +1,114 @@
+"""Replay gates: how far a consumer of ours has read a topic, against its end offsets.
+
+- *Stops*: stops are read by one consumer (requests topic), approvals by another (decisions
+  topic), and Kafka orders nothing across topics. So an approval records the requests
+  topic's end offsets at that moment (`gate`), and the worker serves its grant only once
+  the stops consumer has committed at least that far on every partition: any cancel or
+  revoke published before the approval has then been recorded, and wins before any create —
+  also when both topics are replayed from the earliest offset into an empty database.
+- *History*: before a pair's standing baseline is taken from AWS, grant-worker's own past
+  on the grants topic (what it activated, what it recorded as standing) must have been read
+  back, so a replay never mistakes its own assignments for somebody else's baseline.
+
+In steady state both consumers are caught up and the gates are already open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from elevate_core.errors import TransientError
+
+
+class TopicProgress:
+    def __init__(self, *, bootstrap: str, topic: str, group: str, max_age: float = 0.05) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group = group
+        self.max_age = max_age
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._committed: tuple[float, dict[str, int]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _start(self) -> None:
+        if self._admin is not None and self._consumer is not None and self._partitions:
+            return
+        await self.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="gw-progress")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, client_id="gw-progress"
+        )
+        try:
+            await admin.start()
+            await consumer.start()
+            [described] = await admin.describe_topics([self.topic])
+            partitions = [int(p["partition"]) for p in described.get("partitions", [])]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await admin.close()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        if not partitions:
+            raise TransientError(f"topic {self.topic} has no partitions (yet)")
+        self._admin, self._consumer = admin, consumer
+        self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+
+    async def end_offsets(self) -> dict[str, int]:
+        """The topic's end offset per partition, now (a gate to wait for)."""
+        async with self._lock:
+            try:
+                await self._start()
+                assert self._consumer is not None
+                ends = await self._consumer.end_offsets(self._partitions)
+            except TransientError:
+                raise
+            except Exception as exc:
+                await self.close()
+                raise TransientError(f"end offsets of {self.topic}: {exc!r}") from exc
+        return {str(tp.partition): int(offset) for tp, offset in ends.items() if offset}
+
+    async def committed(self, *, fresh: bool = False) -> dict[str, int]:
+        """How far the consumer has committed, per partition (cached `max_age`)."""
+        cached = self._committed
+        if not fresh and cached is not None and time.monotonic() - cached[0] < self.max_age:
+            return cached[1]
+        async with self._lock:
+            try:
+                await self._start()
+                assert self._admin is not None
+                offsets = await self._admin.list_consumer_group_offsets(self.group)
+            except TransientError:
+                raise
+            except Exception as exc:
+                await self.close()
+                raise TransientError(f"committed offsets of {self.group}: {exc!r}") from exc
+        progress = {
+            str(tp.partition): int(meta.offset)
+            for tp, meta in offsets.items()
+            if tp.topic == self.topic and meta.offset >= 0
+        }
+        self._committed = (time.monotonic(), progress)
+        return progress
+
+    async def caught_up(self) -> bool:
+        """Whether the consumer has committed everything published until now."""
+        ends = await self.end_offsets()
+        done = await self.committed(fresh=True)
+        return all(done.get(p, 0) >= offset for p, offset in ends.items())
+
+    async def close(self) -> None:
+        admin, consumer = self._admin, self._consumer
+        self._admin, self._consumer, self._partitions = None, None, []
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
