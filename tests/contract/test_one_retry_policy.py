@@ -183,8 +183,10 @@ async def test_assignment_worker(db: Database) -> None:
         return w
 
     transient = worker([TransientError("throttled"), TransientError("throttled"), None])
-    await transient.drive(triple)
+    for _ in range(3):  # each failure ends the task with a backoff; the scan drives it again
+        await transient.drive(triple)
     assert transient.calls == 3  # retried twice, then nothing left to do
+    assert triple not in transient._backoff
     broken = worker([KeyError("a bug")])
     await broken.drive(triple)
     assert broken.calls == 1  # permanent: left to the next scan, not retried in a loop

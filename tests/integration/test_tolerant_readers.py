@@ -49,6 +49,7 @@ from elevate_core.events.models import (
     RequestSnapshot,
     RequestSubmitted,
     RevokeRequested,
+    StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
 from elevate_core.events.topics import Topics
@@ -133,6 +134,9 @@ def story(seeded: SeededOrganisation) -> list[Event]:
         RequestExpired(request_id=rid, pending_since=NOW, expired_at=NOW),
         DriftDetected(**triple, kind="unexpected_assignment", action="reported"),
         StandingAssignmentRecorded(**triple, user_name="alice", source="baseline"),
+        StandingAssignmentDropped(
+            **triple, user_name="alice", source="baseline", reason="assignment_gone"
+        ),
     ]
 
 

@@ -67,6 +67,7 @@ def test_every_architecture_event_is_registered_on_its_writers_topic() -> None:
         "GrantRevocationFailed",
         "DriftDetected",
         "StandingAssignmentRecorded",
+        "StandingAssignmentDropped",
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from elevate_core.outbox import OutboxMessage
 from elevate_core.timers import CHANNEL as TIMER_CHANNEL
 from elevate_grant_worker.aws import Triple
 from elevate_grant_worker.main import SPEC, StandingProvider, build
-from elevate_grant_worker.models import Assignment, Grant
+from elevate_grant_worker.models import Assignment, Grant, Standing
 from elevate_grant_worker.service import WORK_CHANNEL, grant_id_for
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.worker import AssignmentWorker
@@ -196,6 +197,22 @@ class Running:
     async def ended_events(self, request_id: uuid.UUID) -> int:
         return (await self.events(request_id)).count("ended")
 
+    async def outbox_data(self, ce_type_part: str) -> list[tuple[str, Any]]:
+        """(ce_type, data) of the outbox events whose type contains `ce_type_part`."""
+        async with self.db.sessions() as s:
+            rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
+            out = []
+            for row in rows:
+                ce_type = dict(row.headers)["ce_type"]
+                if ce_type_part in ce_type:
+                    out.append((ce_type, json.loads(row.value)))
+            return out
+
+    async def standing(self, t: Triple) -> str | None:
+        async with self.db.sessions() as s:
+            row = await s.get(Standing, (t.account_id, t.permission_set_arn, t.principal_id))
+            return row.source if row is not None else None
+
     @property
     def db(self) -> Any:
         return self.ctx.db
@@ -241,13 +258,19 @@ async def running(
     clock: ManualClock | None = None,
     standing: StandingProvider | None = None,
     hold_back: Callable[[Any], bool] = lambda _w: False,
+    scope: set[tuple[str, str]] | None = None,
 ) -> AsyncIterator[Running]:
     """grant-worker's workers in this process. `hold_back` names workers not to start yet
     (`Running.start_held` starts them), so a test can order them deterministically."""
     ctx = bootstrap(settings)
     await upgrade(ctx.db, SPEC.migrations)
+    await ensure_topics(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix)
     clock = clock or ManualClock(T0)
-    build(ctx, settings, clock=clock, standing=standing)
+
+    async def scoped() -> set[tuple[str, str]]:
+        return set(scope or ())
+
+    build(ctx, settings, clock=clock, standing=standing, scope=scoped if scope else None)
     for hook in ctx.startup:
         await hook()
     run = Running(ctx, clock)
@@ -423,3 +446,29 @@ class DbLink:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+
+
+def out_of_band(
+    sso: SSOAdminClient,
+    seeded: SeededOrganisation,
+    t: Triple,
+    *,
+    create: bool = True,
+    principal_type: str = "USER",
+    proxy: AwsFaultProxy | None = None,
+) -> None:
+    """Somebody else (a console user, another tool) changes AWS directly."""
+    params: dict[str, Any] = {
+        "InstanceArn": seeded.instance_arn,
+        "TargetId": t.account_id,
+        "TargetType": "AWS_ACCOUNT",
+        "PermissionSetArn": t.permission_set_arn,
+        "PrincipalType": principal_type,
+        "PrincipalId": t.principal_id,
+    }
+    if create:
+        sso.create_account_assignment(**params)
+        if proxy is not None:
+            proxy.note_provisioned(t.account_id, t.permission_set_arn)
+    else:
+        sso.delete_account_assignment(**params)

@@ -103,6 +103,17 @@ def triple(a: AssignmentState, *grants: GrantFacts, standing: bool = False) -> T
         # nothing holds an assignment of ours: delete it; nothing at all: wait
         (triple(P), Plan(Step.DELETE)),
         (triple(A), Plan(Step.WAIT)),
+        # drift: not Elevate's and nothing backs it — reported once in dry run, or removed
+        (TripleFacts(P, found=True), Plan(Step.WAIT, report_drift=True)),
+        (TripleFacts(P, found=True, drift_reported=True), Plan(Step.WAIT)),
+        (TripleFacts(P, found=True, removal=True), Plan(Step.DELETE)),
+        (TripleFacts(P, found=True, standing=True), Plan(Step.WAIT)),  # standing keeps it
+        (TripleFacts(P, (g(),), found=True), Plan(Step.SETTLE, activate=("g1",))),
+        # a grant's access that outlived its window and was removed as drift
+        (
+            TripleFacts(A, (g("g1", ACT, end=NOW),), found=True),
+            Plan(Step.SETTLE, end=(Ending("g1", "drift", removed=True),)),
+        ),
     ],
 )
 def test_plan(facts: TripleFacts, expected: Plan) -> None:

@@ -18,6 +18,12 @@ status poll) and the peak number of calls in any sliding one-second window. The 
 is read from the JSON protocol's `X-Amz-Target` header
 (`SWBExternalService.CreateAccountAssignment`).
 
+It also emulates what moto lacks and the reconciler needs (FIELD-NOTES):
+`ListAccountsForProvisionedPermissionSet` answers the accounts a permission set has (ever)
+been assigned in — from the writes it forwarded, `note_provisioned()`, and once per
+permission set a scan of moto's assignments — and `ListAccountAssignments` is paginated
+(`MaxResults`, default 20; `NextToken`), as AWS does.
+
 Tests interleave deterministically by *holding* a call open: `hold("CreateAccountAssignment")`
 parks the next such call (before it reaches moto, or after, with `after=True`) until the
 test releases it — so "a revoke arrives while the create is in flight" is a fact, not a
@@ -38,90 +44,24 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
+from elevate_local.aws_emulation import PAGING as _PAGING
+from elevate_local.aws_emulation import MotoGaps, page
+from elevate_local.aws_faults import (
+    _ERRORS,
+    _STATUS_REQUEST_ID,
+    STATUS,
+    WRITES,
+    Call,
+    Fault,
+    FaultRule,
+    Hold,
+)
 from elevate_local.ports import free_port
 
-Fault = Literal["throttle", "conflict", "http500", "latency", "in_progress", "failed"]
-
-WRITES = {"CreateAccountAssignment": "create", "DeleteAccountAssignment": "delete"}
-STATUS = {
-    "DescribeAccountAssignmentCreationStatus": ("create", "AccountAssignmentCreationStatus"),
-    "DescribeAccountAssignmentDeletionStatus": ("delete", "AccountAssignmentDeletionStatus"),
-}
-_STATUS_REQUEST_ID = {
-    "DescribeAccountAssignmentCreationStatus": "AccountAssignmentCreationRequestId",
-    "DescribeAccountAssignmentDeletionStatus": "AccountAssignmentDeletionRequestId",
-}
-_ERRORS: dict[str, tuple[int, str, str]] = {
-    "throttle": (400, "ThrottlingException", "Rate exceeded"),
-    "conflict": (409, "ConflictException", "An operation is in progress for this assignment"),
-    "http500": (500, "InternalServerException", "Internal failure (injected)"),
-}
-
-
-@dataclass
-class FaultRule:
-    """Inject `fault` into calls of `operations` (all when empty) with probability `rate`.
-
-    `in_progress` answers IN_PROGRESS to the first `polls` status polls of each request;
-    `failed` answers FAILED (and undoes the write); `latency` sleeps `seconds` first.
-    `limit` caps how many times the rule fires (None: unlimited).
-    """
-
-    fault: Fault
-    operations: frozenset[str] = frozenset()
-    rate: float = 1.0
-    polls: int = 1
-    seconds: float = 0.0
-    limit: int | None = None
-    reason: str = "Injected failure: the permission set could not be provisioned"
-    fired: int = 0
-
-    def applies(self, operation: str) -> bool:
-        if self.limit is not None and self.fired >= self.limit:
-            return False
-        return not self.operations or operation in self.operations
-
-
-@dataclass(frozen=True)
-class Call:
-    operation: str
-    outcome: str  # "ok", "throttle", "conflict", "http500", "in_progress", "failed", "error:<code>"
-    at: float  # arrival, time.monotonic()
-    params: dict[str, Any] = field(default_factory=dict)  # the request's JSON body
-    answered: float = 0.0  # when the answer left, time.monotonic()
-
-
-class Hold:
-    """One held call: `reached` is set when it arrives (and is parked), `release()` lets it
-    go on. With `after=True` it is parked after moto acted, before the answer is sent."""
-
-    def __init__(self, operation: str, *, after: bool, match: dict[str, Any] | None) -> None:
-        self.operation = operation
-        self.after = after
-        self.match = match or {}
-        self.reached = threading.Event()
-        self._go = threading.Event()
-        self.call_params: dict[str, Any] = {}
-
-    def takes(self, operation: str, params: dict[str, Any]) -> bool:
-        if self.reached.is_set() or operation != self.operation:
-            return False
-        return all(params.get(k) == v for k, v in self.match.items())
-
-    def park(self, params: dict[str, Any]) -> None:
-        self.call_params = params
-        self.reached.set()
-        self._go.wait(timeout=600)
-
-    def release(self) -> None:
-        self._go.set()
-
-    def wait_reached(self, timeout: float = 60.0) -> None:
-        if not self.reached.wait(timeout):
-            raise TimeoutError(f"no {self.operation} call arrived to hold")
+__all__ = ["AwsFaultProxy", "Call", "Fault", "FaultRule", "Hold"]
 
 
 @dataclass
@@ -151,6 +91,7 @@ class AwsFaultProxy:
         self.port = port or free_port()
         self.rules: list[FaultRule] = list(rules)
         self.holds: list[Hold] = []
+        self.moto_gaps = MotoGaps(self.target_host, self.target_port)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._state = _State()
@@ -181,6 +122,10 @@ class AwsFaultProxy:
             self.holds.append(held)
         return held
 
+    def note_provisioned(self, account_id: str, permission_set_arn: str) -> None:
+        """An assignment made straight in moto: its permission set is provisioned there."""
+        self.moto_gaps.provisioned(account_id, permission_set_arn)
+
     def release_all(self) -> None:
         with self._lock:
             holds = list(self.holds)
@@ -199,6 +144,9 @@ class AwsFaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are written separately: without this, Nagle's algorithm and
+            # the client's delayed ACK add ~40 ms to every answer.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 proxy._handle(self)
@@ -313,8 +261,17 @@ class AwsFaultProxy:
             payload = json.dumps({"__type": code, "message": message}).encode()
             self._reply(req, status, payload, {"x-amzn-ErrorType": code})
             return
+        if operation == "ListAccountsForProvisionedPermissionSet":
+            payload = self.moto_gaps.provisioned_accounts(params)
+            self._record(operation, "ok", arrived, params)
+            self._reply(req, 200, payload, {"Content-Type": "application/x-amz-json-1.1"})
+            return
+        if operation == "ListAccountAssignments":
+            body = json.dumps({k: v for k, v in params.items() if k not in _PAGING}).encode()
 
         status, headers, payload = self._forward(req, body)
+        if status < 400 and operation == "ListAccountAssignments":
+            payload = page(payload, params, "AccountAssignments", self.moto_gaps.page_size)
         outcome = "ok" if status < 400 else f"error:{_error_code(payload)}"
         if status < 400 and operation in WRITES:
             self._write_accepted(operation, body, payload)
@@ -331,7 +288,12 @@ class AwsFaultProxy:
     ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection(self.target_host, self.target_port, timeout=60)
         try:
-            headers = {k: v for k, v in req.headers.items() if k.lower() != "connection"}
+            headers = {
+                k: v
+                for k, v in req.headers.items()
+                if k.lower() not in ("connection", "content-length")
+            }
+            headers["Content-Length"] = str(len(body))  # the body may have been rewritten
             conn.request(req.command, req.path, body=body, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
@@ -370,9 +332,14 @@ class AwsFaultProxy:
             else "AccountAssignmentDeletionStatus"
         )
         request_id = json.loads(payload).get(status_key, {}).get("RequestId", "")
+        params = json.loads(body or b"{}")
+        if kind == "create":  # provisioning stays after the assignment goes, as in AWS
+            self.moto_gaps.provisioned(
+                str(params.get("TargetId")), str(params.get("PermissionSetArn"))
+            )
         with self._lock:
             state = self._state
-            state.writes[(kind, request_id)] = json.loads(body or b"{}")
+            state.writes[(kind, request_id)] = params
             state.in_flight.add((kind, request_id))
             state.peak_in_flight = max(state.peak_in_flight, len(state.in_flight))
 
@@ -447,3 +414,28 @@ def _error_code(payload: bytes) -> str:
         return str(json.loads(payload).get("__type", "unknown")).rpartition("#")[2]
     except (ValueError, AttributeError):
         return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m elevate_local.aws_proxy --target URL --port N`: the proxy as a process
+    (no faults; its emulation of what moto lacks), for `make dev` and the benches."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="elevate-aws-proxy", description=main.__doc__)
+    parser.add_argument("--target", required=True, help="moto's URL")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    proxy = AwsFaultProxy(args.target, port=args.port)
+    proxy.start()
+    print(f"AWS (moto, through the emulating proxy) at {proxy.endpoint_url}", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    proxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,6 +37,7 @@ class Ports:
     kafka: int = 9092
     kafka_controller: int = 9093
     moto: int = 5000
+    aws_proxy: int = 5001
     oidc: int = 9400
     request_api: int = 8000
     approval: int = 8001
@@ -127,6 +128,22 @@ class Supervisor:
             stdout=subprocess.DEVNULL,
         )
         self.say(f"moto seeded with the example organisation at {moto_url}")
+        # grant-worker reaches moto through the proxy that emulates what moto lacks
+        # (ListAccountsForProvisionedPermissionSet, pagination) for its reconciler.
+        self.spawn(
+            "aws-proxy",
+            [
+                py,
+                "-m",
+                "elevate_local.aws_proxy",
+                "--target",
+                moto_url,
+                "--port",
+                str(self.ports.aws_proxy),
+            ],
+        )
+        wait_for_port(self.ports.aws_proxy, timeout=60, what="AWS proxy")
+        proxy_url = f"http://127.0.0.1:{self.ports.aws_proxy}"
 
         self.spawn(
             "oidc", [py, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)]
@@ -150,6 +167,8 @@ class Supervisor:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1",
             }
+            if name == "grant-worker":
+                env["ELEVATE_AWS_ENDPOINT_URL"] = proxy_url
             if database_url:
                 env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, attr)
             self.spawn(name, [py, "-m", f"elevate_{attr}.main"], env)

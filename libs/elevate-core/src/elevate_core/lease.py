@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import BigInteger, Integer, String, select, text, update
+from sqlalchemy import BigInteger, Integer, String, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -182,12 +182,18 @@ class Lease:
         """Inside a final write's transaction: refuse it unless we still hold the lease.
         Returns our epoch, to stamp on what is written."""
         epoch, holder = self.epoch, self.holder
-        row = (
-            await session.execute(
-                select(LeaseRow).where(LeaseRow.name == self.name).with_for_update(read=True)
-            )
-        ).scalar_one_or_none()
-        now = await self._now(session)
+        if self.db.is_sqlite:
+            row = await session.get(LeaseRow, self.name)
+            now = utcnow()
+        else:  # the row and the database's clock in one round trip
+            found = (
+                await session.execute(
+                    select(LeaseRow, func.clock_timestamp())
+                    .where(LeaseRow.name == self.name)
+                    .with_for_update(read=True, of=LeaseRow)
+                )
+            ).first()
+            row, now = (found[0], found[1]) if found is not None else (None, utcnow())
         if (
             epoch is None
             or row is None

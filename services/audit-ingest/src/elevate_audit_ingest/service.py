@@ -17,6 +17,7 @@ from elevate_core.events.models import (
     GrantFailed,
     GrantScheduled,
     RequestSnapshot,
+    StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
 from elevate_core.events.topics import Topics
@@ -172,6 +173,12 @@ async def record_grant_event(
         standing.user_name = event.user_name
         standing.source = event.source
         account = event.account_id
+    elif isinstance(event, StandingAssignmentDropped):
+        # It no longer backs the assignment: activity in it is no longer covered by it.
+        key = (event.account_id, event.permission_set_arn, event.principal_id)
+        dropped = await session.get(StandingRow, key)
+        if dropped is not None:
+            await session.delete(dropped)
     if account is not None:
         await session.flush()
         await recheck_pending(session, account_id=account, outbox=outbox, config=config, now=now)

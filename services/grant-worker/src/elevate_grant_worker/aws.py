@@ -1,23 +1,21 @@
-"""Identity Center (sso-admin) client with the client-side budget of ARCHITECTURE.md §3:
-a rate limit (default 10 calls/s) and a cap on assignment writes in flight (default 5),
-both serving revocations before activations (lower priority number first).
+"""Identity Center (sso-admin) client under the client-side budget (`budget.py`): a rate
+limit (default 10 calls/s) and a cap on assignment writes in flight (default 5), in lanes
+that serve revocations before activations before reconciliation.
 
 boto3 is synchronous: calls run in a small thread pool of their own. botocore's own
-retries are off, so one API call is one HTTP request and the budget counts exactly;
-retrying is the caller's decision, guided by `AwsError.retryable`.
+retries are off, so one API call is one HTTP request and the budget counts exactly.
+Throttling and conflicts are *waiting*, not failures: the call is made again after a
+jittered backoff, in its lane, and counted on `elevate_grant_aws_waits_total` — it never
+counts toward an activation's or a revocation's failures. Anything else is the caller's
+decision, guided by `AwsError.retryable`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import threading
-import time
-from collections import deque
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,20 +25,27 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 from elevate_core.errors import ElevateError
 from elevate_core.lease import FencedError
 
-from elevate_grant_worker.metrics import AWS_CALLS, AWS_THROTTLES, IN_FLIGHT_WRITES
+from elevate_grant_worker.budget import (
+    ACTIVATE,
+    RECONCILE,
+    REVOKE,
+    InFlightGate,
+    RateLimiter,
+    SendPacer,
+)
+from elevate_grant_worker.metrics import AWS_CALLS, AWS_THROTTLES, AWS_WAIT_SECONDS, AWS_WAITS
 from elevate_grant_worker.settings import GrantWorkerSettings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from mypy_boto3_sso_admin import SSOAdminClient
 
 T = TypeVar("T")
-REVOKE = 0  # priorities: revocations first
-ACTIVATE = 1
-# Send times keep this much under the budget so that network jitter never makes AWS see
-# more than `rate` calls in one second.
-JITTER_GUARD = 0.25
+__all__ = ["ACTIVATE", "RECONCILE", "REVOKE", "AwsError", "IdentityCenter", "Triple"]
+# Waiting, not failing: AWS says "not now" and the call had no effect.
+WAIT_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "ConflictException"})
+# Budget windows are this much longer than AWS's second, so that network jitter never
+# makes AWS see more than `rate` calls in one second.
+JITTER_GUARD = 0.05
 
 _RETRYABLE_CODES = {
     "ThrottlingException",
@@ -91,124 +96,15 @@ def classify(exc: Exception) -> AwsError:
     return AwsError(type(exc).__name__, str(exc), retryable=False, ambiguous=False)
 
 
-class _PriorityQueue:
-    """Waiters in (priority, arrival) order on one asyncio.Condition."""
-
-    def __init__(self) -> None:
-        self.cond = asyncio.Condition()
-        self.queue: list[tuple[int, int]] = []
-        self._seq = itertools.count()
-
-    def enter(self, priority: int) -> tuple[int, int]:
-        entry = (priority, next(self._seq))
-        heapq.heappush(self.queue, entry)
-        return entry
-
-    def leave(self, entry: tuple[int, int]) -> None:
-        if entry in self.queue:
-            self.queue.remove(entry)
-            heapq.heapify(self.queue)
-
-
-class RateLimiter:
-    """At most `rate` acquisitions in any `window` seconds, highest priority first."""
-
-    def __init__(
-        self, rate: int, *, window: float = 1.0, now: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.window = window
-        self._now = now
-        self._times: deque[float] = deque(maxlen=rate)
-        self._q = _PriorityQueue()
-
-    def _delay(self) -> float:
-        if len(self._times) < self.rate:
-            return 0.0
-        return self._times[0] + self.window - self._now()
-
-    async def acquire(self, priority: int = ACTIVATE) -> None:
-        async with self._q.cond:
-            entry = self._q.enter(priority)
-            self._q.cond.notify_all()
-            try:
-                while True:
-                    if self._q.queue[0] == entry:
-                        delay = self._delay()
-                        if delay <= 0:
-                            heapq.heappop(self._q.queue)
-                            self._times.append(self._now())
-                            self._q.cond.notify_all()
-                            return
-                        with suppress(TimeoutError):
-                            await asyncio.wait_for(self._q.cond.wait(), delay)
-                    else:
-                        await self._q.cond.wait()
-            except BaseException:
-                self._q.leave(entry)
-                self._q.cond.notify_all()
-                raise
-
-
-class InFlightGate:
-    """A semaphore of `limit` slots for assignment writes, highest priority first."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._q = _PriorityQueue()
-
-    @asynccontextmanager
-    async def slot(self, priority: int = ACTIVATE) -> AsyncIterator[None]:
-        async with self._q.cond:
-            entry = self._q.enter(priority)
-            try:
-                await self._q.cond.wait_for(
-                    lambda: self._q.queue[0] == entry and self.used < self.limit
-                )
-            except BaseException:
-                self._q.leave(entry)
-                self._q.cond.notify_all()
-                raise
-            heapq.heappop(self._q.queue)
-            self.used += 1
-            IN_FLIGHT_WRITES.set(self.used)
-            self._q.cond.notify_all()
-        try:
-            yield
-        finally:
-            async with self._q.cond:
-                self.used -= 1
-                IN_FLIGHT_WRITES.set(self.used)
-                self._q.cond.notify_all()
-
-
-class SendPacer:
-    """The last line of the budget, on the HTTP send itself (botocore `before-send`):
-    requests leave evenly spaced, `window / rate` seconds apart, whatever the threads do.
-    Even spacing (not bursts of `rate`) keeps what AWS observes under the budget even
-    when scheduling delays shift some requests against others."""
-
-    def __init__(self, rate: int, window: float) -> None:
-        self.interval = window / rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, **_kwargs: Any) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self._next > now:
-                time.sleep(self._next - now)
-                now = self._next
-            self._next = now + self.interval
-
-
 class IdentityCenter:
     def __init__(self, settings: GrantWorkerSettings) -> None:
         self.settings = settings
         rate = settings.aws_calls_per_second
         self.limiter = RateLimiter(rate, window=1.0 + JITTER_GUARD)
-        self.gate = InFlightGate(settings.aws_max_in_flight_writes)
+        self.gate = InFlightGate(
+            settings.aws_max_in_flight_writes,
+            reserved_for_revocations=settings.aws_writes_reserved_for_revocations,
+        )
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="aws")
         session = boto3.session.Session(
             region_name=settings.aws_region,
@@ -229,6 +125,8 @@ class IdentityCenter:
         # Last, right before the request leaves (after any pacing wait): fencing.
         self.client.meta.events.register("before-send", self._fence_hook)
         self.fence: Callable[[], None] | None = None
+        self.calls_made = 0  # every request sent
+        self.calls_by_lane: dict[int, int] = {}  # … per lane (sweeps count theirs)
         self.instance_arn = settings.sso_instance_arn or ""
 
     def _fence_hook(self, **_kwargs: Any) -> None:
@@ -239,20 +137,39 @@ class IdentityCenter:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, operation: str, priority: int, fn: Callable[[], T]) -> T:
-        await self.limiter.acquire(priority)
+        """One API call in its lane; throttling and conflicts are waited out, in the lane."""
         loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self._pool, fn)
-        except FencedError:
-            raise
-        except Exception as exc:
-            error = classify(exc)
-            AWS_CALLS.labels(operation, error.code).inc()
-            if "Throttl" in error.code or error.code == "TooManyRequestsException":
-                AWS_THROTTLES.labels(operation).inc()
-            raise error from exc
-        AWS_CALLS.labels(operation, "ok").inc()
-        return result
+        waits = 0
+        while True:
+            await self.limiter.acquire(priority)
+            self.calls_made += 1
+            self.calls_by_lane[priority] = self.calls_by_lane.get(priority, 0) + 1
+            try:
+                result = await loop.run_in_executor(self._pool, fn)
+            except FencedError:
+                raise
+            except Exception as exc:
+                error = classify(exc)
+                AWS_CALLS.labels(operation, error.code).inc()
+                if error.code not in WAIT_CODES:
+                    raise error from exc
+                if error.code != "ConflictException":
+                    AWS_THROTTLES.labels(operation).inc()
+                waits += 1
+                delay = self._wait_delay(waits)
+                AWS_WAITS.labels(operation, error.code).inc()
+                AWS_WAIT_SECONDS.labels(operation).inc(delay)
+                await asyncio.sleep(delay)
+                continue
+            AWS_CALLS.labels(operation, "ok").inc()
+            return result
+
+    def _wait_delay(self, waits: int) -> float:
+        ceiling = min(
+            self.settings.retry_max_seconds,
+            self.settings.retry_base_seconds * 2 ** min(waits - 1, 20),
+        )
+        return random.uniform(ceiling / 2, ceiling)
 
     async def discover(self) -> str:
         if not self.instance_arn:
@@ -267,11 +184,33 @@ class IdentityCenter:
         return self.instance_arn
 
     async def exists(self, triple: Triple, *, priority: int) -> bool:
-        """Whether AWS lists the USER assignment (all pages)."""
-        users = await self.user_assignments(
-            triple.account_id, triple.permission_set_arn, priority=priority
-        )
-        return triple.principal_id in users
+        """Whether AWS lists the USER assignment — asked of the user's own assignments in
+        the account, so a pair with thousands of users costs one call, not its pages."""
+        arn = await self.discover()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "InstanceArn": arn,
+                "PrincipalId": triple.principal_id,
+                "PrincipalType": "USER",
+                "Filter": {"AccountId": triple.account_id},
+            }
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._call(
+                "ListAccountAssignmentsForPrincipal",
+                priority,
+                lambda kw=kwargs: self.client.list_account_assignments_for_principal(**kw),  # type: ignore[misc]
+            )
+            for item in page.get("AccountAssignments", []):
+                if (
+                    item.get("AccountId") == triple.account_id
+                    and item.get("PermissionSetArn") == triple.permission_set_arn
+                ):
+                    return True
+            token = page.get("NextToken")
+            if not token:
+                return False
 
     async def user_assignments(
         self, account_id: str, permission_set_arn: str, *, priority: int
@@ -285,6 +224,7 @@ class IdentityCenter:
                 "InstanceArn": arn,
                 "AccountId": account_id,
                 "PermissionSetArn": permission_set_arn,
+                "MaxResults": 100,  # AWS's largest page: fewer calls
             }
             if token:
                 kwargs["NextToken"] = token
@@ -301,6 +241,30 @@ class IdentityCenter:
             token = page.get("NextToken")
             if not token:
                 return users
+
+    async def provisioned_accounts(self, permission_set_arn: str, *, priority: int) -> set[str]:
+        """Accounts the permission set is provisioned to (all pages): only there can it
+        have assignments, so a sweep lists assignments nowhere else."""
+        arn = await self.discover()
+        token: str | None = None
+        accounts: set[str] = set()
+        while True:
+            kwargs: dict[str, Any] = {
+                "InstanceArn": arn,
+                "PermissionSetArn": permission_set_arn,
+                "MaxResults": 100,
+            }
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._call(
+                "ListAccountsForProvisionedPermissionSet",
+                priority,
+                lambda kw=kwargs: self.client.list_accounts_for_provisioned_permission_set(**kw),  # type: ignore[misc]
+            )
+            accounts.update(str(a) for a in page.get("AccountIds", []))
+            token = page.get("NextToken")
+            if not token:
+                return accounts
 
     def _target(self, triple: Triple) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ from elevate_core.events.models import (
     RequestApproved,
     RequestCancelled,
     RevokeRequested,
+    StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
 from elevate_core.kafka.consumer import Handler
@@ -30,7 +31,14 @@ log = logging.getLogger(__name__)
 Gate = Callable[[], Awaitable[dict[str, int]]]
 SOURCE = "elevate/grant-worker"
 _HISTORY = frozenset(
-    e.ce_type for e in (GrantActivated, GrantEnded, StandingAssignmentRecorded, DriftDetected)
+    e.ce_type
+    for e in (
+        GrantActivated,
+        GrantEnded,
+        StandingAssignmentRecorded,
+        StandingAssignmentDropped,
+        DriftDetected,
+    )
 )
 
 

@@ -92,6 +92,11 @@ class TripleFacts:
     assignment: AssignmentState
     grants: tuple[GrantFacts, ...] = ()  # its approved, not yet terminal grants
     standing: bool = False
+    # "found": present in AWS though Elevate neither made nor adopted it for a grant —
+    # drift, removed only when removal is switched on (the default only reports it).
+    found: bool = False
+    removal: bool = False
+    drift_reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,7 @@ class Plan:
     activate: tuple[str, ...] = ()
     end: tuple[Ending, ...] = ()
     look_again_at: datetime | None = None
+    report_drift: bool = False  # an unexpected assignment, to report (dry run) once
 
 
 def wanted(facts: TripleFacts, now: datetime) -> bool:
@@ -124,6 +130,12 @@ def plan(facts: TripleFacts, now: datetime) -> Plan:
     if a is AssignmentState.ABSENT and want:
         return Plan(Step.CREATE)
     if a is AssignmentState.PRESENT and not want and not facts.standing:
+        if facts.found and not facts.removal:  # dry run: reported, never removed
+            return Plan(
+                Step.WAIT,
+                look_again_at=look_again_at(facts, now),
+                report_drift=not facts.drift_reported,
+            )
         return Plan(Step.DELETE)
     activate = tuple(
         g.grant_id
@@ -144,6 +156,8 @@ def _endings(facts: TripleFacts, now: datetime) -> list[Ending]:
             continue
         served = g.state is GrantState.ACTIVE
         removed = served and facts.assignment is AssignmentState.ABSENT
+        if facts.found and reason == "expired":
+            reason = "drift"  # its access outlived its window and was removed as drift
         out.append(Ending(g.grant_id, reason, removed))
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from elevate_core.app import (
 )
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
+from elevate_core.directory.errors import DirectoryError
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
@@ -27,7 +29,10 @@ from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
+from elevate_grant_worker.sweep import ScopeProvider
 from elevate_grant_worker.worker import AssignmentWorker
+
+log = logging.getLogger(__name__)
 
 SPEC = ServiceSpec(
     name="grant-worker",
@@ -72,6 +77,7 @@ def build(
     clock: Clock | None = None,
     standing: StandingProvider | None = None,
     user_names: UserNames | None = None,
+    scope: ScopeProvider | None = None,
 ) -> AssignmentWorker:
     """Wire grant-worker's consumers, timers and assignment worker onto `ctx`."""
     clock = clock or SystemClock()
@@ -114,6 +120,7 @@ def build(
         progress=progress,
         history=history,
         user_names=user_names,
+        scope=scope,
     )
     ctx.workers.append(worker)
     if standing is not None:
@@ -130,13 +137,38 @@ def build(
     return worker
 
 
+def policy_scope(access: AccessControl) -> ScopeProvider:
+    """The (account id, permission set ARN) pairs the policy makes requestable."""
+
+    async def scope() -> set[tuple[str, str]]:
+        evaluator = await access.evaluator()
+        arns: dict[str, str] = {}
+        pairs: set[tuple[str, str]] = set()
+        for account_id, name in sorted(evaluator.managed_scope()):
+            if name not in arns:
+                try:
+                    arns[name] = (await access.directory.get_permission_set(name)).arn
+                except DirectoryError as exc:
+                    if exc.retryable:
+                        raise
+                    log.warning("managed scope: permission set %r unknown: %s", name, exc)
+                    arns[name] = ""
+            if arns[name]:
+                pairs.add((account_id, arns[name]))
+        return pairs
+
+    return scope
+
+
 def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
     assert isinstance(settings, GrantWorkerSettings)
     ctx = bootstrap(settings)
     # The policy's standing list: never removed, whatever grant ends on top of it.
     access = access or AccessControl.from_settings(settings)
     access.load()
-    worker = build(ctx, settings, user_names=access.directory.user_name_of)
+    worker = build(
+        ctx, settings, user_names=access.directory.user_name_of, scope=policy_scope(access)
+    )
     ctx.workers += [
         access,
         PolicyStanding(ctx.db, access, outbox=worker.outbox, clock=SystemClock()),

@@ -10,6 +10,14 @@ AWS_CALLS = Counter(
 AWS_THROTTLES = Counter(
     "elevate_grant_aws_throttles_total", "Identity Center throttling answers", ["operation"]
 )
+AWS_WAITS = Counter(
+    "elevate_grant_aws_waits_total",
+    "Calls AWS answered with throttling or a conflict: waited out and made again (never a failure)",
+    ["operation", "code"],
+)
+AWS_WAIT_SECONDS = Counter(
+    "elevate_grant_aws_wait_seconds_total", "Seconds spent waiting out throttling", ["operation"]
+)
 IN_FLIGHT_WRITES = Gauge(
     "elevate_grant_in_flight_writes", "Assignment writes sent and not yet finished"
 )
@@ -24,4 +32,11 @@ EXPIRED_NOT_REVOKED = Gauge(
 REVOCATION_FAILED = Counter(
     "elevate_grant_revocation_failed_total", "Grants that reached the revocation alert threshold"
 )
+DRIFT = Counter(
+    "elevate_grant_drift_total",
+    "Assignments in managed scope that differ from what the grants say",
+    ["kind", "action"],
+)
+SWEEP_CALLS = Counter("elevate_grant_sweep_aws_calls_total", "AWS calls made by sweeps")
+SWEEPS = Counter("elevate_grant_sweeps_total", "Reconciler sweeps completed")
 GRANT_TRANSITIONS = Counter("elevate_grant_transitions_total", "Grant state changes", ["state"])

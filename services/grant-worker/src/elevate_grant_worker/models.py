@@ -83,6 +83,13 @@ class Assignment(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     epoch: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    # Drift, as the reconciler sweep saw it: `found` present though no grant of ours made
+    # or adopted it; `missing` gone though a grant needs it. `version` counts writes, so a
+    # sweep only applies what it listed to rows nothing changed meanwhile.
+    found: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    missing: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    drift_reported: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_gw_assignments_state", "state"),

@@ -38,7 +38,7 @@ class TopicProgress:
 
     async def _start(self) -> None:
         if self._admin is not None and self._consumer is not None and self._partitions:
-            return
+            return  # (a topic seen empty of partitions is described again next time)
         await self.close()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="gw-progress")
         consumer = AIOKafkaConsumer(
@@ -55,8 +55,7 @@ class TopicProgress:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
-        if not partitions:
-            raise TransientError(f"topic {self.topic} has no partitions (yet)")
+        # No such topic (yet): nothing was ever published there, nothing to wait for.
         self._admin, self._consumer = admin, consumer
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
 
@@ -66,6 +65,8 @@ class TopicProgress:
             try:
                 await self._start()
                 assert self._consumer is not None
+                if not self._partitions:
+                    return {}
                 ends = await self._consumer.end_offsets(self._partitions)
             except TransientError:
                 raise

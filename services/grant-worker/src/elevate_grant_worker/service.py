@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from elevate_core.events.base import Event
 from elevate_core.events.models import (
@@ -26,11 +26,13 @@ from elevate_core.events.models import (
     GrantScheduled,
     RequestApproved,
     RequestSnapshot,
+    StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
 from elevate_core.notify import mark
 from elevate_core.outbox import Outbox
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +47,7 @@ from elevate_grant_worker.domain import (
     TripleFacts,
     replay_gate_passed,
 )
-from elevate_grant_worker.metrics import GRANT_TRANSITIONS
+from elevate_grant_worker.metrics import DRIFT, GRANT_TRANSITIONS
 from elevate_grant_worker.models import Assignment, Grant, ManagedPair, Standing
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ def triple_of(grant: Grant) -> Triple:
     assert grant.permission_set_arn is not None
     assert grant.principal_id is not None
     return Triple(grant.account_id, grant.permission_set_arn, grant.principal_id)
+
+
+def triple_of_row(row: Assignment) -> Triple:
+    return Triple(row.account_id, row.permission_set_arn, row.principal_id)
 
 
 def snapshot_of(grant: Grant) -> RequestSnapshot:
@@ -169,7 +175,7 @@ class TripleState:
     grants: Sequence[Grant]
     standing: bool
 
-    def facts(self, progress: dict[str, int]) -> TripleFacts:
+    def facts(self, progress: dict[str, int], *, removal: bool = False) -> TripleFacts:
         return TripleFacts(
             assignment=AssignmentState(self.assignment.state),
             grants=tuple(
@@ -184,6 +190,9 @@ class TripleState:
                 for g in self.grants
             ),
             standing=self.standing,
+            found=self.assignment.found,
+            removal=removal,
+            drift_reported=self.assignment.drift_reported,
         )
 
     def grant(self, grant_id: str) -> Grant:
@@ -198,20 +207,22 @@ class TripleState:
 async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> TripleState:
     """The triple's row (created `absent` if new), then its live grants — both locked."""
     key = (triple.account_id, triple.permission_set_arn, triple.principal_id)
-    await session.execute(
-        _insert(session)(Assignment)
-        .values(
-            account_id=key[0],
-            permission_set_arn=key[1],
-            principal_id=key[2],
-            state=AssignmentState.ABSENT.value,
-            attempts=0,
-            alerted=False,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing()
-    )
     row = await session.get(Assignment, key, with_for_update=True, populate_existing=True)
+    if row is None:  # first look at this triple (a concurrent first look may win the insert)
+        await session.execute(
+            _insert(session)(Assignment)
+            .values(
+                account_id=key[0],
+                permission_set_arn=key[1],
+                principal_id=key[2],
+                state=AssignmentState.ABSENT.value,
+                attempts=0,
+                alerted=False,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        row = await session.get(Assignment, key, with_for_update=True, populate_existing=True)
     assert row is not None
     grants = (
         (
@@ -284,6 +295,9 @@ def looked_at(ts: TripleState, *, next_check_at: datetime | None, keep: Sequence
     for grant in ts.grants:
         grant.needs_look = grant.grant_id in keep
     ts.assignment.next_check_at = next_check_at
+    if ts.assignment.state == AssignmentState.ABSENT.value:
+        ts.assignment.found = False  # a drift episode is over once the assignment is gone
+        ts.assignment.drift_reported = False
 
 
 async def fail_activations(
@@ -363,11 +377,29 @@ async def record_history(session: AsyncSession, event: Event, *, now: datetime) 
     if isinstance(event, GrantActivated | GrantEnded):
         snap = event.snapshot
         await manage(session, snap.account_id, snap.permission_set_arn, now=now)
-    elif isinstance(event, StandingAssignmentRecorded | DriftDetected):
+    elif isinstance(event, StandingAssignmentRecorded | StandingAssignmentDropped | DriftDetected):
         await manage(session, event.account_id, event.permission_set_arn, now=now)
+        triple = Triple(event.account_id, event.permission_set_arn, event.principal_id)
         if isinstance(event, StandingAssignmentRecorded):
-            triple = Triple(event.account_id, event.permission_set_arn, event.principal_id)
             await record_standing(session, triple, source=event.source, outbox=None, now=now)
+        elif isinstance(event, StandingAssignmentDropped):
+            await drop_standing(session, triple, reason=event.reason, outbox=None)
+
+
+async def permission_set_name(session: AsyncSession, pair: Triple) -> str | None:
+    """The permission set's name as a grant on the pair carries it (for the audit trail)."""
+    snapshot = (
+        await session.execute(
+            select(Grant.snapshot)
+            .where(
+                Grant.account_id == pair.account_id,
+                Grant.permission_set_arn == pair.permission_set_arn,
+                Grant.snapshot.is_not(None),
+            )
+            .limit(1)
+        )
+    ).scalar()
+    return str(snapshot["permission_set_name"]) if snapshot else None
 
 
 async def record_baseline(
@@ -437,3 +469,82 @@ async def record_standing(
             key=triple.account_id,
         )
     return True
+
+
+async def standing_of_source(session: AsyncSession, source: str) -> list[Triple]:
+    rows = (await session.execute(select(Standing).where(Standing.source == source))).scalars()
+    return [Triple(r.account_id, r.permission_set_arn, r.principal_id) for r in rows]
+
+
+async def look_at(session: AsyncSession, triple: Triple, *, now: datetime) -> None:
+    """Ask the worker to reconcile this triple now."""
+    ts = await load(session, triple, now=now)
+    ts.assignment.next_check_at = now
+    await mark(session, WORK_CHANNEL)
+
+
+async def drop_standing(
+    session: AsyncSession,
+    triple: Triple,
+    *,
+    reason: str,
+    outbox: Outbox | None,
+    source: str | None = None,
+) -> bool:
+    """A standing entry stops backing its assignment (published); True if there was one."""
+    key = (triple.account_id, triple.permission_set_arn, triple.principal_id)
+    row = await session.get(Standing, key)
+    if row is None or (source is not None and row.source != source):
+        return False
+    await session.delete(row)
+    if outbox is not None:
+        await outbox.add(
+            session,
+            StandingAssignmentDropped(
+                account_id=triple.account_id,
+                permission_set_arn=triple.permission_set_arn,
+                principal_id=triple.principal_id,
+                source="policy" if row.source == "policy" else "baseline",
+                reason="policy_removed" if reason == "policy_removed" else "assignment_gone",
+            ),
+            subject=None,
+            key=triple.account_id,
+        )
+    return True
+
+
+async def report_drift(
+    session: AsyncSession,
+    triple: Triple,
+    *,
+    kind: Literal["unexpected_assignment", "missing_assignment"],
+    action: Literal["reported", "removed", "restored"],
+    outbox: Outbox,
+    user_name: str | None = None,
+    permission_set_name: str | None = None,
+) -> None:
+    DRIFT.labels(kind, action).inc()
+    log.warning("drift on %s: %s, %s", triple, kind, action)
+    await outbox.add(
+        session,
+        DriftDetected(
+            account_id=triple.account_id,
+            permission_set_arn=triple.permission_set_arn,
+            permission_set_name=permission_set_name,
+            principal_id=triple.principal_id,
+            kind=kind,
+            action=action,
+            user_name=user_name,
+        ),
+        subject=None,
+        key=triple.account_id,
+    )
+
+
+@event.listens_for(Assignment, "before_update")
+def _count_writes(_mapper: Any, _connection: Any, target: Assignment) -> None:
+    """Count changes of what is recorded of AWS (not bookkeeping such as next_check_at), so a
+    sweep can tell whether its listing is still comparable with the row."""
+    attrs = sa_inspect(target).attrs
+    if attrs.state.history.has_changes() or attrs.request_id.history.has_changes():
+        target.version = (target.version or 0) + 1

@@ -15,6 +15,8 @@ class GrantWorkerSettings(Settings):
     # The AWS budget (ARCHITECTURE.md §3): shared with every other tool on the instance.
     aws_calls_per_second: int = Field(default=10, ge=1, le=100)
     aws_max_in_flight_writes: int = Field(default=5, ge=1, le=15)
+    # Of those, kept for revocations (slow creates never hold them all); None: 2 of 5.
+    aws_writes_reserved_for_revocations: int | None = Field(default=None, ge=0)
     # Connect and read timeout of one AWS request: a request lasts at most twice this.
     aws_timeout_seconds: float = Field(default=5.0, gt=0)
     # Status polls: exponential from `poll_initial` to `poll_max` seconds.
@@ -35,6 +37,10 @@ class GrantWorkerSettings(Settings):
     # Every triple with a live grant, an intent or a recorded assignment is re-derived this
     # often, whatever events were (or were not) seen.
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    # The reconciler sweep: lists the managed pairs' user assignments in AWS (at start and
+    # this often, at the lowest priority) and reports drift; removes it only when on.
+    sweep_interval_seconds: float = Field(default=900.0, gt=0)
+    drift_removal: bool = False
     # Leadership lease (fencing). An AWS request starts only while the lease has at least
     # 2 x aws_timeout_seconds left, so it ends before another replica can take over.
     leader_lease_seconds: float = Field(default=15.0, gt=0)

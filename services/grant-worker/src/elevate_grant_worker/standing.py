@@ -42,37 +42,54 @@ class PolicyStanding:
         self._stopping = asyncio.Event()
         self.recorded_version: str | None = None
 
-    async def record_once(self) -> int:
-        """Resolve and record the policy's standing assignments; returns how many are new."""
+    async def resolve(self) -> dict[Triple, tuple[str, str]]:
+        """The policy's standing entries as triples → (user name, permission set name)."""
         evaluator = await self.access.evaluator()
         directory = self.access.directory
+        out: dict[Triple, tuple[str, str]] = {}
+        for account_id, permission_set, user_ref in evaluator.standing_assignments():
+            try:
+                arn = (await directory.get_permission_set(permission_set)).arn
+                user = await directory.get_user(user_ref)
+            except DirectoryError as exc:
+                if exc.retryable:
+                    raise
+                log.error(
+                    "policy standing assignment %s/%s/%s cannot be resolved: %s",
+                    user_ref,
+                    account_id,
+                    permission_set,
+                    exc,
+                )
+                continue
+            out[Triple(account_id, arn, user.user_id)] = (user.user_name, permission_set)
+        return out
+
+    async def record_once(self) -> int:
+        """Make the recorded policy standing entries equal the policy's: new ones recorded,
+        ones the policy no longer lists dropped (both published). Returns how many are new."""
+        wanted = await self.resolve()
+        now = self.clock.now()
         new = 0
         async with self.db.transaction() as session:
-            for account_id, permission_set, user_ref in evaluator.standing_assignments():
-                try:
-                    arn = (await directory.get_permission_set(permission_set)).arn
-                    user = await directory.get_user(user_ref)
-                except DirectoryError as exc:
-                    if exc.retryable:
-                        raise
-                    log.error(
-                        "policy standing assignment %s/%s/%s cannot be resolved: %s",
-                        user_ref,
-                        account_id,
-                        permission_set,
-                        exc,
-                    )
-                    continue
+            for triple, (user_name, permission_set) in wanted.items():
                 if await service.record_standing(
                     session,
-                    Triple(account_id, arn, user.user_id),
+                    triple,
                     source="policy",
                     outbox=self.outbox,
-                    now=self.clock.now(),
-                    user_name=user.user_name,
+                    now=now,
+                    user_name=user_name,
                     permission_set_name=permission_set,
                 ):
                     new += 1
+            for triple in await service.standing_of_source(session, "policy"):
+                if triple not in wanted:
+                    await service.drop_standing(
+                        session, triple, reason="policy_removed", outbox=self.outbox
+                    )
+                    await service.look_at(session, triple, now=now)
+                    log.warning("policy no longer lists standing assignment %s", triple)
         self.recorded_version = self.access.policy.version
         return new
 

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 from elevate_core.errors import TransientError
 from elevate_core.failpoints import failpoint
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import service
 from elevate_grant_worker.aws import ACTIVATE, REVOKE, AwsError, IdentityCenter, Triple
-from elevate_grant_worker.domain import AssignmentState, GrantState
+from elevate_grant_worker.domain import AssignmentState, GrantState, Step
 from elevate_grant_worker.metrics import REVOCATION_FAILED, REVOCATION_LAG
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class AwsSteps:
     def __init__(self, worker: AssignmentWorker) -> None:
         self.w = worker
         self.unsent: set[Triple] = set()  # intents whose AWS write surely was not sent
+        self.history_read = False
+        self.revoking = 0  # revocations talking to AWS now (a sweep steps aside for them)
+        self.no_revocations = asyncio.Event()
+        self.no_revocations.set()
 
     @property
     def aws(self) -> IdentityCenter:
@@ -68,40 +73,46 @@ class AwsSteps:
     # ---- create ----
 
     async def _manage(self, triple: Triple) -> bool:
-        """Bring the triple's pair under management if it is not yet: once grant-worker's own
-        history has been read back, the user assignments AWS holds for the pair now are its
-        standing baseline. Returns whether the triple itself exists in AWS."""
+        """Whether the triple exists in AWS — bringing its pair under management first."""
         async with self.w.db.sessions() as session:
             managed = await service.is_managed(session, triple)
         if managed:
             return await self.aws.exists(triple, priority=ACTIVATE)
-        if self.w.history is not None and not await self.w.history.caught_up():
-            raise Retry("reading back grant-worker's own history first", delay=0.05)
         present = await self.aws.user_assignments(
             triple.account_id, triple.permission_set_arn, priority=ACTIVATE
         )
+        await self.manage(triple, present)
+        return triple.principal_id in present
+
+    async def manage(self, pair: Triple, present: set[str]) -> int:
+        """The pair comes under management: once grant-worker's own history has been read
+        back (so its own assignments are known as its own), the user assignments AWS holds
+        for it (`present`, just listed) are its standing baseline. Returns how many."""
+        if not self.history_read:
+            if self.w.history is not None and not await self.w.history.caught_up():
+                raise Retry("reading back grant-worker's own history first", delay=0.05)
+            # Once read back, the database holds our past; what we do next we record.
+            self.history_read = True
         names = {p: await self._user_name(p) for p in present}
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
-            ts = await service.load(session, triple, now=now)
-            snapshot = ts.grants[0].snapshot if ts.grants else None
             recorded = await service.record_baseline(
                 session,
-                triple,
+                pair,
                 names,
                 outbox=self.w.outbox,
                 now=now,
-                permission_set_name=(snapshot or {}).get("permission_set_name"),
+                permission_set_name=await service.permission_set_name(session, pair),
             )
-            ts.assignment.epoch = await self.w.lease.check(session)
+            await self.w.lease.check(session)
         if recorded:
             log.warning(
                 "pair %s/%s under management: %d baseline assignment(s) recorded",
-                triple.account_id,
-                triple.permission_set_arn,
+                pair.account_id,
+                pair.permission_set_arn,
                 recorded,
             )
-        return triple.principal_id in present
+        return recorded
 
     async def _user_name(self, principal_id: str) -> str | None:
         if self.w.user_names is None:
@@ -112,7 +123,7 @@ class AwsSteps:
             log.info("no user name for %s: %r", principal_id, exc)
             return None
 
-    async def begin_create(self, triple: Triple) -> None:
+    async def begin_create(self, triple: Triple) -> bool:
         """Check AWS first (an assignment already there is adopted, not created twice),
         then record the creation intent and create."""
         try:
@@ -123,16 +134,20 @@ class AwsSteps:
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
             if ts.assignment.state != AssignmentState.ABSENT.value:
-                return  # things moved on meanwhile: plan again
+                return True  # things moved on meanwhile: plan again
             new = AssignmentState.PRESENT if exists else AssignmentState.CREATING
             service.set_assignment(ts.assignment, new, now=now)
+            if exists:
+                await self._restored(session, ts)
             ts.assignment.epoch = await self.w.lease.check(session)
         if not exists:
             self.unsent.add(triple)
             failpoint("grant.after_create_intent")
-            await self.create(triple, None)
+            return await self.create(triple, None)
+        return True
 
-    async def create(self, triple: Triple, request_id: str | None) -> None:
+    async def create(self, triple: Triple, request_id: str | None) -> bool:
+        """Returns whether the triple has more to do (False: it only waits now)."""
         try:
             async with self.aws.gate.slot(ACTIVATE):
                 status, reason = "SUCCEEDED", None
@@ -149,13 +164,40 @@ class AwsSteps:
             if exc.retryable:
                 raise Retry(str(exc)) from exc
             await self._creation_failed(triple, exc.message or exc.code, exc.code, terminal=True)
-            return
+            return True
         if status == "SUCCEEDED":
-            await self._record(
-                triple, AssignmentState.PRESENT, attempts=0, last_error=None, alerted=False
+            return await self._created(triple)
+        await self._creation_failed(triple, reason or "creation FAILED", None, terminal=False)
+        return True
+
+    async def _created(self, triple: Triple) -> bool:
+        now = self.w.clock.now()
+        async with self.w.db.transaction() as session:
+            ts = await service.load(session, triple, now=now)
+            service.set_assignment(ts.assignment, AssignmentState.PRESENT, now=now)
+            ts.assignment.attempts = 0
+            ts.assignment.last_error = None
+            ts.assignment.alerted = False
+            ts.assignment.next_check_at = now
+            await self._restored(session, ts)
+            after = await self.w.advance(session, ts, now=now)  # activate, in this transaction
+            ts.assignment.epoch = await self.w.lease.check(session)
+        return after.step is not Step.WAIT
+
+    async def _restored(self, session: AsyncSession, ts: service.TripleState) -> None:
+        """The assignment is there for our grants: not drift; if it had been deleted out of
+        band while a grant needed it, say it was put back."""
+        row = ts.assignment
+        row.found = False
+        if row.missing:
+            row.missing = False
+            await service.report_drift(
+                session,
+                service.triple_of_row(row),
+                kind="missing_assignment",
+                action="restored",
+                outbox=self.w.outbox,
             )
-        else:
-            await self._creation_failed(triple, reason or "creation FAILED", None, terminal=False)
 
     async def _creation_failed(
         self, triple: Triple, failure: str, code: str | None, *, terminal: bool
@@ -185,7 +227,21 @@ class AwsSteps:
 
     # ---- delete ----
 
-    async def delete(self, triple: Triple, request_id: str | None) -> None:
+    async def delete(self, triple: Triple, request_id: str | None) -> bool:
+        """Returns whether the triple has more to do (False: it only waits now).
+
+        AWS's request id of a delete is not recorded: after a crash the intent is resumed
+        by asking whether the assignment still exists (not found counts as done)."""
+        self.revoking += 1
+        self.no_revocations.clear()
+        try:
+            return await self._delete(triple, request_id)
+        finally:
+            self.revoking -= 1
+            if not self.revoking:
+                self.no_revocations.set()
+
+    async def _delete(self, triple: Triple, request_id: str | None) -> bool:
         try:
             async with self.aws.gate.slot(REVOKE):
                 status, reason = "SUCCEEDED", None
@@ -195,21 +251,19 @@ class AwsSteps:
                     if not verify or await self.aws.exists(triple, priority=REVOKE):
                         sent = await self._send(triple, self.aws.delete(triple))
                         failpoint("grant.mid_revoke")
-                        if sent:
-                            request_id = sent
-                            await self._record(triple, None, request_id=request_id)
+                        request_id = sent or None
                 if request_id is not None:
                     status, reason = await self._poll(triple, "delete", request_id)
         except AwsError as exc:
             await self._revocation_failure(triple, str(exc), still_present=False)
-            return
+            return True
         if status != "SUCCEEDED":
             await self._revocation_failure(triple, reason or "deletion FAILED", still_present=True)
-            return
+            return True
         failpoint("grant.after_aws_delete")
-        await self._deleted(triple)
+        return await self._deleted(triple)
 
-    async def _deleted(self, triple: Triple) -> None:
+    async def _deleted(self, triple: Triple) -> bool:
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
@@ -222,7 +276,17 @@ class AwsSteps:
                 if grant.state == GrantState.ACTIVE.value:
                     since = grant.stop_at or grant.end_at or now
                     REVOCATION_LAG.observe(max(0.0, (now - since).total_seconds()))
+            if ts.assignment.found:  # drift removal (the flag stays until its grants settle)
+                await service.report_drift(
+                    session,
+                    triple,
+                    kind="unexpected_assignment",
+                    action="removed",
+                    outbox=self.w.outbox,
+                )
+            after = await self.w.advance(session, ts, now=now)  # end its grants, here
             ts.assignment.epoch = await self.w.lease.check(session)
+        return after.step is not Step.WAIT
 
     async def _revocation_failure(self, triple: Triple, error: str, *, still_present: bool) -> None:
         now = self.w.clock.now()
@@ -267,7 +331,10 @@ class AwsSteps:
     async def _poll(self, triple: Triple, kind: str, request_id: str) -> tuple[str, str | None]:
         settings = self.w.settings
         delay = settings.poll_initial_seconds
-        for _ in range(settings.poll_max_count):
+        for poll in range(settings.poll_max_count):
+            if poll:  # the first poll at once: AWS is often done already
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, settings.poll_max_seconds)
             try:
                 status, reason = await self.aws.status(kind, request_id)
             except AwsError as exc:
@@ -279,6 +346,4 @@ class AwsSteps:
                 status, reason = "IN_PROGRESS", None
             if status in ("SUCCEEDED", "FAILED"):
                 return status, reason
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, settings.poll_max_seconds)
         raise Retry(f"{kind} {request_id} still in progress")

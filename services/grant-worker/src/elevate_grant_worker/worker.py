@@ -23,7 +23,8 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from elevate_core.clock import Clock
@@ -33,20 +34,28 @@ from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import Outbox
 from elevate_core.retry import Retrying, RetryPolicy
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import service
 from elevate_grant_worker.aws import IdentityCenter, Triple
-from elevate_grant_worker.domain import AssignmentState, GrantState, Step, gated, plan
+from elevate_grant_worker.domain import AssignmentState, GrantState, Plan, Step, gated, plan
 from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
 from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.steps import AwsSteps
+from elevate_grant_worker.sweep import ScopeProvider, Sweeper
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "grant-worker.assignments"
 _GRANT_COLS = (Grant.account_id, Grant.permission_set_arn, Grant.principal_id)
 _TRIPLE_COLS = (Assignment.account_id, Assignment.permission_set_arn, Assignment.principal_id)
+
+
+@dataclass
+class _Backoff:
+    due: float  # time.monotonic()
+    retrying: Retrying
 
 
 class AssignmentWorker:
@@ -61,6 +70,7 @@ class AssignmentWorker:
         progress: TopicProgress | None = None,
         history: TopicProgress | None = None,
         user_names: Callable[[str], Awaitable[str | None]] | None = None,
+        scope: ScopeProvider | None = None,
     ) -> None:
         self.db = db
         self.aws = aws
@@ -78,7 +88,13 @@ class AssignmentWorker:
             base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
         )
         self.steps = AwsSteps(self)
+        self.sweeper = Sweeper(self, scope=scope)
         self._last_full_pass = 0.0
+        # Triples that failed, waiting out their backoff outside the task cap.
+        self._backoff: dict[Triple, _Backoff] = {}
+        self._next_check: datetime | None = None
+        self._backlog: list[Triple] = []
+        self._last_scan = 0.0
 
     # ---- lifecycle and leadership ----
 
@@ -102,12 +118,15 @@ class AssignmentWorker:
                     await self.retry.wait(decision, self._stopping)
                     continue
                 await waiter.wait(self._idle_wait())
+                if self._backlog:  # under load: scan at most every 50 ms, tasks feed on
+                    await asyncio.sleep(max(0.0, self._last_scan + 0.05 - time.monotonic()))
         finally:
             waiter.close()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self._cancel_tasks()
+            await self.sweeper.stop()
             await self.lease.release()
             for progress in (self.progress, self.history):
                 if progress is not None:
@@ -117,7 +136,15 @@ class AssignmentWorker:
     def _idle_wait(self) -> float:
         if not self.lease.held:
             return self.lease.renew_every
-        return self.settings.worker_poll_seconds
+        wait = self.settings.worker_poll_seconds
+        if self._next_check is not None:  # the next start or end: look then, not later
+            until = self._next_check
+            until = until if until.tzinfo else until.replace(tzinfo=UTC)
+            wait = max(0.001, min(wait, (until - self.clock.now()).total_seconds()))
+        if self._backoff:
+            due = min(b.due for b in self._backoff.values())
+            wait = max(0.01, min(wait, due - time.monotonic()))
+        return wait
 
     async def _keep_lease(self) -> None:
         while not self._stopping.is_set():
@@ -129,6 +156,7 @@ class AssignmentWorker:
         """The lease is gone: stop every task now (none may outlive leadership)."""
         for task in list(self._tasks.values()):
             task.cancel()
+        self.sweeper.cancel()
         wake(service.WORK_CHANNEL)
 
     async def _cancel_tasks(self) -> None:
@@ -167,6 +195,11 @@ class AssignmentWorker:
             if everything:
                 todo += await triples(grants.where(live))
                 todo += await triples(select(*_TRIPLE_COLS).where(Assignment.state != "absent"))
+            self._next_check = (
+                await session.execute(
+                    select(func.min(Assignment.next_check_at)).where(Assignment.next_check_at > now)
+                )
+            ).scalar_one_or_none()
             overdue = (
                 await session.execute(
                     select(func.count())
@@ -186,11 +219,26 @@ class AssignmentWorker:
         everything = since >= self.settings.reconcile_interval_seconds
         if everything:
             self._last_full_pass = time.monotonic()
+        self.sweeper.maybe_start()
+        self._last_scan = time.monotonic()
+        due = await self.due_triples(now=self.clock.now(), everything=everything)
+        clock = time.monotonic()
+        # What the task cap leaves waiting is started as tasks finish, in priority order,
+        # without another scan; a failing triple waits out its backoff outside the cap.
+        self._backlog = [
+            t
+            for t in dict.fromkeys([*due, *self._backoff])
+            if t not in self._tasks and (t not in self._backoff or self._backoff[t].due <= clock)
+        ]
+        return self._fill()
+
+    def _fill(self) -> int:
         started = 0
-        for triple in await self.due_triples(now=self.clock.now(), everything=everything):
+        while self._backlog and len(self._tasks) < self.settings.worker_concurrency:
             if not self.lease.held or self._stopping.is_set():
                 break
-            if triple in self._tasks or len(self._tasks) >= self.settings.worker_concurrency:
+            triple = self._backlog.pop(0)
+            if triple in self._tasks:
                 continue
             task = asyncio.create_task(self.drive(triple), name=f"assignment {triple}")
             self._tasks[triple] = task
@@ -200,7 +248,10 @@ class AssignmentWorker:
 
     def _done(self, triple: Triple, _task: asyncio.Task[None]) -> None:
         self._tasks.pop(triple, None)
-        wake(service.WORK_CHANNEL)  # anything that arrived meanwhile is picked up
+        if self._backlog:
+            self._fill()
+        else:
+            wake(service.WORK_CHANNEL)  # anything that arrived meanwhile is picked up
 
     async def drive(self, triple: Triple) -> None:
         """Step the triple until it waits, backing off on failures.
@@ -208,7 +259,12 @@ class AssignmentWorker:
         A permanent failure (a bug, a refusal no retry can change) or a lost lease ends this
         task with a log line; the next scan starts it again — a delay, never a dropped
         revocation."""
-        retrying = Retrying(self.retry, component="assignment-worker", what=str(triple))
+        backoff = self._backoff.pop(triple, None)
+        retrying = (
+            backoff.retrying
+            if backoff is not None
+            else Retrying(self.retry, component="assignment-worker", what=str(triple))
+        )
         while not self._stopping.is_set():
             try:
                 if not await self.step(triple):
@@ -224,39 +280,56 @@ class AssignmentWorker:
                 log.info(
                     "assignment %s: %s; retry in %.2fs", triple, decision.reason, decision.delay
                 )
-                await self.retry.wait(decision, self._stopping)
+                # Wait it out without holding a task: the scan starts it again when due.
+                self._backoff[triple] = _Backoff(time.monotonic() + decision.delay, retrying)
+                return
 
     # ---- one step ----
 
     async def _progress(self) -> dict[str, int]:
         return await self.progress.committed() if self.progress is not None else {}
 
+    async def advance(
+        self, session: AsyncSession, ts: service.TripleState, *, now: datetime
+    ) -> Plan:
+        """Inside a transaction: settle what can be settled without AWS (activations,
+        endings, drift reports) and, when the triple only has to wait, record when to look
+        again. Returns the step that is left: an AWS step, or WAIT."""
+        progress = await self._progress() if ts.gated else {}
+        while True:
+            facts = ts.facts(progress, removal=self.settings.drift_removal)
+            p = plan(facts, now)
+            if p.step is not Step.SETTLE:
+                break
+            await service.settle(session, ts, p, outbox=self.outbox, now=now)
+        if p.step is Step.WAIT:
+            service.looked_at(ts, next_check_at=p.look_again_at, keep=gated(facts, now))
+            if p.report_drift:
+                ts.assignment.drift_reported = True
+                await service.report_drift(
+                    session,
+                    service.triple_of_row(ts.assignment),
+                    kind="unexpected_assignment",
+                    action="reported",
+                    outbox=self.outbox,
+                )
+        return p
+
     async def step(self, triple: Triple) -> bool:
         """Do the next thing for `triple`; False when it only has to wait."""
         now = self.clock.now()
-        progress: dict[str, int] = {}
         async with self.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
-            if ts.gated:
-                progress = await self._progress()
-            p = plan(ts.facts(progress), now)
+            p = await self.advance(session, ts, now=now)
             request_id = ts.assignment.request_id
-            if p.step in (Step.SETTLE, Step.WAIT):
-                if p.step is Step.SETTLE:
-                    await service.settle(session, ts, p, outbox=self.outbox, now=now)
-                else:
-                    facts = ts.facts(progress)
-                    service.looked_at(ts, next_check_at=p.look_again_at, keep=gated(facts, now))
-                ts.assignment.epoch = await self.lease.check(session)
-                return p.step is Step.SETTLE
             if p.step is Step.DELETE:
                 service.set_assignment(ts.assignment, AssignmentState.DELETING, now=now)
-                ts.assignment.epoch = await self.lease.check(session)
                 self.steps.unsent.add(triple)
+            ts.assignment.epoch = await self.lease.check(session)
+        if p.step is Step.WAIT:
+            return False
         if p.step is Step.CREATE:
-            await self.steps.begin_create(triple)
-        elif p.step in (Step.DELETE, Step.RESUME_DELETE):
-            await self.steps.delete(triple, request_id)
-        else:
-            await self.steps.create(triple, request_id)
-        return True
+            return await self.steps.begin_create(triple)
+        if p.step in (Step.DELETE, Step.RESUME_DELETE):
+            return await self.steps.delete(triple, request_id)
+        return await self.steps.create(triple, request_id)

@@ -224,3 +224,13 @@ class DriftDetected(_AssignmentEvent):
 class StandingAssignmentRecorded(_AssignmentEvent):
     user_name: str | None = None
     source: Literal["baseline", "policy"]
+
+
+class StandingAssignmentDropped(_AssignmentEvent):
+    """A standing entry no longer backs its assignment: its baseline assignment disappeared
+    from AWS (so a later re-add is drift, not standing), or the policy no longer lists it."""
+
+    security_relevant = True
+    user_name: str | None = None
+    source: Literal["baseline", "policy"]
+    reason: Literal["assignment_gone", "policy_removed"]
