@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from elevate_approval import consumers as approval_consumers
 from elevate_approval.main import SPEC as APPROVAL
-from elevate_approval.main import wire
+from elevate_approval.main import build
 from elevate_approval.settings import ApprovalSettings
 from elevate_audit_ingest.consumers import grants_handler
 from elevate_audit_ingest.main import SPEC as AUDIT
@@ -175,7 +175,9 @@ async def _approval(db: Database, clock: ManualClock) -> Handler:
     )
     ctx = ServiceContext(settings=settings, db=db)
     directory = Directory.from_region(region="us-east-1", endpoint_url=_MOTO["url"])
-    return approval_consumers.requests_handler(wire(ctx, directory=directory, clock=clock))
+    return approval_consumers.requests_handler(
+        build(ctx, directory=directory, clock=clock, expiry_gate=False)
+    )
 
 
 async def _gw_decisions(db: Database, clock: ManualClock) -> Handler:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from elevate_approval import consumers
-from elevate_approval.main import SPEC, wire
+from elevate_approval.main import SPEC, build
 from elevate_approval.models import ApprovalRequest, DecisionLogEntry
 from elevate_approval.service import Deps
 from elevate_approval.settings import ApprovalSettings
@@ -259,7 +259,7 @@ async def approval(
     settings = settings_for(pg_url=pg_url, policy_file=policy_file, moto_endpoint=moto_endpoint)
     ctx = ServiceContext(settings=settings, db=approval_db)
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    deps = wire(ctx, directory=directory_for(moto_endpoint), clock=clock)
+    deps = build(ctx, directory=directory_for(moto_endpoint), clock=clock, expiry_gate=False)
     return InProcess(approval_db, deps, consumers.requests_handler(deps), clock, ctx)
 
 

@@ -13,6 +13,7 @@ from elevate_approval.models import AppendOnlyError, DecisionLogEntry
 from elevate_approval.service import EXPIRE
 from elevate_approval.timers import timer_handlers
 from elevate_core.events.models import Person
+from elevate_core.policy import load_policy
 from elevate_core.timers import Timer, TimerRunner
 from elevate_local.moto_seed import SeededOrganisation
 from prometheus_client import REGISTRY
@@ -246,9 +247,9 @@ async def test_expiry_timer_fires_once_by_the_injected_clock(
         await approval.feed(req, subject=req.request_id)
     await approval.feed(requests.decision(decided, "bob"), subject=decided.request_id)
 
-    approval.clock.advance(timedelta(hours=3, minutes=59))
-    assert await runner.fire_due() == 0
-    approval.clock.advance(timedelta(minutes=1))
+    approval.clock.advance(timedelta(hours=4))
+    assert await runner.fire_due() == 0  # the deadline, but a decision may be in flight
+    approval.clock.advance(approval.deps.expiry_grace)
     assert await runner.fire_due() == 1
     approval.clock.advance(timedelta(days=2))
     assert await runner.fire_due() == 0
@@ -270,7 +271,7 @@ async def test_a_lengthened_timeout_re_arms_the_timer(
     await approval.feed(req, subject=req.request_id)
     write_policy(policy_file, one="6h")
     assert approval.deps.policy.poll() == "reloaded"
-    approval.clock.advance(timedelta(hours=4))
+    approval.clock.advance(timedelta(hours=4) + approval.deps.expiry_grace)
     assert await runner.fire_due() == 1  # fired, found a later deadline, re-armed
     assert (await approval.row(req.request_id)).status == "pending"
     approval.clock.advance(timedelta(hours=2))
@@ -278,3 +279,51 @@ async def test_a_lengthened_timeout_re_arms_the_timer(
     assert (await approval.row(req.request_id)).status == "expired"
     names = [n for n, _ in await approval.emitted(req.request_id)]
     assert names == ["ApprovalRequested", "RequestExpired"]
+
+
+async def test_a_replica_with_a_stale_policy_file_re_reads_it_before_deciding(
+    approval: InProcess, requests: Requests, policy_file: Path
+) -> None:
+    before = approval.deps.policy.policy.version
+    write_policy(policy_file, two_required=1)  # on disk, not yet polled by this replica
+    current = load_policy(policy_file).version
+    assert approval.deps.policy.policy.version == before != current
+    req = requests.submitted("DatabaseAdmin").model_copy(update={"policy_version": current})
+    await approval.feed(req, subject=req.request_id)
+    await approval.feed(
+        requests.decision(req, "grace").model_copy(update={"policy_version": current}),
+        subject=req.request_id,
+    )
+    emitted = await approval.emitted(req.request_id)
+    # Decided under the file request-api checked it under: one lead is now enough.
+    assert [n for n, _ in emitted] == ["ApprovalRequested", "DecisionRecorded", "RequestApproved"]
+    assert all(
+        data["decided_under"]
+        == {"policy_version": current, "cause_policy_version": current, "differed": False}
+        for _, data in emitted
+    )
+
+
+async def test_an_old_request_is_decided_under_the_current_policy_with_the_difference_recorded(
+    approval: InProcess, requests: Requests
+) -> None:
+    current = approval.deps.policy.policy.version
+    differed = REGISTRY.get_sample_value("elevate_approval_policy_version_differed_total") or 0
+    req = requests.submitted("AdministratorAccess")  # checked under "as-submitted", gone now
+    await approval.feed(req, subject=req.request_id)
+    await approval.feed(requests.decision(req, "bob"), subject=req.request_id)
+    emitted = await approval.emitted(req.request_id)
+    assert [n for n, _ in emitted] == ["ApprovalRequested", "DecisionRecorded", "RequestApproved"]
+    # The decision event named no version: only the submission's step differed.
+    assert emitted[0][1]["decided_under"] == {
+        "policy_version": current,
+        "cause_policy_version": "as-submitted",
+        "differed": True,
+    }
+    assert emitted[2][1]["decided_under"]["policy_version"] == current
+    assert emitted[2][1]["snapshot"]["approval_policy_version"] == current
+    [submitted, *_] = await approval.log(req.request_id)
+    assert submitted.policy_version == current
+    assert "as-submitted" in (submitted.detail or "")
+    after = REGISTRY.get_sample_value("elevate_approval_policy_version_differed_total")
+    assert after == differed + 1

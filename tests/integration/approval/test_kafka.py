@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from elevate_approval.main import wire
+from elevate_approval.main import build
 from elevate_approval.models import DecisionLogEntry
+from elevate_approval.settings import ApprovalSettings
 from elevate_core.app import ServiceContext
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
@@ -62,7 +63,7 @@ async def service(
         topic_prefix=topic_prefix,
     )
     ctx = ServiceContext(settings=settings, db=approval_db)
-    wire(ctx, directory=directory_for(moto_endpoint))
+    build(ctx, directory=directory_for(moto_endpoint))
     async with running_service(ctx):
         yield ctx
 
@@ -264,7 +265,9 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     assert await _expiries(approval_db, rid) == (0, 0), "expired before the kill: timeout too short"
     async with approval_db.sessions() as s:
         [due] = (await s.execute(select(Timer.due_at).where(Timer.key == rid))).scalars()
-    assert due == submitted_at + timedelta(seconds=10)
+    # The timer fires the grace after the deadline; the expiry is dated at the deadline.
+    grace = timedelta(seconds=ApprovalSettings.model_fields["expiry_grace_seconds"].default)
+    assert due == submitted_at + timedelta(seconds=10) + grace
 
     # Restart after the deadline, dying inside the expiry handler before it commits.
     while datetime.now(UTC) <= due:
@@ -288,3 +291,4 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     expired = reader.of(req.request_id, "RequestExpired")
     assert len(expired) == 1
     assert datetime.fromisoformat(expired[0][2]["pending_since"]) == submitted_at
+    assert datetime.fromisoformat(expired[0][2]["expired_at"]) == due - grace

@@ -147,10 +147,12 @@ class Flow:
         assert decider is not None or approver is not None
         out = domain.decide(
             self.state,
-            approver=approver or person(decider),  # type: ignore[arg-type]
-            decider=decider,
-            approve=approve,
-            comment="c",
+            domain.Decision(
+                approver=approver or person(decider),  # type: ignore[arg-type]
+                decider=decider,
+                approve=approve,
+                comment="c",
+            ),
             terms=self.terms if terms is True else (terms or None),
             policy_version=POLICY.version,
             now=now,

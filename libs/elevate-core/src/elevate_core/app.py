@@ -161,6 +161,12 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
     return Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
 
 
+def consumer_group(settings: Settings, name: str, group_suffix: str | None = None) -> str:
+    """The consumer group (and dedupe namespace) `add_consumer` gives consumer `name`."""
+    suffix = settings.consumer_group_suffix if group_suffix is None else group_suffix
+    return f"{settings.topic_prefix}{name}{suffix}"
+
+
 def add_consumer(
     ctx: ServiceContext,
     *,
@@ -168,7 +174,7 @@ def add_consumer(
     topics: list[Topics],
     handler: Handler,
     raw_key: RawKey | None = None,
-    group_suffix: str = "",
+    group_suffix: str | None = None,
     session_timeout_ms: int | None = None,
     on_committed: Callable[[], None] | None = None,
 ) -> Consumer:
@@ -186,7 +192,7 @@ def add_consumer(
     consumer = Consumer(
         ctx.db,
         ConsumerConfig(
-            name=f"{settings.topic_prefix}{name}{group_suffix}",
+            name=consumer_group(settings, name, group_suffix),
             topics=tuple(settings.topic(t) for t in topics),
             bootstrap_servers=settings.kafka_bootstrap_servers,
             dlq_topic=settings.topic(Topics.DLQ),

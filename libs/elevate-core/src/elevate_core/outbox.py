@@ -14,9 +14,10 @@ from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text, te
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from elevate_core.causes import current_cause
 from elevate_core.db import Base, UTCDateTime, utcnow
 from elevate_core.events.base import Event
-from elevate_core.events.envelope import encode, new_envelope
+from elevate_core.events.envelope import Envelope, encode, new_envelope
 from elevate_core.notify import mark
 from elevate_core.telemetry import current_traceparent
 
@@ -67,9 +68,31 @@ class Outbox:
         key: str | None = None,
         time: datetime | None = None,
     ) -> str:
-        """Queue `event`; it is published only if the transaction commits. Returns ce_id."""
+        """Queue `event`; it is published only if the transaction commits. Returns ce_id.
+
+        Inside a cause (a consumed event, a fired timer) the id derives from the cause."""
+        envelope = await self.add_envelope(session, event, subject=subject, key=key, time=time)
+        return envelope.id
+
+    async def add_envelope(
+        self,
+        session: AsyncSession,
+        event: Event,
+        *,
+        subject: str | None,
+        key: str | None = None,
+        time: datetime | None = None,
+    ) -> Envelope:
+        """`add`, returning the whole envelope (for a writer that also folds it locally)."""
+        cause = current_cause()
+        envelope = new_envelope(
+            event,
+            source=self.source,
+            subject=subject,
+            time=time,
+            id=cause.next_id(event.ce_type) if cause is not None else None,
+        )
         # add_raw attaches the current trace context (traceparent, tracestate).
-        envelope = new_envelope(event, source=self.source, subject=subject, time=time)
         value, headers = encode(envelope)
         await self.add_raw(
             session,
@@ -78,7 +101,7 @@ class Outbox:
             value=value,
             headers=[(k, v.decode()) for k, v in headers],
         )
-        return envelope.id
+        return envelope
 
     async def add_raw(
         self,

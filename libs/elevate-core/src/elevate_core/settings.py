@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = ""
     topic_prefix: str = ""
+    # Replays and read-model rebuilds: a new suffix starts new consumer groups at the
+    # earliest offset (every consumer of the service).
+    consumer_group_suffix: str = ""
     topic_retention_days: int = Field(default=30, ge=1)
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"

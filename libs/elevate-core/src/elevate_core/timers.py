@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from elevate_core.causes import caused_by, timer_cause_id
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Base, Database, UTCDateTime
 from elevate_core.failpoints import failpoint
@@ -69,6 +70,15 @@ class Timer(Base):
 
 
 TimerHandler = Callable[[AsyncSession, Timer], Awaitable[None]]
+
+
+SCHEDULED_DUE = "_scheduled_due"
+
+
+def scheduled_due(timer: Timer) -> datetime:
+    """When the timer was scheduled to fire (a failed attempt's backoff does not count)."""
+    raw = timer.payload.get(SCHEDULED_DUE) if timer.payload else None
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else timer.due_at
 
 
 async def schedule(
@@ -149,8 +159,10 @@ class TimerRunner:
             if timer is None:
                 return False
             try:
+                due = scheduled_due(timer)
                 async with session.begin_nested():
-                    await self.handlers[timer.kind](session, timer)
+                    with caused_by(timer_cause_id(timer.kind, timer.key, due), due):
+                        await self.handlers[timer.kind](session, timer)
                 failpoint("timers.after_handler")  # crash test: handled, not committed
                 timer.fired_at = now
                 FIRED.labels(timer.kind).inc()
@@ -172,6 +184,9 @@ class TimerRunner:
             DEAD.labels(timer.kind).inc()
             log.error("timer %s/%s failed permanently: %s", timer.kind, timer.key, decision.reason)
             return
+        # A retry moves due_at; the cause (and so the ids of what the timer publishes)
+        # stays that of the time it was scheduled for.
+        timer.payload = {**timer.payload, SCHEDULED_DUE: scheduled_due(timer).isoformat()}
         timer.due_at = now + timedelta(seconds=decision.delay)
         log.warning(
             "timer %s/%s failed (attempt %d), retry in %.1fs: %s",

@@ -15,7 +15,7 @@ followed by the request's outcome when the decision (or the time) settles it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -161,7 +161,7 @@ def submit(
         return Outcome("approved", events=events, log=(entry,), terms=terms, review=review)
     deadline = pending_deadline(rule, submitted_at)
     if now >= deadline:
-        return _expired(details, submitted_at, now, actor=requester, action="submit")
+        return _expired(details, submitted_at, deadline, actor=requester, action="submit")
     return Outcome(
         "pending",
         events=(
@@ -224,48 +224,90 @@ def _refuse(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One human decision: `approver` is who the event names; `decider` is the same person
+    as the directory knows them *now* (None: unknown)."""
+
+    approver: Person
+    decider: User | None
+    approve: bool
+    comment: str | None = None
+
+    @property
+    def action(self) -> str:
+        return "approve" if self.approve else "reject"
+
+
 def decide(
     state: RequestState,
+    decision: Decision,
     *,
-    approver: Person,
-    decider: User | None,
-    approve: bool,
-    comment: str | None,
     terms: Terms | None,
     policy_version: str,
     now: datetime,
 ) -> Outcome:
-    """Apply one human decision. `approver` is who the event names; `decider` is the same
-    person as the directory knows them *now* (None: unknown); `terms` are the request's
-    terms under the policy in force now (None: the requester is no longer eligible)."""
-    details = state.details
-    requester = details.requester
-    action = "approve" if approve else "reject"
-    groups = tuple(sorted(decider.groups)) if decider else ()
+    """Apply one human decision at its own time `now`; `terms` are the request's terms
+    under the policy in force now (None: the requester is no longer eligible)."""
+    groups = tuple(sorted(decision.decider.groups)) if decision.decider else ()
 
     def refuse(reason: RefusalReason, detail: str) -> Outcome:
-        return _refuse(state, approver, action, reason, detail, groups=groups, comment=comment)
+        return _refuse(
+            state,
+            decision.approver,
+            decision.action,
+            reason,
+            detail,
+            groups=groups,
+            comment=decision.comment,
+        )
 
     if state.status != "pending":
         return refuse("request_final", f"the request is already {state.status}")
     # Nobody decides their own request, whatever the event or the directory say.
-    if is_same_person(requester, approver) or (
-        decider is not None and is_same_person(requester, decider)
+    requester = state.details.requester
+    if is_same_person(requester, decision.approver) or (
+        decision.decider is not None and is_same_person(requester, decision.decider)
     ):
         return refuse("requester", "nobody may decide their own request")
+    settled = _settled_by_terms(state, decision, terms, policy_version, now, refuse)
+    if settled is not None:
+        return settled
+    assert terms is not None  # _settled_by_terms settles a request without terms
+    deadline = pending_deadline(terms.approval, state.submitted_at)
+    reason = _not_counted(state, decision, terms)
+    if reason is not None:
+        return replace(refuse(*reason), deadline=deadline)
+    assert decision.decider is not None  # _not_counted refuses an unknown decider
+    return _count(state, decision, decision.decider, terms, groups, deadline, now)
+
+
+def _settled_by_terms(
+    state: RequestState,
+    decision: Decision,
+    terms: Terms | None,
+    policy_version: str,
+    now: datetime,
+    refuse: Callable[[RefusalReason, str], Outcome],
+) -> Outcome | None:
+    """The policy in force now settles the request whatever the decision: the requester
+    is no longer eligible, the rule now approves automatically, or the time is up."""
+    details = state.details
     if terms is None:
         refused = refuse("request_final", "the requester is no longer eligible for this access")
         return replace(
             refused,
             status="rejected",
             events=(*refused.events, _not_eligible(details, policy_version)),
-            log=(*refused.log, LogEntry(action, "rejected", SYSTEM, reason="not_eligible")),
+            log=(
+                *refused.log,
+                LogEntry(decision.action, "rejected", SYSTEM, reason="not_eligible"),
+            ),
             deadline=None,
         )
-    rule = terms.approval
-    if rule.auto_approve:
+    if terms.approval.auto_approve:
         refused = refuse("request_final", "approved automatically under the current policy")
-        events, entry, review = _approve_now(details, terms, action, SYSTEM)
+        events, entry, review = _approve_now(details, terms, decision.action, SYSTEM)
         return replace(
             refused,
             status="approved",
@@ -275,47 +317,64 @@ def decide(
             terms=terms,
             review=review,
         )
-    deadline = pending_deadline(rule, state.submitted_at)
+    deadline = pending_deadline(terms.approval, state.submitted_at)
     if now >= deadline:
         refused = refuse("request_final", "the pending timeout has passed")
         return _expired(
             details,
             state.submitted_at,
-            now,
+            deadline,
             actor=SYSTEM,
             action="expire",
             before=refused.events,
             log=refused.log,
         )
+    return None
+
+
+def _not_counted(
+    state: RequestState, decision: Decision, terms: Terms
+) -> tuple[RefusalReason, str] | None:
+    """Why this decision does not count (None: it counts)."""
+    decider, approver = decision.decider, decision.approver
     if decider is None:
-        return replace(
-            refuse("not_an_approver", "unknown to the Identity Store"), deadline=deadline
-        )
+        return "not_an_approver", "unknown to the Identity Store"
     if decider.user_id != approver.user_id or (
         decider.user_name.casefold() != approver.user_name.casefold()
     ):
-        return replace(
-            refuse("not_an_approver", "the approver's identity does not match the directory"),
-            deadline=deadline,
-        )
-    check = may_decide(rule, requester=requester, decider=decider)
+        return "not_an_approver", "the approver's identity does not match the directory"
+    check = may_decide(terms.approval, requester=state.details.requester, decider=decider)
     if not check:
-        return replace(refuse("not_an_approver", check.reason), deadline=deadline)
+        return "not_an_approver", check.reason
     if any(is_same_person(v.decider, decider) for v in state.votes):
-        return replace(refuse("already_decided", "already decided this request"), deadline=deadline)
+        return "already_decided", "already decided this request"
+    return None
 
-    vote = Vote(decider=decider, approve=approve, at=now)
-    counted = tally(rule, requester, (*state.votes, vote), submitted_at=state.submitted_at, now=now)
-    person = person_of(decider, approver.email)
+
+def _count(
+    state: RequestState,
+    decision: Decision,
+    decider: User,
+    terms: Terms,
+    groups: tuple[str, ...],
+    deadline: datetime,
+    now: datetime,
+) -> Outcome:
+    """Count the decision; approve or reject when the rule's tally says so."""
+    details, rule, action = state.details, terms.approval, decision.action
+    vote = Vote(decider=decider, approve=decision.approve, at=now)
+    votes = (*state.votes, vote)
+    counted = tally(rule, details.requester, votes, submitted_at=state.submitted_at, now=now)
+    person = person_of(decider, decision.approver.email)
     recorded = DecisionRecorded(
         request_id=details.request_id,
         approver=person,
         decision=action,
-        comment=comment,
+        comment=decision.comment,
         approvals_so_far=len(counted.approvers),
         required_approvals=rule.required_approvals,
     )
-    entry = LogEntry(action, "counted", person, groups, comment=comment)
+    entry = LogEntry(action, "counted", person, groups, comment=decision.comment)
     base = Outcome(
         "pending",
         events=(recorded,),
@@ -335,11 +394,11 @@ def decide(
             deadline=None,
         )
     if counted.status == "rejected":
-        rejecter = _rejecter(counted.rejecters, (*state.votes, vote)) or person
+        rejecter = _rejecter(counted.rejecters, votes) or person
         rejected = RequestRejected(
             request_id=details.request_id,
             rejected_by=rejecter,
-            comment=comment if rejecter.user_id == person.user_id else None,
+            comment=decision.comment if rejecter.user_id == person.user_id else None,
         )
         return replace(
             base,
@@ -399,4 +458,6 @@ def expire(state: RequestState, *, terms_deadline: datetime | None, now: datetim
     deadline = terms_deadline or state.deadline
     if deadline is not None and now < deadline:
         return Outcome("pending", deadline=deadline)
-    return _expired(state.details, state.submitted_at, now, actor=SYSTEM, action="expire")
+    # Expired at the deadline itself (not when the timer ran): a replay says the same.
+    at = deadline if deadline is not None else now
+    return _expired(state.details, state.submitted_at, at, actor=SYSTEM, action="expire")

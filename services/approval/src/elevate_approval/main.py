@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from elevate_core.access import AccessControl
@@ -19,6 +20,7 @@ from elevate_core.app import (
     add_outbox,
     add_timers,
     bootstrap,
+    consumer_group,
     create_service_app,
 )
 from elevate_core.clock import Clock, SystemClock
@@ -26,6 +28,7 @@ from elevate_core.db import Database
 from elevate_core.directory.aws import Directory
 from elevate_core.events.topics import Topics
 from elevate_core.policy import PolicyWatcher
+from elevate_core.progress import CaughtUpGate, TopicProgress
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
@@ -77,19 +80,28 @@ class PendingGaugeWorker:
         self._stop.set()
 
 
-def wire(
+def _own(settings: Settings, name: str) -> float:
+    """approval's own setting `name`, or its default under the shared settings."""
+    if isinstance(settings, ApprovalSettings):
+        return float(getattr(settings, name))
+    return float(ApprovalSettings.model_fields[name].default)
+
+
+def build(
     ctx: ServiceContext,
     *,
     directory: service.DirectoryPort | None = None,
     clock: Clock | None = None,
+    expiry_gate: bool = True,
 ) -> service.Deps:
-    """Add approval's workers to `ctx`; returns what its handlers share.
+    """The composition root: add approval's workers to `ctx`; returns what its handlers
+    share. Refuses to start without a valid policy (PolicyError propagates).
 
-    Refuses to start without a valid policy (PolicyError propagates)."""
+    `expiry_gate=False` (tests driving handlers without Kafka) expires without waiting
+    for the requests consumer."""
     settings = ctx.settings
     clock = clock or SystemClock()
-    interval = settings.policy_poll_seconds if isinstance(settings, ApprovalSettings) else 5.0
-    watcher = PolicyWatcher(settings.policy_file, interval=interval)
+    watcher = PolicyWatcher(settings.policy_file, interval=_own(settings, "policy_poll_seconds"))
     watcher.load()
     if directory is None:
         # Lazy: nothing calls AWS until a request needs it, so an unreachable
@@ -97,7 +109,21 @@ def wire(
         directory = Directory.from_region(
             region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
         )
-    deps = service.Deps(outbox=add_outbox(ctx), directory=directory, policy=watcher, clock=clock)
+    progress = TopicProgress(
+        bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic(Topics.REQUESTS),
+        group=consumer_group(settings, consumers.CONSUMER_NAME),
+    )
+    ctx.workers.append(progress)  # (closes its Kafka clients on stop)
+    gate = CaughtUpGate(progress)
+    deps = service.Deps(
+        outbox=add_outbox(ctx),
+        directory=directory,
+        policy=watcher,
+        clock=clock,
+        expiry_gate=gate.passed if expiry_gate else None,
+        expiry_grace=timedelta(seconds=_own(settings, "expiry_grace_seconds")),
+    )
     add_consumer(
         ctx,
         name=consumers.CONSUMER_NAME,
@@ -110,14 +136,13 @@ def wire(
         ctx.workers.append(AccessControl(watcher, directory))
     else:
         ctx.workers.append(PolicyWorker(watcher))
-    gauge = settings.pending_gauge_seconds if isinstance(settings, ApprovalSettings) else 30.0
-    ctx.workers.append(PendingGaugeWorker(ctx.db, gauge))
+    ctx.workers.append(PendingGaugeWorker(ctx.db, _own(settings, "pending_gauge_seconds")))
     return deps
 
 
 def create_app(settings: Settings) -> FastAPI:
     ctx = bootstrap(settings)
-    wire(ctx)
+    build(ctx)
     return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 

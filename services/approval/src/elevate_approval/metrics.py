@@ -17,6 +17,10 @@ PENDING = Gauge("elevate_approval_pending_requests", "Requests waiting for a dec
 OUTCOMES = Counter(
     "elevate_approval_outcomes", "Requests settled, by approval rule", ["rule", "outcome"]
 )
+POLICY_DIFFERED = Counter(
+    "elevate_approval_policy_version_differed",
+    "Steps decided under another policy version than their cause was checked under",
+)
 DECISIONS = Counter("elevate_approval_decisions", "Human decisions, counted or refused", ["result"])
 TIME_TO_DECISION = Histogram(
     "elevate_approval_time_to_decision_seconds",

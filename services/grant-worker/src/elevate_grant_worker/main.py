@@ -21,12 +21,12 @@ from elevate_core.directory.errors import DirectoryError
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
+from elevate_core.progress import TopicProgress
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
-from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
 from elevate_grant_worker.sweep import ScopeProvider

@@ -45,8 +45,6 @@ class GrantWorkerSettings(Settings):
     # 2 x aws_timeout_seconds left, so it ends before another replica can take over.
     leader_lease_seconds: float = Field(default=15.0, gt=0)
     consumer_session_timeout_ms: int = Field(default=10000, ge=1000)
-    # Replays: a new suffix starts a new consumer group at the earliest offset.
-    consumer_group_suffix: str = ""
 
     @model_validator(mode="after")
     def _lease_outlasts_a_request(self) -> Self:

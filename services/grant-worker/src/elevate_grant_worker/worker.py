@@ -32,6 +32,7 @@ from elevate_core.db import Database
 from elevate_core.lease import Lease
 from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import Outbox
+from elevate_core.progress import TopicProgress
 from elevate_core.retry import Retrying, RetryPolicy
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +42,6 @@ from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.domain import AssignmentState, GrantState, Plan, Step, gated, plan
 from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
-from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.steps import AwsSteps
 from elevate_grant_worker.sweep import ScopeProvider, Sweeper

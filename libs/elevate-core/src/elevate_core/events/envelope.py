@@ -62,9 +62,10 @@ def new_envelope(
     subject: str | None,
     time: datetime | None = None,
     traceparent: str | None = None,
+    id: str | None = None,
 ) -> Envelope:
     return Envelope(
-        id=str(uuid.uuid4()),
+        id=id or str(uuid.uuid4()),
         source=source,
         type=event.ce_type,
         time=time or datetime.now(UTC),

@@ -81,6 +81,9 @@ class DecisionSubmitted(_RequestsEvent):
     approver: Person
     decision: Literal["approve", "reject"]
     comment: str | None = None
+    policy_version: str | None = Field(
+        default=None, description="The policy version request-api checked the decision under"
+    )
 
 
 class RevokeRequested(_RequestsEvent):
@@ -93,8 +96,19 @@ class RevokeRequested(_RequestsEvent):
 # ---- elevate.decisions.v1 (writer: approval) ----
 
 
+class DecidedUnder(BaseModel):
+    """Which policy approval decided under, and whether the cause named another one."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    policy_version: str
+    cause_policy_version: str | None = None
+    differed: bool = False
+
+
 class _DecisionsEvent(Event):
     topic: ClassVar[Topics] = Topics.DECISIONS
+    decided_under: DecidedUnder | None = None
 
 
 class ApprovalRequested(_DecisionsEvent):

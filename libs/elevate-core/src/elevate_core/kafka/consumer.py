@@ -25,6 +25,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from elevate_core.causes import caused_by
 from elevate_core.db import Database
 from elevate_core.errors import ShuttingDownError
 from elevate_core.events.base import is_security_relevant
@@ -252,7 +253,8 @@ class Consumer:
                             if await claim_event(
                                 session, consumer=self.config.name, event_id=envelope.id
                             ):
-                                await self.handler(session, envelope)
+                                with caused_by(envelope.id, envelope.time):
+                                    await self.handler(session, envelope)
                                 outcomes.append("handled")
                             else:
                                 outcomes.append("duplicate")
@@ -340,7 +342,8 @@ class Consumer:
         async with self.db.transaction() as session:
             if not await claim_event(session, consumer=self.config.name, event_id=envelope.id):
                 return "duplicate"
-            await self.handler(session, envelope)
+            with caused_by(envelope.id, envelope.time):
+                await self.handler(session, envelope)
         health.ok(self._component, "consuming")
         return "handled"
 

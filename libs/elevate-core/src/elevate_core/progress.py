@@ -21,6 +21,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
 from elevate_core.errors import TransientError
 
 
@@ -40,9 +41,9 @@ class TopicProgress:
         if self._admin is not None and self._consumer is not None and self._partitions:
             return  # (a topic seen empty of partitions is described again next time)
         await self.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="gw-progress")
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="elevate-progress")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, client_id="gw-progress"
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, client_id="elevate-progress"
         )
         try:
             await admin.start()
@@ -104,6 +105,16 @@ class TopicProgress:
         done = await self.committed(fresh=True)
         return all(done.get(p, 0) >= offset for p, offset in ends.items())
 
+    async def run(self) -> None:
+        """As a service worker: nothing to do until `stop` closes the clients."""
+        self._stopped = asyncio.Event()
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        if getattr(self, "_stopped", None) is not None:
+            self._stopped.set()
+        await self.close()
+
     async def close(self) -> None:
         admin, consumer = self._admin, self._consumer
         self._admin, self._consumer, self._partitions = None, None, []
@@ -113,3 +124,24 @@ class TopicProgress:
         if consumer is not None:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+
+class CaughtUpGate:
+    """`passed(key)`: has the consumer committed at least the end offsets the topic had
+    when `key` first asked? Anything published before that moment has then been handled.
+    The first snapshot is kept per key (in memory: after a restart a later, still
+    sufficient, snapshot is taken), so steady traffic cannot hold a gate shut."""
+
+    def __init__(self, progress: TopicProgress) -> None:
+        self.progress = progress
+        self._gates: dict[str, dict[str, int]] = {}
+
+    async def passed(self, key: str) -> bool:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = await self.progress.end_offsets()
+        done = await self.progress.committed(fresh=True)
+        if all(done.get(p, 0) >= offset for p, offset in gate.items()):
+            del self._gates[key]
+            return True
+        return False
