@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elevate_core.policy import load_policy
 from elevate_local.kafka import KafkaBroker
 
 from tests.helpers import create_topics, data_of, headers_of, read_all, read_to_end
@@ -183,6 +184,8 @@ async def test_decisions_only_by_approvers_and_never_by_the_requester(
                 "user_id": api.seeded.user_ids["grace"],
                 "email": "grace@elevate.example",
             },
+            # The policy grace was checked under: approval re-reads it if it differs.
+            "policy_version": load_policy(api.settings.policy_file).version,
         }
     ]
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from elevate_core.policy.approvals import Requester, may_decide
-from elevate_core.problems import PROBLEM_JSON, Problem
-from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from sqlalchemy import and_, or_, select
+from elevate_core.errors import ElevateError
+from elevate_core.problems import PROBLEM_JSON, problem_response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from elevate_request_api import service
+from elevate_request_api import domain, service
 from elevate_request_api.deps import AppState, CurrentUser, DbSession
-from elevate_request_api.models import AccessRequest, ActivityRecord, TimelineEntry
+from elevate_request_api.domain import Status
 from elevate_request_api.schemas import (
     Accepted,
     ActivityOut,
@@ -28,7 +26,6 @@ from elevate_request_api.schemas import (
     RequestOut,
     TimelineOut,
 )
-from elevate_request_api.status import Status
 from elevate_request_api.stream import status_events
 
 _PROBLEM: dict[str, Any] = {
@@ -44,9 +41,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/v1", responses={401: _PROBLEM})
 
+PROBLEM_TYPE = "urn:elevate:problem:"
+# Where each domain error is answered: one place, so a route never picks a status.
+_STATUS: dict[type[ElevateError], int] = {
+    domain.InvalidRequestError: 422,
+    domain.NotEligibleError: 403,
+    domain.NotAllowedError: 403,
+    domain.RequestNotFoundError: 404,
+    domain.StateConflictError: 409,
+    domain.DirectoryUnavailableError: 503,
+}
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+
+def install_error_mapping(app: FastAPI) -> None:
+    """Answer every domain error a use case raises with its RFC 9457 problem."""
+
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, domain.RequestError | domain.DirectoryUnavailableError)
+        status = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        headers = None
+        extensions: dict[str, Any] = {}
+        if isinstance(exc, domain.RequestError):
+            slug = exc.slug
+            if exc.errors:
+                extensions["errors"] = exc.errors
+        else:
+            slug = "directory-unavailable"
+            headers = {"Retry-After": str(int(exc.retry_after or 5))}
+        return problem_response(
+            status,
+            str(exc),
+            instance=request.url.path,
+            type_=PROBLEM_TYPE + slug,
+            headers=headers,
+            **extensions,
+        )
+
+    app.add_exception_handler(domain.RequestError, on_domain_error)
+    app.add_exception_handler(domain.DirectoryUnavailableError, on_domain_error)
 
 
 @router.get("/me", response_model=Me)
@@ -82,22 +114,10 @@ async def create_request(
         user=user,
         body=body,
         idempotency_key=idempotency_key,
-        now=_now(),
+        now=state.clock.now(),
     )
     response.headers["Location"] = f"/v1/requests/{row.id}"
     return Accepted(id=row.id, status=row.status)
-
-
-def _encode_cursor(row: AccessRequest) -> str:
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(rid)
-    except ValueError:
-        raise Problem(422, "cursor: not a cursor this API returned") from None
 
 
 @router.get("/requests", response_model=Page[RequestOut], responses=ERRORS)
@@ -114,74 +134,27 @@ async def list_requests(
     cursor: str | None = None,
 ) -> Page[RequestOut]:
     """Your requests, newest first (`scope=all` for auditors and admins)."""
-    policy = state.access.policy
-    stmt = select(AccessRequest)
-    if scope == "all":
-        if not (policy.is_auditor(user) or policy.is_admin(user)):
-            raise Problem(403, "scope=all is for auditors and admins")
-    else:
-        stmt = stmt.where(AccessRequest.requester_user_id == user.user_id)
-    if status is not None:
-        stmt = stmt.where(AccessRequest.status == status.value)
-    if account_id is not None:
-        stmt = stmt.where(AccessRequest.account_id == account_id)
-    if created_after is not None:
-        stmt = stmt.where(AccessRequest.created_at >= created_after)
-    if created_before is not None:
-        stmt = stmt.where(AccessRequest.created_at < created_before)
-    if cursor:
-        at, rid = _decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                AccessRequest.created_at < at,
-                and_(AccessRequest.created_at == at, AccessRequest.id < rid),
-            )
-        )
-    rows = (
-        (
-            await session.execute(
-                stmt.order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc()).limit(
-                    limit + 1
-                )
-            )
-        )
-        .scalars()
-        .all()
+    rows, next_cursor = await service.list_requests(
+        session=session,
+        state=state,
+        user=user,
+        scope=scope,
+        status=status,
+        account_id=account_id,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+        limit=limit,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[RequestOut](
-        items=[RequestOut.of(r) for r in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
-    )
+    return Page[RequestOut](items=[RequestOut.of(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/requests/{request_id}", response_model=RequestDetail, responses=ERRORS)
 async def get_request(
     request_id: uuid.UUID, user: CurrentUser, state: AppState, session: DbSession
 ) -> RequestDetail:
-    row = await service.load_visible(session=session, state=state, user=user, request_id=request_id)
-    timeline = (
-        (
-            await session.execute(
-                select(TimelineEntry)
-                .where(TimelineEntry.request_id == row.id)
-                .order_by(TimelineEntry.at, TimelineEntry.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    activity = (
-        (
-            await session.execute(
-                select(ActivityRecord)
-                .where(ActivityRecord.request_id == row.id)
-                .order_by(ActivityRecord.at)
-            )
-        )
-        .scalars()
-        .all()
+    row, timeline, activity = await service.get_request(
+        session=session, state=state, user=user, request_id=request_id
     )
     return RequestDetail(
         **RequestOut.of(row).model_dump(),
@@ -197,7 +170,7 @@ async def cancel(
     request_id: uuid.UUID, user: CurrentUser, state: AppState, session: DbSession
 ) -> Accepted:
     row = await service.cancel(
-        session=session, state=state, user=user, request_id=request_id, now=_now()
+        session=session, state=state, user=user, request_id=request_id, now=state.clock.now()
     )
     return Accepted(id=row.id, status=row.status)
 
@@ -218,7 +191,7 @@ async def revoke(
         user=user,
         request_id=request_id,
         comment=body.comment if body else None,
-        now=_now(),
+        now=state.clock.now(),
     )
     return Accepted(id=row.id, status=row.status)
 
@@ -247,7 +220,7 @@ async def decide(
         request_id=request_id,
         decision=decision,
         comment=body.comment if body else None,
-        now=_now(),
+        now=state.clock.now(),
     )
     return Accepted(id=row.id, status=row.status)
 
@@ -255,27 +228,8 @@ async def decide(
 @router.get("/approvals", response_model=list[RequestOut])
 async def approvals(user: CurrentUser, state: AppState, session: DbSession) -> list[RequestOut]:
     """Pending requests the caller may decide (never their own)."""
-    rows = (
-        (
-            await session.execute(
-                select(AccessRequest)
-                .where(AccessRequest.status == Status.PENDING.value)
-                .order_by(AccessRequest.created_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    policy = state.access.policy
-    out = []
-    for row in rows:
-        rule = policy.approval_rules.get(row.approval_rule)
-        if rule is None:
-            continue
-        requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
-        if may_decide(rule, requester=requester, decider=user):
-            out.append(RequestOut.of(row))
-    return out
+    rows = await service.approvals(session=session, state=state, user=user)
+    return [RequestOut.of(r) for r in rows]
 
 
 @router.get("/requests/{request_id}/stream", responses=ERRORS, response_class=StreamingResponse)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from elevate_core.access import AccessControl
 from elevate_core.app import ServiceContext
+from elevate_core.clock import Clock
 from elevate_core.directory.errors import DirectoryError, UserNotFoundError
 from elevate_core.directory.models import User
 from elevate_core.outbox import Outbox
@@ -30,6 +31,7 @@ class ApiState:
     access: AccessControl
     verifier: TokenVerifier
     outbox: Outbox
+    clock: Clock
 
 
 def get_state(request: Request) -> ApiState:

@@ -7,23 +7,25 @@ from pathlib import Path
 from elevate_core.access import AccessControl
 from elevate_core.app import (
     ListenerWorker,
+    ServiceContext,
     ServiceSpec,
     add_consumer,
     add_outbox,
     bootstrap,
     create_service_app,
 )
+from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
 from elevate_core.notify import PgListener
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
-from elevate_request_api.api import router
+from elevate_request_api.api import install_error_mapping, router
 from elevate_request_api.auth import JwksCache, TokenVerifier
 from elevate_request_api.consumers import audit_record_key, project, project_activity
 from elevate_request_api.deps import ApiState
-from elevate_request_api.service import STATUS_CHANNEL
 from elevate_request_api.settings import RequestApiSettings
+from elevate_request_api.store import STATUS_CHANNEL
 
 SPEC = ServiceSpec(
     name="request-api",
@@ -33,11 +35,15 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
-    assert isinstance(settings, RequestApiSettings)
-    ctx = bootstrap(settings)
-    access = access or AccessControl.from_settings(settings)
-    access.load()  # no policy, no service: fail at start, not on the first request
+def build(
+    ctx: ServiceContext,
+    settings: RequestApiSettings,
+    *,
+    access: AccessControl,
+    clock: Clock | None = None,
+) -> ApiState:
+    """The composition root: request-api's consumers and workers onto `ctx`; returns
+    what its routes share."""
     outbox = add_outbox(ctx)
     if settings.read_model_consumer:
         add_consumer(
@@ -63,10 +69,27 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
         leeway=settings.jwt_leeway_seconds,
         jwks=JwksCache(settings.oidc_issuer, min_refresh_seconds=settings.jwks_min_refresh_seconds),
     )
-    app = create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations, routers=[router])
-    app.state.api = ApiState(
-        ctx=ctx, settings=settings, access=access, verifier=verifier, outbox=outbox
+    return ApiState(
+        ctx=ctx,
+        settings=settings,
+        access=access,
+        verifier=verifier,
+        outbox=outbox,
+        clock=clock or SystemClock(),
     )
+
+
+def create_app(
+    settings: Settings, *, access: AccessControl | None = None, clock: Clock | None = None
+) -> FastAPI:
+    assert isinstance(settings, RequestApiSettings)
+    ctx = bootstrap(settings)
+    access = access or AccessControl.from_settings(settings)
+    access.load()  # no policy, no service: fail at start, not on the first request
+    state = build(ctx, settings, access=access, clock=clock)
+    app = create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations, routers=[router])
+    install_error_mapping(app)
+    app.state.api = state
     return app
 
 

@@ -1,5 +1,5 @@
-"""request-api's tables: requests (the read model), their timelines, correlated
-activity, and idempotency keys."""
+"""request-api's tables: requests (the read model), the events they are folded from,
+their timelines, correlated activity, and idempotency keys."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class TimelineEntry(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    event_id: Mapped[str | None] = mapped_column(String(255))  # the event it shows
 
 
 class ActivityRecord(Base):
@@ -62,13 +63,27 @@ class ActivityRecord(Base):
     __tablename__ = "request_activity"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("requests.id"), index=True)
+    # No foreign key: activity may arrive before its request (topics are not ordered).
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     operation: Mapped[str] = mapped_column(String(255))
     service: Mapped[str | None] = mapped_column(String(255))
     severity: Mapped[str | None] = mapped_column(String(32))
     source_ip: Mapped[str | None] = mapped_column(String(64))
     record_uid: Mapped[str] = mapped_column(String(255))
+
+
+class RequestEvent(Base):
+    """Every event known for a request: the read model is a fold over these (domain.py),
+    so an event that arrives before its request is kept, not lost or dead-lettered."""
+
+    __tablename__ = "request_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    type: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class IdempotencyKey(Base):

@@ -1,14 +1,18 @@
 """request-api's use cases as plain functions (keyword-only arguments).
 
-Each writes its state change and the events it implies in the caller's transaction,
-so a request is accepted even while Kafka is away (the outbox publishes it later).
+Each writes the events it implies in the caller's transaction and folds them into the
+read model at once (store.record), so a request is accepted even while Kafka is away
+(the outbox publishes it later) and the requester sees it immediately. Refusals are
+domain errors (domain.py); api.py maps them to problems.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -17,7 +21,8 @@ from elevate_core.directory.errors import (
     DirectoryError,
     PermissionSetNotFoundError,
 )
-from elevate_core.directory.models import User
+from elevate_core.directory.models import Account, PermissionSet, User
+from elevate_core.events.base import Event
 from elevate_core.events.models import (
     DecisionSubmitted,
     Person,
@@ -25,21 +30,26 @@ from elevate_core.events.models import (
     RequestSubmitted,
     RevokeRequested,
 )
-from elevate_core.notify import mark
-from elevate_core.policy import Policy
+from elevate_core.policy import Policy, Terms
 from elevate_core.policy.approvals import Requester, may_decide
-from elevate_core.problems import Problem
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from elevate_request_api import store
 from elevate_request_api.deps import ApiState
-from elevate_request_api.models import AccessRequest, IdempotencyKey, TimelineEntry
+from elevate_request_api.domain import (
+    CANCELLABLE,
+    REVOCABLE,
+    DirectoryUnavailableError,
+    InvalidRequestError,
+    NotAllowedError,
+    NotEligibleError,
+    RequestNotFoundError,
+    StateConflictError,
+    Status,
+)
+from elevate_request_api.models import AccessRequest, ActivityRecord, IdempotencyKey, TimelineEntry
 from elevate_request_api.schemas import EligibilityItem, RequestCreate
-from elevate_request_api.status import CANCELLABLE, REVOCABLE, Status, after_event
-
-STATUS_CHANNEL = "elevate_request_status"
 
 
 def person(user: User) -> Person:
@@ -92,9 +102,11 @@ async def _claim_idempotency_key(
         "request_id": request_id,
         "created_at": now,
     }
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = await session.execute(insert(IdempotencyKey).values(**values).on_conflict_do_nothing())
+    result = await session.execute(
+        store.insert_ignoring_conflicts(session, IdempotencyKey)
+        .values(**values)
+        .on_conflict_do_nothing()
+    )
     if getattr(result, "rowcount", 0):
         return None
     earlier = (
@@ -105,8 +117,64 @@ async def _claim_idempotency_key(
         )
     ).scalar_one()
     if earlier.body_hash != values["body_hash"]:
-        raise Problem(422, "this Idempotency-Key was used with a different request body")
+        raise InvalidRequestError("this Idempotency-Key was used with a different request body")
     return earlier.request_id
+
+
+async def _publish(
+    session: AsyncSession, state: ApiState, event: Event, *, request_id: uuid.UUID, now: datetime
+) -> AccessRequest:
+    """Queue the event and fold it into the read model in the same transaction."""
+    envelope = await state.outbox.add_envelope(session, event, subject=str(request_id), time=now)
+    row = await store.record(session, envelope)
+    assert row is not None  # the request is known: it was checked or just submitted
+    return row
+
+
+def _check_start(state: ApiState, start: datetime, now: datetime) -> None:
+    tolerance = timedelta(seconds=state.settings.start_tolerance_seconds)
+    if start < now - tolerance:
+        raise InvalidRequestError("start: must not be in the past")
+    if start > now + timedelta(days=state.settings.request_horizon_days):
+        raise InvalidRequestError(
+            f"start: must be within {state.settings.request_horizon_days} days"
+        )
+
+
+async def _target(state: ApiState, body: RequestCreate) -> tuple[Account, PermissionSet]:
+    try:
+        account = await state.access.directory.get_account(body.account_id)
+        permission_set = await state.access.directory.get_permission_set(body.permission_set)
+    except AccountNotFoundError:
+        raise InvalidRequestError(f"account_id: unknown account {body.account_id}") from None
+    except PermissionSetNotFoundError:
+        raise InvalidRequestError(
+            f"permission_set: unknown permission set {body.permission_set!r}"
+        ) from None
+    except DirectoryError as exc:
+        raise DirectoryUnavailableError("the AWS directory is unavailable; try again") from exc
+    return account, permission_set
+
+
+async def _terms(
+    state: ApiState,
+    user: User,
+    account: Account,
+    permission_set: PermissionSet,
+    body: RequestCreate,
+) -> Terms:
+    evaluator = await state.access.evaluator()
+    terms = evaluator.terms(user, account.id, permission_set.name, break_glass=body.break_glass)
+    if terms is None:
+        kind = "break-glass access to" if body.break_glass else "access to"
+        raise NotEligibleError(
+            f"{user.user_name} is not eligible for {kind} "
+            f"{permission_set.name} on {account.name} ({account.id})"
+        )
+    problems = terms.problems(duration=body.duration, ticket=body.ticket)
+    if problems:
+        raise InvalidRequestError("; ".join(problems), errors=problems)
+    return terms
 
 
 async def submit(
@@ -120,37 +188,9 @@ async def submit(
 ) -> tuple[AccessRequest, bool]:
     """Validate and store a request; returns (request, created)."""
     start = body.start or now
-    tolerance = timedelta(seconds=state.settings.start_tolerance_seconds)
-    if start < now - tolerance:
-        raise Problem(422, "start: must not be in the past")
-    if start > now + timedelta(days=state.settings.request_horizon_days):
-        raise Problem(422, f"start: must be within {state.settings.request_horizon_days} days")
-    try:
-        account = await state.access.directory.get_account(body.account_id)
-        permission_set = await state.access.directory.get_permission_set(body.permission_set)
-    except AccountNotFoundError:
-        raise Problem(422, f"account_id: unknown account {body.account_id}") from None
-    except PermissionSetNotFoundError:
-        raise Problem(
-            422, f"permission_set: unknown permission set {body.permission_set!r}"
-        ) from None
-    except DirectoryError as exc:
-        raise Problem(
-            503, "the AWS directory is unavailable; try again", headers={"Retry-After": "5"}
-        ) from exc
-    evaluator = await state.access.evaluator()
-    terms = evaluator.terms(user, account.id, permission_set.name, break_glass=body.break_glass)
-    if terms is None:
-        kind = "break-glass access to" if body.break_glass else "access to"
-        raise Problem(
-            403,
-            f"{user.user_name} is not eligible for {kind} "
-            f"{permission_set.name} on {account.name} ({account.id})",
-        )
-    problems = terms.problems(duration=body.duration, ticket=body.ticket)
-    if problems:
-        raise Problem(422, "; ".join(problems), errors=list(problems))
-
+    _check_start(state, start, now)
+    account, permission_set = await _target(state, body)
+    terms = await _terms(state, user, account, permission_set, body)
     request_id = uuid.uuid4()
     if idempotency_key:
         earlier = await _claim_idempotency_key(
@@ -160,14 +200,11 @@ async def submit(
             row = await session.get(AccessRequest, earlier)
             assert row is not None
             return row, False
-    row = AccessRequest(
-        id=request_id,
-        requester_user_name=user.user_name,
-        requester_user_id=user.user_id,
-        requester_email=user.email,
+    event = RequestSubmitted(
+        request_id=request_id,
+        requester=person(user),
         account_id=account.id,
         account_name=account.name,
-        ou_path=account.ou_path_names,
         permission_set_name=permission_set.name,
         permission_set_arn=permission_set.arn,
         start=start,
@@ -175,65 +212,14 @@ async def submit(
         justification=body.justification,
         ticket=body.ticket,
         matched_rule=terms.rule,
-        approval_rule=terms.approval.name,
-        approver_groups=list(terms.approval.approver_groups),
-        required_approvals=terms.approval.needed,
         policy_version=terms.policy_version,
         break_glass=body.break_glass,
-        review="pending" if body.break_glass else None,
-        status=Status.PENDING,
-        approvers=[],
-        created_at=now,
-        updated_at=now,
+        ou_path=account.ou_path_names,
+        approval_rule=terms.approval.name,
+        approver_groups=tuple(terms.approval.approver_groups),
+        required_approvals=terms.approval.needed,
     )
-    session.add(row)
-    await session.flush()
-    await add_timeline(
-        session, row, at=now, actor=user.user_name, action="submitted", comment=body.justification
-    )
-    await state.outbox.add(
-        session,
-        RequestSubmitted(
-            request_id=request_id,
-            requester=person(user),
-            account_id=account.id,
-            account_name=account.name,
-            permission_set_name=permission_set.name,
-            permission_set_arn=permission_set.arn,
-            start=row.start,
-            end=row.end,
-            justification=row.justification,
-            ticket=row.ticket,
-            matched_rule=terms.rule,
-            policy_version=terms.policy_version,
-            break_glass=body.break_glass,
-        ),
-        subject=str(request_id),
-    )
-    return row, True
-
-
-async def add_timeline(
-    session: AsyncSession,
-    row: AccessRequest,
-    *,
-    at: datetime,
-    actor: str,
-    action: str,
-    comment: str | None = None,
-) -> None:
-    session.add(
-        TimelineEntry(
-            request_id=row.id,
-            at=at,
-            actor=actor,
-            action=action,
-            comment=comment,
-            status=row.status,
-            detail={},
-        )
-    )
-    await mark(session, STATUS_CHANNEL, str(row.id))
+    return await _publish(session, state, event, request_id=request_id, now=now), True
 
 
 def roles(policy: Policy, user: User) -> list[Literal["requester", "approver", "auditor", "admin"]]:
@@ -266,12 +252,12 @@ async def load_visible(
     request_id: uuid.UUID,
     for_update: bool = False,
 ) -> AccessRequest:
-    stmt = select(AccessRequest).where(AccessRequest.id == request_id)
     if for_update:
-        stmt = stmt.with_for_update()
-    row = (await session.execute(stmt)).scalar_one_or_none()
+        row = await store.lock(session, request_id)
+    else:
+        row = await session.get(AccessRequest, request_id)
     if row is None or not may_view(state.access.policy, user, row):
-        raise Problem(404, f"no request {request_id}")  # do not reveal others' requests
+        raise RequestNotFoundError(f"no request {request_id}")  # do not reveal others'
     return row
 
 
@@ -282,20 +268,14 @@ async def cancel(
         session=session, state=state, user=user, request_id=request_id, for_update=True
     )
     if row.requester_user_id != user.user_id:
-        raise Problem(403, "only the requester may cancel a request")
+        raise NotAllowedError("only the requester may cancel a request")
     if row.status not in CANCELLABLE:
-        raise Problem(
-            409,
+        raise StateConflictError(
             f"a {row.status} request cannot be cancelled"
-            + ("; revoke it instead" if row.status in REVOCABLE else ""),
+            + ("; revoke it instead" if row.status in REVOCABLE else "")
         )
-    row.status = after_event(Status(row.status), "RequestCancelled")
-    row.updated_at = now
-    await add_timeline(session, row, at=now, actor=user.user_name, action="cancelled")
-    await state.outbox.add(
-        session, RequestCancelled(request_id=row.id, cancelled_by=person(user)), subject=str(row.id)
-    )
-    return row
+    event = RequestCancelled(request_id=row.id, cancelled_by=person(user))
+    return await _publish(session, state, event, request_id=row.id, now=now)
 
 
 async def decide(
@@ -310,29 +290,27 @@ async def decide(
 ) -> AccessRequest:
     # Deciding is authorised by the policy alone: a non-approver gets 403 (not 404), so
     # the refusal says why; request ids are random UUIDs, so this reveals nothing useful.
-    row = await session.get(AccessRequest, request_id)
+    row = await store.lock(session, request_id)
     if row is None:
-        raise Problem(404, f"no request {request_id}")
+        raise RequestNotFoundError(f"no request {request_id}")
     requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
-    rule = state.access.policy.approval_rules.get(row.approval_rule)
+    policy = state.access.policy
+    rule = policy.approval_rules.get(row.approval_rule)
     if rule is None:
-        raise Problem(409, f"approval rule {row.approval_rule!r} is no longer in the policy")
+        raise StateConflictError(f"approval rule {row.approval_rule!r} is no longer in the policy")
     check = may_decide(rule, requester=requester, decider=user)
     if not check:
-        raise Problem(403, check.reason)
+        raise NotAllowedError(check.reason)
     if row.status != Status.PENDING:
-        raise Problem(409, f"the request is already {row.status}")
-    await add_timeline(
-        session, row, at=now, actor=user.user_name, action=f"{decision}_submitted", comment=comment
+        raise StateConflictError(f"the request is already {row.status}")
+    event = DecisionSubmitted(
+        request_id=row.id,
+        approver=person(user),
+        decision=decision,
+        comment=comment,
+        policy_version=policy.version,
     )
-    await state.outbox.add(
-        session,
-        DecisionSubmitted(
-            request_id=row.id, approver=person(user), decision=decision, comment=comment
-        ),
-        subject=str(row.id),
-    )
-    return row
+    return await _publish(session, state, event, request_id=row.id, now=now)
 
 
 async def revoke(
@@ -344,7 +322,9 @@ async def revoke(
     comment: str | None,
     now: datetime,
 ) -> AccessRequest:
-    row = await load_visible(session=session, state=state, user=user, request_id=request_id)
+    row = await load_visible(
+        session=session, state=state, user=user, request_id=request_id, for_update=True
+    )
     policy = state.access.policy
     allowed = (
         row.requester_user_id == user.user_id
@@ -353,15 +333,76 @@ async def revoke(
         or policy.is_admin(user)
     )
     if not allowed:
-        raise Problem(403, "only the requester, an approver of it or an admin may revoke it")
+        raise NotAllowedError("only the requester, an approver of it or an admin may revoke it")
     if row.status not in REVOCABLE:
-        raise Problem(409, f"a {row.status} request has no access to revoke")
-    await add_timeline(
-        session, row, at=now, actor=user.user_name, action="revoke_requested", comment=comment
-    )
-    await state.outbox.add(
+        raise StateConflictError(f"a {row.status} request has no access to revoke")
+    event = RevokeRequested(request_id=row.id, requested_by=person(user), reason=comment)
+    return await _publish(session, state, event, request_id=row.id, now=now)
+
+
+# ---- reading ------------------------------------------------------------------------
+
+
+def encode_cursor(row: AccessRequest) -> str:
+    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(rid)
+    except ValueError:
+        raise InvalidRequestError("cursor: not a cursor this API returned") from None
+
+
+async def list_requests(
+    *,
+    session: AsyncSession,
+    state: ApiState,
+    user: User,
+    scope: Literal["mine", "all"],
+    status: Status | None,
+    account_id: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[AccessRequest], str | None]:
+    """A page of requests, newest first, and the cursor of the next page (if any)."""
+    policy = state.access.policy
+    if scope == "all" and not (policy.is_auditor(user) or policy.is_admin(user)):
+        raise NotAllowedError("scope=all is for auditors and admins")
+    rows = await store.page(
         session,
-        RevokeRequested(request_id=row.id, requested_by=person(user), reason=comment),
-        subject=str(row.id),
+        requester_user_id=user.user_id if scope == "mine" else None,
+        status=status,
+        account_id=account_id,
+        created_after=created_after,
+        created_before=created_before,
+        after=_decode_cursor(cursor) if cursor else None,
+        limit=limit,
     )
-    return row
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]) if more and rows else None
+
+
+async def get_request(
+    *, session: AsyncSession, state: ApiState, user: User, request_id: uuid.UUID
+) -> tuple[AccessRequest, Sequence[TimelineEntry], Sequence[ActivityRecord]]:
+    row = await load_visible(session=session, state=state, user=user, request_id=request_id)
+    return row, await store.timeline(session, row.id), await store.activity(session, row.id)
+
+
+async def approvals(*, session: AsyncSession, state: ApiState, user: User) -> list[AccessRequest]:
+    """Pending requests the caller may decide (never their own)."""
+    policy = state.access.policy
+    out = []
+    for row in await store.pending(session):
+        rule = policy.approval_rules.get(row.approval_rule)
+        if rule is None:
+            continue
+        requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
+        if may_decide(rule, requester=requester, decider=user):
+            out.append(row)
+    return out

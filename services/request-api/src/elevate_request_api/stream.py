@@ -17,9 +17,9 @@ from elevate_core.notify import Waiter
 from fastapi import Request
 from sqlalchemy import func, select
 
+from elevate_request_api.domain import FINAL
 from elevate_request_api.models import AccessRequest, TimelineEntry
-from elevate_request_api.service import STATUS_CHANNEL
-from elevate_request_api.status import FINAL
+from elevate_request_api.store import STATUS_CHANNEL
 
 KEEPALIVE_SECONDS = 15.0
 

@@ -65,7 +65,11 @@ class _RequestsEvent(Event):
 
 
 class RequestSubmitted(RequestDetails, _RequestsEvent):
-    pass
+    # The terms request-api checked it under, so its read model derives from events alone.
+    ou_path: str | None = None
+    approval_rule: str | None = None
+    approver_groups: tuple[str, ...] = ()
+    required_approvals: int | None = None
 
 
 class RequestCancelled(_RequestsEvent):

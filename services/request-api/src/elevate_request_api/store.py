@@ -1,0 +1,214 @@
+"""request-api's persistence: each request's event log, the row and timeline folded from
+it (domain.fold), and the queries the routes need.
+
+Every write of a request — the consumer folding an event in, a user's submit, cancel,
+decision or revoke — goes through `record`, under one per-request lock, so the live model
+is always the fold of the events it has, and a rebuild from the topics equals it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from elevate_core.events.base import event_class_for
+from elevate_core.events.envelope import Envelope
+from elevate_core.notify import mark
+from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from elevate_request_api import domain
+from elevate_request_api.domain import Logged, Status, View
+from elevate_request_api.models import AccessRequest, ActivityRecord, RequestEvent, TimelineEntry
+
+STATUS_CHANNEL = "elevate_request_status"
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
+    insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+    return insert(table)
+
+
+async def lock(session: AsyncSession, request_id: uuid.UUID) -> AccessRequest | None:
+    """Serialise every writer of one request (also before its row exists), then lock and
+    return the row. SQLite already serialises writers (BEGIN IMMEDIATE)."""
+    if _dialect(session) == "postgresql":
+        key = int.from_bytes(request_id.bytes[:8], "big", signed=True)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    return (
+        await session.execute(
+            select(AccessRequest).where(AccessRequest.id == request_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def record(session: AsyncSession, envelope: Envelope) -> AccessRequest | None:
+    """Keep `envelope` in its request's log and fold it in. Returns the request's row,
+    or None while its request is not known yet (the event waits in the log)."""
+    event = envelope.event()
+    request_id = domain.request_id_of(event)
+    if not isinstance(request_id, uuid.UUID):
+        return None  # drift and standing-assignment events concern no request
+    await lock(session, request_id)
+    await session.execute(
+        insert_ignoring_conflicts(session, RequestEvent)
+        .values(
+            event_id=envelope.id,
+            request_id=request_id,
+            type=envelope.type,
+            at=envelope.time,
+            data=envelope.data,
+        )
+        .on_conflict_do_nothing()
+    )
+    return await refold(session, request_id)
+
+
+async def refold(session: AsyncSession, request_id: uuid.UUID) -> AccessRequest | None:
+    """Recompute the request's row and timeline from its log (caller holds `lock`)."""
+    rows = (
+        await session.execute(select(RequestEvent).where(RequestEvent.request_id == request_id))
+    ).scalars()
+    view = domain.fold(
+        Logged(r.event_id, r.at, event_class_for(r.type).model_validate(r.data)) for r in rows
+    )
+    if view is None:
+        return None
+    row = await session.get(AccessRequest, request_id)
+    if row is None:
+        row = AccessRequest(id=request_id)
+        session.add(row)
+    _write_row(row, view)
+    await session.flush()
+    await session.execute(delete(TimelineEntry).where(TimelineEntry.request_id == request_id))
+    session.add_all(
+        TimelineEntry(
+            request_id=request_id,
+            event_id=item.event_id,
+            at=item.at,
+            actor=item.actor,
+            action=item.action,
+            comment=item.comment,
+            status=item.status,
+            detail={},
+        )
+        for item in view.timeline
+    )
+    await mark(session, STATUS_CHANNEL, str(request_id))
+    return row
+
+
+def _write_row(row: AccessRequest, view: View) -> None:
+    d = view.details
+    row.requester_user_name = d.requester.user_name
+    row.requester_user_id = d.requester.user_id
+    row.requester_email = d.requester.email
+    row.account_id = d.account_id
+    row.account_name = d.account_name
+    row.ou_path = view.ou_path
+    row.permission_set_name = d.permission_set_name
+    row.permission_set_arn = d.permission_set_arn
+    row.start = d.start
+    row.end = d.end
+    row.justification = d.justification
+    row.ticket = d.ticket
+    row.matched_rule = d.matched_rule
+    row.approval_rule = view.approval_rule
+    row.approver_groups = list(view.approver_groups)
+    row.required_approvals = view.required_approvals
+    row.policy_version = d.policy_version
+    row.break_glass = d.break_glass
+    # A review recorded on the row (done) is never taken back by a replayed event.
+    row.review = domain.merge_review(row.review, view.review)
+    row.status = view.status
+    row.approvers = sorted(view.approvers)
+    row.created_at = view.created_at
+    row.updated_at = view.updated_at
+
+
+# ---- queries ------------------------------------------------------------------------
+
+
+async def timeline(session: AsyncSession, request_id: uuid.UUID) -> Sequence[TimelineEntry]:
+    return (
+        (
+            await session.execute(
+                select(TimelineEntry)
+                .where(TimelineEntry.request_id == request_id)
+                .order_by(TimelineEntry.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def activity(session: AsyncSession, request_id: uuid.UUID) -> Sequence[ActivityRecord]:
+    return (
+        (
+            await session.execute(
+                select(ActivityRecord)
+                .where(ActivityRecord.request_id == request_id)
+                .order_by(ActivityRecord.at, ActivityRecord.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    requester_user_id: str | None,
+    status: Status | None,
+    account_id: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[AccessRequest]:
+    """Requests newest first, `limit + 1` of them (one more says there is a next page)."""
+    stmt = select(AccessRequest)
+    if requester_user_id is not None:
+        stmt = stmt.where(AccessRequest.requester_user_id == requester_user_id)
+    if status is not None:
+        stmt = stmt.where(AccessRequest.status == status.value)
+    if account_id is not None:
+        stmt = stmt.where(AccessRequest.account_id == account_id)
+    if created_after is not None:
+        stmt = stmt.where(AccessRequest.created_at >= created_after)
+    if created_before is not None:
+        stmt = stmt.where(AccessRequest.created_at < created_before)
+    if after is not None:
+        at, rid = after
+        stmt = stmt.where(
+            or_(
+                AccessRequest.created_at < at,
+                and_(AccessRequest.created_at == at, AccessRequest.id < rid),
+            )
+        )
+    stmt = stmt.order_by(AccessRequest.created_at.desc(), AccessRequest.id.desc())
+    return (await session.execute(stmt.limit(limit + 1))).scalars().all()
+
+
+async def pending(session: AsyncSession) -> Sequence[AccessRequest]:
+    return (
+        (
+            await session.execute(
+                select(AccessRequest)
+                .where(AccessRequest.status == Status.PENDING.value)
+                .order_by(AccessRequest.created_at)
+            )
+        )
+        .scalars()
+        .all()
+    )
