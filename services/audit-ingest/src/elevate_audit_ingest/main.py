@@ -40,14 +40,15 @@ SPEC = ServiceSpec(
 )
 
 
-def wire(
+def build(
     ctx: ServiceContext,
     settings: AuditSettings,
     *,
     clock: Clock | None = None,
     access: AccessControl | None = None,
 ) -> None:
-    """Attach audit-ingest's workers to `ctx` (they start with the app's lifespan)."""
+    """The composition root: audit-ingest's workers onto `ctx` (they start with the app's
+    lifespan), every one on the same injected clock."""
     clock = clock or SystemClock()
     explicit = settings.managed()
     scope = ManagedScope() if explicit is None and access is not None else None
@@ -71,26 +72,30 @@ def wire(
         raw_key=cloudtrail_key,
     )
     add_timers(
-        ctx, {PENDING_TIMER: pending_record_handler(outbox=outbox, config=config, clock=clock)}
+        ctx,
+        {PENDING_TIMER: pending_record_handler(outbox=outbox, config=config, clock=clock)},
+        clock=clock,
     )
     if settings.cloudtrail_queue:
-        s3, sqs = aws_clients(settings)
-        ctx.workers.append(
-            TrailIngestor(
-                ctx.db,
-                s3=s3,
-                sqs=sqs,
-                queue=settings.cloudtrail_queue,
-                topic=settings.topic(Topics.CLOUDTRAIL),
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                client_id=f"{settings.service_name}-trail",
-                wait_seconds=settings.cloudtrail_wait_seconds,
-                visibility_timeout=settings.cloudtrail_visibility_timeout,
-                max_messages=settings.cloudtrail_max_messages,
-                publish_batch=settings.cloudtrail_publish_batch,
-                clock=clock,
-            )
-        )
+        ctx.workers.append(_trail_ingestor(ctx, settings, clock))
+
+
+def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) -> TrailIngestor:
+    s3, sqs = aws_clients(settings)
+    return TrailIngestor(
+        ctx.db,
+        s3=s3,
+        sqs=sqs,
+        queue=settings.cloudtrail_queue,
+        topic=settings.topic(Topics.CLOUDTRAIL),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.service_name}-trail",
+        wait_seconds=settings.cloudtrail_wait_seconds,
+        visibility_timeout=settings.cloudtrail_visibility_timeout,
+        max_messages=settings.cloudtrail_max_messages,
+        publish_batch=settings.cloudtrail_publish_batch,
+        clock=clock,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -102,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         # The policy decides what is managed (and so what uncovered activity to flag).
         access = AccessControl.from_settings(settings)
         access.load()
-    wire(ctx, settings, access=access)
+    build(ctx, settings, access=access)
     return create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 from elevate_core.access import AccessControl
 from elevate_core.app import (
@@ -21,6 +22,7 @@ from elevate_core.directory.errors import DirectoryError
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
+from elevate_core.outbox import Outbox
 from elevate_core.progress import TopicProgress
 from elevate_core.settings import Settings
 from fastapi import FastAPI
@@ -79,7 +81,8 @@ def build(
     user_names: UserNames | None = None,
     scope: ScopeProvider | None = None,
 ) -> AssignmentWorker:
-    """Wire grant-worker's consumers, timers and assignment worker onto `ctx`."""
+    """The composition root: grant-worker's consumers, timers and assignment worker onto
+    `ctx`, all on the same injected clock."""
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
     # Its commits open replay gates: wake the worker for the grants waiting on them.
@@ -124,17 +127,23 @@ def build(
     )
     ctx.workers.append(worker)
     if standing is not None:
-        provider = standing
-
-        async def record_policy_standing() -> None:
-            async with ctx.db.transaction() as session:
-                for triple in provider():
-                    await service.record_standing(
-                        session, triple, source="policy", outbox=outbox, now=clock.now()
-                    )
-
-        ctx.startup.append(record_policy_standing)
+        ctx.startup.append(_standing_recorder(ctx, standing, outbox, clock))
     return worker
+
+
+def _standing_recorder(
+    ctx: ServiceContext, provider: StandingProvider, outbox: Outbox, clock: Clock
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """At start: record the standing assignments the caller names (policy standing)."""
+
+    async def record_policy_standing() -> None:
+        async with ctx.db.transaction() as session:
+            for triple in provider():
+                await service.record_standing(
+                    session, triple, source="policy", outbox=outbox, now=clock.now()
+                )
+
+    return record_policy_standing
 
 
 def policy_scope(access: AccessControl) -> ScopeProvider:
