@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from elevate_core.clock import Clock
+from elevate_core.events.base import Event
 from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import (
     DriftDetected,
@@ -26,6 +27,7 @@ from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import service
+from elevate_grant_worker.domain import StopKind
 
 log = logging.getLogger(__name__)
 Gate = Callable[[], Awaitable[dict[str, int]]]
@@ -67,19 +69,17 @@ def history_handler(*, clock: Clock) -> Handler:
     return handle
 
 
+# What each stop on the requests topic means for the grant (dispatch on the event's type).
+_STOPS: dict[type[Event], StopKind] = {RequestCancelled: "cancelled", RevokeRequested: "revoked"}
+
+
 def requests_handler(*, clock: Clock) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.type == RequestCancelled.ce_type:
-            cancelled = envelope.event()
-            assert isinstance(cancelled, RequestCancelled)
-            await service.stop(
-                session, request_id=str(cancelled.request_id), kind="cancelled", now=clock.now()
-            )
-        elif envelope.type == RevokeRequested.ce_type:
-            revoke = envelope.event()
-            assert isinstance(revoke, RevokeRequested)
-            await service.stop(
-                session, request_id=str(revoke.request_id), kind="revoked", now=clock.now()
-            )
+        if envelope.type not in {cls.ce_type for cls in _STOPS}:
+            return  # submissions and decisions are approval's business
+        event = envelope.event()
+        kind = _STOPS[type(event)]
+        request_id = str(getattr(event, "request_id"))  # noqa: B009 (both stops carry it)
+        await service.stop(session, request_id=request_id, kind=kind, now=clock.now())
 
     return handle
