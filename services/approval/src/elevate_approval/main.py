@@ -120,7 +120,6 @@ def build(
         outbox=add_outbox(ctx),
         directory=directory,
         policy=watcher,
-        clock=clock,
         expiry_gate=gate.passed if expiry_gate else None,
         expiry_grace=timedelta(seconds=_own(settings, "expiry_grace_seconds")),
     )

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from elevate_core.clock import Clock
 from elevate_core.directory.errors import AccountNotFoundError, DirectoryError, UserNotFoundError
 from elevate_core.directory.models import Account, User
 from elevate_core.errors import TransientError
@@ -71,7 +70,6 @@ class Deps:
     outbox: Outbox
     directory: DirectoryPort
     policy: PolicySource
-    clock: Clock
     # When set, an expiry waits until this says the requests consumer has caught up with
     # what was published until the timer fired (key: the timer key).
     expiry_gate: Callable[[str], Awaitable[bool]] | None = None
