@@ -17,12 +17,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import Counter
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from elevate_core.backlog import OutboxBacklog
@@ -101,7 +100,6 @@ class OutboxRelay:
         dlq_topic: str = Topics.DLQ,
         batch_size: int = 500,
         idle_poll_seconds: float = 5.0,
-        purge_after: timedelta = timedelta(days=7),
         backlog_refresh_seconds: float = 1.0,
         max_row_attempts: int = 3,
         metadata_timeout_ms: int = 15000,
@@ -113,7 +111,6 @@ class OutboxRelay:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
-        self.purge_after = purge_after
         # `elevate_outbox_pending` / `…_oldest_unsent_seconds`, measured each cycle.
         self.backlog = OutboxBacklog(db, refresh_seconds=backlog_refresh_seconds)
         self.max_row_attempts = max_row_attempts
@@ -136,7 +133,6 @@ class OutboxRelay:
     async def run(self) -> None:
         waiter = Waiter(CHANNEL)
         retrying = Retrying(self.retry, component=self._component, what="publishing")
-        last_purge = time.monotonic()
         try:
             while not self._stopping.is_set():
                 try:
@@ -148,9 +144,6 @@ class OutboxRelay:
                     retrying.succeeded()
                     await self.backlog.refresh(force=published < self.batch_size)
                     if published == 0:
-                        if time.monotonic() - last_purge > 3600:
-                            last_purge = time.monotonic()
-                            await self.purge_sent()  # sent rows are history, not state
                         await waiter.wait(self._idle_wait())
                 except asyncio.CancelledError:
                     raise
@@ -466,11 +459,3 @@ class OutboxRelay:
             key=row.key.encode() if row.key is not None else None,
             headers=[(k, v.encode()) for k, v in headers.items()],
         )
-
-    async def purge_sent(self, *, now: datetime | None = None) -> int:
-        cutoff = (now or utcnow()) - self.purge_after
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                delete(OutboxMessage).where(OutboxMessage.sent_at < cutoff)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)
