@@ -13,6 +13,7 @@ from elevate_core.app import (
     ServiceSpec,
     add_consumer,
     add_outbox,
+    add_purge_hook,
     bootstrap,
 )
 from elevate_core.app import create_service_app as _create_service_app
@@ -24,7 +25,7 @@ from elevate_core.notify import wake
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
-from elevate_grant_worker import consumers, service
+from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.progress import TopicProgress
 from elevate_grant_worker.settings import GrantWorkerSettings
@@ -123,6 +124,7 @@ def build(
         scope=scope,
     )
     ctx.workers.append(worker)
+    add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
     if standing is not None:
         provider = standing
 
