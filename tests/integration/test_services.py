@@ -101,6 +101,16 @@ async def test_every_service_answers_probes_and_creates_topics(
         return wanted <= names
 
     await eventually(topics_exist, what="the services created the catalog topics")
+    for module, svc in services.items():
+        tables = ["processed_events", "timers", "outbox"]
+        tables += ["gw_grants"] if module == "grant_worker" else []
+
+        async def purged(url: str = svc.url, tables: list[str] = tables) -> bool:
+            async with httpx.AsyncClient(timeout=10) as client:
+                text = (await client.get(f"{url}/metrics")).text
+            return all(f'elevate_purged_rows_total{{table="{t}"}}' in text for t in tables)
+
+        await eventually(purged, what=f"{module} ran its first purge round")
 
 
 async def test_service_without_kafka_keeps_running_and_says_so(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from elevate_core.errors import ConfigurationError
 from elevate_core.settings import Mode, Settings, load_settings
@@ -58,3 +60,24 @@ def test_production_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
     settings = load_settings(Settings)
     assert settings.mode is Mode.PROD
+
+
+def test_dedupe_horizon_defaults_to_retention_plus_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("ELEVATE_TOPIC_RETENTION_DAYS", "14")
+    monkeypatch.setenv("ELEVATE_PURGE_MARGIN_HOURS", "36")
+    assert load_settings(Settings).dedupe_keep == timedelta(days=14, hours=36)
+    monkeypatch.setenv("ELEVATE_DEDUPE_KEEP_HOURS", str(60 * 24))  # longer is always fine
+    assert load_settings(Settings).dedupe_keep == timedelta(days=60)
+
+
+def test_a_dedupe_horizon_inside_retention_is_refused_outside_dev_and_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("ELEVATE_DEDUPE_KEEP_HOURS", str(30 * 24))  # retention 30 d, margin 1 d
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(Settings)
+    assert str(err.value).startswith("ELEVATE_DEDUPE_KEEP_HOURS: must be at least")
+    monkeypatch.setenv("ELEVATE_MODE", "test")
+    assert load_settings(Settings).dedupe_keep == timedelta(days=30)

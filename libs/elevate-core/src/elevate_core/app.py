@@ -1,6 +1,6 @@
 """What every Elevate service process shares: settings, logging, tracing, database,
 health probes, metrics, problem responses and the lifecycle of background workers
-(outbox relay, consumers, timers), which start and stop with the HTTP server.
+(outbox relay, consumers, timers, the purge), which start and stop with the HTTP server.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,16 +24,17 @@ from elevate_core.clock import Clock
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
-from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.admin import ensure_topics, longest_stay
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKey
 from elevate_core.migrate import upgrade
 from elevate_core.notify import PgListener
 from elevate_core.outbox import CHANNEL as OUTBOX_CHANNEL
 from elevate_core.outbox import Outbox
 from elevate_core.problems import install_problem_handlers
+from elevate_core.purge import NO_TOPICS, Horizons, NoTopics, PurgeBatch, PurgeHook, Purger
 from elevate_core.relay import OutboxRelay
 from elevate_core.retry import DEFAULT_POLICY, Retrying
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from elevate_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
 from elevate_core.timers import CHANNEL as TIMER_CHANNEL
 from elevate_core.timers import TimerHandler, TimerRunner
@@ -54,6 +56,7 @@ class ServiceContext:
     workers: list[Worker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     startup: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    purge_hooks: list[PurgeHook] = field(default_factory=list)
 
 
 def create_service_app(
@@ -86,6 +89,7 @@ def create_service_app(
             await ctx.db.dispose()
             shutdown_tracing()
 
+    ctx.workers.append(_purger(ctx))
     app = FastAPI(title=title, lifespan=lifespan, openapi_url="/openapi.json")
     app.state.ctx = ctx
     install_problem_handlers(app)
@@ -143,6 +147,33 @@ async def _ensure_topics_forever(settings: Settings) -> None:
                 decision.delay,
             )
             await DEFAULT_POLICY.wait(decision)
+
+
+def add_purge_hook(ctx: ServiceContext, table: str, batch: PurgeBatch) -> None:
+    """Purge rows of a service's own table on the runtime's schedule (elevate_core.purge).
+    Register before `create_service_app`."""
+    ctx.purge_hooks.append(PurgeHook(table, batch))
+
+
+def _purger(ctx: ServiceContext) -> Purger:
+    settings = ctx.settings
+
+    async def broker_stay() -> timedelta | NoTopics | None:
+        # Every topic a consumer of this process reads: its dedupe rows guard those.
+        topics = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
+        if not topics:
+            return NO_TOPICS
+        return await longest_stay(settings.kafka_bootstrap_servers, topics)
+
+    return Purger(
+        ctx.db,
+        Horizons.from_settings(settings),
+        broker_stay=broker_stay,
+        hooks=ctx.purge_hooks,
+        batch_size=settings.purge_batch_size,
+        interval=settings.purge_interval_seconds,
+        enforce=settings.mode is Mode.PROD,
+    )
 
 
 def add_outbox(ctx: ServiceContext) -> Outbox:

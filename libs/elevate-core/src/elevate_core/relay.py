@@ -17,14 +17,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, or_, select, update
+from prometheus_client import Counter
+from sqlalchemy import or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from elevate_core.backlog import OutboxBacklog
 from elevate_core.db import Database, utcnow
 from elevate_core.events.topics import Topics
 from elevate_core.failpoints import failpoint
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x0E1E0A7E  # advisory lock id: one publishing relay per database
 
 PUBLISHED = Counter("elevate_outbox_published_total", "Outbox rows published", ["topic"])
-PENDING = Gauge("elevate_outbox_pending", "Outbox rows not yet published")
 DEAD = Counter(
     "elevate_outbox_dead_total",
     "Outbox rows Kafka refused for good, moved aside to the DLQ",
@@ -101,7 +100,7 @@ class OutboxRelay:
         dlq_topic: str = Topics.DLQ,
         batch_size: int = 500,
         idle_poll_seconds: float = 5.0,
-        purge_after: timedelta = timedelta(days=7),
+        backlog_refresh_seconds: float = 1.0,
         max_row_attempts: int = 3,
         metadata_timeout_ms: int = 15000,
         retry: RetryPolicy = DEFAULT_POLICY,
@@ -112,7 +111,8 @@ class OutboxRelay:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
-        self.purge_after = purge_after
+        # `elevate_outbox_pending` / `…_oldest_unsent_seconds`, measured each cycle.
+        self.backlog = OutboxBacklog(db, refresh_seconds=backlog_refresh_seconds)
         self.max_row_attempts = max_row_attempts
         self.retry = retry
         self._stopping = asyncio.Event()
@@ -133,19 +133,17 @@ class OutboxRelay:
     async def run(self) -> None:
         waiter = Waiter(CHANNEL)
         retrying = Retrying(self.retry, component=self._component, what="publishing")
-        last_purge = time.monotonic()
         try:
             while not self._stopping.is_set():
                 try:
                     if not await self._leader.acquire():
+                        await self.backlog.refresh()  # every replica reports the real backlog
                         await waiter.wait(self.idle_poll_seconds)
                         continue
                     published = await self.publish_once()
                     retrying.succeeded()
+                    await self.backlog.refresh(force=published < self.batch_size)
                     if published == 0:
-                        if time.monotonic() - last_purge > 3600:
-                            last_purge = time.monotonic()
-                            await self.purge_sent()  # sent rows are history, not state
                         await waiter.wait(self._idle_wait())
                 except asyncio.CancelledError:
                     raise
@@ -154,6 +152,7 @@ class OutboxRelay:
                     health.failing(self._component, f"cannot publish: {decision.reason}")
                     log.warning("outbox relay: %s; retry %d", decision.reason, retrying.attempt)
                     await self._producer.close()
+                    await self.backlog.refresh()
                     await self.retry.wait(decision, self._stopping)
         finally:
             waiter.close()
@@ -205,7 +204,6 @@ class OutboxRelay:
         if not rows:
             if lookups:
                 await self._count_topic_tries(lookups)
-            PENDING.set(0)
             return 0
         producer = await self._producer.get()
         await self._look_up_topics(producer, {r.topic for r in rows})
@@ -461,11 +459,3 @@ class OutboxRelay:
             key=row.key.encode() if row.key is not None else None,
             headers=[(k, v.encode()) for k, v in headers.items()],
         )
-
-    async def purge_sent(self, *, now: datetime | None = None) -> int:
-        cutoff = (now or utcnow()) - self.purge_after
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                delete(OutboxMessage).where(OutboxMessage.sent_at < cutoff)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -45,6 +46,13 @@ class Settings(BaseSettings):
     # earliest offset (every consumer of the service).
     consumer_group_suffix: str = ""
     topic_retention_days: int = Field(default=30, ge=1)
+    # Purging bounded tables (elevate_core.purge): kept `margin` beyond what they protect.
+    purge_margin_hours: int = Field(default=24, ge=1)
+    # Dedupe rows (processed events) kept this long; default retention + margin, never less
+    # outside dev/test (a shorter horizon would let a re-delivered message act twice).
+    dedupe_keep_hours: int | None = Field(default=None, ge=0)
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     aws_access_key_id: str | None = None
@@ -96,6 +104,25 @@ class Settings(BaseSettings):
         if self.fail_points and self.mode is not Mode.TEST:
             raise ValueError("fail_points: crash fail points exist only in test mode")
         return self
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_retention(self) -> Self:
+        floor = self.topic_retention_days * 24 + self.purge_margin_hours
+        keep = self.dedupe_keep_hours
+        if self.mode is Mode.PROD and keep is not None and keep < floor:
+            raise ValueError(
+                f"dedupe_keep_hours: must be at least topic retention + purge margin "
+                f"({floor} h) outside dev/test, or a re-delivered message could act twice"
+            )
+        return self
+
+    @property
+    def dedupe_keep(self) -> timedelta:
+        """How long a processed event's id is kept (the dedupe horizon)."""
+        hours = self.dedupe_keep_hours
+        if hours is None:
+            hours = self.topic_retention_days * 24 + self.purge_margin_hours
+        return timedelta(hours=hours)
 
     def resolved_database_url(self) -> str:
         """SQLite under the data dir unless a URL is configured (the embedded default)."""

@@ -90,8 +90,12 @@ async def schedule(
     payload: Mapping[str, Any] | None = None,
 ) -> None:
     """Create or re-arm the timer (kind, key) in the caller's transaction."""
+    # Locked: a fired timer being purged (elevate_core.purge) is then either gone, and made
+    # anew, or re-armed before the purge's delete re-checks it — never updated while gone.
     existing = (
-        await session.execute(select(Timer).where(Timer.kind == kind, Timer.key == key))
+        await session.execute(
+            select(Timer).where(Timer.kind == kind, Timer.key == key).with_for_update()
+        )
     ).scalar_one_or_none()
     if existing is None:
         session.add(

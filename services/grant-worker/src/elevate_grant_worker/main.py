@@ -14,6 +14,7 @@ from elevate_core.app import (
     ServiceSpec,
     add_consumer,
     add_outbox,
+    add_purge_hook,
     bootstrap,
 )
 from elevate_core.app import create_service_app as _create_service_app
@@ -27,7 +28,7 @@ from elevate_core.progress import TopicProgress
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
-from elevate_grant_worker import consumers, service
+from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
@@ -126,6 +127,7 @@ def build(
         scope=scope,
     )
     ctx.workers.append(worker)
+    add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
     if standing is not None:
         ctx.startup.append(_standing_recorder(ctx, standing, outbox, clock))
     return worker

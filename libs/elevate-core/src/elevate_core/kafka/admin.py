@@ -1,17 +1,26 @@
-"""Create Elevate's topics (idempotently) with their retention."""
+"""Create Elevate's topics (idempotently) with their retention; read back how long the
+broker may keep a message (what the dedupe purge must outlast)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
+from datetime import timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from elevate_core.errors import TransientError
 from elevate_core.events.topics import CATALOG
 
 log = logging.getLogger(__name__)
 DAY_MS = 24 * 3600 * 1000
+# Segments roll at least this often, so a message outlives the retention by at most this
+# much: time retention deletes whole segments, once their newest message has aged out.
+SEGMENT_MS = 12 * 3600 * 1000
+_UNKNOWN_TOPIC = 3
 
 
 async def ensure_topics(
@@ -36,7 +45,10 @@ async def ensure_topics(
                 name=name,
                 num_partitions=partitions or count,
                 replication_factor=replication_factor,
-                topic_configs={"retention.ms": str(retention_days * DAY_MS)},
+                topic_configs={
+                    "retention.ms": str(retention_days * DAY_MS),
+                    "segment.ms": str(SEGMENT_MS),
+                },
             )
             for name, count in wanted.items()
             if name not in existing
@@ -49,3 +61,39 @@ async def ensure_topics(
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def longest_stay(bootstrap_servers: str, topics: Iterable[str]) -> timedelta | None:
+    """The longest the broker may keep a message of `topics` after its timestamp, as the
+    broker is configured now: retention.ms + segment.ms (a segment goes only when its newest
+    message has aged out). None if some topic keeps messages for ever (retention -1, or
+    compaction). A topic that does not exist holds nothing."""
+    wanted = sorted(set(topics))
+    if not wanted:
+        return timedelta(0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="elevate-admin")
+    try:
+        await admin.start()
+        keys = {"retention.ms": None, "segment.ms": None, "cleanup.policy": None}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs=keys) for name in wanted]
+        )
+    except Exception as exc:
+        raise TransientError(f"describing topics {wanted}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    longest = timedelta(0)
+    for response in responses:
+        for error, message, _type, name, entries in response.resources:
+            if error == _UNKNOWN_TOPIC:
+                continue
+            if error:
+                raise TransientError(f"describing topic {name}: error {error} {message}")
+            config = {entry[0]: entry[1] for entry in entries}
+            retention, segment = config.get("retention.ms"), config.get("segment.ms")
+            if retention is None or segment is None or int(retention) < 0:
+                return None  # not known to be bounded: as good as for ever
+            if "delete" not in (config.get("cleanup.policy") or "delete"):
+                return None
+            longest = max(longest, timedelta(milliseconds=int(retention) + int(segment)))
+    return longest

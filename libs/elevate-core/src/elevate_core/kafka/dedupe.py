@@ -1,10 +1,14 @@
-"""Processed-event records: the consumer side of exactly-once state changes."""
+"""Processed-event records: the consumer side of exactly-once state changes.
+
+`processed_at` is when the event was last *seen*: a copy delivered again (a relay re-send,
+a DLQ re-drive, a replayed upstream) moves it forward, so the row outlives every copy still
+on the broker and the purge (`elevate_core.purge`) never drops protection a copy needs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,12 +24,28 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+    __table_args__ = (Index("ix_processed_events_processed_at", "processed_at"),)
+
 
 async def claim_event(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
     """Record `event_id` as processed in this transaction; False if it already was."""
-    values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
+    now = utcnow()
+    values = {"consumer": consumer, "event_id": event_id, "processed_at": now}
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
     result = await session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))
+    if getattr(result, "rowcount", 0):
+        return True
+    await _seen_again(session, consumer=consumer, event_id=event_id, at=now)
+    return False
+
+
+async def _seen_again(session: AsyncSession, *, consumer: str, event_id: str, at: datetime) -> None:
+    """A duplicate restarts the row's horizon: this copy may stay on the broker for a full
+    retention from now."""
+    await session.execute(
+        update(ProcessedEvent)
+        .where(ProcessedEvent.consumer == consumer, ProcessedEvent.event_id == event_id)
+        .values(processed_at=at)
+    )

@@ -1,0 +1,49 @@
+"""grant-worker's rows the runtime purge may drop (`elevate_core.purge`): grants over for good.
+
+A `gw_grants` row — the grant with its stop — goes only when all of these hold:
+
+- it is ended or failed;
+- its window closed more than the margin ago. An approval read again by a replay can then
+  never be served (a grant wants its assignment only while `start <= now < end`), so
+  dropping the row and its stop cannot re-grant, whatever is still on the broker;
+- it ended (failed: was created) longer ago than the dedupe horizon. Its approval and stops
+  were read before that, so they are off the broker by now and nothing re-creates the row.
+
+A grant revoked or cancelled before its window closed keeps its row until the window has
+closed: till then its stop is what keeps a replayed approval from being served. Unapproved
+rows (a stop seen before its approval) are never purged: the approval may still be on its
+way — an approval service's outbox waiting out a Kafka outage — and without the row it
+would be served.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from elevate_core.purge import Horizons
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from elevate_grant_worker.domain import GrantState
+from elevate_grant_worker.models import Grant
+
+TABLE = "gw_grants"
+
+
+async def purge_ended_grants(
+    session: AsyncSession, horizons: Horizons, now: datetime, limit: int
+) -> int:
+    long_ago = now - horizons.dedupe
+    over = and_(
+        Grant.state.in_((GrantState.ENDED.value, GrantState.FAILED.value)),
+        Grant.end_at < now - horizons.margin,
+        Grant.created_at < long_ago,
+        or_(Grant.ended_at.is_(None), Grant.ended_at < long_ago),
+    )
+    ids = select(Grant.grant_id).where(over).order_by(Grant.grant_id).limit(limit)
+    result = await session.execute(
+        delete(Grant)
+        .where(Grant.grant_id.in_(ids), over)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
