@@ -29,8 +29,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
 from elevate_audit_ingest.correlate import parse_record
+from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
-from elevate_audit_ingest.service import CorrelationConfig, record_grant_event
+from elevate_audit_ingest.service import CorrelationConfig
 from elevate_core.clock import SystemClock
 from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope
