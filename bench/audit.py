@@ -29,8 +29,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
 from elevate_audit_ingest.correlate import parse_record
+from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
-from elevate_audit_ingest.service import CorrelationConfig, record_grant_event
+from elevate_audit_ingest.service import CorrelationConfig
 from elevate_core.clock import SystemClock
 from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope
@@ -97,9 +98,8 @@ async def baseline(bootstrap: str, topic: str, n: int) -> float:
     return n / (time.perf_counter() - first)
 
 
-async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
-    outbox = Outbox(source="elevate/audit-ingest", topic_prefix=prefix)
-    config = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=15))
+async def _index_grant(db: Database, outbox: Outbox, config: CorrelationConfig) -> None:
+    """An active grant for alice in the account, so every record correlates to it."""
     now = datetime.now(UTC)
     snapshot = RequestSnapshot(
         request_id=uuid.uuid4(),
@@ -125,6 +125,21 @@ async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
             config=config,
             now=now,
         )
+
+
+async def _wait_until_published(db: Database, n: int) -> None:
+    sent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.isnot(None))
+    while True:
+        async with db.sessions() as session:
+            if int((await session.execute(sent)).scalar_one()) >= n:
+                return
+        await asyncio.sleep(0.05)
+
+
+async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
+    outbox = Outbox(source="elevate/audit-ingest", topic_prefix=prefix)
+    config = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=15))
+    await _index_grant(db, outbox, config)
     inner = cloudtrail_handler(outbox=outbox, config=config, clock=SystemClock())
     started: list[float] = []
 
@@ -146,13 +161,8 @@ async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
     )
     relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="bench-relay")
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
-    sent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.isnot(None))
     try:
-        while True:
-            async with db.sessions() as session:
-                if int((await session.execute(sent)).scalar_one()) >= n + 1:  # + the 3005
-                    break
-            await asyncio.sleep(0.05)
+        await _wait_until_published(db, n + 1)  # + the grant's 3005
         elapsed = time.perf_counter() - started[0]
     finally:
         await consumer.stop()

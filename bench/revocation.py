@@ -97,6 +97,17 @@ class Bench:
         self.kafka.start()
         self.pg = PostgresCluster(self.work / "pg", ephemeral=True)
         self.pg.start()
+        self._start_aws()
+        self.seeded: SeededOrganisation = seed_organisation(self.moto_url)
+        self.accounts = self._accounts(self.args.accounts)
+        await ensure_topics(self.kafka.bootstrap, prefix=PREFIX)
+        self.settings = self._settings()
+        await self._start_grant_worker()
+        self.producer = idempotent_producer(self.kafka.bootstrap, client_id="bench")
+        await self.producer.start()
+
+    def _start_aws(self) -> None:
+        """moto, and the fault proxy in front of it that grant-worker calls."""
         # moto and the proxy in processes of their own, as `make dev` runs them: in this
         # process they would share its GIL with the worker being measured.
         moto_port, proxy_port = free_port(), free_port()
@@ -110,25 +121,16 @@ class Bench:
             )
         ]
         wait_for_port(moto_port, timeout=60, what="moto")
+        proxy = ["-m", "elevate_local.aws_proxy", "--target", self.moto_url]
         self.procs.append(
             runs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "elevate_local.aws_proxy",
-                    "--target",
-                    self.moto_url,
-                    "--port",
-                    str(proxy_port),
-                ],
-                stdout=subprocess.DEVNULL,
+                [sys.executable, *proxy, "--port", str(proxy_port)], stdout=subprocess.DEVNULL
             )
         )
         wait_for_port(proxy_port, timeout=60, what="AWS proxy")
-        self.seeded: SeededOrganisation = seed_organisation(self.moto_url)
-        self.accounts = self._accounts(self.args.accounts)
-        await ensure_topics(self.kafka.bootstrap, prefix=PREFIX)
-        self.settings = GrantWorkerSettings(
+
+    def _settings(self) -> GrantWorkerSettings:
+        return GrantWorkerSettings(
             mode="test",
             service_name="grant-worker",
             database_url=self.pg.create_database("bench"),
@@ -142,6 +144,9 @@ class Bench:
             log_json=False,
             log_level="WARNING",
         )
+
+    async def _start_grant_worker(self) -> None:
+        """grant-worker's consumers, relay and assignment worker, in this process."""
         self.ctx = bootstrap(self.settings)
         await upgrade(self.ctx.db, SPEC.migrations)
 
@@ -152,8 +157,6 @@ class Bench:
             self.ctx, self.settings, clock=self.clock, scope=scope
         )
         self.tasks = [asyncio.create_task(w.run()) for w in self.ctx.workers]
-        self.producer = idempotent_producer(self.kafka.bootstrap, client_id="bench")
-        await self.producer.start()
 
     def _accounts(self, n: int) -> list[str]:
         org = boto3.client(

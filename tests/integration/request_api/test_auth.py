@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, start_oidc_provider
 from elevate_local.ports import free_port
+from elevate_request_api.auth import AuthError, JwksCache, TokenVerifier
 
 from tests.integration.request_api.conftest import Api, Issuer
 
@@ -84,24 +85,38 @@ def unknown_key(issuer: Issuer) -> str:
     )
 
 
-ATTACKS: dict[str, Callable[[Issuer], str]] = {
-    "alg none": alg_none,
-    "HS256 keyed with the public key": hs256_with_public_key,
-    "expired": lambda i: i.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
-    "not yet valid": lambda i: i.token(nbf=int(time.time()) + 3600),
-    "wrong issuer": lambda i: i.token(iss="https://evil.example"),
-    "wrong audience": lambda i: i.token(aud="another-app"),
-    "no expiry": lambda i: i.token(exp=None),
-    "tampered claims": tampered,
-    "signed by an unknown key": unknown_key,
-    "no user claim": lambda i: i.token(preferred_username=None),
-    "garbage": lambda i: "not.a.jwt",
+# each attack, and the reason the 401 gives for it
+ATTACKS: dict[str, tuple[Callable[[Issuer], str], str]] = {
+    "alg none": (alg_none, "token algorithm 'none' is not accepted"),
+    "HS256 keyed with the public key": (
+        hs256_with_public_key,
+        "token algorithm 'HS256' is not accepted",
+    ),
+    "expired": (
+        lambda i: i.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200),
+        "token expired",
+    ),
+    "not yet valid": (lambda i: i.token(nbf=int(time.time()) + 3600), "token not yet valid"),
+    "wrong issuer": (
+        lambda i: i.token(iss="https://evil.example"),
+        "token from an unexpected issuer",
+    ),
+    "wrong audience": (lambda i: i.token(aud="another-app"), "token for another audience"),
+    "no expiry": (lambda i: i.token(exp=None), 'invalid token: Token is missing the "exp" claim'),
+    "tampered claims": (tampered, "token signature does not verify"),
+    "signed by an unknown key": (unknown_key, "token signed with an unknown key"),
+    "no user claim": (
+        lambda i: i.token(preferred_username=None),
+        "token has no 'preferred_username' claim",
+    ),
+    "garbage": (lambda i: "not.a.jwt", "malformed token"),
 }
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 async def test_attacks_are_refused_with_problem_details(api: Api, attack: str) -> None:
-    token = ATTACKS[attack](api.issuer)
+    forge, reason = ATTACKS[attack]
+    token = forge(api.issuer)
     async with httpx.AsyncClient(base_url=api.url) as client:
         response = await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, response.text
@@ -111,6 +126,19 @@ async def test_attacks_are_refused_with_problem_details(api: Api, attack: str) -
     assert body["status"] == 401
     assert body["title"] == "Unauthorized"
     assert body["instance"] == "/v1/me"
+    assert body["detail"] == reason
+
+
+async def test_unreachable_issuer_refuses_tokens_until_it_is_back(api: Api) -> None:
+    dead = JwksCache(f"http://127.0.0.1:{free_port()}")
+    verifier = TokenVerifier(
+        issuer=api.issuer.url, audience="elevate-portal", user_claim="preferred_username", jwks=dead
+    )
+    try:
+        with pytest.raises(AuthError, match="cannot verify tokens right now"):
+            await verifier.verify(api.issuer.token("alice"))
+    finally:
+        await dead.aclose()
 
 
 async def test_missing_token_is_401(api: Api) -> None:

@@ -106,6 +106,64 @@ def test_standing_and_failed_calls() -> None:
     assert doc["enrichments"][0]["name"] == "elevate.standing"
 
 
+def test_optional_cloudtrail_fields_are_mapped_when_present() -> None:
+    raw = record(error_code="AccessDenied", session_start=AT - timedelta(minutes=5))
+    identity = raw["userIdentity"]
+    assert isinstance(identity, dict)
+    identity["invokedBy"] = "cloudformation.amazonaws.com"
+    identity["identityProvider"] = "idp-1"
+    identity["sessionContext"]["attributes"]["mfaAuthenticated"] = "TRUE"
+    raw |= {"vpcEndpointId": "vpce-1", "apiVersion": "2016-11-15", "responseElements": {"a": 1}}
+    doc = ocsf.api_activity(
+        parse_record(raw), Correlation(Outcome.GRANT, grant=GRANT), processed_at=AT
+    )
+    assert doc["actor"]["invoked_by"] == "cloudformation.amazonaws.com"
+    assert doc["actor"]["idp"] == {"name": "idp-1"}
+    assert doc["actor"]["session"]["is_mfa"] is True
+    assert doc["actor"]["session"]["created_time"] == ocsf.millis(AT - timedelta(minutes=5))
+    assert doc["actor"]["session"]["credential_uid"] == identity["accessKeyId"]
+    assert doc["src_endpoint"]["uid"] == "vpce-1"
+    assert doc["api"]["version"] == "2016-11-15"
+    assert doc["api"]["response"] == {
+        "data": {"a": 1},
+        "error": "AccessDenied",
+        "error_message": "User is not authorized to perform TerminateInstances",
+    }
+    assert doc["status_code"] == "AccessDenied"
+    assert doc["metadata"]["event_code"] == "AwsApiCall"
+    assert doc["metadata"]["processed_time"] == ocsf.millis(AT)
+    assert doc["message"] == f"TerminateInstances by alice under Elevate request {GRANT.request_id}"
+
+
+def test_a_bare_record_maps_to_the_minimum() -> None:
+    bare = {
+        "eventTime": "2026-03-02T09:30:00Z",
+        "eventName": "GetThing",
+        "eventID": "e-1",
+        "recipientAccountId": ACCOUNT,
+        "resources": [{"type": "no ARN"}, "junk"],
+    }
+    doc = ocsf.api_activity(parse_record(bare), Correlation(Outcome.UNCOVERED))
+    assert doc["actor"] == {"user": {"type": "Unknown", "type_id": 0}}
+    assert doc["api"] == {
+        "operation": "GetThing",
+        "service": {"name": ""},
+        "request": {"uid": "e-1"},
+    }
+    assert doc["src_endpoint"] == {}
+    for absent in ("status_code", "http_request", "resources"):
+        assert absent not in doc
+    assert "no Elevate grant or standing assignment covers it" in doc["message"]
+
+
+@pytest.mark.parametrize("outcome", [o for o in Outcome if o is not Outcome.UNCOVERED])
+def test_outcomes_without_grant_or_standing_add_no_context(outcome: Outcome) -> None:
+    doc = ocsf.api_activity(parse_record(record()), Correlation(outcome))
+    assert doc["severity_id"] == 1
+    assert "enrichments" not in doc
+    assert "message" not in doc
+
+
 def test_sign_in_from_a_service_principal_host() -> None:
     raw = sign_in_record(
         user="alice", account_id=ACCOUNT, permission_set="AdministratorAccess", at=AT

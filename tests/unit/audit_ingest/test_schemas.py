@@ -46,6 +46,8 @@ def test_cloudtrail_sns_envelope() -> None:
 def test_raw_message_delivery() -> None:
     body = json.dumps({"s3Bucket": "trail", "s3ObjectKey": [KEY]})
     assert parse_notice(body) == [ObjectRef("trail", KEY)]
+    one_key = json.dumps({"s3Bucket": "trail", "s3ObjectKey": KEY})
+    assert parse_notice(one_key) == [ObjectRef("trail", KEY)]
 
 
 def test_s3_event_notification_keys_are_url_decoded() -> None:
@@ -61,10 +63,24 @@ def test_s3_event_via_sns_and_test_events() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", ["not json", "[]", '{"hello": 1}', '{"s3Bucket": "b", "s3ObjectKey": 5}']
+    ("body", "message"),
+    [
+        ("not json", "notice is not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"hello": 1}', "neither a CloudTrail notice nor an S3 event"),
+        ('{"s3Bucket": "b", "s3ObjectKey": 5}', "s3ObjectKey is not a list"),
+        ('{"s3Bucket": "b", "s3ObjectKey": ["k", 5]}', "s3ObjectKey is not a list"),
+        ('{"Records": [{"eventSource": "aws:sqs"}]}', "not an S3 event notification"),
+        ('{"Records": [7]}', "not an S3 event notification"),
+        (
+            '{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]}',
+            "S3 event without bucket/object",
+        ),
+        ('{"Type": "Notification", "Message": "{"}', "SNS message is not JSON"),
+    ],
 )
-def test_malformed_notices(body: str) -> None:
-    with pytest.raises(NoticeError):
+def test_malformed_notices(body: str, message: str) -> None:
+    with pytest.raises(NoticeError, match=message):
         parse_notice(body)
 
 

@@ -11,15 +11,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
-from elevate_audit_ingest.models import PendingRecord
+from elevate_audit_ingest.models import PendingRecord, StandingRow
 from elevate_audit_ingest.ocsf import validate_ocsf
-from elevate_audit_ingest.service import (
-    PENDING_TIMER,
-    CorrelationConfig,
-    handle_record,
-    record_grant_event,
-)
+from elevate_audit_ingest.service import PENDING_TIMER, CorrelationConfig, handle_record
 from elevate_audit_ingest.timers import pending_record_handler
 from elevate_core.clock import ManualClock
 from elevate_core.db import Base, Database
@@ -27,8 +23,11 @@ from elevate_core.events.base import Event
 from elevate_core.events.models import (
     GrantActivated,
     GrantEnded,
+    GrantFailed,
+    GrantScheduled,
     Person,
     RequestSnapshot,
+    StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
 from elevate_core.migrate import upgrade
@@ -218,6 +217,73 @@ async def test_standing_assignment_covers_its_user(db: Database) -> None:
     (row,) = await audit_rows(db)
     assert row[1]["severity_id"] == 1
     assert row[0] == ACCOUNT
+
+
+def ended(grant_id: uuid.UUID, snap: RequestSnapshot, at: datetime) -> GrantEnded:
+    return GrantEnded(
+        grant_id=grant_id, snapshot=snap, reason="expired", ended_at=at, assignment_removed=True
+    )
+
+
+async def test_redelivered_activation_and_end_emit_once(db: Database) -> None:
+    snap, grant_id = snapshot(), uuid.uuid4()
+    activated = GrantActivated(grant_id=grant_id, snapshot=snap, activated_at=T0)
+    await grant_event(db, activated, T0)
+    await grant_event(db, activated, T0)
+    end = T0 + timedelta(hours=2)
+    await grant_event(db, ended(grant_id, snap, end), end)
+    await grant_event(db, ended(grant_id, snap, end), end)
+    rows = await audit_rows(db)
+    assert [(d["class_uid"], d["activity_id"]) for _, d, _ in rows] == [(3005, 1), (3005, 2)]
+
+
+async def test_a_grant_that_never_activated_is_neither_assigned_nor_revoked(
+    db: Database,
+) -> None:
+    snap, grant_id = snapshot(), uuid.uuid4()
+    await grant_event(db, GrantScheduled(grant_id=grant_id, snapshot=snap, activates_at=T0), T0)
+    await grant_event(db, GrantFailed(grant_id=grant_id, snapshot=snap, reason="boom"), T0)
+    await grant_event(db, ended(grant_id, snap, T0), T0)
+    assert await audit_rows(db) == []
+    # scheduled but never active: it covers nothing, so the record waits
+    assert await record(db, activity("alice", T0 + timedelta(minutes=1)), T0) is None
+
+
+async def test_dropped_standing_assignment_no_longer_covers(db: Database) -> None:
+    arn = "arn:aws:sso:::permissionSet/ssoins-1/ps-ro"
+    common: dict[str, Any] = {
+        "account_id": ACCOUNT,
+        "permission_set_arn": arn,
+        "permission_set_name": "ReadOnlyAccess",
+        "principal_id": "uid-carol",
+        "user_name": "carol",
+        "source": "baseline",
+    }
+    await grant_event(db, StandingAssignmentRecorded(**common), T0)
+    at = T0 + timedelta(days=1)
+    assert str(await record(db, activity("carol", at, "ReadOnlyAccess"), T0)) == "standing"
+    await grant_event(db, StandingAssignmentDropped(**common, reason="assignment_gone"), T0)
+    assert await record(db, activity("carol", at, "ReadOnlyAccess"), T0) is None
+    # dropping what is not (or no longer) recorded changes nothing
+    await grant_event(db, StandingAssignmentDropped(**common, reason="assignment_gone"), T0)
+
+
+async def test_group_standing_assignments_are_not_indexed(db: Database) -> None:
+    # CloudTrail names the user, never the group: only user assignments can cover a record
+    await grant_event(
+        db,
+        StandingAssignmentRecorded(
+            account_id=ACCOUNT,
+            permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-ro",
+            permission_set_name="ReadOnlyAccess",
+            principal_id="gid-sre",
+            principal_type="GROUP",
+            source="baseline",
+        ),
+        T0,
+    )
+    async with db.sessions() as session:
+        assert (await session.execute(select(func.count()).select_from(StandingRow))).scalar() == 0
 
 
 async def test_unmanaged_records_are_not_emitted(db: Database) -> None:

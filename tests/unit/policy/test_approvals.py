@@ -267,3 +267,30 @@ def test_pending_timeout_with_injected_clock() -> None:
     expired = tally(TWO, ALICE, votes, submitted_at=submitted, now=clock.now())
     assert expired.status == "expired"
     assert expired.approvers == ("bob",)
+
+
+def test_refused_votes_say_why_first_reason_wins() -> None:
+    # each refused vote carries the first reason that applies: a settled request, then the
+    # deadline, then who the decider is, then whether they already decided
+    votes = [
+        _vote(BOB, True, 1),
+        _vote(BOB, True, 2),
+        _vote(ALICE, True, 3),
+        _vote(USERS["dave"], True, 4),
+        _vote(FRANK, True, 5),
+        _vote(BOB, False, 6),
+    ]
+    settled = tally(TWO, ALICE, votes, submitted_at=CLOCK_START, now=CLOCK_START)
+    assert settled.status == "approved"
+    assert settled.refused == (
+        ("bob", "already decided this request"),
+        ("alice", "nobody may decide their own request"),
+        ("dave", "not in any approver group of 'two-leads' (sre-leads, security)"),
+        ("bob", "request already approved"),
+    )
+    late = [_vote(USERS["dave"], True, 120), _vote(BOB, True, 121)]
+    expired = tally(TWO, ALICE, late, submitted_at=CLOCK_START, now=CLOCK_START)
+    assert expired.refused == (
+        ("dave", "the pending timeout has passed"),
+        ("bob", "the pending timeout has passed"),
+    )

@@ -175,6 +175,9 @@ def test_size_and_encoding_limits() -> None:
     assert big.errors[0].message == f"larger than {MAX_POLICY_BYTES} bytes"
     binary = check_policy(b"\xff\xfe\x00", source="bin.yaml")
     assert binary.errors[0].message.startswith("not UTF-8 text")
+    control = check_policy(b"schema_version: \x07\n", source="bell.yaml")
+    assert [i.message.split(":")[0] for i in control.errors] == ["YAML error"]
+    assert "unacceptable character #x0007" in control.errors[0].message
 
 
 def test_static_warnings() -> None:

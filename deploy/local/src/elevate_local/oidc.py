@@ -195,41 +195,22 @@ def fetch_token(
 ) -> TokenSet:
     """Log `user` (the `sub`) in through the authorization-code flow with PKCE."""
     verifier, challenge = _pkce_pair()
-    state = secrets.token_urlsafe(16)
     nonce = secrets.token_urlsafe(16)
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": secrets.token_urlsafe(16),
+        "nonce": nonce,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         discovery = _json_object(
             client.get(f"{issuer.rstrip('/')}/.well-known/openid-configuration"), "discovery"
         )
-        authorize_url = str(discovery["authorization_endpoint"])
-        params = {
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "scope": scope,
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-        form = client.get(authorize_url, params=params)
-        if form.status_code != httpx.codes.OK:
-            raise OidcError(f"authorize failed: {form.status_code} {form.text[:500]}")
-        # The login form posts back to the authorize URL with the same query.
-        login = client.post(authorize_url, params=params, data={"sub": user})
-        if login.status_code not in (httpx.codes.FOUND, httpx.codes.SEE_OTHER):
-            raise OidcError(f"login as {user!r} failed: {login.status_code} {login.text[:500]}")
-        location = urlsplit(login.headers["location"])
-        expected = urlsplit(redirect_uri)
-        if location[:3] != expected[:3]:
-            raise OidcError(f"redirected to {login.headers['location']}, not {redirect_uri}")
-        query = parse_qs(location.query)
-        if "error" in query:
-            raise OidcError(f"authorization denied: {query['error'][0]}")
-        if query.get("state") != [state]:
-            raise OidcError("state mismatch in the authorization response")
-        code = query["code"][0]
-
+        code = _log_in(client, str(discovery["authorization_endpoint"]), params, user)
         tokens = _json_object(
             client.post(
                 str(discovery["token_endpoint"]),
@@ -244,7 +225,31 @@ def fetch_token(
             ),
             "token request",
         )
+    return _token_set(tokens, nonce)
 
+
+def _log_in(client: httpx.Client, authorize_url: str, params: dict[str, str], user: str) -> str:
+    """Open the login form, log in as `user`: the code from the redirect back to us."""
+    form = client.get(authorize_url, params=params)
+    if form.status_code != httpx.codes.OK:
+        raise OidcError(f"authorize failed: {form.status_code} {form.text[:500]}")
+    # The login form posts back to the authorize URL with the same query.
+    login = client.post(authorize_url, params=params, data={"sub": user})
+    if login.status_code not in (httpx.codes.FOUND, httpx.codes.SEE_OTHER):
+        raise OidcError(f"login as {user!r} failed: {login.status_code} {login.text[:500]}")
+    redirect_uri = params["redirect_uri"]
+    location = urlsplit(login.headers["location"])
+    if location[:3] != urlsplit(redirect_uri)[:3]:
+        raise OidcError(f"redirected to {login.headers['location']}, not {redirect_uri}")
+    query = parse_qs(location.query)
+    if "error" in query:
+        raise OidcError(f"authorization denied: {query['error'][0]}")
+    if query.get("state") != [params["state"]]:
+        raise OidcError("state mismatch in the authorization response")
+    return query["code"][0]
+
+
+def _token_set(tokens: dict[str, Any], nonce: str) -> TokenSet:
     id_token = str(tokens["id_token"])
     # Signature and audience are the verifier's business; the nonce binds it to this flow.
     if jwt.decode(id_token, options={"verify_signature": False}).get("nonce") != nonce:

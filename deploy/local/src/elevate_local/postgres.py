@@ -36,6 +36,19 @@ def _bindir() -> Path:
     raise PostgresNotInstalledError("no initdb found: install Debian's `postgresql` package")
 
 
+_THROWAWAY_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=200",
+)
+
+
+def _superuser() -> str:
+    """The cluster's superuser: `postgres` as root (initdb refuses root), else ourselves."""
+    return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+
+
 @dataclass
 class PostgresCluster:
     data_dir: Path
@@ -49,61 +62,49 @@ class PostgresCluster:
         return "postgres" if os.geteuid() == 0 else None
 
     def url(self, database: str = "postgres") -> str:
-        user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
-        return f"postgresql+asyncpg://{user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+asyncpg://{_superuser()}@127.0.0.1:{self.port}/{database}"
 
     def start(self, *, timeout: float = 60.0) -> None:
         bindir = _bindir()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.data_dir, "postgres", "postgres")
-            # The parent chain must be traversable by `postgres` (pytest temp dirs are 0700).
-            for parent in self.data_dir.parents:
-                if str(parent) in ("/", "/tmp"):  # noqa: S108 - stop at the shared root
-                    break
-                os.chmod(parent, os.stat(parent).st_mode | 0o711)  # noqa: S103 - traverse only
+        self._prepare_data_dir()
         pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
-            subprocess.run(
-                guarded(
-                    [
-                        str(bindir / "initdb"),
-                        "-D",
-                        str(pgdata),
-                        "-A",
-                        "trust",
-                        "-U",
-                        "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
-                        "-E",
-                        "UTF8",
-                        "--no-sync",
-                    ],
-                    user=self._user,
-                ),
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        self.process = subprocess.Popen(
+            self._initdb(bindir, pgdata)
+        self.process = self._launch(bindir, pgdata)
+        runs.current().track(
+            "postgres", self.process.pid, data_dir=self.data_dir if self.ephemeral else None
+        )
+        wait_for_port(self.port, timeout=timeout, what="PostgreSQL")
+        self._wait_accepting(bindir, timeout)
+
+    def _prepare_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        shutil.chown(self.data_dir, "postgres", "postgres")
+        # The parent chain must be traversable by `postgres` (pytest temp dirs are 0700).
+        for parent in self.data_dir.parents:
+            if str(parent) in ("/", "/tmp"):  # noqa: S108 - stop at the shared root
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o711)  # noqa: S103 - traverse only
+
+    def _initdb(self, bindir: Path, pgdata: Path) -> None:
+        argv = [str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", _superuser()]
+        subprocess.run(
+            guarded([*argv, "-E", "UTF8", "--no-sync"], user=self._user),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _launch(self, bindir: Path, pgdata: Path) -> subprocess.Popen[bytes]:
+        argv = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(self.port)]
+        argv += ["-k", str(self.data_dir), "-h", "127.0.0.1"]
+        # a throwaway cluster: no durability to pay for
+        for setting in _THROWAWAY_SETTINGS:
+            argv += ["-c", setting]
+        return subprocess.Popen(
             guarded(
-                [
-                    str(bindir / "postgres"),
-                    "-D",
-                    str(pgdata),
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    str(self.data_dir),
-                    "-h",
-                    "127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                ],
+                argv,
                 user=self._user,
                 on_parent_death="INT",  # fast shutdown: clients are dying too
             ),
@@ -111,11 +112,6 @@ class PostgresCluster:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        runs.current().track(
-            "postgres", self.process.pid, data_dir=self.data_dir if self.ephemeral else None
-        )
-        wait_for_port(self.port, timeout=timeout, what="PostgreSQL")
-        self._wait_accepting(bindir, timeout)
 
     def _wait_accepting(self, bindir: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -141,7 +137,7 @@ class PostgresCluster:
                 "-p",
                 str(self.port),
                 "-U",
-                "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name,
+                _superuser(),
                 name,
             ],
             check=True,

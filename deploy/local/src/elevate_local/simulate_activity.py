@@ -70,6 +70,33 @@ def _access_key() -> str:
     return "ASIA" + base64.b32encode(secrets.token_bytes(10)).decode()[:16]
 
 
+def _saml_provider_arn(account_id: str) -> str:
+    provider = f"arn:aws:iam::{account_id}:saml-provider/AWSSSO_{role_hash(account_id, 'p')}"
+    return provider + "_DO_NOT_DELETE"
+
+
+def _saml_response(
+    *, account_id: str, permission_set: str, region: str, session: str, idp: str, at: datetime
+) -> dict[str, Any]:
+    """AssumeRoleWithSAML's responseElements: the role session's credentials and user."""
+    role_name = role_arn(account_id, permission_set).rsplit("/", 1)[1]
+    return {
+        "credentials": {
+            "accessKeyId": _access_key(),
+            "sessionToken": "IQoJb3JpZ2luX2VjE" + secrets.token_hex(24),
+            "expiration": (at + timedelta(hours=1)).strftime("%b %d, %Y, %I:%M:%S %p"),
+        },
+        "assumedRoleUser": {
+            "assumedRoleId": f"{_role_id(account_id, permission_set)}:{session}",
+            "arn": f"arn:aws:sts::{account_id}:assumed-role/{role_name}/{session}",
+        },
+        "subject": session,
+        "subjectType": "persistent",
+        "issuer": f"https://portal.sso.{region}.amazonaws.com/saml/assertion/{idp}",
+        "audience": "https://signin.aws.amazon.com/saml",
+    }
+
+
 def sign_in_record(
     *,
     user: str,
@@ -83,9 +110,7 @@ def sign_in_record(
     """The member account's `AssumeRoleWithSAML` when Identity Center signs a user in."""
     session = (session_name or user)[:64]
     arn = role_arn(account_id, permission_set)
-    role_name = arn.rsplit("/", 1)[1]
-    provider = f"arn:aws:iam::{account_id}:saml-provider/AWSSSO_{role_hash(account_id, 'p')}"
-    provider += "_DO_NOT_DELETE"
+    provider = _saml_provider_arn(account_id)
     idp = base64.b64encode(hashlib.sha256(account_id.encode()).digest()).decode()[:28]
     return {
         "eventVersion": "1.08",
@@ -108,21 +133,14 @@ def sign_in_record(
             "principalArn": provider,
             "durationSeconds": 3600,
         },
-        "responseElements": {
-            "credentials": {
-                "accessKeyId": _access_key(),
-                "sessionToken": "IQoJb3JpZ2luX2VjE" + secrets.token_hex(24),
-                "expiration": (at + timedelta(hours=1)).strftime("%b %d, %Y, %I:%M:%S %p"),
-            },
-            "assumedRoleUser": {
-                "assumedRoleId": f"{_role_id(account_id, permission_set)}:{session}",
-                "arn": f"arn:aws:sts::{account_id}:assumed-role/{role_name}/{session}",
-            },
-            "subject": session,
-            "subjectType": "persistent",
-            "issuer": f"https://portal.sso.{region}.amazonaws.com/saml/assertion/{idp}",
-            "audience": "https://signin.aws.amazon.com/saml",
-        },
+        "responseElements": _saml_response(
+            account_id=account_id,
+            permission_set=permission_set,
+            region=region,
+            session=session,
+            idp=idp,
+            at=at,
+        ),
         "requestID": str(uuid.uuid4()),
         "eventID": str(uuid.uuid4()),
         "readOnly": True,
@@ -135,6 +153,48 @@ def sign_in_record(
         "recipientAccountId": account_id,
         "eventCategory": "Management",
     }
+
+
+def _assumed_role_identity(
+    *,
+    account_id: str,
+    permission_set: str,
+    session: str,
+    created: datetime,
+    access_key: str,
+    console: bool,
+    on_behalf_of_user_id: str | None,
+) -> dict[str, Any]:
+    """The userIdentity of a call made with an Identity Center role session."""
+    arn = role_arn(account_id, permission_set)
+    role_name = arn.rsplit("/", 1)[1]
+    role_id = _role_id(account_id, permission_set)
+    identity: dict[str, Any] = {
+        "type": "AssumedRole",
+        "principalId": f"{role_id}:{session}",
+        "arn": f"arn:aws:sts::{account_id}:assumed-role/{role_name}/{session}",
+        "accountId": account_id,
+        "accessKeyId": access_key,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": role_id,
+                "arn": arn,
+                "accountId": account_id,
+                "userName": role_name,
+            },
+            "webIdFederationData": {},
+            "attributes": {"creationDate": _iso(created), "mfaAuthenticated": "false"},
+        },
+    }
+    if on_behalf_of_user_id:
+        identity["onBehalfOf"] = {
+            "userId": on_behalf_of_user_id,
+            "identityStoreArn": "arn:aws:identitystore::" + account_id + ":identitystore/d-1",
+        }
+    if console:
+        identity["sessionContext"]["sourceIdentity"] = session
+    return identity
 
 
 def call_record(
@@ -157,38 +217,15 @@ def call_record(
     error_code: str | None = None,
 ) -> dict[str, Any]:
     """One call made with an Identity Center role session (userIdentity AssumedRole)."""
-    session = (session_name or user)[:64]
-    arn = role_arn(account_id, permission_set)
-    role_name = arn.rsplit("/", 1)[1]
-    role_id = _role_id(account_id, permission_set)
-    identity: dict[str, Any] = {
-        "type": "AssumedRole",
-        "principalId": f"{role_id}:{session}",
-        "arn": f"arn:aws:sts::{account_id}:assumed-role/{role_name}/{session}",
-        "accountId": account_id,
-        "accessKeyId": access_key or _access_key(),
-        "sessionContext": {
-            "sessionIssuer": {
-                "type": "Role",
-                "principalId": role_id,
-                "arn": arn,
-                "accountId": account_id,
-                "userName": role_name,
-            },
-            "webIdFederationData": {},
-            "attributes": {
-                "creationDate": _iso(session_start or at),
-                "mfaAuthenticated": "false",
-            },
-        },
-    }
-    if on_behalf_of_user_id:
-        identity["onBehalfOf"] = {
-            "userId": on_behalf_of_user_id,
-            "identityStoreArn": "arn:aws:identitystore::" + account_id + ":identitystore/d-1",
-        }
-    if console:
-        identity["sessionContext"]["sourceIdentity"] = session
+    identity = _assumed_role_identity(
+        account_id=account_id,
+        permission_set=permission_set,
+        session=(session_name or user)[:64],
+        created=session_start or at,
+        access_key=access_key or _access_key(),
+        console=console,
+        on_behalf_of_user_id=on_behalf_of_user_id,
+    )
     record: dict[str, Any] = {
         "eventVersion": "1.09",
         "userIdentity": identity,

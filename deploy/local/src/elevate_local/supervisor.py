@@ -99,9 +99,34 @@ class Supervisor:
             )
 
     def start(self, database_url: str | None) -> None:
+        """Kafka, moto and its proxy, the OIDC provider, then the four services, each
+        waited for before what depends on it starts."""
         self.check_ports_free()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        py = sys.executable
+        bootstrap = self._start_kafka()
+        moto_url, proxy_url = self._start_aws()
+        self.spawn(
+            "oidc",
+            [sys.executable, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)],
+        )
+        wait_for_port(self.ports.oidc, timeout=60, what="OIDC provider")
+        for name, attr in SERVICES:
+            env = service_env(
+                attr,
+                ports=self.ports,
+                data_dir=self.data_dir,
+                kafka_bootstrap=bootstrap,
+                moto_url=moto_url,
+                proxy_url=proxy_url,
+                database_url=database_url,
+            )
+            self.spawn(name, [sys.executable, "-m", f"elevate_{attr}.main"], env)
+        for name, attr in SERVICES:
+            wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
+        self._say_all_up()
+
+    def _start_kafka(self) -> str:
+        """The broker, its log pumped like a child's, and the topics; its bootstrap address."""
         self.say("starting Kafka (KRaft, real broker) …")
         self.kafka = KafkaBroker(
             self.data_dir / "kafka",
@@ -117,7 +142,12 @@ class Supervisor:
             target=self._pump, args=("kafka", self.kafka.process.stdout), daemon=True
         ).start()
         self._create_topics()
+        return self.kafka.bootstrap
 
+    def _start_aws(self) -> tuple[str, str]:
+        """moto seeded with the example organisation, and the AWS proxy in front of it:
+        their URLs."""
+        py = sys.executable
         self.spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)])
         wait_for_port(self.ports.moto, timeout=60, what="moto")
         moto_url = f"http://127.0.0.1:{self.ports.moto}"
@@ -128,52 +158,12 @@ class Supervisor:
             stdout=subprocess.DEVNULL,
         )
         self.say(f"moto seeded with the example organisation at {moto_url}")
-        # grant-worker reaches moto through the proxy that emulates what moto lacks
-        # (ListAccountsForProvisionedPermissionSet, pagination) for its reconciler.
-        self.spawn(
-            "aws-proxy",
-            [
-                py,
-                "-m",
-                "elevate_local.aws_proxy",
-                "--target",
-                moto_url,
-                "--port",
-                str(self.ports.aws_proxy),
-            ],
-        )
+        proxy = [py, "-m", "elevate_local.aws_proxy", "--target", moto_url]
+        self.spawn("aws-proxy", [*proxy, "--port", str(self.ports.aws_proxy)])
         wait_for_port(self.ports.aws_proxy, timeout=60, what="AWS proxy")
-        proxy_url = f"http://127.0.0.1:{self.ports.aws_proxy}"
+        return moto_url, f"http://127.0.0.1:{self.ports.aws_proxy}"
 
-        self.spawn(
-            "oidc", [py, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)]
-        )
-        wait_for_port(self.ports.oidc, timeout=60, what="OIDC provider")
-
-        for name, attr in SERVICES:
-            port = getattr(self.ports, attr)
-            env = {
-                "ELEVATE_MODE": "dev",
-                "ELEVATE_HTTP_PORT": str(port),
-                "ELEVATE_DATA_DIR": str(self.data_dir / "db"),
-                "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
-                "ELEVATE_AWS_ENDPOINT_URL": moto_url,
-                "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
-                "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
-                "ELEVATE_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
-                "ELEVATE_POLICY_FILE": str(ROOT / "deploy/local/policy.yaml"),
-                "ELEVATE_LOG_JSON": os.environ.get("ELEVATE_LOG_JSON", "false"),
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-            if name == "grant-worker":
-                env["ELEVATE_AWS_ENDPOINT_URL"] = proxy_url
-            if database_url:
-                env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, attr)
-            self.spawn(name, [py, "-m", f"elevate_{attr}.main"], env)
-        for name, attr in SERVICES:
-            wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
+    def _say_all_up(self) -> None:
         p = self.ports
         self.say(
             f"all up: request-api :{p.request_api}, approval :{p.approval}, grant-worker "
@@ -216,6 +206,41 @@ class Supervisor:
         if self.kafka is not None:
             self.kafka.stop()
         self.say("stopped")
+
+
+def service_env(
+    service: str,
+    *,
+    ports: Ports,
+    data_dir: Path,
+    kafka_bootstrap: str,
+    moto_url: str,
+    proxy_url: str,
+    database_url: str | None,
+) -> dict[str, str]:
+    """The environment of one service (`service` as in its module, e.g. grant_worker): dev
+    mode on the local components, and its own database when one is configured."""
+    # grant-worker reaches moto through the proxy that emulates what moto lacks
+    # (ListAccountsForProvisionedPermissionSet, pagination) for its reconciler.
+    aws_url = proxy_url if service == "grant_worker" else moto_url
+    env = {
+        "ELEVATE_MODE": "dev",
+        "ELEVATE_HTTP_PORT": str(getattr(ports, service)),
+        "ELEVATE_DATA_DIR": str(data_dir / "db"),
+        "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ELEVATE_AWS_ENDPOINT_URL": aws_url,
+        "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
+        "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
+        "ELEVATE_OIDC_ISSUER": f"http://127.0.0.1:{ports.oidc}",
+        "ELEVATE_POLICY_FILE": str(ROOT / "deploy/local/policy.yaml"),
+        "ELEVATE_LOG_JSON": os.environ.get("ELEVATE_LOG_JSON", "false"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    if database_url:
+        env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, service)
+    return env
 
 
 def per_service_database(url: str, service: str) -> str:

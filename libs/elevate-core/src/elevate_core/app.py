@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -66,6 +66,21 @@ def create_service_app(
     migrations: Path | None = None,
     routers: list[Any] | None = None,
 ) -> FastAPI:
+    ctx.workers.append(_purger(ctx))
+    app = FastAPI(title=title, lifespan=_lifespan(ctx, migrations), openapi_url="/openapi.json")
+    app.state.ctx = ctx
+    install_problem_handlers(app)
+    _add_probes(app, ctx)
+    for router in routers or []:
+        app.include_router(router)
+    return app
+
+
+def _lifespan(
+    ctx: ServiceContext, migrations: Path | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Migrate, run the startup hooks and start the workers; on shutdown stop them all."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await upgrade(ctx.db, migrations)
@@ -78,21 +93,29 @@ def create_service_app(
             yield
         finally:
             topics_task.cancel()
-            for worker in ctx.workers:
-                await worker.stop()
-            _done, pending = await asyncio.wait(ctx.tasks, timeout=10) if ctx.tasks else ((), ())
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _stop_workers(ctx)
             await ctx.db.dispose()
             shutdown_tracing()
 
-    ctx.workers.append(_purger(ctx))
-    app = FastAPI(title=title, lifespan=lifespan, openapi_url="/openapi.json")
-    app.state.ctx = ctx
-    install_problem_handlers(app)
+    return lifespan
+
+
+async def _stop_workers(ctx: ServiceContext) -> None:
+    """Ask every worker to stop, wait up to 10 s for them, then cancel the stragglers."""
+    for worker in ctx.workers:
+        await worker.stop()
+    if not ctx.tasks:
+        return
+    _done, pending = await asyncio.wait(ctx.tasks, timeout=10)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _add_probes(app: FastAPI, ctx: ServiceContext) -> None:
+    """/healthz, /readyz and /metrics, kept out of the OpenAPI document."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -116,10 +139,6 @@ def create_service_app(
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    for router in routers or []:
-        app.include_router(router)
-    return app
 
 
 async def _ensure_topics_forever(settings: Settings) -> None:

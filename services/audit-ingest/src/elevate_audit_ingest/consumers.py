@@ -12,7 +12,8 @@ from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest.correlate import unwrap
-from elevate_audit_ingest.service import CorrelationConfig, handle_record, record_grant_event
+from elevate_audit_ingest.grant_index import record_grant_event
+from elevate_audit_ingest.service import CorrelationConfig, handle_record
 
 
 def cloudtrail_key(data: dict[str, Any]) -> str | None:

@@ -146,21 +146,24 @@ def _src_endpoint(record: Mapping[str, Any]) -> dict[str, Any]:
     return endpoint
 
 
-def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
-    identity = record.get("userIdentity") or {}
+def _actor_user(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
     user: dict[str, Any] = {"type": str(identity.get("type") or "Unknown")}
-    if identity.get("arn"):
-        user["uid"] = identity["arn"]
-    if identity.get("principalId"):
-        user["uid_alt"] = identity["principalId"]
-    if identity.get("accessKeyId"):
-        user["credential_uid"] = identity["accessKeyId"]
+    for key, attribute in (
+        ("arn", "uid"),
+        ("principalId", "uid_alt"),
+        ("accessKeyId", "credential_uid"),
+    ):
+        if identity.get(key):
+            user[attribute] = identity[key]
     name = parsed.session_name or identity.get("userName")
     if name:
         user["name"] = name
     if identity.get("accountId"):
         user["account"] = {"uid": str(identity["accountId"]), "type_id": 10}
-    actor: dict[str, Any] = {"user": user}
+    return user
+
+
+def _actor_session(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
     context = identity.get("sessionContext") or {}
     session: dict[str, Any] = {}
     issuer = (context.get("sessionIssuer") or {}).get("arn") or parsed.role_arn
@@ -173,6 +176,13 @@ def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
         session["is_mfa"] = str(attributes["mfaAuthenticated"]).lower() == "true"
     if identity.get("accessKeyId"):
         session["credential_uid"] = identity["accessKeyId"]
+    return session
+
+
+def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
+    identity = record.get("userIdentity") or {}
+    actor: dict[str, Any] = {"user": _actor_user(identity, parsed)}
+    session = _actor_session(identity, parsed)
     if session:
         actor["session"] = session
     if identity.get("invokedBy"):
@@ -182,18 +192,10 @@ def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
     return actor
 
 
-def api_activity(
-    parsed: TrailRecord,
-    correlation: Correlation,
-    *,
-    grace_until: datetime | None = None,
-    processed_at: datetime | None = None,
+def _metadata(
+    parsed: TrailRecord, correlation: Correlation, processed_at: datetime | None
 ) -> dict[str, Any]:
-    """The OCSF API Activity record for one CloudTrail record (validated)."""
     record = parsed.raw
-    activity = activity_for(parsed.event_name)
-    failed = bool(record.get("errorCode"))
-    uncovered = correlation.outcome is Outcome.UNCOVERED
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
         "uid": parsed.event_id,
@@ -211,6 +213,13 @@ def api_activity(
         metadata["event_code"] = str(record["eventType"])
     if processed_at is not None:
         metadata["processed_time"] = millis(processed_at)
+    if correlation.grant is not None:
+        metadata["correlation_uid"] = correlation.grant.request_id
+    return metadata
+
+
+def _api(parsed: TrailRecord) -> dict[str, Any]:
+    record = parsed.raw
     api: dict[str, Any] = {
         "operation": parsed.event_name or "Unknown",
         "service": {"name": str(record.get("eventSource") or "")},
@@ -221,7 +230,7 @@ def api_activity(
     response: dict[str, Any] = {}
     if isinstance(record.get("responseElements"), Mapping):
         response["data"] = dict(record["responseElements"])
-    if failed:
+    if record.get("errorCode"):
         response["error"] = str(record["errorCode"])
         if record.get("errorMessage"):
             response["error_message"] = str(record["errorMessage"])
@@ -229,6 +238,58 @@ def api_activity(
         api["response"] = response
     if record.get("apiVersion"):
         api["version"] = str(record["apiVersion"])
+    return api
+
+
+def _resources(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"uid": str(r["ARN"]), "type": str(r.get("type") or "")}
+        for r in record.get("resources") or []
+        if isinstance(r, Mapping) and r.get("ARN")
+    ]
+
+
+def _elevate_context(
+    parsed: TrailRecord, correlation: Correlation, grace_until: datetime | None
+) -> dict[str, Any]:
+    """What in Elevate covers the call, or that nothing does (other outcomes add nothing)."""
+    grant, standing = correlation.grant, correlation.standing
+    if grant is not None:
+        return {
+            "enrichments": [_grant_enrichment(grant, grace_until)],
+            "message": (
+                f"{parsed.event_name} by {grant.user_name} under Elevate request {grant.request_id}"
+            ),
+        }
+    if standing is not None:
+        return {
+            "enrichments": [_standing_enrichment(standing)],
+            "message": f"{parsed.event_name} under a standing assignment",
+        }
+    if correlation.outcome is not Outcome.UNCOVERED:
+        return {}
+    return {
+        "message": (
+            f"{parsed.event_name} in Identity Center role of permission set "
+            f"{parsed.permission_set} by session {parsed.session_name!r}: "
+            "no Elevate grant or standing assignment covers it"
+        ),
+        "enrichments": [_uncovered_enrichment(parsed)],
+    }
+
+
+def api_activity(
+    parsed: TrailRecord,
+    correlation: Correlation,
+    *,
+    grace_until: datetime | None = None,
+    processed_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The OCSF API Activity record for one CloudTrail record (validated)."""
+    record = parsed.raw
+    activity = activity_for(parsed.event_name)
+    failed = bool(record.get("errorCode"))
+    uncovered = correlation.outcome is Outcome.UNCOVERED
     doc: dict[str, Any] = {
         "class_uid": API_ACTIVITY,
         "category_uid": 6,
@@ -237,9 +298,9 @@ def api_activity(
         "severity_id": SEVERITY_HIGH if uncovered else SEVERITY_INFORMATIONAL,
         "status_id": 2 if failed else 1,
         "time": millis(parsed.event_time),
-        "metadata": metadata,
+        "metadata": _metadata(parsed, correlation, processed_at),
         "actor": _actor(record, parsed),
-        "api": api,
+        "api": _api(parsed),
         "src_endpoint": _src_endpoint(record),
         "cloud": {
             "provider": "AWS",
@@ -251,43 +312,25 @@ def api_activity(
         doc["status_code"] = str(record["errorCode"])
     if record.get("userAgent"):
         doc["http_request"] = {"user_agent": str(record["userAgent"])}
-    resources = [
-        {"uid": str(r["ARN"]), "type": str(r.get("type") or "")}
-        for r in record.get("resources") or []
-        if isinstance(r, Mapping) and r.get("ARN")
-    ]
+    resources = _resources(record)
     if resources:
         doc["resources"] = resources
-    grant, standing = correlation.grant, correlation.standing
-    if grant is not None:
-        metadata["correlation_uid"] = grant.request_id
-        doc["enrichments"] = [_grant_enrichment(grant, grace_until)]
-        doc["message"] = (
-            f"{parsed.event_name} by {grant.user_name} under Elevate request {grant.request_id}"
-        )
-    elif standing is not None:
-        doc["enrichments"] = [_standing_enrichment(standing)]
-        doc["message"] = f"{parsed.event_name} under a standing assignment"
-    elif uncovered:
-        doc["message"] = (
-            f"{parsed.event_name} in Identity Center role of permission set "
-            f"{parsed.permission_set} by session {parsed.session_name!r}: "
-            "no Elevate grant or standing assignment covers it"
-        )
-        doc["enrichments"] = [
-            {
-                "name": "elevate.uncovered",
-                "value": parsed.permission_set or "",
-                "provider": "Elevate",
-                "data": {
-                    "account_id": parsed.account_id,
-                    "permission_set": parsed.permission_set,
-                    "session_name": parsed.session_name,
-                    "on_behalf_of_user_id": parsed.on_behalf_of_user_id,
-                },
-            }
-        ]
+    doc |= _elevate_context(parsed, correlation, grace_until)
     return validate_ocsf(doc)
+
+
+def _uncovered_enrichment(parsed: TrailRecord) -> dict[str, Any]:
+    return {
+        "name": "elevate.uncovered",
+        "value": parsed.permission_set or "",
+        "provider": "Elevate",
+        "data": {
+            "account_id": parsed.account_id,
+            "permission_set": parsed.permission_set,
+            "session_name": parsed.session_name,
+            "on_behalf_of_user_id": parsed.on_behalf_of_user_id,
+        },
+    }
 
 
 def _standing_enrichment(access: StandingAccess) -> dict[str, Any]:

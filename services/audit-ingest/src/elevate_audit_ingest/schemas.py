@@ -66,28 +66,37 @@ def parse_notice(body: str) -> list[ObjectRef]:
     if not isinstance(data, dict):
         raise NoticeError("notice is not a JSON object")
     if "s3Bucket" in data:
-        keys = data.get("s3ObjectKey")
-        keys = [keys] if isinstance(keys, str) else keys
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise NoticeError("s3ObjectKey is not a list of keys")
-        return [ObjectRef(str(data["s3Bucket"]), k) for k in keys]
+        return _cloudtrail_refs(data)
     if data.get("Event") == "s3:TestEvent":
         return []
     if isinstance(data.get("Records"), list):
-        refs = []
-        for record in data["Records"]:
-            if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
-                raise NoticeError("Records[] is not an S3 event notification")
-            if not str(record.get("eventName", "")).startswith("ObjectCreated"):
-                continue
-            try:
-                bucket = record["s3"]["bucket"]["name"]
-                key = unquote_plus(record["s3"]["object"]["key"])  # keys arrive URL-encoded
-            except (KeyError, TypeError):
-                raise NoticeError("S3 event without bucket/object") from None
-            refs.append(ObjectRef(bucket, key))
-        return refs
+        return _s3_event_refs(data["Records"])
     raise NoticeError("neither a CloudTrail notice nor an S3 event notification")
+
+
+def _cloudtrail_refs(notice: dict[str, Any]) -> list[ObjectRef]:
+    keys = notice.get("s3ObjectKey")
+    keys = [keys] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise NoticeError("s3ObjectKey is not a list of keys")
+    return [ObjectRef(str(notice["s3Bucket"]), k) for k in keys]
+
+
+def _s3_event_refs(records: list[Any]) -> list[ObjectRef]:
+    """The objects created in an S3 event notification; removals and the like are skipped."""
+    refs = []
+    for record in records:
+        if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
+            raise NoticeError("Records[] is not an S3 event notification")
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        try:
+            bucket = record["s3"]["bucket"]["name"]
+            key = unquote_plus(record["s3"]["object"]["key"])  # keys arrive URL-encoded
+        except (KeyError, TypeError):
+            raise NoticeError("S3 event without bucket/object") from None
+        refs.append(ObjectRef(bucket, key))
+    return refs
 
 
 def is_log_file(key: str) -> bool:

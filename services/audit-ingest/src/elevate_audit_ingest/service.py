@@ -1,5 +1,6 @@
-"""audit-ingest's state changes, each inside the caller's transaction: the grant index,
-correlation of records (with waiting for a grant not yet known) and the OCSF outbox rows."""
+"""audit-ingest's state changes, each inside the caller's transaction: correlation of
+records (with waiting for a grant not yet known) and the OCSF outbox rows. The grant index
+the correlation reads is kept by `grant_index`."""
 
 from __future__ import annotations
 
@@ -10,16 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from elevate_core.errors import ElevateError
-from elevate_core.events.base import Event
-from elevate_core.events.models import (
-    GrantActivated,
-    GrantEnded,
-    GrantFailed,
-    GrantScheduled,
-    RequestSnapshot,
-    StandingAssignmentDropped,
-    StandingAssignmentRecorded,
-)
 from elevate_core.events.topics import Topics
 from elevate_core.outbox import Outbox
 from elevate_core.timers import cancel, schedule
@@ -95,115 +86,6 @@ def window_of(row: GrantRow) -> GrantWindow:
         ticket=row.ticket,
         break_glass=row.break_glass,
     )
-
-
-# ---- grant index (elevate.grants.v1) ----
-
-
-def _apply_snapshot(row: GrantRow, snapshot: RequestSnapshot) -> None:
-    row.request_id = str(snapshot.request_id)
-    row.user_name = snapshot.requester.user_name
-    row.user_id = snapshot.requester.user_id
-    row.user_email = snapshot.requester.email
-    row.account_id = snapshot.account_id
-    row.account_name = snapshot.account_name
-    row.permission_set_name = snapshot.permission_set_name
-    row.permission_set_arn = snapshot.permission_set_arn
-    row.scheduled_start = snapshot.start
-    row.scheduled_end = snapshot.end
-    row.justification = snapshot.justification
-    row.ticket = snapshot.ticket
-    row.approvers = list(snapshot.approvers)
-    row.break_glass = snapshot.break_glass
-
-
-async def _grant_row(session: AsyncSession, grant_id: str, snapshot: RequestSnapshot) -> GrantRow:
-    row = await session.get(GrantRow, grant_id)
-    if row is None:
-        row = GrantRow(grant_id=grant_id)
-        session.add(row)
-    _apply_snapshot(row, snapshot)
-    return row
-
-
-async def record_grant_event(
-    session: AsyncSession,
-    *,
-    event: Event,
-    event_uid: str,
-    outbox: Outbox,
-    config: CorrelationConfig,
-    now: datetime,
-) -> None:
-    """Index a grants-topic event; emit 3005 on activation/end; re-check waiting records."""
-    account: str | None = None
-    if isinstance(event, GrantScheduled | GrantFailed):
-        await _grant_row(session, str(event.grant_id), event.snapshot)
-        account = event.snapshot.account_id
-    elif isinstance(event, GrantActivated):
-        row = await _grant_row(session, str(event.grant_id), event.snapshot)
-        first = row.activated_at is None
-        row.activated_at = event.activated_at
-        if first:
-            await _emit_user_access(
-                session, outbox, row, ocsf.ASSIGN, event.activated_at, event_uid
-            )
-        account = row.account_id
-    elif isinstance(event, GrantEnded):
-        row = await _grant_row(session, str(event.grant_id), event.snapshot)
-        first = row.ended_at is None
-        row.ended_at = event.ended_at
-        row.end_reason = event.reason
-        if first and row.activated_at is not None:
-            await _emit_user_access(
-                session, outbox, row, ocsf.REVOKE, event.ended_at, event_uid, event.reason
-            )
-        account = row.account_id
-    elif isinstance(event, StandingAssignmentRecorded) and event.principal_type == "USER":
-        key = (event.account_id, event.permission_set_arn, event.principal_id)
-        standing = await session.get(StandingRow, key)
-        if standing is None:
-            standing = StandingRow(
-                account_id=event.account_id,
-                permission_set_arn=event.permission_set_arn,
-                principal_id=event.principal_id,
-            )
-            session.add(standing)
-        standing.permission_set_name = event.permission_set_name
-        standing.user_name = event.user_name
-        standing.source = event.source
-        account = event.account_id
-    elif isinstance(event, StandingAssignmentDropped):
-        # It no longer backs the assignment: activity in it is no longer covered by it.
-        key = (event.account_id, event.permission_set_arn, event.principal_id)
-        dropped = await session.get(StandingRow, key)
-        if dropped is not None:
-            await session.delete(dropped)
-    if account is not None:
-        await session.flush()
-        await recheck_pending(session, account_id=account, outbox=outbox, config=config, now=now)
-
-
-async def _emit_user_access(
-    session: AsyncSession,
-    outbox: Outbox,
-    row: GrantRow,
-    activity: int,
-    at: datetime,
-    event_uid: str,
-    reason: str | None = None,
-) -> None:
-    document = ocsf.user_access(
-        window_of(row),
-        activity=activity,
-        at=at,
-        event_uid=event_uid,
-        permission_set_arn=row.permission_set_arn,
-        account_name=row.account_name,
-        reason=reason,
-        user_email=row.user_email,
-    )
-    await _publish(session, outbox, document, key=row.request_id, outcome="grant", now=None)
 
 
 # ---- correlation of CloudTrail records ----
@@ -332,11 +214,11 @@ async def emit_activity(
         processed_at=now,
     )
     key = grant.request_id if grant else (record.account_id or "")
-    await _publish(session, outbox, document, key=key, outcome=correlation.outcome.value, now=now)
+    await publish(session, outbox, document, key=key, outcome=correlation.outcome.value, now=now)
     LAG.labels("audit").observe(max(0.0, (now - record.event_time).total_seconds()))
 
 
-async def _publish(
+async def publish(
     session: AsyncSession,
     outbox: Outbox,
     document: dict[str, Any],

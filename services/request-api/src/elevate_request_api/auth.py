@@ -107,52 +107,84 @@ class TokenVerifier:
         self.leeway = leeway
 
     async def verify(self, token: str) -> Claims:
+        alg, kid = _signing_header(token)
+        last: jwt.PyJWTError | None = None
+        for key in await self._keys(kid):
+            if not _may_sign(key, alg):
+                continue
+            try:
+                claims = self._decode(token, key, alg)
+            except jwt.InvalidSignatureError as exc:
+                last = exc  # another key may be the one that signed it
+                continue
+            return self._claims(claims)
+        raise AuthError("token signature does not verify") from last
+
+    async def _keys(self, kid: str | None) -> list[PyJWK]:
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
-        alg = header.get("alg")
-        if alg not in ASYMMETRIC:
-            raise AuthError(f"token algorithm {alg!r} is not accepted")
-        try:
-            keys = await self.jwks.candidates(header.get("kid"))
+            keys = await self.jwks.candidates(kid)
         except (httpx.HTTPError, KeyError, json.JSONDecodeError) as exc:
             log.warning("cannot fetch the issuer's keys: %r", exc)
             raise AuthError("cannot verify tokens right now") from None
         if not keys:
             raise AuthError("token signed with an unknown key")
-        last: jwt.PyJWTError | None = None
-        for key in keys:
-            if key.algorithm_name not in (alg, None) and key.key_type not in _kty_for(alg):
-                continue
-            try:
-                claims = jwt.decode(
-                    token,
-                    key=key.key,
-                    algorithms=[alg],
-                    audience=self.audience,
-                    issuer=self.issuer,
-                    leeway=self.leeway,
-                    options={"require": ["exp", "iss", "aud"]},
-                )
-            except jwt.InvalidSignatureError as exc:
-                last = exc
-                continue
-            except jwt.ExpiredSignatureError:
-                raise AuthError("token expired") from None
-            except jwt.ImmatureSignatureError:
-                raise AuthError("token not yet valid") from None
-            except jwt.InvalidIssuerError:
-                raise AuthError("token from an unexpected issuer") from None
-            except jwt.InvalidAudienceError:
-                raise AuthError("token for another audience") from None
-            except jwt.PyJWTError as exc:
-                raise AuthError(f"invalid token: {exc}") from None
-            user_name = claims.get(self.user_claim)
-            if not isinstance(user_name, str) or not user_name:
-                raise AuthError(f"token has no {self.user_claim!r} claim")
-            return Claims(subject=str(claims.get("sub", "")), user_name=user_name, raw=claims)
-        raise AuthError("token signature does not verify") from last
+        return keys
+
+    def _decode(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
+        """The verified claims; a wrong signature is raised as is, every other failure
+        as the AuthError saying why the token is refused."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.InvalidSignatureError:
+            raise
+        except jwt.PyJWTError as exc:
+            raise _refusal(exc) from None
+        return claims
+
+    def _claims(self, claims: dict[str, Any]) -> Claims:
+        user_name = claims.get(self.user_claim)
+        if not isinstance(user_name, str) or not user_name:
+            raise AuthError(f"token has no {self.user_claim!r} claim")
+        return Claims(subject=str(claims.get("sub", "")), user_name=user_name, raw=claims)
+
+
+def _signing_header(token: str) -> tuple[str, str | None]:
+    """The token's algorithm and key id, refusing symmetric and `none` algorithms."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthError("malformed token") from None
+    alg = header.get("alg")
+    if alg not in ASYMMETRIC:
+        raise AuthError(f"token algorithm {alg!r} is not accepted")
+    return alg, header.get("kid")
+
+
+def _may_sign(key: PyJWK, alg: str) -> bool:
+    return key.algorithm_name in (alg, None) or key.key_type in _kty_for(alg)
+
+
+_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidIssuerError, "token from an unexpected issuer"),
+    (jwt.InvalidAudienceError, "token for another audience"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> AuthError:
+    for kind, reason in _REFUSALS:
+        if isinstance(exc, kind):
+            return AuthError(reason)
+    return AuthError(f"invalid token: {exc}")
 
 
 def _kty_for(alg: str) -> tuple[str, ...]:

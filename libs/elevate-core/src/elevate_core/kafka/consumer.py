@@ -376,10 +376,35 @@ class Consumer:
             ("dlq_error", reason.encode()),
             ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
         ]
+        await self._publish_dead_letter(message, headers)
+        DEAD_LETTERED.labels(self.config.name).inc()
+        HANDLED.labels(self.config.name, "dead_lettered").inc()
+        log.error(
+            "consumer %s: dead-lettered %s[%d]@%d: %s",
+            self.config.name,
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+        )
         ce_type = dict(message.headers or ()).get("ce_type", b"")
         ce_type = ce_type.decode(errors="replace") if isinstance(ce_type, bytes) else ""
+        if is_security_relevant(ce_type):
+            SECURITY_DEAD_LETTERED.labels(self.config.name, ce_type).inc()
+            log.error(
+                "SECURITY: consumer %s dead-lettered security-relevant %s (ce_id %s): %s; "
+                "re-drive it after the fix (docs/runbook.md)",
+                self.config.name,
+                ce_type,
+                dict(message.headers or ()).get("ce_id", b"?").decode(errors="replace"),
+                reason,
+            )
+
+    async def _publish_dead_letter(self, message: Any, headers: list[tuple[str, bytes]]) -> None:
+        """Put the message on the DLQ, retrying until it is there or the process stops
+        (the offset is not committed until the DLQ holds the message)."""
         retrying = Retrying(self.retry, component=f"{self._component}:dlq", what="a dead letter")
-        while True:  # the offset is not committed until the DLQ holds the message
+        while True:
             try:
                 if self._dlq_producer is None:
                     producer = idempotent_producer(
@@ -390,7 +415,7 @@ class Consumer:
                 await self._dlq_producer.send_and_wait(
                     self.config.dlq_topic, value=message.value, key=message.key, headers=headers
                 )
-                break
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -404,23 +429,3 @@ class Consumer:
                         await producer.stop()
                 if not await self.retry.wait(retry, self._stopping):
                     raise ShuttingDownError(message.offset) from exc
-        DEAD_LETTERED.labels(self.config.name).inc()
-        HANDLED.labels(self.config.name, "dead_lettered").inc()
-        log.error(
-            "consumer %s: dead-lettered %s[%d]@%d: %s",
-            self.config.name,
-            message.topic,
-            message.partition,
-            message.offset,
-            reason,
-        )
-        if is_security_relevant(ce_type):
-            SECURITY_DEAD_LETTERED.labels(self.config.name, ce_type).inc()
-            log.error(
-                "SECURITY: consumer %s dead-lettered security-relevant %s (ce_id %s): %s; "
-                "re-drive it after the fix (docs/runbook.md)",
-                self.config.name,
-                ce_type,
-                dict(message.headers or ()).get("ce_id", b"?").decode(errors="replace"),
-                reason,
-            )

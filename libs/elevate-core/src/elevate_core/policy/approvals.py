@@ -88,6 +88,33 @@ class Tally:
     deadline: datetime
 
 
+def _person_keys(person: User) -> set[str]:
+    # a person is matched by id and by name, so neither alone lets them vote twice
+    return {f"id:{person.user_id}", f"name:{person.user_name.casefold()}"}
+
+
+def _refusal(
+    rule: ApprovalRule,
+    requester: Person,
+    vote: Vote,
+    *,
+    status: TallyStatus,
+    deadline: datetime,
+    seen: set[str],
+) -> str | None:
+    """Why `vote` does not count, or None when it does."""
+    if status != "pending":
+        return f"request already {status}"
+    if vote.at >= deadline:
+        return "the pending timeout has passed"
+    check = may_decide(rule, requester=requester, decider=vote.decider)
+    if not check:
+        return check.reason
+    if _person_keys(vote.decider) & seen:
+        return "already decided this request"
+    return None
+
+
 def tally(
     rule: ApprovalRule,
     requester: Person,
@@ -111,27 +138,20 @@ def tally(
     refused: list[tuple[str, str]] = []
     seen: set[str] = set()
     for vote in sorted(votes, key=lambda v: v.at):
-        person = vote.decider
-        keys = {f"id:{person.user_id}", f"name:{person.user_name.casefold()}"}
-        check = may_decide(rule, requester=requester, decider=person)
-        if status != "pending":
-            refused.append((person.user_name, f"request already {status}"))
-        elif vote.at >= deadline:
-            refused.append((person.user_name, "the pending timeout has passed"))
-        elif not check:
-            refused.append((person.user_name, check.reason))
-        elif keys & seen:
-            refused.append((person.user_name, "already decided this request"))
+        name = vote.decider.user_name
+        reason = _refusal(rule, requester, vote, status=status, deadline=deadline, seen=seen)
+        if reason is not None:
+            refused.append((name, reason))
+            continue
+        seen |= _person_keys(vote.decider)
+        if vote.approve:
+            approvers.append(name)
+            if len(approvers) >= rule.required_approvals:
+                status = "approved"
         else:
-            seen |= keys
-            if vote.approve:
-                approvers.append(person.user_name)
-                if len(approvers) >= rule.required_approvals:
-                    status = "approved"
-            else:
-                rejecters.append(person.user_name)
-                if rule.one_rejection_rejects:
-                    status = "rejected"
+            rejecters.append(name)
+            if rule.one_rejection_rejects:
+                status = "rejected"
     if status == "pending" and now >= deadline:
         status = "expired"
     return Tally(

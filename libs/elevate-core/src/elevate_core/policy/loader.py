@@ -195,6 +195,27 @@ def _pydantic_issues(
     return issues
 
 
+def _parse_yaml_bytes(data: bytes, source: str) -> tuple[Any, dict[FieldPath, int], list[Issue]]:
+    """The YAML data and its line map, or the issues that stop the bytes being read."""
+    if len(data) > MAX_POLICY_BYTES:
+        return None, {}, [Issue(source, None, "", f"larger than {MAX_POLICY_BYTES} bytes")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return None, {}, [Issue(source, None, "", f"not UTF-8 text ({exc.reason})")]
+    try:
+        return _read_yaml(text, source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        return None, {}, [Issue(source, line, "", f"YAML syntax error: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, {}, [Issue(source, None, "", f"YAML error: {exc}")]
+    except _TooBig:
+        return None, {}, [Issue(source, None, "", f"more than {MAX_NODES} nodes after aliases")]
+
+
 def check_policy(
     data: bytes, *, source: str = "<policy>", group_members: GroupMembers | None = None
 ) -> CheckResult:
@@ -205,25 +226,9 @@ def check_policy(
         ordered = tuple(sorted(issues, key=lambda i: (i.line or 0, i.field)))
         return CheckResult(source, version, None, ordered, ())
 
-    if len(data) > MAX_POLICY_BYTES:
-        return failed(Issue(source, None, "", f"larger than {MAX_POLICY_BYTES} bytes"))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return failed(Issue(source, None, "", f"not UTF-8 text ({exc.reason})"))
-    try:
-        raw, lines, yaml_issues = _read_yaml(text, source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        return failed(Issue(source, line, "", f"YAML syntax error: {problem}"))
-    except yaml.YAMLError as exc:
-        return failed(Issue(source, None, "", f"YAML error: {exc}"))
-    except _TooBig:
-        return failed(Issue(source, None, "", f"more than {MAX_NODES} nodes after aliases"))
-    if yaml_issues:
-        return failed(*yaml_issues)
+    raw, lines, read_issues = _parse_yaml_bytes(data, source)
+    if read_issues:
+        return failed(*read_issues)
     try:
         document = schema.PolicyDocument.model_validate(raw)
     except ValidationError as exc:

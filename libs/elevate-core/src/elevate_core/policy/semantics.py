@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from elevate_core.policy.errors import Issue, Severity
 from elevate_core.policy.model import FieldPath, Policy
-from elevate_core.policy.schema import AccountRef, PolicyDocument
+from elevate_core.policy.schema import AccountRef, ApprovalRule, EligibilityRule, PolicyDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,130 +46,164 @@ def _duplicates(names: list[str]) -> dict[int, int]:
     return repeats
 
 
-def check_document(doc: PolicyDocument) -> list[Finding]:
-    found: list[Finding] = []
-    add = found.append
-    approvals = [rule.name for rule in doc.approval_rules]
-    for index, first in _duplicates(approvals).items():
-        add(
-            Finding(
-                ("approval_rules", index, "name"),
-                f"duplicate approval rule name {approvals[index]!r} "
-                f"(first defined at approval_rules[{first}])",
-            )
+def _duplicate_names(section: str, kind: str, names: list[str]) -> list[Finding]:
+    return [
+        Finding(
+            (section, index, "name"),
+            f"duplicate {kind} name {names[index]!r} (first defined at {section}[{first}])",
         )
-    for index, rule in enumerate(doc.approval_rules):
-        at: FieldPath = ("approval_rules", index)
-        if rule.auto_approve:
-            if rule.approver_groups:
-                add(
-                    Finding(
-                        (*at, "approver_groups"), "an auto-approve rule takes no approver groups"
-                    )
-                )
-            if "required_approvals" in rule.model_fields_set:
-                add(
-                    Finding(
-                        (*at, "required_approvals"),
-                        "an auto-approve rule takes no required approvals",
-                    )
-                )
-        elif not rule.approver_groups:
-            add(
-                Finding(
-                    (*at, "approver_groups"),
-                    "required: at least one group (or set auto_approve: true)",
-                )
-            )
+        for index, first in _duplicates(names).items()
+    ]
 
-    names = [rule.name for rule in doc.eligibility]
-    for index, first in _duplicates(names).items():
-        add(
+
+def _approval_rule_findings(at: FieldPath, rule: ApprovalRule) -> list[Finding]:
+    """Auto-approval and approver groups exclude each other, and one of them is needed."""
+    if not rule.auto_approve:
+        if rule.approver_groups:
+            return []
+        return [
             Finding(
-                ("eligibility", index, "name"),
-                f"duplicate eligibility rule name {names[index]!r} "
-                f"(first defined at eligibility[{first}])",
+                (*at, "approver_groups"),
+                "required: at least one group (or set auto_approve: true)",
+            )
+        ]
+    found: list[Finding] = []
+    if rule.approver_groups:
+        found.append(
+            Finding((*at, "approver_groups"), "an auto-approve rule takes no approver groups")
+        )
+    # the default count is harmless; only a count the author wrote contradicts auto_approve
+    if "required_approvals" in rule.model_fields_set:
+        found.append(
+            Finding(
+                (*at, "required_approvals"),
+                "an auto-approve rule takes no required approvals",
             )
         )
+    return found
+
+
+def _who_and_where_findings(at: FieldPath, elig: EligibilityRule) -> list[Finding]:
+    """The principals and the account selectors of one eligibility rule."""
+    found: list[Finding] = []
+    if not elig.principals.groups and not elig.principals.users:
+        found.append(Finding((*at, "principals"), "name at least one group or user"))
+    for field, refs, exclude in (
+        ("accounts", elig.accounts, False),
+        ("exclude", elig.exclude, True),
+    ):
+        for pos, ref in enumerate(refs):
+            problem = _selector_problem(ref, exclude=exclude)
+            if problem:
+                found.append(Finding((*at, field, pos), problem))
+    return found
+
+
+def _approval_link_findings(
+    at: FieldPath, elig: EligibilityRule, known: Collection[str]
+) -> list[Finding]:
+    """A break-glass rule takes no approval rule; any other rule names one that exists
+    and, having no after-the-fact review, takes no review groups."""
+    if elig.break_glass:
+        if elig.approval is None:
+            return []
+        return [
+            Finding(
+                (*at, "approval"),
+                "a break-glass rule grants at once and takes no approval rule "
+                "(its grants are reviewed afterwards by review_groups)",
+            )
+        ]
+    found: list[Finding] = []
+    if elig.approval is None:
+        found.append(
+            Finding(
+                (*at, "approval"),
+                "required: the name of an approval rule (or set break_glass: true)",
+            )
+        )
+    elif elig.approval not in known:
+        listed = ", ".join(sorted(known)) or "none defined"
+        found.append(
+            Finding(
+                (*at, "approval"),
+                f"unknown approval rule {elig.approval!r} (known: {listed})",
+            )
+        )
+    if elig.review_groups:
+        found.append(Finding((*at, "review_groups"), "only break-glass rules take review_groups"))
+    return found
+
+
+def _eligibility_warnings(
+    at: FieldPath, elig: EligibilityRule, auditor_groups: Collection[str]
+) -> list[Finding]:
+    found = [
+        Finding(
+            (*at, "permission_sets", pos),
+            f"{elig.permission_sets[pos]!r} listed twice (also at permission_sets[{dup}])",
+            "warning",
+        )
+        for pos, dup in _duplicates(list(elig.permission_sets)).items()
+    ]
+    if elig.break_glass and not elig.review_groups and not auditor_groups:
+        found.append(
+            Finding(
+                (*at, "review_groups"),
+                "break-glass grants will have no reviewers: set review_groups or auditor_groups",
+                "warning",
+            )
+        )
+    return found
+
+
+def _eligibility_findings(
+    at: FieldPath, elig: EligibilityRule, known: Collection[str], auditor_groups: Collection[str]
+) -> list[Finding]:
+    return [
+        *_who_and_where_findings(at, elig),
+        *_approval_link_findings(at, elig, known),
+        *_eligibility_warnings(at, elig, auditor_groups),
+    ]
+
+
+def _unused_approval_warnings(doc: PolicyDocument) -> list[Finding]:
+    # break-glass rules never go through an approval rule, so naming one does not count
+    used = {elig.approval for elig in doc.eligibility if not elig.break_glass}
+    return [
+        Finding(
+            ("approval_rules", index, "name"),
+            f"approval rule {approval.name!r} is not used by any eligibility rule",
+            "warning",
+        )
+        for index, approval in enumerate(doc.approval_rules)
+        if approval.name not in used
+    ]
+
+
+def _standing_findings(doc: PolicyDocument) -> list[Finding]:
+    return [
+        Finding(("standing_assignments", index, "account"), "give exactly one of id or name")
+        for index, standing in enumerate(doc.standing_assignments)
+        if (standing.account.id is None) == (standing.account.name is None)
+    ]
+
+
+def check_document(doc: PolicyDocument) -> list[Finding]:
+    """Errors and static warnings in document order: approval rules, eligibility rules,
+    which approval rules nothing uses, standing assignments, then the document itself."""
+    approvals = [rule.name for rule in doc.approval_rules]
+    found = _duplicate_names("approval_rules", "approval rule", approvals)
+    for index, rule in enumerate(doc.approval_rules):
+        found += _approval_rule_findings(("approval_rules", index), rule)
+    found += _duplicate_names("eligibility", "eligibility rule", [e.name for e in doc.eligibility])
     known = set(approvals)
-    used: set[str] = set()
     for index, elig in enumerate(doc.eligibility):
-        at = ("eligibility", index)
-        if not elig.principals.groups and not elig.principals.users:
-            add(Finding((*at, "principals"), "name at least one group or user"))
-        for pos, ref in enumerate(elig.accounts):
-            problem = _selector_problem(ref, exclude=False)
-            if problem:
-                add(Finding((*at, "accounts", pos), problem))
-        for pos, ref in enumerate(elig.exclude):
-            problem = _selector_problem(ref, exclude=True)
-            if problem:
-                add(Finding((*at, "exclude", pos), problem))
-        if elig.break_glass:
-            if elig.approval is not None:
-                add(
-                    Finding(
-                        (*at, "approval"),
-                        "a break-glass rule grants at once and takes no approval rule "
-                        "(its grants are reviewed afterwards by review_groups)",
-                    )
-                )
-        else:
-            if elig.approval is None:
-                add(
-                    Finding(
-                        (*at, "approval"),
-                        "required: the name of an approval rule (or set break_glass: true)",
-                    )
-                )
-            elif elig.approval not in known:
-                listed = ", ".join(sorted(known)) or "none defined"
-                add(
-                    Finding(
-                        (*at, "approval"),
-                        f"unknown approval rule {elig.approval!r} (known: {listed})",
-                    )
-                )
-            else:
-                used.add(elig.approval)
-            if elig.review_groups:
-                add(Finding((*at, "review_groups"), "only break-glass rules take review_groups"))
-        for pos, dup in _duplicates(list(elig.permission_sets)).items():
-            add(
-                Finding(
-                    (*at, "permission_sets", pos),
-                    f"{elig.permission_sets[pos]!r} listed twice (also at permission_sets[{dup}])",
-                    "warning",
-                )
-            )
-        if elig.break_glass and not elig.review_groups and not doc.auditor_groups:
-            add(
-                Finding(
-                    (*at, "review_groups"),
-                    "break-glass grants will have no reviewers: set review_groups "
-                    "or auditor_groups",
-                    "warning",
-                )
-            )
-    for index, approval in enumerate(doc.approval_rules):
-        if approval.name not in used:
-            add(
-                Finding(
-                    ("approval_rules", index, "name"),
-                    f"approval rule {approval.name!r} is not used by any eligibility rule",
-                    "warning",
-                )
-            )
-    for index, standing in enumerate(doc.standing_assignments):
-        account = standing.account
-        if (account.id is None) == (account.name is None):
-            add(
-                Finding(
-                    ("standing_assignments", index, "account"), "give exactly one of id or name"
-                )
-            )
+        found += _eligibility_findings(("eligibility", index), elig, known, doc.auditor_groups)
+    found += _unused_approval_warnings(doc)
+    found += _standing_findings(doc)
     if not doc.auditor_groups:
-        add(
+        found.append(
             Finding(
                 ("auditor_groups",),
                 "no auditor groups: only admins can read the audit trail",

@@ -1,0 +1,42 @@
+"""`make dev`'s service environments: local components, dev mode, a database each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from elevate_local.supervisor import SERVICES, Ports, service_env
+
+MOTO, PROXY = "http://127.0.0.1:5000", "http://127.0.0.1:5001"
+
+
+def env_of(service: str, database_url: str | None = None) -> dict[str, str]:
+    return service_env(
+        service,
+        ports=Ports(),
+        data_dir=Path("/data"),
+        kafka_bootstrap="127.0.0.1:9092",
+        moto_url=MOTO,
+        proxy_url=PROXY,
+        database_url=database_url,
+    )
+
+
+@pytest.mark.parametrize(("name", "service"), SERVICES)
+def test_each_service_runs_in_dev_mode_on_its_own_port(name: str, service: str) -> None:
+    env = env_of(service)
+    assert env["ELEVATE_MODE"] == "dev"
+    assert env["ELEVATE_HTTP_PORT"] == str(getattr(Ports(), service))
+    assert env["ELEVATE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+    assert env["ELEVATE_OIDC_ISSUER"] == "http://127.0.0.1:9400"
+    assert env["ELEVATE_DATA_DIR"] == "/data/db"
+    # the embedded default: SQLite under the data dir, one file per service
+    assert "ELEVATE_DATABASE_URL" not in env
+    # only grant-worker's reconciler needs what the proxy emulates on top of moto
+    expected = PROXY if name == "grant-worker" else MOTO
+    assert env["ELEVATE_AWS_ENDPOINT_URL"] == expected
+
+
+def test_a_configured_database_becomes_one_per_service() -> None:
+    env = env_of("approval", "sqlite+aiosqlite:///tmp/elevate.db")
+    assert env["ELEVATE_DATABASE_URL"] == "sqlite+aiosqlite:///tmp/elevate_approval.db"
