@@ -1,0 +1,484 @@
+"""The one test harness every service's tests and the runtime contract suite share.
+
+- **databases**: a fresh PostgreSQL database, migrated with a service's Alembic chain;
+- **publishing**: events as the services publish them (CloudEvents binary mode, key =
+  subject), or raw values;
+- **running**: workers (consumers, relay, timers, a service's whole context) as tasks in
+  this process, or a service as a process of its own;
+- **reading**: a service's outbox rows, a topic (to its end, or live);
+- **waiting**: `eventually` for an outcome, and the positive signals that processing has
+  passed a point — a consumer group committed past given offsets, the relay sent every row
+  written so far, a counter reached a value. A test that asserts something did *not*
+  happen first waits for one of these, never for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from elevate_core.app import ServiceContext, Worker
+from elevate_core.db import Database
+from elevate_core.events.base import Event
+from elevate_core.events.envelope import Envelope, encode, new_envelope
+from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.migrate import upgrade
+from elevate_core.outbox import OutboxMessage
+from elevate_local import runs
+from elevate_local.moto_seed import SeededOrganisation, seed_organisation
+from elevate_local.postgres import PostgresCluster
+from prometheus_client import REGISTRY
+from sqlalchemy import MetaData, func, select
+
+ROOT = Path(__file__).resolve().parents[1]
+Stragglers = Literal["fail", "cancel"]
+
+# ---- waiting ----
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
+    """Wait for an outcome (not a speed): the timeout only bounds a broken run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+
+
+# ---- databases and the shared moto world ----
+
+
+def fresh_database(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty PostgreSQL database on the session cluster."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+async def migrated(
+    url: str, versions: Path | None = None, *, extra: Iterable[MetaData] = ()
+) -> Database:
+    """A database at the head of the runtime's chain (plus a service's `versions`), with
+    `extra` test-only tables created beside it."""
+    db = Database(url)
+    await upgrade(db, versions)
+    async with db.engine.begin() as conn:
+        for metadata in extra:
+            await conn.run_sync(metadata.create_all)
+    return db
+
+
+@asynccontextmanager
+async def database(
+    url: str, versions: Path | None = None, *, extra: Iterable[MetaData] = ()
+) -> AsyncIterator[Database]:
+    db = await migrated(url, versions, extra=extra)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@functools.cache
+def seeded_organisation(moto_endpoint: str) -> SeededOrganisation:
+    """The seeded organisation on the session's moto (seeded once, however many ask)."""
+    return seed_organisation(moto_endpoint)
+
+
+# ---- publishing ----
+
+
+def subject_of(event: Event) -> str:
+    """The request an event is about: its key on every Elevate topic."""
+    request_id = getattr(event, "request_id", None)
+    if request_id is None:
+        request_id = event.snapshot.request_id  # type: ignore[attr-defined]
+    return str(request_id)
+
+
+def envelope(
+    event: Event, *, source: str, subject: str | None = None, at: datetime | None = None
+) -> Envelope:
+    return new_envelope(event, source=source, subject=subject or subject_of(event), time=at)
+
+
+async def publish(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
+    """Publish as the relay does: CloudEvents binary mode, key = subject, in order."""
+    await _produce(
+        bootstrap,
+        topic,
+        [(*encode(env), env.subject.encode() if env.subject else None) for env in envelopes],
+    )
+
+
+async def publish_events(
+    bootstrap: str, topic: str, *events: Event, source: str = "elevate/test"
+) -> list[Envelope]:
+    envelopes = [envelope(e, source=source) for e in events]
+    await publish(bootstrap, topic, *envelopes)
+    return envelopes
+
+
+async def publish_raw(bootstrap: str, topic: str, *values: bytes, key: bytes | None) -> None:
+    """Records that are not CloudEvents (raw CloudTrail, garbage)."""
+    await _produce(bootstrap, topic, [(v, [], key) for v in values])
+
+
+async def _produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes, list[tuple[str, bytes]], bytes | None]]
+) -> None:
+    producer = idempotent_producer(bootstrap, client_id="test-publisher")
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, v, key=k, headers=h) for v, h, k in records]
+        await producer.flush()
+        for future in sent:
+            await future  # every record acknowledged, or the error raised here
+    finally:
+        await producer.stop()
+
+
+async def create_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:
+    await ensure_topics(bootstrap, names=list(names), partitions=partitions)
+
+
+# ---- running workers in this process ----
+
+
+@dataclass
+class Workers:
+    """Workers running as tasks; `held` ones are not started until `start_held()`."""
+
+    workers: list[Worker] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    held: list[Worker] = field(default_factory=list)
+
+    def start(self, *workers: Worker) -> None:
+        self.workers += workers
+        self.tasks += [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
+
+    def start_held(self) -> None:
+        held, self.held = self.held, []
+        self.start(*held)
+
+    async def stop(self, *, timeout: float = 30.0, stragglers: Stragglers = "fail") -> None:
+        """Stop every worker and wait for its task. A task still running after `timeout`
+        is cancelled; with `stragglers="fail"` that is also an error (shutdown must be
+        prompt), with `"cancel"` it is not (a test that cut a worker off its database)."""
+        for w in [*self.workers, *self.held]:
+            await w.stop()
+        if not self.tasks:
+            return
+        _done, pending = await asyncio.wait(self.tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending and stragglers == "fail":
+            names = sorted(t.get_name() for t in pending)
+            raise AssertionError(f"workers did not stop within {timeout:.0f}s: {names}")
+
+
+@asynccontextmanager
+async def running(*workers: Worker, timeout: float = 30.0) -> AsyncIterator[Workers]:
+    """`workers` as tasks for the block's duration; all stopped (promptly) at its end."""
+    group = Workers()
+    group.start(*workers)
+    try:
+        yield group
+    finally:
+        await group.stop(timeout=timeout)
+
+
+@asynccontextmanager
+async def running_service(
+    ctx: ServiceContext,
+    *,
+    hold_back: Callable[[Worker], bool] = lambda _w: False,
+    timeout: float = 30.0,
+    stragglers: Stragglers = "fail",
+) -> AsyncIterator[Workers]:
+    """A wired service context as its process runs it: startup hooks, then every worker
+    (those `hold_back` names wait for `Workers.start_held`, so a test can order them)."""
+    for hook in ctx.startup:
+        await hook()
+    group = Workers(held=[w for w in ctx.workers if hold_back(w)])
+    group.start(*(w for w in ctx.workers if w not in group.held))
+    try:
+        yield group
+    finally:
+        await group.stop(timeout=timeout, stragglers=stragglers)
+
+
+# ---- a service as a process ----
+
+
+def service_env(settings: Mapping[str, Any]) -> dict[str, str]:
+    """This environment minus the developer's ELEVATE_ variables, plus `settings` as
+    ELEVATE_<NAME> (durations as ISO 8601), in test mode."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    env["ELEVATE_MODE"] = "test"
+    for name, value in settings.items():
+        if isinstance(value, timedelta):
+            value = f"PT{int(value.total_seconds())}S"
+        env[f"ELEVATE_{name.upper()}"] = str(value)
+    return env
+
+
+def spawn_service(
+    module: str,
+    settings: Mapping[str, Any],
+    *,
+    args: Iterable[str] = (),
+    stderr: int = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """`python -m module` as a recorded child of this test run (gone with it)."""
+    return runs.spawn(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=service_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+# ---- what a service wrote to its outbox ----
+
+
+def event_name(ce_type: str) -> str:
+    """The event's class name: io.elevate.request.expired.v1 → RequestExpired."""
+    return "".join(w.capitalize() for w in ce_type.split(".")[2:-1])
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One outbox row, decoded."""
+
+    topic: str
+    key: str | None
+    ce_type: str
+    ce_id: str
+    data: Any
+    sent: bool
+
+    @property
+    def name(self) -> str:
+        return event_name(self.ce_type)
+
+    @property
+    def verb(self) -> str:
+        """The last word of its type: io.elevate.grant.activated.v1 → activated."""
+        return self.ce_type.split(".")[-2]
+
+
+async def outbox(db: Database, *, key: object | None = None) -> list[Emitted]:
+    """Every row of the service's outbox (about `key` when given), in the order written."""
+    stmt = select(OutboxMessage).order_by(OutboxMessage.id)
+    if key is not None:
+        stmt = stmt.where(OutboxMessage.key == str(key))
+    async with db.sessions() as session:
+        rows = (await session.execute(stmt)).scalars().all()
+    out = []
+    for row in rows:
+        headers = dict(row.headers)
+        out.append(
+            Emitted(
+                topic=row.topic,
+                key=row.key,
+                ce_type=headers.get("ce_type", ""),
+                ce_id=headers.get("ce_id", ""),
+                data=json.loads(row.value),
+                sent=row.sent_at is not None,
+            )
+        )
+    return out
+
+
+# ---- what reached a topic ----
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers or ()}
+
+
+def data_of(record: Any) -> Any:
+    return json.loads(record.value)
+
+
+async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0) -> list[Any]:
+    """Read `topic` from the beginning until `expect` records arrived (or time out)."""
+    reader = TopicReader(bootstrap, topic)
+    async with reader:
+        deadline = time.monotonic() + timeout
+        while len(reader.received) < expect and time.monotonic() < deadline:
+            await reader.poll()
+    return reader.received
+
+
+async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
+    """Every record on `topic` up to its end offsets now (for "exactly one" checks)."""
+    ends = await end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        remaining = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
+        consumer.assign(list(remaining))
+        await consumer.seek_to_beginning(*remaining)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, msgs in batch.items():
+                records.extend(m for m in msgs if m.offset < remaining[tp])
+            for tp, end in list(remaining.items()):
+                if await consumer.position(tp) >= end:  # (past transaction markers too)
+                    del remaining[tp]
+    finally:
+        await consumer.stop()
+    return records
+
+
+class TopicReader:
+    """Reads a topic from the beginning, live, and keeps every record it saw."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.received: list[Any] = []
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> list[Any]:
+        """The records that arrived since the last poll (waits up to 200 ms for some)."""
+        batch = await self._consumer.getmany(timeout_ms=200)
+        new = [record for messages in batch.values() for record in messages]
+        self.received.extend(new)
+        return new
+
+    async def wait_for(
+        self, check: Callable[[], bool], *, what: str, timeout: float = 60.0
+    ) -> None:
+        """Poll until `check()` holds (the timeout only bounds a broken run)."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+            await self.poll()
+
+
+# ---- positive signals: processing has passed a point ----
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset of each partition of `topic`, now (the topic must exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-offsets")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        parts = [TopicPartition(topic, int(p["partition"])) for p in described["partitions"]]
+        assert parts, f"no topic {topic}"  # else every wait on it would pass at once
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+
+async def processed_past(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    *,
+    offsets: Mapping[int, int] | None = None,
+    timeout: float = 60.0,
+) -> dict[int, int]:
+    """Wait until consumer group `group` has committed `offsets` on `topic` (by default
+    its end offsets now: everything published there so far). Elevate's consumers commit
+    only after the transaction that handled a record — dedupe row included — or after
+    the DLQ holds it, so from then on whatever those records did, or did not do, is final.
+    Returns the offsets waited for."""
+    target = dict(offsets) if offsets is not None else await end_offsets(bootstrap, topic)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-progress")
+    await admin.start()
+    try:
+
+        async def past() -> bool:
+            committed = await admin.list_consumer_group_offsets(group)
+            done = {tp.partition: m.offset for tp, m in committed.items() if tp.topic == topic}
+            return all(done.get(p, -1) >= end for p, end in target.items() if end > 0)
+
+        await eventually(past, timeout=timeout, what=f"{group} past {target} on {topic}")
+    finally:
+        await admin.close()
+    return target
+
+
+async def relayed(db: Database, *, timeout: float = 60.0) -> int:
+    """Wait until the outbox relay has dealt with (sent, or moved aside) every row written
+    to `db`'s outbox so far; returns how many rows that is."""
+    async with db.sessions() as session:
+        last = (await session.execute(select(func.max(OutboxMessage.id)))).scalar_one()
+    if last is None:
+        return 0
+
+    async def done() -> bool:
+        async with db.sessions() as session:
+            pending = await session.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.id <= last,
+                    OutboxMessage.sent_at.is_(None),
+                    OutboxMessage.dead_at.is_(None),
+                )
+            )
+        return pending.scalar_one() == 0
+
+    await eventually(done, timeout=timeout, what=f"the relay past outbox row {last}")
+    return int(last)
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (0 when never recorded)."""
+    return float(REGISTRY.get_sample_value(name, labels) or 0.0)
+
+
+async def counted(name: str, at_least: float, *, timeout: float = 60.0, **labels: str) -> None:
+    """Wait until counter `name` (with `labels`) has reached `at_least`."""
+
+    async def reached() -> bool:
+        return metric(name, **labels) >= at_least
+
+    await eventually(reached, timeout=timeout, what=f"{name}{labels} reaching {at_least}")
