@@ -124,33 +124,36 @@ def envelope(
 
 async def publish(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
     """Publish as the relay does: CloudEvents binary mode, key = subject, in order."""
-    await _produce(
-        bootstrap,
-        topic,
-        [(*encode(env), env.subject.encode() if env.subject else None) for env in envelopes],
-    )
+    await _produce(bootstrap, [(topic, *encode(e), _key(e)) for e in envelopes])
 
 
 async def publish_events(
-    bootstrap: str, topic: str, *events: Event, source: str = "elevate/test"
+    bootstrap: str, *events: Event, prefix: str = "", source: str = "elevate/test"
 ) -> list[Envelope]:
-    envelopes = [envelope(e, source=source) for e in events]
-    await publish(bootstrap, topic, *envelopes)
-    return envelopes
+    """Events as their writer publishes them, each to its own topic (`prefix` + catalog
+    name); returns their envelopes."""
+    pairs = [(f"{prefix}{e.topic}", envelope(e, source=source)) for e in events]
+    await _produce(bootstrap, [(topic, *encode(env), _key(env)) for topic, env in pairs])
+    return [env for _topic, env in pairs]
 
 
 async def publish_raw(bootstrap: str, topic: str, *values: bytes, key: bytes | None) -> None:
     """Records that are not CloudEvents (raw CloudTrail, garbage)."""
-    await _produce(bootstrap, topic, [(v, [], key) for v in values])
+    await _produce(bootstrap, [(topic, v, [], key) for v in values])
 
 
-async def _produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes, list[tuple[str, bytes]], bytes | None]]
-) -> None:
+def _key(env: Envelope) -> bytes | None:
+    return env.subject.encode() if env.subject else None
+
+
+Record = tuple[str, bytes, list[tuple[str, bytes]], bytes | None]  # topic, value, headers, key
+
+
+async def _produce(bootstrap: str, records: list[Record]) -> None:
     producer = idempotent_producer(bootstrap, client_id="test-publisher")
     await producer.start()
     try:
-        sent = [await producer.send(topic, v, key=k, headers=h) for v, h, k in records]
+        sent = [await producer.send(t, v, key=k, headers=h) for t, v, h, k in records]
         await producer.flush()
         for future in sent:
             await future  # every record acknowledged, or the error raised here
