@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from elevate_core.access import AccessControl
 from elevate_core.directory.aws import Directory
 from elevate_core.policy import PolicyWatcher
-from elevate_local.moto_seed import SeededOrganisation, seed_organisation
+from elevate_local.moto_seed import SeededOrganisation
 from elevate_local.ports import free_port, wait_for_port
 from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
 
-from tests.helpers import create_topics
+from tests import harness
 
 ROOT = Path(__file__).resolve().parents[3]
 AUDIENCE = "elevate-portal"
@@ -106,7 +106,7 @@ def issuer() -> Iterator[Issuer]:
 
 @pytest.fixture(scope="session")
 def seeded(moto_endpoint: str) -> SeededOrganisation:
-    return seed_organisation(moto_endpoint)
+    return harness.seeded_organisation(moto_endpoint)
 
 
 @dataclass
@@ -134,7 +134,7 @@ async def start_api(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-    await create_topics(
+    await harness.create_topics(
         kafka.bootstrap,
         *(
             f"{topic_prefix}elevate.{t}.v1"
