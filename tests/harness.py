@@ -340,13 +340,15 @@ async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 
 async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
     """Every record on `topic` up to its end offsets now (for "exactly one" checks)."""
     ends = await end_offsets(bootstrap, topic)
+    remaining = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
+    if not remaining:
+        return []
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[Any] = []
     try:
-        remaining = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
         consumer.assign(list(remaining))
         await consumer.seek_to_beginning(*remaining)
         while remaining:
@@ -473,15 +475,17 @@ async def relayed(db: Database, *, timeout: float = 60.0) -> int:
     return int(last)
 
 
-def metric(name: str, **labels: str) -> float:
+def metric(name: str, labels: Mapping[str, str] | None = None) -> float:
     """A sample of this process's Prometheus registry (0 when never recorded)."""
-    return float(REGISTRY.get_sample_value(name, labels) or 0.0)
+    return float(REGISTRY.get_sample_value(name, dict(labels or {})) or 0.0)
 
 
-async def counted(name: str, at_least: float, *, timeout: float = 60.0, **labels: str) -> None:
+async def counted(
+    name: str, at_least: float, labels: Mapping[str, str] | None = None, *, timeout: float = 60.0
+) -> None:
     """Wait until counter `name` (with `labels`) has reached `at_least`."""
 
     async def reached() -> bool:
-        return metric(name, **labels) >= at_least
+        return metric(name, labels) >= at_least
 
     await eventually(reached, timeout=timeout, what=f"{name}{labels} reaching {at_least}")
