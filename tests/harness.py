@@ -1,27 +1,18 @@
-"""The one test harness every service's tests and the runtime contract suite share.
-
-- **databases**: a fresh PostgreSQL database, migrated with a service's Alembic chain;
-- **publishing**: events as the services publish them (CloudEvents binary mode, key =
-  subject), or raw values;
-- **running**: workers (consumers, relay, timers, a service's whole context) as tasks in
-  this process, or a service as a process of its own;
-- **reading**: a service's outbox rows, a topic (to its end, or live);
-- **waiting**: `eventually` for an outcome, and the positive signals that processing has
-  passed a point — a consumer group committed past given offsets, the relay sent every row
-  written so far, a counter reached a value. A test that asserts something did *not*
-  happen first waits for one of these, never for a while.
-"""
+"""The one test harness of every service's tests and the runtime contract suite: migrated
+databases, publishing as the services do, workers run in this process (or a service as a
+process), a service's outbox and topics read back, and waiting — for an outcome
+(`eventually`), or for a positive signal that processing has passed a point (a consumer
+group committed past offsets, the relay past every row so far, a counter reached). A test
+asserting that something did *not* happen waits for such a signal first, never a while."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,8 +31,6 @@ from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import OutboxMessage
 from elevate_local import runs
-from elevate_local.moto_seed import SeededOrganisation, seed_organisation
-from elevate_local.postgres import PostgresCluster
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, func, select
 
@@ -67,12 +56,7 @@ async def eventually(
     raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
 
 
-# ---- databases and the shared moto world ----
-
-
-def fresh_database(postgres: PostgresCluster) -> str:
-    """The URL of a new, empty PostgreSQL database on the session cluster."""
-    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+# ---- databases ----
 
 
 async def migrated(
@@ -99,27 +83,17 @@ async def database(
         await db.dispose()
 
 
-@functools.cache
-def seeded_organisation(moto_endpoint: str) -> SeededOrganisation:
-    """The seeded organisation on the session's moto (seeded once, however many ask)."""
-    return seed_organisation(moto_endpoint)
-
-
 # ---- publishing ----
-
-
-def subject_of(event: Event) -> str:
-    """The request an event is about: its key on every Elevate topic."""
-    request_id = getattr(event, "request_id", None)
-    if request_id is None:
-        request_id = event.snapshot.request_id  # type: ignore[attr-defined]
-    return str(request_id)
 
 
 def envelope(
     event: Event, *, source: str, subject: str | None = None, at: datetime | None = None
 ) -> Envelope:
-    return new_envelope(event, source=source, subject=subject or subject_of(event), time=at)
+    """`event` about its request (by default): the key on every Elevate topic."""
+    if subject is None:
+        rid = getattr(event, "request_id", None) or event.snapshot.request_id  # type: ignore[attr-defined]
+        subject = str(rid)
+    return new_envelope(event, source=source, subject=subject, time=at)
 
 
 async def publish(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
@@ -129,12 +103,10 @@ async def publish(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
 
 async def publish_events(
     bootstrap: str, *events: Event, prefix: str = "", source: str = "elevate/test"
-) -> list[Envelope]:
-    """Events as their writer publishes them, each to its own topic (`prefix` + catalog
-    name); returns their envelopes."""
+) -> None:
+    """Events as their writer publishes them, each to its topic (`prefix` + catalog name)."""
     pairs = [(f"{prefix}{e.topic}", envelope(e, source=source)) for e in events]
     await _produce(bootstrap, [(topic, *encode(env), _key(env)) for topic, env in pairs])
-    return [env for _topic, env in pairs]
 
 
 async def publish_raw(bootstrap: str, topic: str, *values: bytes, key: bytes | None) -> None:
@@ -146,17 +118,17 @@ def _key(env: Envelope) -> bytes | None:
     return env.subject.encode() if env.subject else None
 
 
-Record = tuple[str, bytes, list[tuple[str, bytes]], bytes | None]  # topic, value, headers, key
-
-
-async def _produce(bootstrap: str, records: list[Record]) -> None:
+async def _produce(
+    bootstrap: str, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes | None]]
+) -> None:
+    """(topic, value, headers, key) records, in order, each acknowledged."""
     producer = idempotent_producer(bootstrap, client_id="test-publisher")
     await producer.start()
     try:
         sent = [await producer.send(t, v, key=k, headers=h) for t, v, h, k in records]
         await producer.flush()
         for future in sent:
-            await future  # every record acknowledged, or the error raised here
+            await future
     finally:
         await producer.stop()
 
@@ -185,9 +157,8 @@ class Workers:
         self.start(*held)
 
     async def stop(self, *, timeout: float = 30.0, stragglers: Stragglers = "fail") -> None:
-        """Stop every worker and wait for its task. A task still running after `timeout`
-        is cancelled; with `stragglers="fail"` that is also an error (shutdown must be
-        prompt), with `"cancel"` it is not (a test that cut a worker off its database)."""
+        """Stop all; a task still running after `timeout` is cancelled and, unless
+        `stragglers="cancel"` (a worker the test cut off), an error: shutdown is prompt."""
         for w in [*self.workers, *self.held]:
             await w.stop()
         if not self.tasks:
@@ -202,49 +173,33 @@ class Workers:
 
 
 @asynccontextmanager
-async def running(*workers: Worker, timeout: float = 30.0) -> AsyncIterator[Workers]:
-    """`workers` as tasks for the block's duration; all stopped (promptly) at its end."""
-    group = Workers()
-    group.start(*workers)
-    try:
-        yield group
-    finally:
-        await group.stop(timeout=timeout)
-
-
-@asynccontextmanager
-async def running_service(
-    ctx: ServiceContext,
-    *,
+async def running(
+    *workers: Worker,
     hold_back: Callable[[Worker], bool] = lambda _w: False,
     timeout: float = 30.0,
     stragglers: Stragglers = "fail",
 ) -> AsyncIterator[Workers]:
-    """A wired service context as its process runs it: startup hooks, then every worker
-    (those `hold_back` names wait for `Workers.start_held`, so a test can order them)."""
-    for hook in ctx.startup:
-        await hook()
-    group = Workers(held=[w for w in ctx.workers if hold_back(w)])
-    group.start(*(w for w in ctx.workers if w not in group.held))
+    """`workers` as tasks for the block's duration, stopped at its end; those `hold_back`
+    names wait for `Workers.start_held`, so a test can order them."""
+    group = Workers(held=[w for w in workers if hold_back(w)])
+    group.start(*(w for w in workers if w not in group.held))
     try:
         yield group
     finally:
         await group.stop(timeout=timeout, stragglers=stragglers)
 
 
+@asynccontextmanager
+async def running_service(ctx: ServiceContext, **options: Any) -> AsyncIterator[Workers]:
+    """A wired service context as its process runs it: startup hooks, then its workers
+    (`options` as for `running`)."""
+    for hook in ctx.startup:
+        await hook()
+    async with running(*ctx.workers, **options) as group:
+        yield group
+
+
 # ---- a service as a process ----
-
-
-def service_env(settings: Mapping[str, Any]) -> dict[str, str]:
-    """This environment minus the developer's ELEVATE_ variables, plus `settings` as
-    ELEVATE_<NAME> (durations as ISO 8601), in test mode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
-    env["ELEVATE_MODE"] = "test"
-    for name, value in settings.items():
-        if isinstance(value, timedelta):
-            value = f"PT{int(value.total_seconds())}S"
-        env[f"ELEVATE_{name.upper()}"] = str(value)
-    return env
 
 
 def spawn_service(
@@ -254,14 +209,16 @@ def spawn_service(
     args: Iterable[str] = (),
     stderr: int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """`python -m module` as a recorded child of this test run (gone with it)."""
-    return runs.spawn(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=service_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
+    """`python -m module` in test mode, a recorded child of this run (gone with it), with
+    `settings` as ELEVATE_<NAME> (durations ISO 8601) and none of the developer's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    env["ELEVATE_MODE"] = "test"
+    for name, value in settings.items():
+        if isinstance(value, timedelta):
+            value = f"PT{int(value.total_seconds())}S"
+        env[f"ELEVATE_{name.upper()}"] = str(value)
+    argv = [sys.executable, "-m", module, *args]
+    return runs.spawn(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 # ---- what a service wrote to its outbox ----
@@ -279,7 +236,6 @@ class Emitted:
     topic: str
     key: str | None
     ce_type: str
-    ce_id: str
     data: Any
     sent: bool
 
@@ -300,20 +256,12 @@ async def outbox(db: Database, *, key: object | None = None) -> list[Emitted]:
         stmt = stmt.where(OutboxMessage.key == str(key))
     async with db.sessions() as session:
         rows = (await session.execute(stmt)).scalars().all()
-    out = []
-    for row in rows:
-        headers = dict(row.headers)
-        out.append(
-            Emitted(
-                topic=row.topic,
-                key=row.key,
-                ce_type=headers.get("ce_type", ""),
-                ce_id=headers.get("ce_id", ""),
-                data=json.loads(row.value),
-                sent=row.sent_at is not None,
-            )
+    return [  # (raw rows, e.g. CloudTrail records, have no ce_type)
+        Emitted(
+            r.topic, r.key, dict(r.headers).get("ce_type", ""), json.loads(r.value), bool(r.sent_at)
         )
-    return out
+        for r in rows
+    ]
 
 
 # ---- what reached a topic ----
@@ -390,15 +338,13 @@ class TopicReader:
         self.received.extend(new)
         return new
 
-    async def wait_for(
-        self, check: Callable[[], bool], *, what: str, timeout: float = 60.0
-    ) -> None:
+    async def wait_for(self, check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
         """Poll until `check()` holds (the timeout only bounds a broken run)."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
-            await self.poll()
+
+        async def seen() -> bool:
+            return check() or (bool(await self.poll()) and check())
+
+        await eventually(seen, timeout=timeout, interval=0, what=what)
 
 
 # ---- positive signals: processing has passed a point ----
@@ -450,29 +396,20 @@ async def processed_past(
     return target
 
 
-async def relayed(db: Database, *, timeout: float = 60.0) -> int:
+async def relayed(db: Database, *, timeout: float = 60.0) -> None:
     """Wait until the outbox relay has dealt with (sent, or moved aside) every row written
-    to `db`'s outbox so far; returns how many rows that is."""
+    to `db`'s outbox so far."""
     async with db.sessions() as session:
-        last = (await session.execute(select(func.max(OutboxMessage.id)))).scalar_one()
-    if last is None:
-        return 0
+        last = (await session.execute(select(func.max(OutboxMessage.id)))).scalar_one() or 0
+    waiting = select(func.count()).where(
+        OutboxMessage.id <= last, OutboxMessage.sent_at.is_(None), OutboxMessage.dead_at.is_(None)
+    )
 
     async def done() -> bool:
         async with db.sessions() as session:
-            pending = await session.execute(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(
-                    OutboxMessage.id <= last,
-                    OutboxMessage.sent_at.is_(None),
-                    OutboxMessage.dead_at.is_(None),
-                )
-            )
-        return pending.scalar_one() == 0
+            return (await session.execute(waiting)).scalar_one() == 0
 
     await eventually(done, timeout=timeout, what=f"the relay past outbox row {last}")
-    return int(last)
 
 
 def metric(name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -32,7 +32,7 @@ from elevate_core.events.models import (
 )
 from elevate_core.kafka.consumer import Handler
 from elevate_core.settings import Mode
-from elevate_local.moto_seed import SeededOrganisation
+from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from sqlalchemy import select
 
 from tests import harness
@@ -93,7 +93,7 @@ def write_policy(
 
 @pytest.fixture(scope="session")
 def seeded(moto_endpoint: str) -> SeededOrganisation:
-    return harness.seeded_organisation(moto_endpoint)
+    return seed_organisation(moto_endpoint)
 
 
 @pytest.fixture

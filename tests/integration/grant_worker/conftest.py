@@ -36,7 +36,7 @@ from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.worker import AssignmentWorker
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
-from elevate_local.moto_seed import SeededOrganisation
+from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
 from elevate_request_api.consumers import project
@@ -55,7 +55,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="session")
 def seeded(moto_endpoint: str) -> SeededOrganisation:
-    return harness.seeded_organisation(moto_endpoint)
+    return seed_organisation(moto_endpoint)
 
 
 @pytest.fixture
@@ -301,7 +301,8 @@ class ReadModel:
 async def read_model(
     postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str, publish: Publisher
 ) -> AsyncIterator[ReadModel]:
-    async with harness.database(harness.fresh_database(postgres), REQUEST_API.migrations) as db:
+    url = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    async with harness.database(url, REQUEST_API.migrations) as db:
         consumer = Consumer(
             db,
             ConsumerConfig(

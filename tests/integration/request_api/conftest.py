@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from elevate_core.access import AccessControl
 from elevate_core.directory.aws import Directory
 from elevate_core.policy import PolicyWatcher
-from elevate_local.moto_seed import SeededOrganisation
+from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port, wait_for_port
 from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
@@ -106,7 +106,7 @@ def issuer() -> Iterator[Issuer]:
 
 @pytest.fixture(scope="session")
 def seeded(moto_endpoint: str) -> SeededOrganisation:
-    return harness.seeded_organisation(moto_endpoint)
+    return seed_organisation(moto_endpoint)
 
 
 @dataclass
