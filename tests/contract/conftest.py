@@ -5,21 +5,17 @@ from pathlib import Path
 
 import pytest
 from elevate_core.db import Database
-from elevate_core.migrate import upgrade
 from elevate_local.kafka import KafkaBroker
 
 from tests.contract.tables import TestBase
+from tests.harness import database
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     """The real migrations, on each backend, plus the tests' own effect table."""
-    database = Database(database_url)
-    await upgrade(database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(TestBase.metadata.create_all)
-    yield database
-    await database.dispose()
+    async with database(database_url, extra=[TestBase.metadata]) as migrated:
+        yield migrated
 
 
 @pytest.fixture

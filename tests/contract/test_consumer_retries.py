@@ -10,12 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from elevate_core.db import Database
 from elevate_core.errors import TransientError
-from elevate_core.events.envelope import Envelope, encode, new_envelope
+from elevate_core.events.envelope import Envelope
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
-from elevate_core.migrate import upgrade
 from elevate_core.retry import RetryPolicy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
@@ -23,27 +21,35 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.tables import TestBase
-from tests.contract.test_outbox_consumer import effect_count, record_effect, revoke, running
-from tests.helpers import create_topics, eventually, headers_of, read_to_end
+from tests.contract.test_outbox_consumer import effect_count, record_effect, revoke
+from tests.harness import (
+    counted,
+    create_topics,
+    eventually,
+    headers_of,
+    metric,
+    migrated,
+    publish,
+    read_to_end,
+    running,
+)
+from tests.harness import envelope as make_envelope
 
 FAST = RetryPolicy(base_delay=0.05, max_delay=0.5)
 
 
 async def _publish(bootstrap: str, topic: str, n: int, key: bytes = b"k") -> list[Envelope]:
     envelopes = [
-        new_envelope(revoke(uuid.uuid4(), i), source="elevate/test", subject=key.decode())
+        make_envelope(revoke(uuid.uuid4(), i), source="elevate/test", subject=key.decode())
         for i in range(n)
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for env in envelopes:
-            value, headers = encode(env)
-            await producer.send(topic, value, key=key, headers=headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await publish(bootstrap, topic, *envelopes)
     return envelopes
+
+
+def _retries(consumer: Consumer) -> dict[str, str]:
+    """The labels of the consumer's retries counter (elevate_retries_total)."""
+    return {"component": f"consumer:{consumer.config.name}"}
 
 
 def _consumer(
@@ -79,35 +85,59 @@ async def _topics(bootstrap: str, prefix: str) -> tuple[str, str]:
 async def test_database_lost_mid_batch_loses_and_dead_letters_nothing(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
-    """The database goes away while a fetched batch is being handled: SQLite is locked by
-    another writer; PostgreSQL drops the consumer's connection (as a restart or failover
-    does). Every message is handled exactly once and nothing reaches the DLQ."""
+    """The database goes away while the consumer has messages to handle: PostgreSQL drops
+    the consumer's connection in the middle of a batch (as a restart or failover does);
+    SQLite is locked by another writer when the next batch comes (a batch's transaction
+    holds SQLite's one write lock from its start, so no other writer can take it mid-batch).
+    Every message is handled exactly once, after retries, and nothing reaches the DLQ."""
     topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    envelopes = await _publish(kafka.bootstrap, topic, 20)
-    lost = asyncio.Event()
-    released = asyncio.Event()
+    if db.is_sqlite:
+        await _locked_between_batches(db, kafka.bootstrap, topic_prefix, topic)
+    else:
+        await _dropped_mid_batch(db, kafka.bootstrap, topic_prefix, topic)
+    assert await effect_count(db) == 20
+    assert await read_to_end(kafka.bootstrap, dlq) == []
+
+
+async def _dropped_mid_batch(db: Database, bootstrap: str, prefix: str, topic: str) -> None:
+    envelopes = await _publish(bootstrap, topic, 20)
+    dropped = asyncio.Event()
 
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.id == envelopes[10].id and not lost.is_set():
-            lost.set()
-            if db.is_sqlite:
-                raise_locked = asyncio.create_task(_hold_sqlite_lock(db, released))
-                await asyncio.sleep(0.2)
-                assert not raise_locked.done()
-            else:
-                await _terminate_own_backend(db, session)
+        if envelope.id == envelopes[10].id and not dropped.is_set():
+            dropped.set()
+            await _terminate_own_backend(db, session)
         await record_effect(session, envelope)
 
-    if db.is_sqlite:
-        db = Database(db.url, sqlite_busy_timeout=0.2)
-    consumer = _consumer(db, kafka.bootstrap, topic_prefix, handler)
+    consumer = _consumer(db, bootstrap, prefix, handler)
+    before = metric("elevate_retries_total", _retries(consumer))
     async with running(consumer):
-        await eventually(lambda: _true(lost), what="the handler reached message 10")
-        await asyncio.sleep(1.0)  # several retries meet the unavailable database
-        released.set()
         await eventually(lambda: _count_is(db, 20), what="all 20 handled")
-    assert await effect_count(db) == 20
-    assert [r for r in await read_to_end(kafka.bootstrap, dlq)] == []
+    assert metric("elevate_retries_total", _retries(consumer)) >= before + 1  # it was met
+
+
+async def _locked_between_batches(db: Database, bootstrap: str, prefix: str, topic: str) -> None:
+    impatient = Database(db.url, sqlite_busy_timeout=0.2)  # "database is locked" soon
+    consumer = _consumer(impatient, bootstrap, prefix, record_effect)
+    before = metric("elevate_retries_total", _retries(consumer))
+    locked, released = asyncio.Event(), asyncio.Event()
+    async with running(consumer):
+        await _publish(bootstrap, topic, 10)
+        await eventually(lambda: _count_is(db, 10), what="the first batch handled")
+        holder = asyncio.create_task(_hold_sqlite_lock(db, locked, released))
+
+        async def taken() -> bool:
+            return locked.is_set() or holder.done()
+
+        await eventually(taken, what="the other writer holding the lock")
+        assert locked.is_set(), holder  # (else the holder failed: its error)
+        await _publish(bootstrap, topic, 10)
+        # Several retries meet the locked database before it is released.
+        await counted("elevate_retries_total", before + 3, _retries(consumer))
+        released.set()
+        await holder
+        await eventually(lambda: _count_is(db, 20), what="all 20 handled")
+    await impatient.dispose()
 
 
 async def _true(event: asyncio.Event) -> bool:
@@ -118,10 +148,11 @@ async def _count_is(db: Database, n: int) -> bool:
     return await effect_count(db) >= n
 
 
-async def _hold_sqlite_lock(db: Database, released: asyncio.Event) -> None:
+async def _hold_sqlite_lock(db: Database, locked: asyncio.Event, released: asyncio.Event) -> None:
     other = Database(db.url)
     async with other.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock
+        locked.set()
         await released.wait()
         await conn.rollback()
     await other.dispose()
@@ -200,10 +231,8 @@ def own_postgres(tmp_path: Path) -> Iterator[PostgresCluster]:
 async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
     pg_url: str, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
-    db = Database(pg_url)
-    await upgrade(db)
+    db = await migrated(pg_url, extra=[TestBase.metadata])
     async with db.engine.begin() as conn:
-        await conn.run_sync(TestBase.metadata.create_all)
         await conn.execute(text("CREATE TABLE dl (id int primary key, v int)"))
         await conn.execute(text("INSERT INTO dl VALUES (1, 0), (2, 0)"))
     topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
@@ -220,7 +249,7 @@ async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
             await session.execute(text("UPDATE dl SET v = v + 1 WHERE id = 1"))
             other = asyncio.create_task(_lock_two_then_one(db, other_waits))
             await other_waits.wait()
-            await asyncio.sleep(0.2)  # the other transaction now waits for row 1
+            await eventually(lambda: _lock_waiters(db, 1), what="the other waiting for row 1")
             await session.execute(text("UPDATE dl SET v = v + 1 WHERE id = 2"))
             await other
         await record_effect(session, envelope)
@@ -232,6 +261,15 @@ async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
     assert await read_to_end(kafka.bootstrap, dlq) == []
     assert {first.id, second.id}
     await db.dispose()
+
+
+async def _lock_waiters(db: Database, n: int) -> bool:
+    """Whether `n` sessions wait for a row lock (a third connection looks)."""
+    async with db.engine.connect() as conn:
+        waiting = await conn.execute(
+            text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+        )
+        return int(waiting.scalar_one()) >= n
 
 
 async def _lock_two_then_one(db: Database, waiting: asyncio.Event) -> None:
@@ -246,11 +284,7 @@ async def _lock_two_then_one(db: Database, waiting: asyncio.Event) -> None:
 async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
     own_postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
-    url = own_postgres.create_database("restart")
-    db = Database(url)
-    await upgrade(db)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(TestBase.metadata.create_all)
+    db = await migrated(own_postgres.create_database("restart"), extra=[TestBase.metadata])
     topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
     envelopes = await _publish(kafka.bootstrap, topic, 30)
     stopped = asyncio.Event()
@@ -261,9 +295,12 @@ async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
             await asyncio.to_thread(own_postgres.stop)  # mid-batch: the server goes away
         await record_effect(session, envelope)
 
-    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+    consumer = _consumer(db, kafka.bootstrap, topic_prefix, handler)
+    before = metric("elevate_retries_total", _retries(consumer))
+    async with running(consumer):
         await eventually(lambda: _true(stopped), what="PostgreSQL stopped mid-batch")
-        await asyncio.sleep(1.5)  # the consumer meets a database that is not there
+        # The consumer meets a database that is not there, and retries.
+        await counted("elevate_retries_total", before + 2, _retries(consumer))
         await asyncio.to_thread(own_postgres.start)
         await eventually(lambda: _count_is(db, 30), what="all 30 handled", timeout=120)
     assert await effect_count(db) == 30

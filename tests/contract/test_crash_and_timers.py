@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from elevate_core.clock import ManualClock
@@ -17,24 +14,19 @@ from elevate_core.errors import TransientError
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.timers import Timer, TimerRunner, cancel, schedule
-from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.contract.tables import Effect
-from tests.helpers import create_topics, data_of, headers_of, read_all
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.contract.tables import Effect, TestBase
+from tests.harness import create_topics, data_of, headers_of, migrated, read_all, spawn_service
 
 
 def worker(*args: str, fail_points: str = "") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ELEVATE_MODE": "test", "ELEVATE_FAIL_POINTS": fail_points}
-    return runs.spawn(
-        [sys.executable, "-m", "tests.contract.worker", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
+    return spawn_service(
+        "tests.contract.worker",
+        {"fail_points": fail_points},
+        args=args,
         stderr=subprocess.PIPE,
     )
 
@@ -125,14 +117,7 @@ async def test_timer_survives_a_kill_and_fires_once(db: Database, database_url: 
 
 
 async def test_two_processes_never_fire_the_same_timer(pg_url: str) -> None:
-    db = Database(pg_url)
-    from elevate_core.migrate import upgrade
-
-    from tests.contract.tables import TestBase
-
-    await upgrade(db)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(TestBase.metadata.create_all)
+    db = await migrated(pg_url, extra=[TestBase.metadata])
     due = datetime.now(UTC) - timedelta(seconds=1)
     async with db.transaction() as session:
         for n in range(300):

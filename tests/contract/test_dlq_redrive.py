@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.tables import Effect
-from tests.contract.test_outbox_consumer import record_effect, running
-from tests.helpers import create_topics, eventually, headers_of, read_to_end
+from tests.contract.test_outbox_consumer import record_effect
+from tests.harness import create_topics, eventually, headers_of, read_to_end, running
 
 REVOKE = RevokeRequested.ce_type
 ALICE = Person(user_name="alice", user_id="u-alice")

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.test_consumer_retries import _consumer, _publish, _topics
-from tests.contract.test_outbox_consumer import effect_count, record_effect, running
-from tests.helpers import create_topics, eventually, headers_of, read_to_end
+from tests.contract.test_outbox_consumer import effect_count, record_effect
+from tests.harness import create_topics, eventually, headers_of, read_to_end, running
 
 
 @dataclass(frozen=True)

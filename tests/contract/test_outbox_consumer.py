@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 from elevate_core.db import Database
@@ -20,7 +17,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.tables import Effect
-from tests.helpers import create_topics, data_of, eventually, headers_of, read_all
+from tests.harness import (
+    counted,
+    create_topics,
+    data_of,
+    eventually,
+    headers_of,
+    metric,
+    read_all,
+    running,
+)
 
 ALICE = Person(user_name="alice", user_id="u-alice")
 
@@ -44,17 +50,6 @@ async def effect_count(db: Database, source: str = "consumer") -> int:
                 )
             ).scalar_one()
         )
-
-
-@asynccontextmanager
-async def running(*workers: Consumer | OutboxRelay) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        yield
-    finally:
-        for w in workers:
-            await w.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
 
 
 async def test_round_trip(db: Database, kafka: KafkaBroker, topic_prefix: str) -> None:
@@ -125,8 +120,12 @@ async def test_rows_written_while_broker_down_are_delivered_in_key_order(
     relay = OutboxRelay(
         db, bootstrap_servers=own_kafka.bootstrap, client_id="relay-down", batch_size=200
     )
+    retries = {"component": "kafka-relay:relay-down"}
+    before = metric("elevate_retries_total", retries)
     async with running(relay):
-        await asyncio.sleep(2)  # the relay meets a dead broker and keeps the rows
+        # The relay met the dead broker twice (tried, failed, backed off, tried again):
+        # only then does "it kept the rows" say anything.
+        await counted("elevate_retries_total", before + 2, retries)
         async with db.sessions() as s:
             assert (
                 await s.execute(

@@ -18,8 +18,8 @@ from elevate_core.retry import RetryPolicy
 from elevate_local.kafka import KafkaBroker
 from sqlalchemy import select
 
-from tests.contract.test_outbox_consumer import revoke, running
-from tests.helpers import create_topics, data_of, eventually, headers_of, read_to_end
+from tests.contract.test_outbox_consumer import revoke
+from tests.harness import create_topics, data_of, eventually, headers_of, read_to_end, running
 
 FAST = RetryPolicy(base_delay=0.05, max_delay=0.3)
 

@@ -5,7 +5,6 @@ take the same path) stops every process it started."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import queue
@@ -21,6 +20,8 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from elevate_local import runs
 from elevate_local.ports import port_open
+
+from tests.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,12 +172,12 @@ async def test_dev_stack_starts_everything_and_stops_on_sigterm(tmp_path: Path) 
                 },
             )
             assert created.status_code == 202, created.text
-            status = ""
-            deadline = time.monotonic() + 120
-            while status != "active" and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                status = (await alice.get(created.headers["Location"])).json()["status"]
-            assert status == "active"
+
+            async def active() -> bool:
+                response = await alice.get(created.headers["Location"])
+                return bool(response.json()["status"] == "active")
+
+            await eventually(active, timeout=120, interval=0.5, what="the request active")
         assignments = sso.list_account_assignments(
             InstanceArn=instance["InstanceArn"],
             AccountId=sandbox,

@@ -29,6 +29,8 @@ from elevate_core.directory.errors import (
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port
 
+from tests import harness
+
 if TYPE_CHECKING:
     from mypy_boto3_identitystore import IdentityStoreClient
     from mypy_boto3_organizations import OrganizationsClient
@@ -367,14 +369,28 @@ async def test_background_refresh(
     async with directory:
         assert counter.calls["DescribeOrganization"] == 1
         assert counter.calls["ListPermissionSets"] >= 1
-        await asyncio.sleep(0.5)
-        assert counter.calls["DescribeOrganization"] >= 3
-        assert counter.calls["ListPermissionSets"] >= 3
+        await harness.eventually(lambda: _refreshed(counter, 3), what="three background refreshes")
         account = await directory.get_account(seeded.account_ids["sandbox-alice"])
         assert account.ou_path_names == "Sandbox"
     after_close = counter.total()
-    await asyncio.sleep(0.2)
+
+    # A witness running the same loop refreshes three more times: time enough for the closed
+    # directory's loop to have called AWS, had it survived the close.
+    witness_counter = CallCounter()
+    w_ids, w_org, w_sso = _clients(moto_endpoint)
+    witness_counter.attach(w_ids, w_org, w_sso)
+    witness = Directory(
+        identitystore=w_ids, organizations=w_org, sso_admin=w_sso, refresh_interval=0.05
+    )
+    async with witness:
+        await harness.eventually(
+            lambda: _refreshed(witness_counter, 4), what="the witness refreshing"
+        )
     assert counter.total() == after_close
+
+
+async def _refreshed(counter: CallCounter, times: int) -> bool:
+    return min(counter.calls["DescribeOrganization"], counter.calls["ListPermissionSets"]) >= times
 
 
 async def test_permission_sets_by_name(

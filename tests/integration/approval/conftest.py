@@ -4,8 +4,6 @@ says so) the real Kafka broker. Nothing is mocked: the directory is the real
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +23,7 @@ from elevate_core.clock import Clock, ManualClock
 from elevate_core.db import Database
 from elevate_core.directory.aws import Directory
 from elevate_core.events.base import Event
-from elevate_core.events.envelope import Envelope, new_envelope
+from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import (
     DecisionSubmitted,
     Person,
@@ -33,11 +31,11 @@ from elevate_core.events.models import (
     RequestSubmitted,
 )
 from elevate_core.kafka.consumer import Handler
-from elevate_core.migrate import upgrade
-from elevate_core.outbox import OutboxMessage
 from elevate_core.settings import Mode
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from sqlalchemy import select
+
+from tests import harness
 
 POLICY = """\
 schema_version: 1
@@ -105,10 +103,8 @@ def policy_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def approval_db(pg_url: str) -> AsyncIterator[Database]:
-    db = Database(pg_url)
-    await upgrade(db, SPEC.migrations)
-    yield db
-    await db.dispose()
+    async with harness.database(pg_url, SPEC.migrations) as db:
+        yield db
 
 
 def settings_for(
@@ -197,7 +193,7 @@ def requests(seeded: SeededOrganisation) -> Requests:
 
 
 def envelope(event: Event, *, subject: uuid.UUID, time: datetime | None = None) -> Envelope:
-    return new_envelope(event, source="elevate/request-api", subject=str(subject), time=time)
+    return harness.envelope(event, source="elevate/request-api", subject=str(subject), at=time)
 
 
 @dataclass
@@ -218,16 +214,7 @@ class InProcess:
 
     async def emitted(self, request_id: uuid.UUID | None = None) -> list[tuple[str, Any]]:
         """(class name, data) of every outbox event, in order."""
-        async with self.db.sessions() as session:
-            rows = (await session.execute(select(OutboxMessage).order_by(OutboxMessage.id))).all()
-        out: list[tuple[str, Any]] = []
-        for (row,) in rows:
-            if request_id is not None and row.key != str(request_id):
-                continue
-            ce_type = dict(row.headers)["ce_type"]
-            name = "".join(w.capitalize() for w in ce_type.split(".")[2:-1])
-            out.append((name, json.loads(row.value)))
-        return out
+        return [(e.name, e.data) for e in await harness.outbox(self.db, key=request_id)]
 
     async def row(self, request_id: uuid.UUID) -> ApprovalRequest:
         async with self.db.sessions() as session:
@@ -268,45 +255,28 @@ async def running_service(
     ctx: ServiceContext, *, clock: Clock | None = None
 ) -> AsyncIterator[ServiceContext]:
     """All of approval's workers (consumer, relay, timers, policy) in this process."""
-    tasks = [asyncio.create_task(w.run()) for w in ctx.workers]
-    try:
+    async with harness.running_service(ctx):
         yield ctx
-    finally:
-        for w in ctx.workers:
-            await w.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
 
 
-class DecisionsReader:
+class DecisionsReader(harness.TopicReader):
     """Reads `elevate.decisions.v1` from the beginning and keeps everything it saw."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from aiokafka import AIOKafkaConsumer
-
+        super().__init__(bootstrap, topic)
         self.records: list[tuple[str, str, Any]] = []  # (class name, ce_id, data)
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-        )
 
     async def __aenter__(self) -> DecisionsReader:
-        await self._consumer.start()
+        await super().__aenter__()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def poll(self) -> None:
-        batch = await self._consumer.getmany(timeout_ms=200)
-        for messages in batch.values():
-            for record in messages:
-                headers = {k: v.decode() for k, v in record.headers or ()}
-                ce_type = headers["ce_type"]
-                name = "".join(w.capitalize() for w in ce_type.split(".")[2:-1])
-                self.records.append((name, headers["ce_id"], json.loads(record.value)))
+    async def poll(self) -> list[Any]:
+        new = await super().poll()
+        for record in new:
+            headers = harness.headers_of(record)
+            name = harness.event_name(headers["ce_type"])
+            self.records.append((name, headers["ce_id"], harness.data_of(record)))
+        return new
 
     def of(self, request_id: uuid.UUID, name: str | None = None) -> list[tuple[str, str, Any]]:
         rid = str(request_id)
@@ -317,29 +287,7 @@ class DecisionsReader:
             and (name is None or r[0] == name)
         ]
 
-    async def wait_for(
-        self, check: Callable[[], bool], *, what: str, timeout: float = 60.0
-    ) -> None:
-        """Wait for an outcome (the timeout only bounds a broken run)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not check():
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
-            await self.poll()
-
 
 async def produce(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
     """Publish as request-api would: CloudEvents binary mode, key = request id."""
-    from aiokafka import AIOKafkaProducer
-    from elevate_core.events.envelope import encode
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        for env in envelopes:
-            value, headers = encode(env)
-            key = env.subject.encode() if env.subject else None
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
+    await harness.publish(bootstrap, topic, *envelopes)

@@ -4,11 +4,8 @@ feeds them, read back from `elevate.decisions.v1`."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +20,11 @@ from elevate_core.events.topics import Topics
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.outbox import OutboxMessage
 from elevate_core.timers import Timer
-from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from sqlalchemy import func, select
 
+from tests.harness import data_of, headers_of, outbox, read_to_end, spawn_service
 from tests.integration.approval.conftest import (
     DecisionsReader,
     Requests,
@@ -40,8 +37,6 @@ from tests.integration.approval.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -184,27 +179,28 @@ async def test_cancel_before_the_deciding_approval_and_after_it(
 
 
 def _service_process(
-    *, pg_url: str, kafka: KafkaBroker, prefix: str, policy: Path, moto: str, fail_points: str = ""
+    *,
+    pg_url: str,
+    kafka: KafkaBroker,
+    prefix: str,
+    policy: Path,
+    moto: str,
+    fail_points: str = "",
+    clock_offset: timedelta = timedelta(0),
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """approval as a process whose clock runs `clock_offset` ahead of the wall clock."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
-    env.update(
-        ELEVATE_MODE="test",
-        ELEVATE_HTTP_PORT=str(port),
-        ELEVATE_DATABASE_URL=pg_url,
-        ELEVATE_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        ELEVATE_TOPIC_PREFIX=prefix,
-        ELEVATE_POLICY_FILE=str(policy),
-        ELEVATE_AWS_ENDPOINT_URL=moto,
-        ELEVATE_FAIL_POINTS=fail_points,
-    )
-    proc = runs.spawn(
-        [sys.executable, "-m", "elevate_approval.main"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    settings = {
+        "http_port": port,
+        "database_url": pg_url,
+        "kafka_bootstrap_servers": kafka.bootstrap,
+        "topic_prefix": prefix,
+        "policy_file": policy,
+        "aws_endpoint_url": moto,
+        "fail_points": fail_points,
+    }
+    args = ["--clock-offset", str(clock_offset.total_seconds())]
+    proc = spawn_service("tests.integration.approval.service_process", settings, args=args)
     return proc, port
 
 
@@ -237,7 +233,7 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     requests: Requests,
 ) -> None:
     await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
-    policy = write_policy(tmp_path / "policy.yaml", one="10s")
+    policy = write_policy(tmp_path / "policy.yaml", one="1h")
     requests_topic, decisions_topic = topics(kafka, topic_prefix)
     launch = dict(
         pg_url=pg_url, kafka=kafka, prefix=topic_prefix, policy=policy, moto=moto_endpoint
@@ -245,6 +241,7 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     req = requests.submitted("AdministratorAccess")
     rid = str(req.request_id)
 
+    # Pending, then killed: an hour before its deadline by this process's clock.
     first, port = _service_process(**launch)  # type: ignore[arg-type]
     try:
         wait_for_port(port, timeout=60, what="approval")
@@ -262,33 +259,44 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    assert await _expiries(approval_db, rid) == (0, 0), "expired before the kill: timeout too short"
+    assert await _expiries(approval_db, rid) == (0, 0)
     async with approval_db.sessions() as s:
-        [due] = (await s.execute(select(Timer.due_at).where(Timer.key == rid))).scalars()
+        [(due, fired)] = (
+            await s.execute(select(Timer.due_at, Timer.fired_at).where(Timer.key == rid))
+        ).all()
     # The timer fires the grace after the deadline; the expiry is dated at the deadline.
     grace = timedelta(seconds=ApprovalSettings.model_fields["expiry_grace_seconds"].default)
-    assert due == submitted_at + timedelta(seconds=10) + grace
+    assert (due, fired) == (submitted_at + timedelta(hours=1) + grace, None)
 
-    # Restart after the deadline, dying inside the expiry handler before it commits.
-    while datetime.now(UTC) <= due:
-        await asyncio.sleep(0.2)
-    crashed, _ = _service_process(**launch, fail_points="timers.after_handler")  # type: ignore[arg-type]
+    # Restarted past the deadline (its clock an hour ahead), it dies inside the expiry
+    # handler: the fail point after the handler killing it shows the handler ran.
+    later = timedelta(hours=1, minutes=1)
+    crashed, _ = _service_process(
+        **launch,  # type: ignore[arg-type]
+        fail_points="timers.after_handler",
+        clock_offset=later,
+    )
     assert crashed.wait(timeout=60) == -signal.SIGKILL
     assert await _expiries(approval_db, rid) == (0, 0)
 
-    last, port = _service_process(**launch)  # type: ignore[arg-type]
+    last, port = _service_process(**launch, clock_offset=later)  # type: ignore[arg-type]
     try:
         async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
             await reader.wait_for(
                 lambda: bool(reader.of(req.request_id, "RequestExpired")), what="the expiry"
             )
             wait_for_port(port, timeout=60, what="approval")
-            await reader.poll()
     finally:
         last.terminate()
         last.wait(timeout=30)
     assert await _expiries(approval_db, rid) == (1, 1)
-    expired = reader.of(req.request_id, "RequestExpired")
+    expired_rows = [e for e in await outbox(approval_db, key=rid) if e.name == "RequestExpired"]
+    assert [e.sent for e in expired_rows] == [True]
+    # Everything the relay sent is now on the topic: exactly one expiry there too.
+    on_topic = [
+        r for r in await read_to_end(kafka.bootstrap, decisions_topic) if r.key == rid.encode()
+    ]
+    expired = [data_of(r) for r in on_topic if headers_of(r)["ce_type"].endswith("expired.v1")]
     assert len(expired) == 1
-    assert datetime.fromisoformat(expired[0][2]["pending_since"]) == submitted_at
-    assert datetime.fromisoformat(expired[0][2]["expired_at"]) == due - grace
+    assert datetime.fromisoformat(expired[0]["pending_since"]) == submitted_at
+    assert datetime.fromisoformat(expired[0]["expired_at"]) == due - grace

@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from aiokafka import AIOKafkaProducer
 from elevate_audit_ingest.main import create_app
 from elevate_audit_ingest.schemas import AuditSettings
 from elevate_core.events.base import Event
-from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
 
-from tests.helpers import create_topics
+from tests import harness
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,7 +61,7 @@ def trail(moto_endpoint: str) -> Iterator[Trail]:
 @pytest.fixture
 async def topics(kafka: KafkaBroker, topic_prefix: str) -> dict[Topics, str]:
     names = {t: f"{topic_prefix}{t.value}" for t in Topics}
-    await create_topics(kafka.bootstrap, *names.values())
+    await harness.create_topics(kafka.bootstrap, *names.values())
     return names
 
 
@@ -121,24 +119,10 @@ def activated(snap: RequestSnapshot, at: datetime) -> GrantActivated:
 
 
 async def publish(bootstrap: str, topic: str, *events: Event) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for event in events:
-            subject = str(getattr(event, "snapshot").request_id)  # noqa: B009
-            value, headers = encode(
-                new_envelope(event, source="elevate/grant-worker", subject=subject)
-            )
-            await producer.send_and_wait(topic, value=value, key=subject.encode(), headers=headers)
-    finally:
-        await producer.stop()
+    """grant-worker's events, as grant-worker publishes them."""
+    envelopes = [harness.envelope(e, source="elevate/grant-worker") for e in events]
+    await harness.publish(bootstrap, topic, *envelopes)
 
 
 async def publish_raw(bootstrap: str, topic: str, *values: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value=value, key=ACCOUNT.encode())
-    finally:
-        await producer.stop()
+    await harness.publish_raw(bootstrap, topic, *values, key=ACCOUNT.encode())

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from elevate_core.db import Database
+from elevate_audit_ingest.main import SPEC
 from elevate_core.events.topics import Topics
-from elevate_core.outbox import OutboxMessage
-from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
 from elevate_local.simulate_activity import deliver, session_records
-from sqlalchemy import select
 
-from tests.helpers import data_of, eventually, read_all
+from tests.harness import data_of, database, eventually, outbox, read_all, spawn_service
 from tests.integration.audit_ingest.conftest import (
     ACCOUNT,
     PERMISSION_SET,
@@ -30,26 +24,14 @@ from tests.integration.audit_ingest.conftest import (
     snapshot,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 CALLS = [("s3.amazonaws.com", f"GetObject{n}", True, {"key": f"k{n}"}) for n in range(11)]
 
 
 def start_service(settings: dict[str, Any], *, fail_points: str = "") -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
-    for name, value in settings.items():
-        if isinstance(value, timedelta):
-            value = f"PT{int(value.total_seconds())}S"
-        env[f"ELEVATE_{name.upper()}"] = str(value)
-    env.update(
-        ELEVATE_HTTP_PORT=str(free_port()),
-        ELEVATE_CLOUDTRAIL_PUBLISH_BATCH="4",
-        ELEVATE_FAIL_POINTS=fail_points,
-    )
-    return runs.spawn(
-        [sys.executable, "-m", "elevate_audit_ingest.main"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
+    overrides = {"http_port": free_port(), "cloudtrail_publish_batch": 4}
+    return spawn_service(
+        "elevate_audit_ingest.main",
+        {**settings, **overrides, "fail_points": fail_points},
         stderr=subprocess.PIPE,
     )
 
@@ -100,7 +82,6 @@ async def test_sigkill_mid_file_loses_nothing(
     assert trail.queued() == 1  # the notice survives the crash
 
     second = start_service(settings)
-    db = Database(pg_url)
     try:
 
         async def drained() -> bool:
@@ -114,19 +95,8 @@ async def test_sigkill_mid_file_loses_nothing(
     finally:
         second.terminate()
         await asyncio.to_thread(second.wait, 60)
-        async with db.sessions() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(OutboxMessage.value).where(
-                            OutboxMessage.topic == topics[Topics.AUDIT]
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        await db.dispose()
+    async with database(pg_url, SPEC.migrations) as db:
+        rows = [e for e in await outbox(db) if e.topic == topics[Topics.AUDIT]]
 
     documents = [data_of(r) for r in audit]
     assert {d["metadata"]["uid"] for d in documents if d["class_uid"] == 6003} == expected_ids

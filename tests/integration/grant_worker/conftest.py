@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,20 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from elevate_core.app import ServiceContext, bootstrap
 from elevate_core.clock import ManualClock
 from elevate_core.db import Database
 from elevate_core.events.base import Event
-from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
-from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.migrate import upgrade
 from elevate_core.notify import wake
-from elevate_core.outbox import OutboxMessage
 from elevate_core.timers import CHANNEL as TIMER_CHANNEL
 from elevate_grant_worker.aws import Triple
 from elevate_grant_worker.main import SPEC, StandingProvider, build
@@ -47,9 +42,10 @@ from elevate_local.postgres import PostgresCluster
 from elevate_request_api.consumers import project
 from elevate_request_api.main import SPEC as REQUEST_API
 from elevate_request_api.models import AccessRequest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from tests.helpers import eventually
+from tests import harness
+from tests.harness import eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_sso_admin import SSOAdminClient
@@ -152,25 +148,14 @@ def settings_for(
 
 
 class Publisher:
+    """Publishes events to this test's topics, as their writers would."""
+
     def __init__(self, kafka: KafkaBroker, prefix: str) -> None:
         self.kafka = kafka
         self.prefix = prefix
 
     async def __call__(self, *events: Event) -> None:
-        producer = idempotent_producer(self.kafka.bootstrap, client_id="test-publisher")
-        await producer.start()
-        try:
-            for event in events:
-                subject = str(getattr(event, "request_id", None) or event.snapshot.request_id)  # type: ignore[attr-defined]
-                value, headers = encode(new_envelope(event, source="elevate/test", subject=subject))
-                await producer.send_and_wait(
-                    f"{self.prefix}{event.topic}",
-                    value=value,
-                    key=subject.encode(),
-                    headers=headers,
-                )
-        finally:
-            await producer.stop()
+        await harness.publish_events(self.kafka.bootstrap, *events, prefix=self.prefix)
 
 
 @pytest.fixture
@@ -183,39 +168,36 @@ async def publish(kafka: KafkaBroker, topic_prefix: str) -> Publisher:
 class Running:
     ctx: ServiceContext
     clock: ManualClock
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    held: list[Any] = field(default_factory=list)
+    workers: harness.Workers = field(default_factory=harness.Workers)
 
     def start_held(self) -> None:
-        self.tasks += [asyncio.create_task(w.run()) for w in self.held]
-        self.held = []
+        self.workers.start_held()
 
     @property
     def worker(self) -> AssignmentWorker:
         return next(w for w in self.ctx.workers if isinstance(w, AssignmentWorker))
+
+    @property
+    def db(self) -> Any:
+        return self.ctx.db
 
     async def ended_events(self, request_id: uuid.UUID) -> int:
         return (await self.events(request_id)).count("ended")
 
     async def outbox_data(self, ce_type_part: str) -> list[tuple[str, Any]]:
         """(ce_type, data) of the outbox events whose type contains `ce_type_part`."""
-        async with self.db.sessions() as s:
-            rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
-            out = []
-            for row in rows:
-                ce_type = dict(row.headers)["ce_type"]
-                if ce_type_part in ce_type:
-                    out.append((ce_type, json.loads(row.value)))
-            return out
+        return [
+            (e.ce_type, e.data) for e in await harness.outbox(self.db) if ce_type_part in e.ce_type
+        ]
+
+    async def events(self, request_id: uuid.UUID | None = None) -> list[str]:
+        """Event verbs written to the outbox (for one request when given), in order."""
+        return [e.verb for e in await harness.outbox(self.db, key=request_id)]
 
     async def standing(self, t: Triple) -> str | None:
         async with self.db.sessions() as s:
             row = await s.get(Standing, (t.account_id, t.permission_set_arn, t.principal_id))
             return row.source if row is not None else None
-
-    @property
-    def db(self) -> Any:
-        return self.ctx.db
 
     def advance(self, delta: timedelta) -> None:
         self.clock.advance(delta)
@@ -235,16 +217,6 @@ class Running:
         g = await self.grant(request_id)
         assert g is not None
         return g
-
-    async def events(self, request_id: uuid.UUID | None = None) -> list[str]:
-        """ce_types written to the outbox (for one request when given), in order."""
-        async with self.db.sessions() as s:
-            rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
-            out = []
-            for row in rows:
-                if request_id is None or row.key == str(request_id):
-                    out.append(dict(row.headers)["ce_type"].split(".")[-2])
-            return out
 
     async def assignment(self, t: Triple) -> Assignment | None:
         async with self.db.sessions() as s:
@@ -271,45 +243,19 @@ async def running(
         return set(scope or ())
 
     build(ctx, settings, clock=clock, standing=standing, scope=scoped if scope else None)
-    for hook in ctx.startup:
-        await hook()
-    run = Running(ctx, clock)
-    run.held = [w for w in ctx.workers if hold_back(w)]
-    run.tasks = [asyncio.create_task(w.run()) for w in ctx.workers if w not in run.held]
     try:
-        yield run
+        # Tests cut workers off their database or AWS: a straggler is cancelled, not an error.
+        async with harness.running_service(
+            ctx, hold_back=hold_back, timeout=10, stragglers="cancel"
+        ) as workers:
+            yield Running(ctx, clock, workers)
     finally:
-        for w in ctx.workers:
-            await w.stop()
-        _done, pending = await asyncio.wait(run.tasks, timeout=10)
-        for t in pending:
-            t.cancel()
         await ctx.db.dispose()
 
 
 async def caught_up(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
     """Wait until `group` committed offsets at the end of every partition of `topic`."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
-
-        async def check() -> bool:
-            for tp in tps:
-                if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
-                    return False
-            return True
-
-        await eventually(check, timeout=timeout, what=f"{group} caught up on {topic}")
-    finally:
-        await consumer.stop()
+    await harness.processed_past(bootstrap, group, topic, timeout=timeout)
 
 
 Factory = Callable[..., GrantWorkerSettings]
@@ -355,27 +301,22 @@ class ReadModel:
 async def read_model(
     postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str, publish: Publisher
 ) -> AsyncIterator[ReadModel]:
-    db = Database(postgres.create_database(f"t_{uuid.uuid4().hex[:12]}"))
-    await upgrade(db, REQUEST_API.migrations)
-    consumer = Consumer(
-        db,
-        ConsumerConfig(
-            name=f"{topic_prefix}request-api.read-model",
-            topics=(f"{topic_prefix}{Topics.GRANTS}",),
-            bootstrap_servers=kafka.bootstrap,
-            dlq_topic=f"{topic_prefix}{Topics.DLQ}",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=2000,
-        ),
-        project,
-    )
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield ReadModel(db, consumer)
-    finally:
-        await consumer.stop()
-        await asyncio.wait_for(task, 30)
-        await db.dispose()
+    url = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    async with harness.database(url, REQUEST_API.migrations) as db:
+        consumer = Consumer(
+            db,
+            ConsumerConfig(
+                name=f"{topic_prefix}request-api.read-model",
+                topics=(f"{topic_prefix}{Topics.GRANTS}",),
+                bootstrap_servers=kafka.bootstrap,
+                dlq_topic=f"{topic_prefix}{Topics.DLQ}",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=2000,
+            ),
+            project,
+        )
+        async with harness.running(consumer):
+            yield ReadModel(db, consumer)
 
 
 # ---- a database link that can be cut (a partition between one worker and PostgreSQL) ----

@@ -4,37 +4,29 @@ must finish from its recorded intents — no orphan assignment, no duplicated ev
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from elevate_core.db import Database
 from elevate_core.events.models import Person, RevokeRequested
-from elevate_core.migrate import upgrade
-from elevate_core.outbox import OutboxMessage
 from elevate_grant_worker.main import SPEC
 from elevate_grant_worker.models import Assignment, Grant, Standing
 from elevate_grant_worker.service import grant_id_for
-from elevate_local import runs
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation
 from elevate_local.ports import free_port
 from sqlalchemy import func, select
 
-from tests.helpers import eventually
+from tests.harness import database, eventually, outbox, spawn_service
 from tests.integration.grant_worker.conftest import (
     Publisher,
     approval,
     assignment_exists,
     new_triple,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -44,34 +36,26 @@ def start(
     procs: list[subprocess.Popen[bytes]] = []
 
     def launch(fail_points: str = "") -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "ELEVATE_MODE": "test",
-            "ELEVATE_FAIL_POINTS": fail_points,
-            "ELEVATE_HTTP_PORT": str(free_port()),
-            "ELEVATE_DATABASE_URL": pg_url,
-            "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-            "ELEVATE_TOPIC_PREFIX": topic_prefix,
-            "ELEVATE_AWS_ENDPOINT_URL": proxy.endpoint_url,
-            "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
-            "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
-            "ELEVATE_LOG_LEVEL": "WARNING",
-            "ELEVATE_POLL_INITIAL_SECONDS": "0.05",
-            "ELEVATE_RETRY_BASE_SECONDS": "0.05",
-            "ELEVATE_RETRY_MAX_SECONDS": "0.5",
-            "ELEVATE_WORKER_POLL_SECONDS": "0.5",
-            "ELEVATE_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        settings = {
+            "fail_points": fail_points,
+            "http_port": free_port(),
+            "database_url": pg_url,
+            "kafka_bootstrap_servers": kafka.bootstrap,
+            "topic_prefix": topic_prefix,
+            "aws_endpoint_url": proxy.endpoint_url,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+            "log_level": "WARNING",
+            "poll_initial_seconds": 0.05,
+            "retry_base_seconds": 0.05,
+            "retry_max_seconds": 0.5,
+            "worker_poll_seconds": 0.5,
+            "consumer_session_timeout_ms": 6000,
             # A killed leader's lease must expire before the next one leads: keep it short.
-            "ELEVATE_LEADER_LEASE_SECONDS": "3",
-            "ELEVATE_AWS_TIMEOUT_SECONDS": "1",
+            "leader_lease_seconds": 3,
+            "aws_timeout_seconds": 1,
         }
-        proc = runs.spawn(
-            [sys.executable, "-m", "elevate_grant_worker.main"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = spawn_service("elevate_grant_worker.main", settings)
         procs.append(proc)
         return proc
 
@@ -87,10 +71,8 @@ def start(
 
 @pytest.fixture
 async def db(pg_url: str) -> AsyncIterator[Database]:
-    database = Database(pg_url)
-    await upgrade(database, SPEC.migrations)
-    yield database
-    await database.dispose()
+    async with database(pg_url, SPEC.migrations) as migrated:
+        yield migrated
 
 
 async def killed(proc: subprocess.Popen[bytes]) -> None:
@@ -111,9 +93,7 @@ async def wait_state(db: Database, request_id: object, wanted: str) -> None:
 
 
 async def events(db: Database, request_id: object) -> list[str]:
-    async with db.sessions() as s:
-        rows = (await s.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
-        return [dict(r.headers)["ce_type"].split(".")[-2] for r in rows if r.key == str(request_id)]
+    return [e.verb for e in await outbox(db, key=request_id)]
 
 
 CASES = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 
@@ -153,22 +152,32 @@ async def test_replaying_decisions_never_touches_ended_grants(
     writes_before = sum(proxy.count(op) for op in WRITES)
     topic = f"{topic_prefix}{Topics.DECISIONS}"
 
-    # Into the existing database, from the earliest offset (a new consumer group).
-    async with running(make_settings(consumer_group_suffix=".replay1"), clock=clock):
+    # Into the existing database, from the earliest offset (a new consumer group). A later
+    # approval whose window has passed is the marker: the worker settles it (ended, no AWS
+    # call) only in a scan after the replay was recorded, so once it has ended, anything
+    # the replayed approvals were going to make the worker do has been done.
+    marker_triple = new_triple(seeded)
+    marker = approval(marker_triple, start=T0, end=T0 + timedelta(minutes=1))
+    async with running(make_settings(consumer_group_suffix=".replay1"), clock=clock) as w1:
         await caught_up(kafka.bootstrap, f"{topic_prefix}grant-worker.decisions.replay1", topic)
-        await asyncio.sleep(0.5)
-    # Into an empty database.
+        await publish(marker)
+        settled = await w1.wait_state(marker.snapshot.request_id, "ended")
+        assert settled.end_reason == "expired"
+        for g in grants:
+            assert await w1.events(g.snapshot.request_id) == ["activated", "ended"]
+    assert sum(proxy.count(op) for op in WRITES) == writes_before
 
+    # Into an empty database.
     fresh = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")  # type: ignore[attr-defined]
     async with running(
         make_settings(pg_url=fresh, consumer_group_suffix=".replay2"), clock=clock
     ) as w2:
         await caught_up(kafka.bootstrap, f"{topic_prefix}grant-worker.decisions.replay2", topic)
-        for g in grants:
+        for g in [*grants, marker]:
             lapsed = await w2.wait_state(g.snapshot.request_id, "ended")
             assert lapsed.end_reason == "expired"  # their window passed: never served again
             assert lapsed.activated_at is None
             assert await w2.events(g.snapshot.request_id) == ["ended"]
     assert sum(proxy.count(op) for op in WRITES) == writes_before
-    for t in triples:
+    for t in [*triples, marker_triple]:
         assert assignment_exists(sso, seeded, t) == 0  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
 
-from tests.helpers import create_topics
+from tests import harness
 
 ROOT = Path(__file__).resolve().parents[3]
 AUDIENCE = "elevate-portal"
@@ -134,7 +134,7 @@ async def start_api(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-    await create_topics(
+    await harness.create_topics(
         kafka.bootstrap,
         *(
             f"{topic_prefix}elevate.{t}.v1"

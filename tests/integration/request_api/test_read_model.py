@@ -11,9 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from elevate_core.events.base import Event
-from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import (
     GrantActivated,
     GrantEnded,
@@ -27,7 +25,7 @@ from elevate_core.events.models import (
     RequestSnapshot,
 )
 
-from tests.helpers import eventually
+from tests.harness import eventually, processed_past, publish_events, publish_raw
 from tests.integration.request_api.conftest import Api
 
 NOW = datetime.now(UTC)
@@ -40,22 +38,10 @@ class Emitter:
         self.api = api
 
     async def send(self, *events: Event) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.api.settings.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            for event in events:
-                rid = _request_id(event)
-                env = new_envelope(event, source="elevate/test", subject=rid)
-                value, headers = encode(env)
-                topic = f"{self.api.settings.topic_prefix}{event.topic}"
-                await producer.send_and_wait(topic, value, key=rid.encode(), headers=headers)
-        finally:
-            await producer.stop()
-
-
-def _request_id(event: Event) -> str:
-    rid = getattr(event, "request_id", None) or getattr(event, "snapshot").request_id  # noqa: B009
-    return str(rid)
+        settings = self.api.settings
+        await publish_events(
+            settings.kafka_bootstrap_servers, *events, prefix=settings.topic_prefix
+        )
 
 
 async def submit(api: Api) -> tuple[str, RequestSnapshot]:
@@ -245,24 +231,17 @@ async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
         )
         parsed = parse_record(raw)
         records.append(api_activity(parsed, correlate(parsed, [window], grace=timedelta(hours=1))))
-    producer = AIOKafkaProducer(bootstrap_servers=api.settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for record in [records[0], records[0], records[1]]:  # a duplicate, an uncovered one
-            await producer.send_and_wait(
-                f"{api.settings.topic_prefix}elevate.audit.v1",
-                json.dumps(record).encode(),
-                key=rid.encode(),
-            )
-    finally:
-        await producer.stop()
-
-    async def attached() -> bool:
-        async with api.client("alice") as alice:
-            return bool((await alice.get(f"/v1/requests/{rid}")).json()["activity"])
-
-    await eventually(attached, what="activity on the request")
-    await asyncio.sleep(1)  # a (wrong) duplicate would land meanwhile
+    bootstrap, prefix = api.settings.kafka_bootstrap_servers, api.settings.topic_prefix
+    duplicated_and_uncovered = [records[0], records[0], records[1]]
+    await publish_raw(
+        bootstrap,
+        f"{prefix}elevate.audit.v1",
+        *(json.dumps(r).encode() for r in duplicated_and_uncovered),
+        key=rid.encode(),
+    )
+    # request-api's activity consumer has handled (and committed) all three: whatever they
+    # were going to attach is attached.
+    await processed_past(bootstrap, f"{prefix}request-api.activity", f"{prefix}elevate.audit.v1")
     async with api.client("alice") as alice:
         activity = (await alice.get(f"/v1/requests/{rid}")).json()["activity"]
     assert [(a["operation"], a["severity"]) for a in activity] == [("ListBuckets", "informational")]
