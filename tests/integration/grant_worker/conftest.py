@@ -208,6 +208,19 @@ class Running:
         async with self.db.sessions() as s:
             return await s.get(Grant, grant_id_for(request_id))  # type: ignore[no-any-return]
 
+    async def passed_a_scan(self, publish: Any, seeded: SeededOrganisation) -> None:
+        """A positive signal that the worker has scanned on the current clock: an approval
+        whose window is already over (on a new triple) is settled, with no AWS call, only
+        by a scan — so whatever the clock's last advance was going to make the worker do
+        has been done once this returns."""
+        now = self.clock.now()
+        marker = approval(
+            new_triple(seeded), start=now - timedelta(minutes=2), end=now - timedelta(minutes=1)
+        )
+        await publish(marker)
+        settled = await self.wait_state(marker.snapshot.request_id, "ended")
+        assert settled.end_reason == "expired"
+
     async def wait_state(self, request_id: uuid.UUID, *states: str, timeout: float = 60) -> Grant:
         async def check() -> bool:
             g = await self.grant(request_id)

@@ -365,6 +365,7 @@ async def test_stopping_a_scheduled_grant_ends_it_visibly(
         assert g.assignment_removed is False
         await read_model.wait_status(rid, STATUS[kind])
         w.advance(HOUR)  # its start passes: it stays ended, nothing is created
+        await w.passed_a_scan(publish, seeded)
         assert await w.events(rid) == ["scheduled", "ended"]
     assert proxy.calls_of("CreateAccountAssignment") == []
     assert assignment_exists(sso, seeded, t) == 0  # type: ignore[arg-type]

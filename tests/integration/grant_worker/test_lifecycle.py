@@ -48,6 +48,7 @@ async def test_approve_activate_end_removes_assignment(
         # Timers and replays of the same approval change nothing more.
         await publish(approved)
         w.advance(HOUR)
+        await w.passed_a_scan(publish, seeded)
         assert await w.events(rid) == ["activated", "ended"]
 
 
