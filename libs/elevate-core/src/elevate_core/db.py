@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -159,6 +161,13 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock at BEGIN: a read-then-write transaction can then never fail
     # with SQLITE_BUSY halfway (the single-replica default serialises writers anyway).
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert_for(session: AsyncSession, table: Any) -> Any:
+    """`INSERT` for this session's backend, so callers can add `.on_conflict_do_nothing()`
+    (both PostgreSQL's and SQLite's dialects have it; the generic insert does not)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def utcnow() -> datetime:

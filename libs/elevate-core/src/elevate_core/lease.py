@@ -32,12 +32,10 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy import BigInteger, Integer, String, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from elevate_core.db import Base, Database, UTCDateTime, utcnow
+from elevate_core.db import Base, Database, UTCDateTime, insert_for, utcnow
 from elevate_core.errors import ElevateError
 
 log = logging.getLogger(__name__)
@@ -112,9 +110,8 @@ class Lease:
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         async with self.db.transaction() as session:
             now = await self._now(session)
-            insert = pg_insert if not self.db.is_sqlite else sqlite_insert
             await session.execute(
-                insert(LeaseRow)
+                insert_for(session, LeaseRow)
                 .values(name=self.name, holder="", epoch=0, expires_at=now)
                 .on_conflict_do_nothing()
             )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from elevate_core.db import insert_for
 from elevate_core.events.base import Event
 from elevate_core.events.models import (
     DriftDetected,
@@ -33,8 +34,6 @@ from elevate_core.notify import mark
 from elevate_core.outbox import Outbox
 from sqlalchemy import event, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker.aws import Triple
@@ -76,12 +75,6 @@ def snapshot_of(grant: Grant) -> RequestSnapshot:
     return RequestSnapshot.model_validate(grant.snapshot)
 
 
-def _insert(session: AsyncSession) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for this session's backend."""
-    sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
-    return sqlite_insert if sqlite else pg_insert
-
-
 async def _emit(session: AsyncSession, outbox: Outbox, grant: Grant, event: Event) -> None:
     await outbox.add(session, event, subject=grant.request_id)
 
@@ -99,7 +92,7 @@ async def _grant_row(session: AsyncSession, request_id: str, *, now: datetime) -
     same request both come through here, so they serialise on this one row."""
     grant_id = grant_id_for(request_id)
     await session.execute(
-        _insert(session)(Grant)
+        insert_for(session, Grant)
         .values(
             grant_id=grant_id,
             request_id=request_id,
@@ -210,7 +203,7 @@ async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> Tripl
     row = await session.get(Assignment, key, with_for_update=True, populate_existing=True)
     if row is None:  # first look at this triple (a concurrent first look may win the insert)
         await session.execute(
-            _insert(session)(Assignment)
+            insert_for(session, Assignment)
             .values(
                 account_id=key[0],
                 permission_set_arn=key[1],
@@ -365,7 +358,7 @@ async def manage(
     session: AsyncSession, account_id: str, permission_set_arn: str, *, now: datetime
 ) -> None:
     await session.execute(
-        _insert(session)(ManagedPair)
+        insert_for(session, ManagedPair)
         .values(account_id=account_id, permission_set_arn=permission_set_arn, since=now)
         .on_conflict_do_nothing()
     )

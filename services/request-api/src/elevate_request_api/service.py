@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
+from elevate_core.db import insert_for
 from elevate_core.directory.errors import (
     AccountNotFoundError,
     DirectoryError,
@@ -103,9 +104,7 @@ async def _claim_idempotency_key(
         "created_at": now,
     }
     result = await session.execute(
-        store.insert_ignoring_conflicts(session, IdempotencyKey)
-        .values(**values)
-        .on_conflict_do_nothing()
+        insert_for(session, IdempotencyKey).values(**values).on_conflict_do_nothing()
     )
     if getattr(result, "rowcount", 0):
         return None

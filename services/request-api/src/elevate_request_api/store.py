@@ -11,14 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+from elevate_core.db import insert_for
 from elevate_core.events.base import event_class_for
 from elevate_core.events.envelope import Envelope
 from elevate_core.notify import mark
 from sqlalchemy import and_, delete, or_, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_request_api import domain
@@ -30,11 +28,6 @@ STATUS_CHANNEL = "elevate_request_status"
 
 def _dialect(session: AsyncSession) -> str:
     return session.bind.dialect.name if session.bind is not None else "sqlite"
-
-
-def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
-    insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
-    return insert(table)
 
 
 async def lock(session: AsyncSession, request_id: uuid.UUID) -> AccessRequest | None:
@@ -59,7 +52,7 @@ async def record(session: AsyncSession, envelope: Envelope) -> AccessRequest | N
         return None  # drift and standing-assignment events concern no request
     await lock(session, request_id)
     await session.execute(
-        insert_ignoring_conflicts(session, RequestEvent)
+        insert_for(session, RequestEvent)
         .values(
             event_id=envelope.id,
             request_id=request_id,

@@ -9,12 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Index, String, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from elevate_core.db import Base, UTCDateTime, utcnow
+from elevate_core.db import Base, UTCDateTime, insert_for, utcnow
 
 
 class ProcessedEvent(Base):
@@ -31,9 +29,7 @@ async def claim_event(session: AsyncSession, *, consumer: str, event_id: str) ->
     """Record `event_id` as processed in this transaction; False if it already was."""
     now = utcnow()
     values = {"consumer": consumer, "event_id": event_id, "processed_at": now}
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(ProcessedEvent).values(**values).on_conflict_do_nothing()
+    stmt = insert_for(session, ProcessedEvent).values(**values).on_conflict_do_nothing()
     result = await session.execute(stmt)
     if getattr(result, "rowcount", 0):
         return True
