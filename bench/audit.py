@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
-from elevate_audit_ingest.correlate import parse_record
+from elevate_audit_ingest.domain import parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
 from elevate_audit_ingest.service import CorrelationConfig

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from elevate_audit_ingest.main import create_app
-from elevate_audit_ingest.schemas import AuditSettings
+from elevate_audit_ingest.settings import AuditSettings
 from elevate_core.events.base import Event
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.events.topics import Topics

@@ -203,7 +203,7 @@ async def _first(seen: list[dict[str, Any]]) -> bool:
 async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
     """OCSF records audit-ingest publishes (built here with its own mapping) become the
     request's activity; uncovered and assign/revoke records do not."""
-    from elevate_audit_ingest.correlate import GrantWindow, correlate, parse_record
+    from elevate_audit_ingest.domain import GrantWindow, correlate, parse_record
     from elevate_audit_ingest.ocsf import api_activity
     from elevate_local.simulate_activity import call_record
 

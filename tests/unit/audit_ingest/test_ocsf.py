@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from elevate_audit_ingest import ocsf
-from elevate_audit_ingest.correlate import (
+from elevate_audit_ingest.domain import (
     Correlation,
     GrantWindow,
     Outcome,

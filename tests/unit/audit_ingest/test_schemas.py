@@ -7,7 +7,6 @@ import json
 
 import pytest
 from elevate_audit_ingest.schemas import (
-    AuditSettings,
     LogFileError,
     NoticeError,
     ObjectRef,
@@ -15,6 +14,7 @@ from elevate_audit_ingest.schemas import (
     parse_log_file,
     parse_notice,
 )
+from elevate_audit_ingest.settings import AuditSettings
 from elevate_local.simulate_activity import sns_notice
 
 KEY = (

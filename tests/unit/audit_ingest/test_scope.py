@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from elevate_audit_ingest.correlate import Outcome, correlate, parse_record
+from elevate_audit_ingest.domain import Outcome, correlate, parse_record
 from elevate_local.simulate_activity import call_record
 
 AT = datetime(2026, 5, 1, 12, tzinfo=UTC)

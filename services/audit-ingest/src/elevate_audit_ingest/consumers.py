@@ -11,7 +11,7 @@ from elevate_core.kafka.consumer import Handler
 from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_audit_ingest.correlate import unwrap
+from elevate_audit_ingest.domain import unwrap
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.service import CorrelationConfig, handle_record
 

@@ -32,10 +32,9 @@ from elevate_core.kafka.producer import LazyProducer, idempotent_producer
 from elevate_core.retry import DEFAULT_POLICY, Retrying
 from sqlalchemy import select
 
-from elevate_audit_ingest.correlate import RecordError, parse_time
+from elevate_audit_ingest.domain import RecordError, parse_time
 from elevate_audit_ingest.models import QuarantinedFile
 from elevate_audit_ingest.schemas import (
-    AuditSettings,
     LogFileError,
     NoticeError,
     ObjectRef,
@@ -44,6 +43,7 @@ from elevate_audit_ingest.schemas import (
     parse_notice,
 )
 from elevate_audit_ingest.service import LAG, QUARANTINED, RECORDS_IN, RECORDS_OUT
+from elevate_audit_ingest.settings import AuditSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

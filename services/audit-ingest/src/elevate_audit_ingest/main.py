@@ -27,9 +27,9 @@ from fastapi import FastAPI
 
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key, grants_handler
 from elevate_audit_ingest.ingest import TrailIngestor, aws_clients
-from elevate_audit_ingest.schemas import AuditSettings
 from elevate_audit_ingest.scope import PolicyScope
 from elevate_audit_ingest.service import CorrelationConfig, ManagedScope
+from elevate_audit_ingest.settings import AuditSettings
 from elevate_audit_ingest.timers import PENDING_TIMER, pending_record_handler
 
 SPEC = ServiceSpec(

@@ -23,7 +23,7 @@ from ocsf._base import OCSFBaseModel
 from ocsf.v1_7_0.events import ApiActivity, UserAccess
 from ocsf.v1_7_0.objects import Cloud
 
-from elevate_audit_ingest.correlate import (
+from elevate_audit_ingest.domain import (
     Correlation,
     GrantWindow,
     Outcome,

@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest import ocsf
-from elevate_audit_ingest.correlate import (
+from elevate_audit_ingest.domain import (
     Correlation,
     GrantWindow,
     Outcome,

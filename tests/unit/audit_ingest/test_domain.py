@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from elevate_audit_ingest.correlate import (
+from elevate_audit_ingest.domain import (
     GrantWindow,
     Outcome,
     RecordError,
