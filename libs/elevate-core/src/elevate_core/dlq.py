@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from elevate_core.db import Base, Database, UTCDateTime, utcnow
-from elevate_core.events.topics import CATALOG, Topics
+from elevate_core.events.topics import Topics
+from elevate_core.kafka import acls
 from elevate_core.notify import mark
 from elevate_core.outbox import CHANNEL, OutboxMessage
 from elevate_core.settings import Settings
@@ -83,8 +84,12 @@ class Outcome:
 
 
 def topics_written_by(service: str, *, prefix: str = "") -> set[str]:
-    """The topics `service` is the one writer of (from the topic catalog)."""
-    return {f"{prefix}{spec.name}" for spec in CATALOG if spec.writer == service}
+    """The topics `service` writes events to (from the ACL table; the DLQ aside)."""
+    try:
+        principal = acls.Principal(service)
+    except ValueError:
+        return set()
+    return {f"{prefix}{topic}" for topic in acls.writes(principal) - {Topics.DLQ}}
 
 
 async def read_dead_letters(

@@ -1,4 +1,4 @@
-"""The topic catalog: one writer per topic, so Kafka ACLs decide who may say what."""
+"""The topic catalog. Who may write and read each topic: elevate_core.kafka.acls."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ class Topics(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: Topics
-    writer: str
     partitions: int = 6
 
 
 CATALOG: tuple[TopicSpec, ...] = (
-    TopicSpec(Topics.REQUESTS, "request-api"),
-    TopicSpec(Topics.DECISIONS, "approval"),
-    TopicSpec(Topics.GRANTS, "grant-worker"),
-    TopicSpec(Topics.CLOUDTRAIL, "audit-ingest"),
-    TopicSpec(Topics.AUDIT, "audit-ingest"),
-    TopicSpec(Topics.DLQ, "every consumer", partitions=1),
+    TopicSpec(Topics.REQUESTS),
+    TopicSpec(Topics.DECISIONS),
+    TopicSpec(Topics.GRANTS),
+    TopicSpec(Topics.CLOUDTRAIL),
+    TopicSpec(Topics.AUDIT),
+    TopicSpec(Topics.DLQ, partitions=1),
 )

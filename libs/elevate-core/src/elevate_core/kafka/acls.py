@@ -1,0 +1,132 @@
+"""Who may say what on Kafka: the one ACL table (ARCHITECTURE.md, "one writer per topic").
+
+Every topic has one writer — a forged `RequestApproved` from anyone but approval must be
+refused by the broker, not noticed later — and the readers that consume it. Two rows are
+explicit exceptions: `elevate.dlq.v1`, written by every service that consumes, and
+`elevate.cloudtrail.v1`, written by audit-ingest's ingest and, optionally, by one external
+CloudTrail producer. Consumer groups are granted by prefix (a replay's new
+`ELEVATE_CONSUMER_GROUP_SUFFIX` stays inside it); no service uses transactions, so no
+transactional id is granted. Creating topics and ACLs is the admin principal's alone.
+
+This table is the only declaration: the local broker's ACLs, the docs and (later) the
+Helm chart's Strimzi `KafkaUser`s and MSK IAM policies are derived from it, and a test
+checks it against the consumers and writers each service actually builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from elevate_core.events.topics import Topics
+
+
+class Principal(StrEnum):
+    """Kafka principals (SCRAM user names; Strimzi KafkaUser / IAM role names)."""
+
+    REQUEST_API = "request-api"
+    APPROVAL = "approval"
+    GRANT_WORKER = "grant-worker"
+    AUDIT_INGEST = "audit-ingest"
+    # Outside Elevate: an operator's tools, a CloudTrail producer, the SIEM.
+    ADMIN = "elevate-admin"
+    CLOUDTRAIL_PRODUCER = "cloudtrail-producer"
+    SIEM = "siem"
+
+
+SERVICES: tuple[Principal, ...] = (
+    Principal.REQUEST_API,
+    Principal.APPROVAL,
+    Principal.GRANT_WORKER,
+    Principal.AUDIT_INGEST,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAccess:
+    topic: Topics
+    writers: tuple[Principal, ...]
+    readers: tuple[Principal, ...]
+    why: str = ""
+
+
+ACL_TABLE: tuple[TopicAccess, ...] = (
+    TopicAccess(
+        Topics.REQUESTS,
+        writers=(Principal.REQUEST_API,),
+        readers=(Principal.APPROVAL, Principal.GRANT_WORKER, Principal.REQUEST_API),
+    ),
+    TopicAccess(
+        Topics.DECISIONS,
+        writers=(Principal.APPROVAL,),
+        readers=(Principal.GRANT_WORKER, Principal.REQUEST_API),
+    ),
+    TopicAccess(
+        Topics.GRANTS,
+        writers=(Principal.GRANT_WORKER,),
+        readers=(Principal.AUDIT_INGEST, Principal.GRANT_WORKER, Principal.REQUEST_API),
+    ),
+    TopicAccess(
+        Topics.CLOUDTRAIL,
+        writers=(Principal.AUDIT_INGEST, Principal.CLOUDTRAIL_PRODUCER),
+        readers=(Principal.AUDIT_INGEST,),
+        why="exception: an external producer may deliver CloudTrail records directly",
+    ),
+    TopicAccess(
+        Topics.AUDIT,
+        writers=(Principal.AUDIT_INGEST,),
+        readers=(Principal.REQUEST_API, Principal.SIEM),
+    ),
+    TopicAccess(
+        Topics.DLQ,
+        writers=SERVICES,
+        readers=(Principal.ADMIN,),
+        why="exception: every consumer dead-letters what it cannot handle; operators read "
+        "it to re-drive (through the original writer's outbox, never by producing)",
+    ),
+)
+
+#: Consumer-group prefix each principal may use (its consumers' names start with it).
+GROUP_PREFIXES: dict[Principal, str] = {
+    Principal.REQUEST_API: "request-api.",
+    Principal.APPROVAL: "approval",
+    Principal.GRANT_WORKER: "grant-worker.",
+    Principal.AUDIT_INGEST: "audit-ingest.",
+}
+
+
+def access_of(topic: Topics) -> TopicAccess:
+    return next(row for row in ACL_TABLE if row.topic is topic)
+
+
+def writes(principal: Principal) -> frozenset[Topics]:
+    return frozenset(row.topic for row in ACL_TABLE if principal in row.writers)
+
+
+def reads(principal: Principal) -> frozenset[Topics]:
+    return frozenset(row.topic for row in ACL_TABLE if principal in row.readers)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Grant:
+    """One allowed (principal, operation, resource) — what the broker is told to allow."""
+
+    principal: Principal
+    operation: str  # WRITE | READ | DESCRIBE
+    resource: str  # "topic" | "group"
+    name: str
+    prefixed: bool = False
+
+
+def grants(*, topic_prefix: str = "") -> list[Grant]:
+    """Every ACL the broker should hold, and nothing else (deny by default)."""
+    out: set[Grant] = set()
+    for row in ACL_TABLE:
+        name = f"{topic_prefix}{row.topic}"
+        for principal in row.writers:
+            out |= {Grant(principal, op, "topic", name) for op in ("WRITE", "DESCRIBE")}
+        for principal in row.readers:
+            out |= {Grant(principal, op, "topic", name) for op in ("READ", "DESCRIBE")}
+    for principal, group in GROUP_PREFIXES.items():
+        out.add(Grant(principal, "READ", "group", f"{topic_prefix}{group}", prefixed=True))
+    return sorted(out)
