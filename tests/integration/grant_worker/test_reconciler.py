@@ -56,7 +56,12 @@ async def test_fifty_grants_expiring_together_under_throttling_never_fail_to_rev
     for fault in ("throttle", "conflict"):
         proxy.add_rule(FaultRule(fault=fault, rate=0.15))  # 30 % of calls answered "not now"
     proxy.add_rule(FaultRule(fault="in_progress", polls=2))
-    settings = make_settings(aws_calls_per_second=40)  # default attempts and alerts
+    # Default attempts and alerts. The product's own AWS timeout (5 s), not the tests' 2 s:
+    # a write whose answer a loaded machine delivers after the client gave up is ambiguous,
+    # nobody polls its status, and the proxy would count it in flight for good.
+    settings = make_settings(
+        aws_calls_per_second=40, aws_timeout_seconds=5.0, leader_lease_seconds=15.0
+    )
     accounts = ["payments-staging", "sandbox-shared", "data-prod"]
     triples = [new_triple(seeded, account=accounts[n % 3]) for n in range(50)]
     grants = [approval(t, start=T0 - timedelta(minutes=1), end=T0 + HOUR) for t in triples]
