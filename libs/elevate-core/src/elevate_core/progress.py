@@ -36,6 +36,7 @@ class TopicProgress:
         self._partitions: list[TopicPartition] = []
         self._committed: tuple[float, dict[str, int]] | None = None
         self._lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
 
     async def _start(self) -> None:
         if self._admin is not None and self._consumer is not None and self._partitions:
@@ -107,12 +108,10 @@ class TopicProgress:
 
     async def run(self) -> None:
         """As a service worker: nothing to do until `stop` closes the clients."""
-        self._stopped = asyncio.Event()
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        if getattr(self, "_stopped", None) is not None:
-            self._stopped.set()
+        self._stopped.set()
         await self.close()
 
     async def close(self) -> None:

@@ -142,7 +142,8 @@ class OutboxRelay:
                         continue
                     published = await self.publish_once()
                     retrying.succeeded()
-                    await self.backlog.refresh(force=published < self.batch_size)
+                    # Just drained: show it at once; otherwise at most once a second.
+                    await self.backlog.refresh(force=0 < published < self.batch_size)
                     if published == 0:
                         await waiter.wait(self._idle_wait())
                 except asyncio.CancelledError:

@@ -245,6 +245,16 @@ def set_assignment(row: Assignment, state: AssignmentState, *, now: datetime) ->
     row.updated_at = now
 
 
+def confirmed(row: Assignment, state: AssignmentState, *, now: datetime) -> None:
+    """AWS confirmed the write: the assignment is `state`, its tries and alert are over,
+    and the triple is looked at again at once (its grants move on)."""
+    set_assignment(row, state, now=now)
+    row.attempts = 0
+    row.last_error = None
+    row.alerted = False
+    row.next_check_at = now
+
+
 async def settle(
     session: AsyncSession, ts: TripleState, plan: Plan, *, outbox: Outbox, now: datetime
 ) -> None:

@@ -174,11 +174,7 @@ class AwsSteps:
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
-            service.set_assignment(ts.assignment, AssignmentState.PRESENT, now=now)
-            ts.assignment.attempts = 0
-            ts.assignment.last_error = None
-            ts.assignment.alerted = False
-            ts.assignment.next_check_at = now
+            service.confirmed(ts.assignment, AssignmentState.PRESENT, now=now)
             await self._restored(session, ts)
             after = await self.w.advance(session, ts, now=now)  # activate, in this transaction
             ts.assignment.epoch = await self.w.lease.check(session)
@@ -267,11 +263,7 @@ class AwsSteps:
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
-            service.set_assignment(ts.assignment, AssignmentState.ABSENT, now=now)
-            ts.assignment.attempts = 0
-            ts.assignment.alerted = False
-            ts.assignment.last_error = None
-            ts.assignment.next_check_at = now
+            service.confirmed(ts.assignment, AssignmentState.ABSENT, now=now)
             for grant in ts.grants:
                 if grant.state == GrantState.ACTIVE.value:
                     since = grant.stop_at or grant.end_at or now

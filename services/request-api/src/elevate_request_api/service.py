@@ -123,9 +123,10 @@ async def _claim_idempotency_key(
 async def _publish(
     session: AsyncSession, state: ApiState, event: Event, *, request_id: uuid.UUID, now: datetime
 ) -> AccessRequest:
-    """Queue the event and fold it into the read model in the same transaction."""
+    """Queue the event and fold it into the read model in the same transaction (the
+    caller holds the request's lock, or the request is new and nobody else knows it)."""
     envelope = await state.outbox.add_envelope(session, event, subject=str(request_id), time=now)
-    row = await store.record(session, envelope)
+    row = await store.fold_in(session, envelope, request_id)
     assert row is not None  # the request is known: it was checked or just submitted
     return row
 

@@ -44,13 +44,19 @@ async def lock(session: AsyncSession, request_id: uuid.UUID) -> AccessRequest | 
 
 
 async def record(session: AsyncSession, envelope: Envelope) -> AccessRequest | None:
-    """Keep `envelope` in its request's log and fold it in. Returns the request's row,
-    or None while its request is not known yet (the event waits in the log)."""
-    event = envelope.event()
-    request_id = domain.request_id_of(event)
+    """Keep a consumed event in its request's log and fold it in. Returns the request's
+    row, or None while its request is not known yet (the event waits in the log)."""
+    request_id = domain.request_id_of(envelope.event())
     if not isinstance(request_id, uuid.UUID):
         return None  # drift and standing-assignment events concern no request
     await lock(session, request_id)
+    return await fold_in(session, envelope, request_id)
+
+
+async def fold_in(
+    session: AsyncSession, envelope: Envelope, request_id: uuid.UUID
+) -> AccessRequest | None:
+    """`record` for a caller that already holds the request's `lock` (the API's writes)."""
     await session.execute(
         insert_for(session, RequestEvent)
         .values(
