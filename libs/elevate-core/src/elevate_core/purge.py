@@ -29,10 +29,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Database
@@ -88,24 +90,27 @@ class PurgeHook:
     batch: PurgeBatch
 
 
-def _rowcount(result: object) -> int:
+async def delete_batch(
+    session: AsyncSession, model: Any, keys: Sequence[Any], where: ColumnElement[bool], limit: int
+) -> int:
+    """Delete at most `limit` rows of `model` matching `where` (by primary key `keys`, in
+    key order); returns how many. `where` is applied again outside the key subquery: on
+    PostgreSQL it is re-checked on a row changed meanwhile (re-armed, seen again), which
+    then stays."""
+    target = keys[0] if len(keys) == 1 else tuple_(*keys)
+    chosen = select(*keys).where(where).order_by(*keys).limit(limit)
+    result = await session.execute(
+        delete(model).where(target.in_(chosen), where).execution_options(synchronize_session=False)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def purge_processed_events(
     session: AsyncSession, horizons: Horizons, now: datetime, limit: int
 ) -> int:
-    cutoff = now - horizons.dedupe
-    old = ProcessedEvent.processed_at < cutoff
-    keys = select(ProcessedEvent.consumer, ProcessedEvent.event_id).where(old).limit(limit)
-    # `old` again outside the subquery: PostgreSQL re-checks it on a row a duplicate just
-    # re-armed, so that row stays.
-    result = await session.execute(
-        delete(ProcessedEvent)
-        .where(tuple_(ProcessedEvent.consumer, ProcessedEvent.event_id).in_(keys), old)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result)
+    old = ProcessedEvent.processed_at < now - horizons.dedupe
+    keys = (ProcessedEvent.consumer, ProcessedEvent.event_id)
+    return await delete_batch(session, ProcessedEvent, keys, old, limit)
 
 
 async def purge_fired_timers(
@@ -116,12 +121,7 @@ async def purge_fired_timers(
         and_(Timer.fired_at < now - horizons.dedupe, Timer.last_error.is_not(None)),
     )
     highest = select(func.max(Timer.id)).scalar_subquery()
-    ids = select(Timer.id).where(fired, Timer.id < highest).order_by(Timer.id).limit(limit)
-    # `fired` again outside: a timer re-armed meanwhile (fired_at cleared) is not deleted.
-    result = await session.execute(
-        delete(Timer).where(Timer.id.in_(ids), fired).execution_options(synchronize_session=False)
-    )
-    return _rowcount(result)
+    return await delete_batch(session, Timer, (Timer.id,), and_(fired, Timer.id < highest), limit)
 
 
 async def purge_sent_outbox(
@@ -129,18 +129,8 @@ async def purge_sent_outbox(
 ) -> int:
     sent = OutboxMessage.sent_at < now - horizons.margin
     highest = select(func.max(OutboxMessage.id)).scalar_subquery()
-    ids = (
-        select(OutboxMessage.id)
-        .where(sent, OutboxMessage.id < highest)
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-    )
-    result = await session.execute(
-        delete(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), sent)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result)
+    where = and_(sent, OutboxMessage.id < highest)
+    return await delete_batch(session, OutboxMessage, (OutboxMessage.id,), where, limit)
 
 
 RUNTIME_HOOKS = (

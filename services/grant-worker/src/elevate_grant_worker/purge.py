@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from elevate_core.purge import Horizons
-from sqlalchemy import and_, delete, or_, select
+from elevate_core.purge import Horizons, delete_batch
+from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker.domain import GrantState
@@ -40,10 +40,4 @@ async def purge_ended_grants(
         Grant.created_at < long_ago,
         or_(Grant.ended_at.is_(None), Grant.ended_at < long_ago),
     )
-    ids = select(Grant.grant_id).where(over).order_by(Grant.grant_id).limit(limit)
-    result = await session.execute(
-        delete(Grant)
-        .where(Grant.grant_id.in_(ids), over)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return await delete_batch(session, Grant, (Grant.grant_id,), over, limit)
