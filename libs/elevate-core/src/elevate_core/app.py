@@ -211,10 +211,9 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
     return Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
 
 
-def consumer_group(settings: Settings, name: str, group_suffix: str | None = None) -> str:
+def consumer_group(settings: Settings, name: str) -> str:
     """The consumer group (and dedupe namespace) `add_consumer` gives consumer `name`."""
-    suffix = settings.consumer_group_suffix if group_suffix is None else group_suffix
-    return f"{settings.topic_prefix}{name}{suffix}"
+    return f"{settings.topic_prefix}{name}{settings.consumer_group_suffix}"
 
 
 def add_consumer(
@@ -224,14 +223,13 @@ def add_consumer(
     topics: list[Topics],
     handler: Handler,
     raw_key: RawKey | None = None,
-    group_suffix: str | None = None,
     session_timeout_ms: int | None = None,
     on_committed: Callable[[], None] | None = None,
 ) -> Consumer:
     """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed.
 
-    `name` is the consumer group and the dedupe namespace; a new `group_suffix` starts a
-    new group from the earliest offset (a deliberate replay)."""
+    `name` is the consumer group and the dedupe namespace (`consumer_group`); a new
+    ELEVATE_CONSUMER_GROUP_SUFFIX starts new groups from the earliest offset (a replay)."""
     settings = ctx.settings
     timeouts: dict[str, int] = {}
     if session_timeout_ms is not None:
@@ -242,7 +240,7 @@ def add_consumer(
     consumer = Consumer(
         ctx.db,
         ConsumerConfig(
-            name=consumer_group(settings, name, group_suffix),
+            name=consumer_group(settings, name),
             topics=tuple(settings.topic(t) for t in topics),
             bootstrap_servers=settings.kafka_bootstrap_servers,
             dlq_topic=settings.topic(Topics.DLQ),

@@ -66,7 +66,6 @@ def _consumer(
         name=name,
         topics=[topic],
         handler=handler,
-        group_suffix=settings.consumer_group_suffix,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         on_committed=on_committed,
     )
