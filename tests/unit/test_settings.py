@@ -58,12 +58,14 @@ def test_dev_mode_accepts_local_values(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_production_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS", "true")
     settings = load_settings(Settings)
     assert settings.mode is Mode.PROD
 
 
 def test_dedupe_horizon_defaults_to_retention_plus_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS", "true")
     monkeypatch.setenv("ELEVATE_TOPIC_RETENTION_DAYS", "14")
     monkeypatch.setenv("ELEVATE_PURGE_MARGIN_HOURS", "36")
     assert load_settings(Settings).dedupe_keep == timedelta(days=14, hours=36)
@@ -75,6 +77,7 @@ def test_a_dedupe_horizon_inside_retention_is_refused_outside_dev_and_test(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS", "true")
     monkeypatch.setenv("ELEVATE_DEDUPE_KEEP_HOURS", str(30 * 24))  # retention 30 d, margin 1 d
     with pytest.raises(ConfigurationError) as err:
         load_settings(Settings)

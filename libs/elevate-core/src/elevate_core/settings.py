@@ -17,6 +17,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elevate_core.errors import ConfigurationError
+from elevate_core.kafka.security import (
+    KafkaEndpoint,
+    KafkaSecurity,
+    SaslMechanism,
+    SecurityProtocol,
+)
 
 ENV_PREFIX = "ELEVATE_"
 DEV_AWS_KEY = "testing"  # moto's conventional dummy credential
@@ -41,6 +47,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".elevate/data")
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = ""
+    # How this process proves who it is to Kafka (elevate_core.kafka.security); secrets
+    # only as files (mounted secrets), re-read by every new connection.
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password_file: Path | None = None
+    # PLAINTEXT outside dev/test only with this set: it names what the operator accepts.
+    kafka_allow_plaintext_anyone_can_forge_events: bool = False
     topic_prefix: str = ""
     # Replays and read-model rebuilds: a new suffix starts new consumer groups at the
     # earliest offset (every consumer of the service).
@@ -106,6 +124,29 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        problems = self.kafka_security.problems()
+        if problems:
+            raise ValueError(problems[0])
+        for name in ("sasl_password_file", "ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+            path = getattr(self, f"kafka_{name}")
+            if path is not None and not path.is_file():
+                raise ValueError(f"kafka_{name}: no such file {path}")
+        plaintext = self.kafka_security_protocol is SecurityProtocol.PLAINTEXT
+        if (
+            plaintext
+            and self.mode is Mode.PROD
+            and not self.kafka_allow_plaintext_anyone_can_forge_events
+        ):
+            raise ValueError(
+                "kafka_security_protocol: PLAINTEXT is refused outside dev mode — anyone who "
+                "reaches the broker could read every request and forge approvals; use "
+                "SASL_SSL (or SSL), or accept that risk with "
+                "ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS=true"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dedupe_outlives_retention(self) -> Self:
         floor = self.topic_retention_days * 24 + self.purge_margin_hours
         keep = self.dedupe_keep_hours
@@ -123,6 +164,25 @@ class Settings(BaseSettings):
         if hours is None:
             hours = self.topic_retention_days * 24 + self.purge_margin_hours
         return timedelta(hours=hours)
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password_file=self.kafka_sasl_password_file,
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file,
+            key_password_file=self.kafka_ssl_key_password_file,
+            msk_region=self.aws_region,
+        )
+
+    @property
+    def kafka(self) -> KafkaEndpoint:
+        """Every Kafka client of the process is built from this."""
+        return KafkaEndpoint(self.kafka_bootstrap_servers, self.kafka_security)
 
     def resolved_database_url(self) -> str:
         """SQLite under the data dir unless a URL is configured (the embedded default)."""

@@ -6,7 +6,8 @@ explicit exceptions: `elevate.dlq.v1`, written by every service that consumes, a
 `elevate.cloudtrail.v1`, written by audit-ingest's ingest and, optionally, by one external
 CloudTrail producer. Consumer groups are granted by prefix (a replay's new
 `ELEVATE_CONSUMER_GROUP_SUFFIX` stays inside it); no service uses transactions, so no
-transactional id is granted. Creating topics and ACLs is the admin principal's alone.
+transactional id is granted. Creating topics is the admin principal's alone, and no
+principal of the table may change ACLs (the broker's operator does, from this table).
 
 This table is the only declaration: the local broker's ACLs, the docs and (later) the
 Helm chart's Strimzi `KafkaUser`s and MSK IAM policies are derived from it, and a test
@@ -107,26 +108,40 @@ def reads(principal: Principal) -> frozenset[Topics]:
     return frozenset(row.topic for row in ACL_TABLE if principal in row.readers)
 
 
+#: What the admin principal may do on Elevate's topics (all named `<prefix>elevate.…`):
+#: create them and set their retention. It changes no ACL and writes no event.
+ADMIN_TOPIC_OPERATIONS = ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS")
+TOPIC_NAMESPACE = "elevate."
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Grant:
-    """One allowed (principal, operation, resource) — what the broker is told to allow."""
+    """One allowed (principal, operation, resource) — what the broker is told to allow.
+    Names follow Kafka's AclOperation / ResourceType / PatternType enums."""
 
     principal: Principal
-    operation: str  # WRITE | READ | DESCRIBE
-    resource: str  # "topic" | "group"
+    operation: str  # READ | WRITE | DESCRIBE | DESCRIBE_CONFIGS | CREATE | ALTER_CONFIGS
+    resource: str  # TOPIC | GROUP
     name: str
-    prefixed: bool = False
+    pattern: str = "LITERAL"  # LITERAL | PREFIXED
 
 
 def grants(*, topic_prefix: str = "") -> list[Grant]:
-    """Every ACL the broker should hold, and nothing else (deny by default)."""
+    """Every ACL the broker should hold for topics named `topic_prefix` + catalog name, and
+    nothing else (the broker denies what no ACL allows)."""
     out: set[Grant] = set()
     for row in ACL_TABLE:
         name = f"{topic_prefix}{row.topic}"
         for principal in row.writers:
-            out |= {Grant(principal, op, "topic", name) for op in ("WRITE", "DESCRIBE")}
+            out |= {Grant(principal, op, "TOPIC", name) for op in ("WRITE", "DESCRIBE")}
         for principal in row.readers:
-            out |= {Grant(principal, op, "topic", name) for op in ("READ", "DESCRIBE")}
+            # DESCRIBE_CONFIGS: the purge reads how long the broker keeps what it consumes.
+            ops = ("READ", "DESCRIBE", "DESCRIBE_CONFIGS")
+            out |= {Grant(principal, op, "TOPIC", name) for op in ops}
     for principal, group in GROUP_PREFIXES.items():
-        out.add(Grant(principal, "READ", "group", f"{topic_prefix}{group}", prefixed=True))
+        out.add(Grant(principal, "READ", "GROUP", f"{topic_prefix}{group}", "PREFIXED"))
+    namespace = f"{topic_prefix}{TOPIC_NAMESPACE}"
+    out |= {
+        Grant(Principal.ADMIN, op, "TOPIC", namespace, "PREFIXED") for op in ADMIN_TOPIC_OPERATIONS
+    }
     return sorted(out)
