@@ -56,6 +56,9 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """The session's broker, secured as production: SASL_SSL + SCRAM, deny by default. A
+    test connects as a principal (`kafka.endpoint(principal)`, the super user by default)
+    after `kafka.allow(topic_prefix)` grants the ACL table for its topics."""
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), ephemeral=True)
     broker.start()
     yield broker
