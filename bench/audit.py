@@ -26,7 +26,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
 from elevate_audit_ingest.domain import parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
@@ -38,6 +37,7 @@ from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.relay import OutboxRelay
@@ -68,8 +68,8 @@ def make_records(n: int, start: datetime) -> list[bytes]:
     ]
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+async def produce(kafka: KafkaEndpoint, topic: str, values: list[bytes]) -> None:
+    producer = kafka.producer(linger_ms=20)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=v, key=ACCOUNT.encode()) for v in values]
@@ -78,10 +78,8 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def baseline(bootstrap: str, topic: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> float:
+    consumer = kafka.consumer(topic, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     seen, first = 0, 0.0
     try:
@@ -136,7 +134,7 @@ async def _wait_until_published(db: Database, n: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
+async def pipeline(db: Database, kafka: KafkaEndpoint, prefix: str, n: int) -> float:
     outbox = Outbox(source="elevate/audit-ingest", topic_prefix=prefix)
     config = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=15))
     await _index_grant(db, outbox, config)
@@ -153,13 +151,13 @@ async def pipeline(db: Database, bootstrap: str, prefix: str, n: int) -> float:
         ConsumerConfig(
             name=f"{prefix}bench",
             topics=(f"{prefix}elevate.cloudtrail.v1",),
-            bootstrap_servers=bootstrap,
+            kafka=kafka,
             dlq_topic=f"{prefix}elevate.dlq.v1",
             raw_key=cloudtrail_key,
         ),
         handler,
     )
-    relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="bench-relay")
+    relay = OutboxRelay(db, kafka=kafka, client_id="bench-relay")
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
     try:
         await _wait_until_published(db, n + 1)  # + the grant's 3005
@@ -176,9 +174,11 @@ async def main_async(records: int, database_url: str | None, workdir: Path) -> N
     broker.start()
     try:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
-        await ensure_topics(broker.bootstrap, prefix=prefix)
+        # The whole pipeline as the broker's super user: this measures throughput, not ACLs.
+        kafka = broker.endpoint()
+        await ensure_topics(kafka, prefix=prefix)
         topic = f"{prefix}elevate.cloudtrail.v1"
-        await produce(broker.bootstrap, topic, make_records(records, datetime.now(UTC)))
+        await produce(kafka, topic, make_records(records, datetime.now(UTC)))
         cluster = None
         if database_url == "postgres":  # a throwaway cluster of our own
             cluster = PostgresCluster(workdir / "postgres")
@@ -186,8 +186,8 @@ async def main_async(records: int, database_url: str | None, workdir: Path) -> N
             database_url = cluster.create_database("bench")
         db = Database(database_url or f"sqlite+aiosqlite:///{workdir / 'audit.db'}")
         await upgrade(db, SPEC.migrations)
-        consume_rate = await baseline(broker.bootstrap, topic, records)
-        pipeline_rate = await pipeline(db, broker.bootstrap, prefix, records)
+        consume_rate = await baseline(kafka, topic, records)
+        pipeline_rate = await pipeline(db, kafka, prefix, records)
         await db.dispose()
         if cluster is not None:
             cluster.stop()

@@ -41,6 +41,7 @@ import boto3
 from elevate_core.app import bootstrap
 from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.migrate import upgrade
@@ -100,10 +101,11 @@ class Bench:
         self._start_aws()
         self.seeded: SeededOrganisation = seed_organisation(self.moto_url)
         self.accounts = self._accounts(self.args.accounts)
-        await ensure_topics(self.kafka.bootstrap, prefix=PREFIX)
+        self.kafka.allow(PREFIX)
+        await ensure_topics(self.kafka.endpoint(Principal.ADMIN), prefix=PREFIX)
         self.settings = self._settings()
         await self._start_grant_worker()
-        self.producer = idempotent_producer(self.kafka.bootstrap, client_id="bench")
+        self.producer = idempotent_producer(self.kafka.endpoint(), client_id="bench")
         await self.producer.start()
 
     def _start_aws(self) -> None:
@@ -134,7 +136,7 @@ class Bench:
             mode="test",
             service_name="grant-worker",
             database_url=self.pg.create_database("bench"),
-            kafka_bootstrap_servers=self.kafka.bootstrap,
+            **self.kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
             topic_prefix=PREFIX,
             aws_endpoint_url=self.proxy_url,
             aws_access_key_id="testing",

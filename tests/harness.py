@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from elevate_core.app import ServiceContext, Worker
 from elevate_core.db import Database
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import Envelope, encode, new_envelope
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import OutboxMessage
 from elevate_local import runs
@@ -96,22 +96,22 @@ def envelope(
     return new_envelope(event, source=source, subject=subject, time=at)
 
 
-async def publish(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
+async def publish(kafka: KafkaEndpoint, topic: str, *envelopes: Envelope) -> None:
     """Publish as the relay does: CloudEvents binary mode, key = subject, in order."""
-    await _produce(bootstrap, [(topic, *encode(e), _key(e)) for e in envelopes])
+    await _produce(kafka, [(topic, *encode(e), _key(e)) for e in envelopes])
 
 
 async def publish_events(
-    bootstrap: str, *events: Event, prefix: str = "", source: str = "elevate/test"
+    kafka: KafkaEndpoint, *events: Event, prefix: str = "", source: str = "elevate/test"
 ) -> None:
     """Events as their writer publishes them, each to its topic (`prefix` + catalog name)."""
     pairs = [(f"{prefix}{e.topic}", envelope(e, source=source)) for e in events]
-    await _produce(bootstrap, [(topic, *encode(env), _key(env)) for topic, env in pairs])
+    await _produce(kafka, [(topic, *encode(env), _key(env)) for topic, env in pairs])
 
 
-async def publish_raw(bootstrap: str, topic: str, *values: bytes, key: bytes | None) -> None:
+async def publish_raw(kafka: KafkaEndpoint, topic: str, *values: bytes, key: bytes | None) -> None:
     """Records that are not CloudEvents (raw CloudTrail, garbage)."""
-    await _produce(bootstrap, [(topic, v, [], key) for v in values])
+    await _produce(kafka, [(topic, v, [], key) for v in values])
 
 
 def _key(env: Envelope) -> bytes | None:
@@ -119,10 +119,10 @@ def _key(env: Envelope) -> bytes | None:
 
 
 async def _produce(
-    bootstrap: str, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes | None]]
+    kafka: KafkaEndpoint, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes | None]]
 ) -> None:
     """(topic, value, headers, key) records, in order, each acknowledged."""
-    producer = idempotent_producer(bootstrap, client_id="test-publisher")
+    producer = idempotent_producer(kafka, client_id="test-publisher")
     await producer.start()
     try:
         sent = [await producer.send(t, v, key=k, headers=h) for t, v, h, k in records]
@@ -133,8 +133,15 @@ async def _produce(
         await producer.stop()
 
 
-async def create_topics(bootstrap: str, *names: str, partitions: int = 3) -> None:
-    await ensure_topics(bootstrap, names=list(names), partitions=partitions)
+async def create_topics(kafka: KafkaEndpoint, *names: str, partitions: int = 3) -> None:
+    await ensure_topics(kafka, names=list(names), partitions=partitions)
+
+
+def kafka_from_env() -> KafkaEndpoint:
+    """In a worker process: the endpoint its parent passed as `ELEVATE_KAFKA_*`."""
+    from elevate_core.settings import Settings, load_settings
+
+    return load_settings(Settings, mode="test").kafka
 
 
 # ---- running workers in this process ----
@@ -275,9 +282,11 @@ def data_of(record: Any) -> Any:
     return json.loads(record.value)
 
 
-async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60.0) -> list[Any]:
+async def read_all(
+    kafka: KafkaEndpoint, topic: str, *, expect: int, timeout: float = 60.0
+) -> list[Any]:
     """Read `topic` from the beginning until `expect` records arrived (or time out)."""
-    reader = TopicReader(bootstrap, topic)
+    reader = TopicReader(kafka, topic)
     async with reader:
         deadline = time.monotonic() + timeout
         while len(reader.received) < expect and time.monotonic() < deadline:
@@ -285,15 +294,13 @@ async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 
     return reader.received
 
 
-async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
+async def read_to_end(kafka: KafkaEndpoint, topic: str) -> list[Any]:
     """Every record on `topic` up to its end offsets now (for "exactly one" checks)."""
-    ends = await end_offsets(bootstrap, topic)
+    ends = await end_offsets(kafka, topic)
     remaining = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
     if not remaining:
         return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = kafka.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     records: list[Any] = []
     try:
@@ -314,11 +321,10 @@ async def read_to_end(bootstrap: str, topic: str) -> list[Any]:
 class TopicReader:
     """Reads a topic from the beginning, live, and keeps every record it saw."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaEndpoint, topic: str) -> None:
         self.received: list[Any] = []
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka.consumer(
             topic,
-            bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
@@ -350,10 +356,10 @@ class TopicReader:
 # ---- positive signals: processing has passed a point ----
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(kafka: KafkaEndpoint, topic: str) -> dict[int, int]:
     """The end offset of each partition of `topic`, now (the topic must exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-offsets")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = kafka.admin(client_id="test-offsets")
+    consumer = kafka.consumer(enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -368,7 +374,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def processed_past(
-    bootstrap: str,
+    kafka: KafkaEndpoint,
     group: str,
     topic: str,
     *,
@@ -380,8 +386,8 @@ async def processed_past(
     only after the transaction that handled a record — dedupe row included — or after
     the DLQ holds it, so from then on whatever those records did, or did not do, is final.
     Returns the offsets waited for."""
-    target = dict(offsets) if offsets is not None else await end_offsets(bootstrap, topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-progress")
+    target = dict(offsets) if offsets is not None else await end_offsets(kafka, topic)
+    admin = kafka.admin(client_id="test-progress")
     await admin.start()
     try:
 

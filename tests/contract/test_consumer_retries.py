@@ -14,6 +14,7 @@ from elevate_core.db import Database
 from elevate_core.errors import TransientError
 from elevate_core.events.envelope import Envelope
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import RetryPolicy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
@@ -38,12 +39,14 @@ from tests.harness import envelope as make_envelope
 FAST = RetryPolicy(base_delay=0.05, max_delay=0.5)
 
 
-async def _publish(bootstrap: str, topic: str, n: int, key: bytes = b"k") -> list[Envelope]:
+async def _publish(
+    endpoint: KafkaEndpoint, topic: str, n: int, key: bytes = b"k"
+) -> list[Envelope]:
     envelopes = [
         make_envelope(revoke(uuid.uuid4(), i), source="elevate/test", subject=key.decode())
         for i in range(n)
     ]
-    await publish(bootstrap, topic, *envelopes)
+    await publish(endpoint, topic, *envelopes)
     return envelopes
 
 
@@ -54,7 +57,7 @@ def _retries(consumer: Consumer) -> dict[str, str]:
 
 def _consumer(
     db: Database,
-    bootstrap: str,
+    endpoint: KafkaEndpoint,
     prefix: str,
     handler: object,
     *,
@@ -66,7 +69,7 @@ def _consumer(
         ConsumerConfig(
             name=f"{prefix}{group}",
             topics=(f"{prefix}elevate.requests.v1",),
-            bootstrap_servers=bootstrap,
+            kafka=endpoint,
             dlq_topic=f"{prefix}elevate.dlq.v1",
             session_timeout_ms=6000,
             heartbeat_interval_ms=2000,
@@ -76,9 +79,9 @@ def _consumer(
     )
 
 
-async def _topics(bootstrap: str, prefix: str) -> tuple[str, str]:
+async def _topics(endpoint: KafkaEndpoint, prefix: str) -> tuple[str, str]:
     topic, dlq = f"{prefix}elevate.requests.v1", f"{prefix}elevate.dlq.v1"
-    await create_topics(bootstrap, topic, dlq, partitions=1)
+    await create_topics(endpoint, topic, dlq, partitions=1)
     return topic, dlq
 
 
@@ -90,17 +93,19 @@ async def test_database_lost_mid_batch_loses_and_dead_letters_nothing(
     SQLite is locked by another writer when the next batch comes (a batch's transaction
     holds SQLite's one write lock from its start, so no other writer can take it mid-batch).
     Every message is handled exactly once, after retries, and nothing reaches the DLQ."""
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
     if db.is_sqlite:
-        await _locked_between_batches(db, kafka.bootstrap, topic_prefix, topic)
+        await _locked_between_batches(db, kafka.endpoint(), topic_prefix, topic)
     else:
-        await _dropped_mid_batch(db, kafka.bootstrap, topic_prefix, topic)
+        await _dropped_mid_batch(db, kafka.endpoint(), topic_prefix, topic)
     assert await effect_count(db) == 20
-    assert await read_to_end(kafka.bootstrap, dlq) == []
+    assert await read_to_end(kafka.endpoint(), dlq) == []
 
 
-async def _dropped_mid_batch(db: Database, bootstrap: str, prefix: str, topic: str) -> None:
-    envelopes = await _publish(bootstrap, topic, 20)
+async def _dropped_mid_batch(
+    db: Database, endpoint: KafkaEndpoint, prefix: str, topic: str
+) -> None:
+    envelopes = await _publish(endpoint, topic, 20)
     dropped = asyncio.Event()
 
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
@@ -109,20 +114,22 @@ async def _dropped_mid_batch(db: Database, bootstrap: str, prefix: str, topic: s
             await _terminate_own_backend(db, session)
         await record_effect(session, envelope)
 
-    consumer = _consumer(db, bootstrap, prefix, handler)
+    consumer = _consumer(db, endpoint, prefix, handler)
     before = metric("elevate_retries_total", _retries(consumer))
     async with running(consumer):
         await eventually(lambda: _count_is(db, 20), what="all 20 handled")
     assert metric("elevate_retries_total", _retries(consumer)) >= before + 1  # it was met
 
 
-async def _locked_between_batches(db: Database, bootstrap: str, prefix: str, topic: str) -> None:
+async def _locked_between_batches(
+    db: Database, endpoint: KafkaEndpoint, prefix: str, topic: str
+) -> None:
     impatient = Database(db.url, sqlite_busy_timeout=0.2)  # "database is locked" soon
-    consumer = _consumer(impatient, bootstrap, prefix, record_effect)
+    consumer = _consumer(impatient, endpoint, prefix, record_effect)
     before = metric("elevate_retries_total", _retries(consumer))
     locked, released = asyncio.Event(), asyncio.Event()
     async with running(consumer):
-        await _publish(bootstrap, topic, 10)
+        await _publish(endpoint, topic, 10)
         await eventually(lambda: _count_is(db, 10), what="the first batch handled")
         holder = asyncio.create_task(_hold_sqlite_lock(db, locked, released))
 
@@ -131,7 +138,7 @@ async def _locked_between_batches(db: Database, bootstrap: str, prefix: str, top
 
         await eventually(taken, what="the other writer holding the lock")
         assert locked.is_set(), holder  # (else the holder failed: its error)
-        await _publish(bootstrap, topic, 10)
+        await _publish(endpoint, topic, 10)
         # Several retries meet the locked database before it is released.
         await counted("elevate_retries_total", before + 3, _retries(consumer))
         released.set()
@@ -170,8 +177,8 @@ async def _terminate_own_backend(db: Database, session: AsyncSession) -> None:
 async def test_unrelated_oserror_is_dead_lettered_at_once(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    bad, _good = await _publish(kafka.bootstrap, topic, 2)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
+    bad, _good = await _publish(kafka.endpoint(), topic, 2)
     calls: dict[str, int] = {}
 
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
@@ -180,9 +187,9 @@ async def test_unrelated_oserror_is_dead_lettered_at_once(
             raise FileNotFoundError("/etc/elevate/missing.yaml")
         await record_effect(session, envelope)
 
-    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+    async with running(_consumer(db, kafka.endpoint(), topic_prefix, handler)):
         await eventually(lambda: _count_is(db, 1), what="the good message handled")
-    [dead] = await read_to_end(kafka.bootstrap, dlq)
+    [dead] = await read_to_end(kafka.endpoint(), dlq)
     assert headers_of(dead)["ce_id"] == bad.id
     assert "FileNotFoundError" in headers_of(dead)["dlq_error"]
     assert calls[bad.id] == 1  # permanent: not retried at all
@@ -191,8 +198,8 @@ async def test_unrelated_oserror_is_dead_lettered_at_once(
 async def test_shutdown_during_a_retry_loop_is_prompt_and_keeps_the_message(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    await _publish(kafka.bootstrap, topic, 1)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
+    await _publish(kafka.endpoint(), topic, 1)
     failures = 0
 
     async def failing(session: AsyncSession, envelope: Envelope) -> None:
@@ -201,16 +208,16 @@ async def test_shutdown_during_a_retry_loop_is_prompt_and_keeps_the_message(
         raise TransientError("the directory is away")
 
     slow = RetryPolicy(base_delay=120.0, max_delay=240.0)  # one wait: 1 to 4 minutes
-    consumer = _consumer(db, kafka.bootstrap, topic_prefix, failing, retry=slow)
+    consumer = _consumer(db, kafka.endpoint(), topic_prefix, failing, retry=slow)
     task = asyncio.create_task(consumer.run())
     await eventually(lambda: _positive(lambda: failures), what="a first failure")
     await consumer.stop()
     await asyncio.wait_for(task, 20)  # far less than the backoff it was sitting in
 
     # Not committed, not dead-lettered: the same group gets the message again.
-    async with running(_consumer(db, kafka.bootstrap, topic_prefix, record_effect)):
+    async with running(_consumer(db, kafka.endpoint(), topic_prefix, record_effect)):
         await eventually(lambda: _count_is(db, 1), what="the message handled after restart")
-    assert await read_to_end(kafka.bootstrap, dlq) == []
+    assert await read_to_end(kafka.endpoint(), dlq) == []
 
 
 async def _positive(value: object) -> bool:
@@ -235,8 +242,8 @@ async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
     async with db.engine.begin() as conn:
         await conn.execute(text("CREATE TABLE dl (id int primary key, v int)"))
         await conn.execute(text("INSERT INTO dl VALUES (1, 0), (2, 0)"))
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    [first, second] = await _publish(kafka.bootstrap, topic, 2)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
+    [first, second] = await _publish(kafka.endpoint(), topic, 2)
     other_waits = asyncio.Event()
     deadlocked = 0
 
@@ -254,11 +261,11 @@ async def test_deadlock_in_a_handler_is_retried_not_dead_lettered(
             await other
         await record_effect(session, envelope)
 
-    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler)):
+    async with running(_consumer(db, kafka.endpoint(), topic_prefix, handler)):
         await eventually(lambda: _count_is(db, 2), what="both handled")
     assert deadlocked == 1
     assert await effect_count(db) == 2
-    assert await read_to_end(kafka.bootstrap, dlq) == []
+    assert await read_to_end(kafka.endpoint(), dlq) == []
     assert {first.id, second.id}
     await db.dispose()
 
@@ -285,8 +292,8 @@ async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
     own_postgres: PostgresCluster, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     db = await migrated(own_postgres.create_database("restart"), extra=[TestBase.metadata])
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    envelopes = await _publish(kafka.bootstrap, topic, 30)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
+    envelopes = await _publish(kafka.endpoint(), topic, 30)
     stopped = asyncio.Event()
 
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
@@ -295,7 +302,7 @@ async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
             await asyncio.to_thread(own_postgres.stop)  # mid-batch: the server goes away
         await record_effect(session, envelope)
 
-    consumer = _consumer(db, kafka.bootstrap, topic_prefix, handler)
+    consumer = _consumer(db, kafka.endpoint(), topic_prefix, handler)
     before = metric("elevate_retries_total", _retries(consumer))
     async with running(consumer):
         await eventually(lambda: _true(stopped), what="PostgreSQL stopped mid-batch")
@@ -304,5 +311,5 @@ async def test_database_restart_mid_batch_loses_and_dead_letters_nothing(
         await asyncio.to_thread(own_postgres.start)
         await eventually(lambda: _count_is(db, 30), what="all 30 handled", timeout=120)
     assert await effect_count(db) == 30
-    assert await read_to_end(kafka.bootstrap, dlq) == []
+    assert await read_to_end(kafka.endpoint(), dlq) == []
     await db.dispose()

@@ -12,6 +12,7 @@ from elevate_core.clock import ManualClock
 from elevate_core.db import Database
 from elevate_core.errors import TransientError
 from elevate_core.events.models import Person, RevokeRequested
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.timers import Timer, TimerRunner, cancel, schedule
 from elevate_local.kafka import KafkaBroker
@@ -19,13 +20,23 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.tables import Effect, TestBase
-from tests.harness import create_topics, data_of, headers_of, migrated, read_all, spawn_service
+from tests.harness import (
+    create_topics,
+    data_of,
+    headers_of,
+    migrated,
+    read_all,
+    spawn_service,
+)
 
 
-def worker(*args: str, fail_points: str = "") -> subprocess.Popen[bytes]:
+def worker(
+    *args: str, fail_points: str = "", kafka: KafkaEndpoint | None = None
+) -> subprocess.Popen[bytes]:
+    settings = kafka.as_settings() if kafka else {}
     return spawn_service(
         "tests.contract.worker",
-        {"fail_points": fail_points},
+        {"fail_points": fail_points, **settings},
         args=args,
         stderr=subprocess.PIPE,
     )
@@ -44,7 +55,7 @@ async def test_relay_killed_mid_batch_loses_nothing(
     db: Database, database_url: str, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(kafka.bootstrap, topic)
+    await create_topics(kafka.endpoint(), topic)
     outbox = Outbox(source="elevate/test", topic_prefix=topic_prefix)
     keys = [uuid.uuid4() for _ in range(5)]
     async with db.transaction() as session:
@@ -59,14 +70,16 @@ async def test_relay_killed_mid_batch_loses_nothing(
             )
 
     # Dies (SIGKILL) after Kafka acknowledged its 2nd batch, before marking it sent.
-    first = worker("relay", database_url, kafka.bootstrap, fail_points="outbox.after_publish@2")
+    first = worker(
+        "relay", database_url, kafka=kafka.endpoint(), fail_points="outbox.after_publish@2"
+    )
     assert await wait_exit(first) == -9
     unsent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
     assert await count(db, unsent) == 400  # batch 1 marked; batch 2 published but unmarked
 
-    second = worker("relay", database_url, kafka.bootstrap)
+    second = worker("relay", database_url, kafka=kafka.endpoint())
     try:
-        records = await read_all(kafka.bootstrap, topic, expect=600, timeout=120)
+        records = await read_all(kafka.endpoint(), topic, expect=600, timeout=120)
     finally:
         second.terminate()
         await wait_exit(second)

@@ -11,6 +11,7 @@ from elevate_core.dlq import Selection, redrive
 from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.relay import OutboxRelay
 from elevate_core.retry import RetryPolicy
@@ -38,16 +39,14 @@ async def test_a_dead_lettered_revoke_alerts_and_is_redriven_once(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     topic, dlq = f"{topic_prefix}elevate.requests.v1", f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, topic, dlq, partitions=1)
+    await create_topics(kafka.endpoint(), topic, dlq, partitions=1)
     outbox = Outbox(source="elevate/request-api", topic_prefix=topic_prefix)
     rid = uuid.uuid4()
     async with db.transaction() as session:
         revoke_id = await outbox.add(
             session, RevokeRequested(request_id=rid, requested_by=ALICE), subject=str(rid)
         )
-    relay = OutboxRelay(
-        db, bootstrap_servers=kafka.bootstrap, client_id="request-api-relay", dlq_topic=dlq
-    )
+    relay = OutboxRelay(db, kafka=kafka.endpoint(), client_id="request-api-relay", dlq_topic=dlq)
     bug = True
 
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
@@ -58,15 +57,13 @@ async def test_a_dead_lettered_revoke_alerts_and_is_redriven_once(
     name = f"{topic_prefix}grant-worker.requests"
     consumer = Consumer(
         db,
-        ConsumerConfig(
-            name=name, topics=(topic,), bootstrap_servers=kafka.bootstrap, dlq_topic=dlq
-        ),
+        ConsumerConfig(name=name, topics=(topic,), kafka=kafka.endpoint(), dlq_topic=dlq),
         handler,
         retry=RetryPolicy(base_delay=0.05, max_delay=0.2),
     )
     before = _security_alerts(name)
     async with running(relay, consumer):
-        await eventually(lambda: _count(kafka.bootstrap, dlq, 1), what="the revoke dead-lettered")
+        await eventually(lambda: _count(kafka.endpoint(), dlq, 1), what="the revoke dead-lettered")
         assert _security_alerts(name) == before + 1
 
         bug = False  # the fix is deployed; now re-drive as request-api, the topic's writer
@@ -74,7 +71,7 @@ async def test_a_dead_lettered_revoke_alerts_and_is_redriven_once(
         async def as_service(service: str) -> list[str]:
             outcomes = await redrive(
                 db,
-                bootstrap=kafka.bootstrap,
+                kafka=kafka.endpoint(),
                 dlq_topic=dlq,
                 service=service,
                 prefix=topic_prefix,
@@ -87,7 +84,7 @@ async def test_a_dead_lettered_revoke_alerts_and_is_redriven_once(
         await eventually(lambda: _handled(db, revoke_id), what="the re-driven revoke handled")
         assert await as_service("request-api") == ["already"]
 
-    copies = [r for r in await read_to_end(kafka.bootstrap, topic) if r.key == str(rid).encode()]
+    copies = [r for r in await read_to_end(kafka.endpoint(), topic) if r.key == str(rid).encode()]
     assert len(copies) == 2  # the original and one re-drive, never more
     original, redriven = copies
     assert redriven.value == original.value
@@ -100,14 +97,14 @@ async def test_a_row_the_relay_moved_aside_is_restored_and_published(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     late, dlq = f"{topic_prefix}elevate.decisions.v1", f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, dlq, partitions=1)
+    await create_topics(kafka.endpoint(), dlq, partitions=1)
     outbox = Outbox(source="elevate/approval", topic_prefix=topic_prefix)
     rid = uuid.uuid4()
     async with db.transaction() as session:
         await outbox.add_raw(session, topic="elevate.decisions.v1", key=str(rid), value=b"{}")
     relay = OutboxRelay(
         db,
-        bootstrap_servers=kafka.bootstrap,
+        kafka=kafka.endpoint(),
         client_id="approval-relay",
         dlq_topic=dlq,
         max_row_attempts=2,
@@ -115,21 +112,21 @@ async def test_a_row_the_relay_moved_aside_is_restored_and_published(
         retry=RetryPolicy(base_delay=0.05, max_delay=0.2),
     )
     async with running(relay):
-        await eventually(lambda: _count(kafka.bootstrap, dlq, 1), what="moved aside")
-        await create_topics(kafka.bootstrap, late)  # the operator's fix: the topic exists
+        await eventually(lambda: _count(kafka.endpoint(), dlq, 1), what="moved aside")
+        await create_topics(kafka.endpoint(), late)  # the operator's fix: the topic exists
         outcomes = await redrive(
-            db, bootstrap=kafka.bootstrap, dlq_topic=dlq, service="approval", prefix=topic_prefix
+            db, kafka=kafka.endpoint(), dlq_topic=dlq, service="approval", prefix=topic_prefix
         )
         assert [o.action for o in outcomes] == ["restored"]
-        await eventually(lambda: _count(kafka.bootstrap, late, 1), what="published after all")
+        await eventually(lambda: _count(kafka.endpoint(), late, 1), what="published after all")
     async with db.sessions() as s:
         row = (await s.execute(select(OutboxMessage))).scalar_one()
     assert row.sent_at is not None
     assert row.dead_at is None
 
 
-async def _count(bootstrap: str, topic: str, n: int) -> bool:
-    return len(await read_to_end(bootstrap, topic)) >= n
+async def _count(endpoint: KafkaEndpoint, topic: str, n: int) -> bool:
+    return len(await read_to_end(endpoint, topic)) >= n
 
 
 async def _handled(db: Database, ce_id: str) -> bool:

@@ -14,6 +14,7 @@ from elevate_core.clock import ManualClock
 from elevate_core.db import Database
 from elevate_core.errors import TransientError
 from elevate_core.events.envelope import Envelope
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.relay import OutboxRelay
 from elevate_core.retry import Decision, RetryPolicy
@@ -45,8 +46,8 @@ def _spy() -> SpyPolicy:
 
 
 async def test_consumer(db: Database, kafka: KafkaBroker, topic_prefix: str) -> None:
-    topic, dlq = await _topics(kafka.bootstrap, topic_prefix)
-    flaky, broken = await _publish(kafka.bootstrap, topic, 2)
+    topic, dlq = await _topics(kafka.endpoint(), topic_prefix)
+    flaky, broken = await _publish(kafka.endpoint(), topic, 2)
     spy = _spy()
     failed: set[str] = set()
 
@@ -58,17 +59,17 @@ async def test_consumer(db: Database, kafka: KafkaBroker, topic_prefix: str) -> 
             raise KeyError("a bug")
         await record_effect(session, envelope)
 
-    async with running(_consumer(db, kafka.bootstrap, topic_prefix, handler, retry=spy)):
-        await eventually(lambda: _dlq_has(kafka.bootstrap, dlq, 1), what="the broken one")
+    async with running(_consumer(db, kafka.endpoint(), topic_prefix, handler, retry=spy)):
+        await eventually(lambda: _dlq_has(kafka.endpoint(), dlq, 1), what="the broken one")
         await eventually(lambda: _effects(db, 1), what="the flaky one, on retry")
     assert ("TransientError", True) in spy.seen
     assert ("KeyError", False) in spy.seen
-    [dead] = await read_to_end(kafka.bootstrap, dlq)
+    [dead] = await read_to_end(kafka.endpoint(), dlq)
     assert headers_of(dead)["ce_id"] == broken.id
 
 
-async def _dlq_has(bootstrap: str, dlq: str, n: int) -> bool:
-    return len(await read_to_end(bootstrap, dlq)) >= n
+async def _dlq_has(endpoint: KafkaEndpoint, dlq: str, n: int) -> bool:
+    return len(await read_to_end(endpoint, dlq)) >= n
 
 
 async def _effects(db: Database, n: int) -> bool:
@@ -107,7 +108,7 @@ async def test_timers(db: Database) -> None:
 
 async def test_relay(db: Database, own_kafka: KafkaBroker, topic_prefix: str) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(own_kafka.bootstrap, topic, f"{topic_prefix}elevate.dlq.v1")
+    await create_topics(own_kafka.endpoint(), topic, f"{topic_prefix}elevate.dlq.v1")
     outbox = Outbox(source="elevate/test", topic_prefix=topic_prefix)
     async with db.transaction() as session:
         await outbox.add_raw(
@@ -117,7 +118,7 @@ async def test_relay(db: Database, own_kafka: KafkaBroker, topic_prefix: str) ->
     spy = _spy()
     relay = OutboxRelay(
         db,
-        bootstrap_servers=own_kafka.bootstrap,
+        kafka=own_kafka.endpoint(),
         client_id="spy-relay",
         dlq_topic=f"{topic_prefix}elevate.dlq.v1",
         max_row_attempts=2,

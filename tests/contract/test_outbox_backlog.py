@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from elevate_core.db import Database, utcnow
 from elevate_core.events.models import Person, RevokeRequested
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.relay import OutboxRelay
 from elevate_local.kafka import KafkaBroker
@@ -45,7 +46,7 @@ async def test_the_pending_gauge_shows_the_backlog_while_kafka_is_away(
     db: Database, database_url: str, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(kafka.bootstrap, topic)
+    await create_topics(kafka.endpoint(), topic)
     outbox = Outbox(source="elevate/test", topic_prefix=topic_prefix)
     async with db.transaction() as s:
         for n in range(6):
@@ -65,7 +66,7 @@ async def test_the_pending_gauge_shows_the_backlog_while_kafka_is_away(
 
     # The relay that cannot reach Kafka runs as if in a process of its own.
     other = Database(database_url)
-    away = OutboxRelay(other, bootstrap_servers=f"127.0.0.1:{free_port()}", client_id="away")
+    away = OutboxRelay(other, kafka=KafkaEndpoint(f"127.0.0.1:{free_port()}"), client_id="away")
     async with running(away):
 
         async def backlog_shown() -> bool:
@@ -75,7 +76,7 @@ async def test_the_pending_gauge_shows_the_backlog_while_kafka_is_away(
         assert gauge("elevate_outbox_oldest_unsent_seconds") >= 3600
     await other.dispose()
 
-    back = OutboxRelay(db, bootstrap_servers=kafka.bootstrap, client_id="back")
+    back = OutboxRelay(db, kafka=kafka.endpoint(), client_id="back")
     async with running(back):
 
         async def drained() -> bool:
@@ -83,4 +84,4 @@ async def test_the_pending_gauge_shows_the_backlog_while_kafka_is_away(
 
         await eventually(drained, what="the backlog drained")
     assert gauge("elevate_outbox_oldest_unsent_seconds") == 0
-    assert len(await read_all(kafka.bootstrap, topic, expect=5)) == 5
+    assert len(await read_all(kafka.endpoint(), topic, expect=5)) == 5

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-from aiokafka import AIOKafkaProducer
 from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope, encode, new_envelope
 from elevate_core.events.models import Person, RevokeRequested
@@ -55,19 +54,19 @@ async def effect_count(db: Database, source: str = "consumer") -> int:
 async def test_round_trip(db: Database, kafka: KafkaBroker, topic_prefix: str) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
     dlq = f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, topic, dlq)
+    await create_topics(kafka.endpoint(), topic, dlq)
     outbox = Outbox(source="elevate/test", topic_prefix=topic_prefix)
     request_id = uuid.uuid4()
     async with db.transaction() as session:
         ce_id = await outbox.add(session, revoke(request_id), subject=str(request_id))
 
-    relay = OutboxRelay(db, bootstrap_servers=kafka.bootstrap, client_id="relay-rt")
+    relay = OutboxRelay(db, kafka=kafka.endpoint(), client_id="relay-rt")
     consumer = Consumer(
         db,
         ConsumerConfig(
             name=f"{topic_prefix}c",
             topics=(topic,),
-            bootstrap_servers=kafka.bootstrap,
+            kafka=kafka.endpoint(),
             dlq_topic=dlq,
         ),
         record_effect,
@@ -75,7 +74,7 @@ async def test_round_trip(db: Database, kafka: KafkaBroker, topic_prefix: str) -
     async with running(relay, consumer):
         await eventually(lambda: _has_effects(db, 1), what="consumer handled the event")
 
-    [record] = await read_all(kafka.bootstrap, topic, expect=1)
+    [record] = await read_all(kafka.endpoint(), topic, expect=1)
     headers = headers_of(record)
     assert headers["ce_specversion"] == "1.0"
     assert headers["ce_id"] == ce_id
@@ -105,7 +104,7 @@ async def test_rows_written_while_broker_down_are_delivered_in_key_order(
     db: Database, own_kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(own_kafka.bootstrap, topic)
+    await create_topics(own_kafka.endpoint(), topic)
     own_kafka.stop()
 
     outbox = Outbox(source="elevate/test", topic_prefix=topic_prefix)
@@ -117,9 +116,7 @@ async def test_rows_written_while_broker_down_are_delivered_in_key_order(
                 key = keys[n % len(keys)]
                 await outbox.add(session, revoke(key, n), subject=str(key))
 
-    relay = OutboxRelay(
-        db, bootstrap_servers=own_kafka.bootstrap, client_id="relay-down", batch_size=200
-    )
+    relay = OutboxRelay(db, kafka=own_kafka.endpoint(), client_id="relay-down", batch_size=200)
     retries = {"component": "kafka-relay:relay-down"}
     before = metric("elevate_retries_total", retries)
     async with running(relay):
@@ -135,7 +132,7 @@ async def test_rows_written_while_broker_down_are_delivered_in_key_order(
                 )
             ).scalar_one() == 1000
         own_kafka.start()
-        records = await read_all(own_kafka.bootstrap, topic, expect=1000, timeout=120)
+        records = await read_all(own_kafka.endpoint(), topic, expect=1000, timeout=120)
 
     assert len(records) == 1000
     by_key: dict[bytes, list[int]] = {}
@@ -152,11 +149,11 @@ async def test_repeated_ce_id_changes_state_once(
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
     dlq = f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, topic, dlq)
+    await create_topics(kafka.endpoint(), topic, dlq)
     request_id = uuid.uuid4()
     envelope = new_envelope(revoke(request_id), source="elevate/test", subject=str(request_id))
     value, headers = encode(envelope)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer = kafka.endpoint().producer()
     await producer.start()
     try:
         for _ in range(3):  # the same event, delivered three times on purpose
@@ -174,7 +171,7 @@ async def test_repeated_ce_id_changes_state_once(
         ConsumerConfig(
             name=f"{topic_prefix}c",
             topics=(topic,),
-            bootstrap_servers=kafka.bootstrap,
+            kafka=kafka.endpoint(),
             dlq_topic=dlq,
         ),
         record_effect,
@@ -196,13 +193,13 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
     dlq = f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, topic, partitions=1)
-    await create_topics(kafka.bootstrap, dlq, partitions=1)
+    await create_topics(kafka.endpoint(), topic, partitions=1)
+    await create_topics(kafka.endpoint(), dlq, partitions=1)
     good = new_envelope(revoke(uuid.uuid4(), 1), source="elevate/test", subject="good")
     gv, gh = encode(good)
     failing = new_envelope(revoke(uuid.uuid4(), 666), source="elevate/test", subject="bad")
     fv, fh = encode(failing)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer = kafka.endpoint().producer()
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"{not json", key=b"k", headers=gh[:1])
@@ -221,7 +218,7 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
         ConsumerConfig(
             name=f"{topic_prefix}c",
             topics=(topic,),
-            bootstrap_servers=kafka.bootstrap,
+            kafka=kafka.endpoint(),
             dlq_topic=dlq,
         ),
         handler,
@@ -229,7 +226,7 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
     async with running(consumer):
         await eventually(lambda: _has_effect_ref(db, good.id), what="good message handled")
 
-    dead = await read_all(kafka.bootstrap, dlq, expect=2)
+    dead = await read_all(kafka.endpoint(), dlq, expect=2)
     assert len(dead) == 2
     first, second = (headers_of(r) for r in dead)
     assert dead[0].value == b"{not json"
@@ -248,11 +245,11 @@ async def test_unknown_event_data_is_dead_lettered_not_retried(
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
     dlq = f"{topic_prefix}elevate.dlq.v1"
-    await create_topics(kafka.bootstrap, topic, dlq, partitions=1)
+    await create_topics(kafka.endpoint(), topic, dlq, partitions=1)
     env = new_envelope(revoke(uuid.uuid4()), source="elevate/test", subject="x")
     _value, headers = encode(env)
     bad_value = json.dumps({"request_id": "not-a-uuid"}).encode()
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer = kafka.endpoint().producer()
     await producer.start()
     await producer.send_and_wait(topic, bad_value, key=b"x", headers=headers)
     await producer.stop()
@@ -269,13 +266,13 @@ async def test_unknown_event_data_is_dead_lettered_not_retried(
         ConsumerConfig(
             name=f"{topic_prefix}c",
             topics=(topic,),
-            bootstrap_servers=kafka.bootstrap,
+            kafka=kafka.endpoint(),
             dlq_topic=dlq,
         ),
         handler,
     )
     async with running(consumer):
-        dead = await read_all(kafka.bootstrap, dlq, expect=1)
+        dead = await read_all(kafka.endpoint(), dlq, expect=1)
     assert len(dead) == 1
     assert "request_id" in headers_of(dead[0])["dlq_error"]
     assert calls == 1

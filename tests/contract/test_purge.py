@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from elevate_core.clock import ManualClock
 from elevate_core.db import Database, utcnow
 from elevate_core.errors import PermanentError
@@ -18,6 +17,7 @@ from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.admin import DAY_MS, longest_stay
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.kafka.dedupe import ProcessedEvent
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.purge import NO_TOPICS, Horizons, NoTopics, Purger
 from elevate_core.timers import Timer, TimerRunner, schedule
@@ -66,7 +66,7 @@ async def last_seen(db: Database, event_id: str, at: datetime) -> None:
 
 
 async def published(kafka: KafkaBroker, topic: str, count: int) -> list[Any]:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer = kafka.endpoint().producer()
     await producer.start()
     try:
         for n in range(count):
@@ -75,28 +75,28 @@ async def published(kafka: KafkaBroker, topic: str, count: int) -> list[Any]:
             await producer.send_and_wait(topic, value, key=b"s", headers=headers)
     finally:
         await producer.stop()
-    return await read_all(kafka.bootstrap, topic, expect=count)
+    return await read_all(kafka.endpoint(), topic, expect=count)
 
 
 def consumer_of(db: Database, kafka: KafkaBroker, topic: str, prefix: str) -> Consumer:
     config = ConsumerConfig(
         name=f"{prefix}reader",
         topics=(topic,),
-        bootstrap_servers=kafka.bootstrap,
+        kafka=kafka.endpoint(),
         dlq_topic=f"{prefix}elevate.dlq.v1",
     )
     return Consumer(db, config, record_effect)
 
 
-def stay_of(bootstrap: str, topic: str) -> Callable[[], Awaitable[timedelta | None]]:
-    return lambda: longest_stay(bootstrap, [topic])
+def stay_of(endpoint: KafkaEndpoint, topic: str) -> Callable[[], Awaitable[timedelta | None]]:
+    return lambda: longest_stay(endpoint, [topic])
 
 
 async def test_a_purge_keeps_replay_protection_inside_retention(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(kafka.bootstrap, topic)  # as the services create topics
+    await create_topics(kafka.endpoint(), topic)  # as the services create topics
     young, old = await published(kafka, topic, 2)
     consumer = consumer_of(db, kafka, topic, topic_prefix)
     for record in (young, old):
@@ -107,7 +107,7 @@ async def test_a_purge_keeps_replay_protection_inside_retention(
     await last_seen(db, young_id, now - HORIZONS.dedupe + HOUR)  # inside retention + margin
     await last_seen(db, old_id, now - HORIZONS.dedupe - HOUR)  # no longer on any broker
 
-    purger = Purger(db, HORIZONS, broker_stay=stay_of(kafka.bootstrap, topic))
+    purger = Purger(db, HORIZONS, broker_stay=stay_of(kafka.endpoint(), topic))
     assert (await purger.purge_once(now=now))["processed_events"] == 1
 
     assert set(await dedupe_rows(db)) == {young_id}
@@ -121,7 +121,7 @@ async def test_a_copy_seen_again_is_protected_for_a_whole_horizon_from_then(
     """A re-drive (or a relay re-send) puts a new copy on the broker long after the first:
     the consumer that dropped it must go on dropping it for as long as that copy stays."""
     topic = f"{topic_prefix}elevate.requests.v1"
-    await create_topics(kafka.bootstrap, topic)
+    await create_topics(kafka.endpoint(), topic)
     [record] = await published(kafka, topic, 1)
     consumer = consumer_of(db, kafka, topic, topic_prefix)
     await consumer.process(record)
@@ -130,7 +130,7 @@ async def test_a_copy_seen_again_is_protected_for_a_whole_horizon_from_then(
     await last_seen(db, ce_id, first_seen)
 
     await consumer.process(record)  # the copy, twenty days later: dropped
-    purger = Purger(db, HORIZONS, broker_stay=stay_of(kafka.bootstrap, topic))
+    purger = Purger(db, HORIZONS, broker_stay=stay_of(kafka.endpoint(), topic))
     await purger.purge_once(now=first_seen + HORIZONS.dedupe + HOUR)
 
     assert ce_id in await dedupe_rows(db)
@@ -144,7 +144,7 @@ async def test_dedupe_rows_stay_while_the_broker_may_still_hold_their_messages(
     # A topic made before segments rolled every 12 h: Kafka's default rolls weekly, so a
     # message may stay 30 + 7 days, longer than the 31-day dedupe horizon.
     topic = f"{topic_prefix}elevate.requests.v1"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = kafka.endpoint().admin()
     await admin.start()
     try:
         await admin.create_topics(
@@ -160,8 +160,8 @@ async def test_dedupe_rows_stay_while_the_broker_may_still_hold_their_messages(
     async def consumes_nothing() -> NoTopics:
         return NO_TOPICS  # an API-only replica: the one that consumes knows the topics
 
-    dead = f"127.0.0.1:{free_port()}"
-    for stay in (stay_of(kafka.bootstrap, topic), stay_of(dead, topic), consumes_nothing):
+    dead = KafkaEndpoint(f"127.0.0.1:{free_port()}")
+    for stay in (stay_of(kafka.endpoint(), topic), stay_of(dead, topic), consumes_nothing):
         purged = await Purger(db, HORIZONS, broker_stay=stay).purge_once(now=now)
         assert "processed_events" not in purged
         assert len(await dedupe_rows(db)) == 1

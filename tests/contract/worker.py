@@ -1,6 +1,6 @@
 """A separate process for the crash and concurrency contract tests.
 
-python -m tests.contract.worker relay URL BOOTSTRAP
+python -m tests.contract.worker relay URL      (Kafka: ELEVATE_KAFKA_* from the parent)
 python -m tests.contract.worker timers URL [--until-empty]
 """
 
@@ -16,13 +16,13 @@ from elevate_core.timers import Timer, TimerRunner
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.contract.tables import Effect
+from tests.harness import kafka_from_env
 
 
-async def relay(url: str, bootstrap: str) -> None:
+async def relay(url: str) -> None:
+    endpoint = kafka_from_env()
     db = Database(url)
-    worker = OutboxRelay(
-        db, bootstrap_servers=bootstrap, client_id=f"relay-{os.getpid()}", batch_size=100
-    )
+    worker = OutboxRelay(db, kafka=endpoint, client_id=f"relay-{os.getpid()}", batch_size=100)
     await worker.run()
 
 
@@ -48,14 +48,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("relay")
     r.add_argument("url")
-    r.add_argument("bootstrap")
     t = sub.add_parser("timers")
     t.add_argument("url")
     t.add_argument("--until-empty", action="store_true")
     t.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     if args.cmd == "relay":
-        asyncio.run(relay(args.url, args.bootstrap))
+        asyncio.run(relay(args.url))
     else:
         asyncio.run(timers(args.url, args.until_empty, args.delay))
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import boto3
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from elevate_core.kafka.acls import Principal
 from elevate_local import runs
+from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import port_open
 
 from tests.harness import eventually
@@ -69,7 +70,11 @@ async def test_dev_stack_starts_everything_and_stops_on_sigterm(tmp_path: Path) 
                 response = await client.get(f"http://127.0.0.1:{ports[name]}/healthz")
                 assert response.status_code == 200, name
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{ports['kafka']}")
+        # The broker takes only authenticated clients: the developer's way in is the
+        # credentials the supervisor wrote (and printed).
+        assert any("client configs for Kafka's CLI tools" in line for line in seen)
+        broker = KafkaBroker(tmp_path / "dev" / "kafka", port=ports["kafka"])
+        admin = broker.endpoint(Principal.ADMIN).admin()
         await admin.start()
         try:
             topics = set(await admin.list_topics())

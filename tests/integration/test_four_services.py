@@ -23,7 +23,8 @@ from typing import IO, TYPE_CHECKING, Any
 import boto3
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_local import runs
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
@@ -77,7 +78,7 @@ class Stack:
     issuer: str
     seeded: SeededOrganisation
     sso: SSOAdminClient
-    bootstrap: str
+    endpoint: KafkaEndpoint
     topic_prefix: str
     processes: dict[str, Process] = field(default_factory=dict)
 
@@ -154,9 +155,10 @@ async def stack(
     kafka: KafkaBroker,
     postgres: PostgresCluster,
     moto_endpoint: str,
-    topic_prefix: str,
+    catalog: str,
     tmp_path: Path,
 ) -> AsyncIterator[Stack]:
+    topic_prefix = catalog
     seeded = seed_organisation(moto_endpoint)
     users = seeded_user_claims()
     sso = boto3.client("sso-admin", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -168,7 +170,7 @@ async def stack(
         proxy = AwsFaultProxy(moto_endpoint)
         proxy.start()
         cleanup.callback(proxy.stop)
-        s = Stack(oidc.issuer, seeded, sso, kafka.bootstrap, topic_prefix)
+        s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), topic_prefix)
         cleanup.callback(_stop_all, s)
         for name in SERVICES:
             s.processes[name] = _spawn(
@@ -177,7 +179,7 @@ async def stack(
                     "ELEVATE_DATABASE_URL": postgres.create_database(
                         f"e2e_{name}_{uuid.uuid4().hex[:8]}"
                     ),
-                    "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+                    **kafka.endpoint(Principal(name.replace("_", "-"))).environment(),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": proxy.endpoint_url
                     if name == "grant_worker"
@@ -231,9 +233,8 @@ async def _status(stack: Stack, client: httpx.AsyncClient, location: str, want: 
 async def _audit_until_revoke(stack: Stack, request_id: str) -> list[Any]:
     """The audit topic from its beginning until the request's 3005 Revoke is on it."""
     topic = f"{stack.topic_prefix}elevate.audit.v1"
-    consumer = AIOKafkaConsumer(
+    consumer = stack.endpoint.consumer(
         topic,
-        bootstrap_servers=stack.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,

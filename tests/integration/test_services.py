@@ -9,10 +9,12 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.admin import ensure_topics
 from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
@@ -53,16 +55,19 @@ class Service:
 def services(
     kafka: KafkaBroker, postgres: PostgresCluster, topic_prefix: str, moto_endpoint: str
 ) -> Iterator[dict[str, Service]]:
+    """The four services, each with its own principal, before their topics exist."""
+    kafka.allow(topic_prefix)
     started: dict[str, Service] = {}
     try:
         for module in SERVICES:
             # Each service owns its own database (and its own Alembic chain).
             url = postgres.create_database(f"svc_{module}_{uuid.uuid4().hex[:8]}")
+            principal = Principal(module.replace("_", "-"))
             started[module] = Service(
                 module,
                 {
                     "ELEVATE_DATABASE_URL": url,
-                    "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+                    **kafka.endpoint(principal).environment(),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": moto_endpoint,
                 },
@@ -73,7 +78,13 @@ def services(
             svc.stop()
 
 
-async def test_every_service_answers_probes_and_creates_topics(
+async def _topics_health(svc: Service) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        components = (await client.get(f"{svc.url}/healthz")).json()["components"]
+    return dict(components.get("kafka-topics") or {})
+
+
+async def test_every_service_answers_probes_and_waits_for_the_admin_to_create_topics(
     services: dict[str, Service], kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
@@ -86,22 +97,21 @@ async def test_every_service_answers_probes_and_creates_topics(
             metrics = await client.get(f"{svc.url}/metrics")
             assert metrics.status_code == 200
             assert "elevate_outbox_pending" in metrics.text or "python_info" in metrics.text
-
-    async def topics_exist() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-        await admin.start()
-        try:
-            names = set(await admin.list_topics())
-        finally:
-            await admin.close()
-        wanted = {
-            f"{topic_prefix}elevate.{t}.v1"
-            for t in ("requests", "decisions", "grants", "cloudtrail", "audit", "dlq")
-        }
-        return wanted <= names
-
-    await eventually(topics_exist, what="the services created the catalog topics")
     for module, svc in services.items():
+
+        async def says_missing(svc: Service = svc) -> bool:
+            topics = await _topics_health(svc)
+            return topics.get("ok") is False and "missing topics" in topics.get("detail", "")
+
+        await eventually(says_missing, what=f"{module} reporting its missing topics")
+    # Services may not create topics (the broker refuses them); the admin principal does.
+    await ensure_topics(kafka.endpoint(Principal.ADMIN), prefix=topic_prefix)
+    for module, svc in services.items():
+
+        async def present(svc: Service = svc) -> bool:
+            return (await _topics_health(svc)).get("ok") is True
+
+        await eventually(present, what=f"{module} seeing its topics")
         tables = ["processed_events", "timers", "outbox"]
         tables += ["gw_grants"] if module == "grant_worker" else []
 
@@ -125,15 +135,15 @@ async def test_service_without_kafka_keeps_running_and_says_so(
 
             async def reported() -> bool:
                 body = (await client.get(f"{svc.url}/healthz")).json()
-                comp = body["components"].get("kafka-admin")
+                comp = body["components"].get("kafka-topics")
                 return comp is not None and comp["ok"] is False
 
             await eventually(reported, what="/healthz reporting Kafka unreachable")
             health = (await client.get(f"{svc.url}/healthz")).json()
-            assert dead in health["components"]["kafka-admin"]["detail"]
+            assert dead in health["components"]["kafka-topics"]["detail"]
             assert (await client.get(f"{svc.url}/readyz")).status_code == 200
             metrics = (await client.get(f"{svc.url}/metrics")).text
-            assert 'elevate_component_up{component="kafka-admin"} 0.0' in metrics
+            assert 'elevate_component_up{component="kafka-topics"} 0.0' in metrics
     finally:
         logs = svc.stop()
     assert "Kafka unreachable" in logs

@@ -77,7 +77,7 @@ async def test_one_trace_spans_producer_and_consumer_processes(
     collector: Collector, kafka: KafkaBroker, topic_prefix: str, tmp_path: Path
 ) -> None:
     await create_topics(
-        kafka.bootstrap, f"{topic_prefix}elevate.requests.v1", f"{topic_prefix}elevate.dlq.v1"
+        kafka.endpoint(), f"{topic_prefix}elevate.requests.v1", f"{topic_prefix}elevate.dlq.v1"
     )
 
     def run(cmd: str) -> subprocess.Popen[bytes]:
@@ -89,12 +89,11 @@ async def test_one_trace_spans_producer_and_consumer_processes(
                 "tests.integration.trace_worker",
                 cmd,
                 url,
-                kafka.bootstrap,
                 topic_prefix,
                 collector.endpoint,
             ],
             cwd=ROOT,
-            env=dict(os.environ),
+            env={**os.environ, **kafka.endpoint().environment()},
         )
 
     consumer = run("consume")

@@ -1,7 +1,9 @@
 """Producer and consumer processes for the cross-process tracing test.
 
-python -m tests.integration.trace_worker produce DB_URL BOOTSTRAP PREFIX OTLP
-python -m tests.integration.trace_worker consume DB_URL BOOTSTRAP PREFIX OTLP
+python -m tests.integration.trace_worker produce DB_URL PREFIX OTLP
+python -m tests.integration.trace_worker consume DB_URL PREFIX OTLP
+
+Kafka: the `ELEVATE_KAFKA_*` settings the parent passes.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import Outbox
 from elevate_core.relay import OutboxRelay
 from elevate_core.telemetry import configure_tracing, shutdown_tracing, tracer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.harness import kafka_from_env
 
-async def produce(url: str, bootstrap: str, prefix: str) -> None:
+
+async def produce(url: str, endpoint: KafkaEndpoint, prefix: str) -> None:
     db = Database(url)
     await upgrade(db)
     outbox = Outbox(source="elevate/trace-producer", topic_prefix=prefix)
@@ -35,13 +40,13 @@ async def produce(url: str, bootstrap: str, prefix: str) -> None:
                 ),
                 subject=str(request_id),
             )
-    relay = OutboxRelay(db, bootstrap_servers=bootstrap, client_id="trace-producer")
+    relay = OutboxRelay(db, kafka=endpoint, client_id="trace-producer")
     while await relay.publish_once() == 0:
         await asyncio.sleep(0.1)
     await relay.close()
 
 
-async def consume(url: str, bootstrap: str, prefix: str) -> None:
+async def consume(url: str, endpoint: KafkaEndpoint, prefix: str) -> None:
     db = Database(url)
     await upgrade(db)
     done = asyncio.Event()
@@ -55,7 +60,7 @@ async def consume(url: str, bootstrap: str, prefix: str) -> None:
         ConsumerConfig(
             name="trace-consumer",
             topics=(f"{prefix}elevate.requests.v1",),
-            bootstrap_servers=bootstrap,
+            kafka=endpoint,
             dlq_topic=f"{prefix}elevate.dlq.v1",
         ),
         handler,
@@ -67,9 +72,10 @@ async def consume(url: str, bootstrap: str, prefix: str) -> None:
 
 
 def main() -> None:
-    cmd, url, bootstrap, prefix, otlp = sys.argv[1:6]
+    cmd, url, prefix, otlp = sys.argv[1:5]
+    endpoint = kafka_from_env()
     configure_tracing(service=f"trace-{cmd}", otlp_endpoint=otlp)
-    asyncio.run((produce if cmd == "produce" else consume)(url, bootstrap, prefix))
+    asyncio.run((produce if cmd == "produce" else consume)(url, endpoint, prefix))
     shutdown_tracing()  # flushes the batch exporter
 
 

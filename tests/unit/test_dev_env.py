@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from elevate_local.supervisor import SERVICES, Ports, service_env
+from elevate_core.kafka.security import KafkaEndpoint, KafkaSecurity, SecurityProtocol
+from elevate_local.supervisor import SERVICES, Ports, principal_of, service_env
 
 MOTO, PROXY = "http://127.0.0.1:5000", "http://127.0.0.1:5001"
 
@@ -15,7 +16,15 @@ def env_of(service: str, database_url: str | None = None) -> dict[str, str]:
         service,
         ports=Ports(),
         data_dir=Path("/data"),
-        kafka_bootstrap="127.0.0.1:9092",
+        kafka=KafkaEndpoint(
+            "127.0.0.1:9092",
+            KafkaSecurity(
+                SecurityProtocol.SASL_SSL,
+                username=principal_of(service),
+                password_file=Path(f"/data/kafka/credentials/{principal_of(service)}.password"),
+                ca_file=Path("/data/kafka/tls/ca.pem"),
+            ),
+        ),
         moto_url=MOTO,
         proxy_url=PROXY,
         database_url=database_url,
@@ -28,6 +37,10 @@ def test_each_service_runs_in_dev_mode_on_its_own_port(name: str, service: str) 
     assert env["ELEVATE_MODE"] == "dev"
     assert env["ELEVATE_HTTP_PORT"] == str(getattr(Ports(), service))
     assert env["ELEVATE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+    # its own Kafka principal (the broker enforces the ACL table on it), over TLS
+    assert env["ELEVATE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["ELEVATE_KAFKA_SASL_USERNAME"] == name
+    assert env["ELEVATE_KAFKA_SASL_PASSWORD_FILE"] == f"/data/kafka/credentials/{name}.password"
     assert env["ELEVATE_OIDC_ISSUER"] == "http://127.0.0.1:9400"
     assert env["ELEVATE_DATA_DIR"] == "/data/db"
     # the embedded default: SQLite under the data dir, one file per service

@@ -31,6 +31,7 @@ from elevate_core.events.models import (
     RequestSubmitted,
 )
 from elevate_core.kafka.consumer import Handler
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.settings import Mode
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from sqlalchemy import select
@@ -91,6 +92,12 @@ def write_policy(
     return path
 
 
+@pytest.fixture(autouse=True)
+async def _catalog(catalog: str) -> str:
+    """Every test here runs the service against its own topics (tests/integration)."""
+    return catalog
+
+
 @pytest.fixture(scope="session")
 def seeded(moto_endpoint: str) -> SeededOrganisation:
     return seed_organisation(moto_endpoint)
@@ -112,14 +119,15 @@ def settings_for(
     pg_url: str,
     policy_file: Path,
     moto_endpoint: str,
-    bootstrap: str = "127.0.0.1:9",
+    kafka: KafkaEndpoint | None = None,
     topic_prefix: str = "",
 ) -> ApprovalSettings:
+    """approval's settings; without `kafka`, a Kafka nobody listens at."""
     return ApprovalSettings(
         mode=Mode.TEST,
         service_name="approval",
         database_url=pg_url,
-        kafka_bootstrap_servers=bootstrap,
+        **(kafka or KafkaEndpoint("127.0.0.1:9")).as_settings(),
         topic_prefix=topic_prefix,
         policy_file=policy_file,
         aws_endpoint_url=moto_endpoint,
@@ -262,8 +270,8 @@ async def running_service(
 class DecisionsReader(harness.TopicReader):
     """Reads `elevate.decisions.v1` from the beginning and keeps everything it saw."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(bootstrap, topic)
+    def __init__(self, endpoint: KafkaEndpoint, topic: str) -> None:
+        super().__init__(endpoint, topic)
         self.records: list[tuple[str, str, Any]] = []  # (class name, ce_id, data)
 
     async def __aenter__(self) -> DecisionsReader:
@@ -288,6 +296,6 @@ class DecisionsReader(harness.TopicReader):
         ]
 
 
-async def produce(bootstrap: str, topic: str, *envelopes: Envelope) -> None:
+async def produce(endpoint: KafkaEndpoint, topic: str, *envelopes: Envelope) -> None:
     """Publish as request-api would: CloudEvents binary mode, key = request id."""
-    await harness.publish(bootstrap, topic, *envelopes)
+    await harness.publish(endpoint, topic, *envelopes)

@@ -17,7 +17,7 @@ from elevate_approval.settings import ApprovalSettings
 from elevate_core.app import ServiceContext
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.acls import Principal
 from elevate_core.outbox import OutboxMessage
 from elevate_core.timers import Timer
 from elevate_local.kafka import KafkaBroker
@@ -49,12 +49,11 @@ async def service(
     topic_prefix: str,
     seeded: object,
 ) -> AsyncIterator[ServiceContext]:
-    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
     settings = settings_for(
         pg_url=pg_url,
         policy_file=policy_file,
         moto_endpoint=moto_endpoint,
-        bootstrap=kafka.bootstrap,
+        kafka=kafka.endpoint(Principal.APPROVAL),
         topic_prefix=topic_prefix,
     )
     ctx = ServiceContext(settings=settings, db=approval_db)
@@ -75,7 +74,7 @@ async def test_two_of_three_approves_exactly_once_whatever_is_repeated(
     rid = req.request_id
     bob = envelope(requests.decision(req, "bob"), subject=rid)
     await produce(
-        kafka.bootstrap,
+        kafka.endpoint(),
         requests_topic,
         envelope(req, subject=rid),
         bob,
@@ -86,7 +85,7 @@ async def test_two_of_three_approves_exactly_once_whatever_is_repeated(
         envelope(requests.decision(req, "grace"), subject=rid),  # too late: approved
         bob,  # and the first one once more, after the outcome
     )
-    async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+    async with DecisionsReader(kafka.endpoint(), decisions_topic) as reader:
         await reader.wait_for(
             lambda: any(
                 r[2]["approver"]["user_name"] == "grace" for r in reader.of(rid, "DecisionRefused")
@@ -135,7 +134,7 @@ async def test_cancel_before_the_deciding_approval_and_after_it(
     before = requests.submitted("AdministratorAccess")
     after = requests.submitted("AdministratorAccess")
     await produce(
-        kafka.bootstrap,
+        kafka.endpoint(),
         requests_topic,
         envelope(before, subject=before.request_id),
         envelope(requests.cancelled(before), subject=before.request_id),
@@ -145,7 +144,7 @@ async def test_cancel_before_the_deciding_approval_and_after_it(
         envelope(requests.cancelled(after), subject=after.request_id),
         envelope(requests.decision(after, "frank"), subject=after.request_id),
     )
-    async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+    async with DecisionsReader(kafka.endpoint(), decisions_topic) as reader:
         await reader.wait_for(
             lambda: (
                 bool(reader.of(before.request_id, "DecisionRefused"))
@@ -193,7 +192,7 @@ def _service_process(
     settings = {
         "http_port": port,
         "database_url": pg_url,
-        "kafka_bootstrap_servers": kafka.bootstrap,
+        **kafka.endpoint(Principal.APPROVAL).as_settings(),
         "topic_prefix": prefix,
         "policy_file": policy,
         "aws_endpoint_url": moto,
@@ -232,7 +231,6 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     topic_prefix: str,
     requests: Requests,
 ) -> None:
-    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
     policy = write_policy(tmp_path / "policy.yaml", one="1h")
     requests_topic, decisions_topic = topics(kafka, topic_prefix)
     launch = dict(
@@ -247,11 +245,11 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
         wait_for_port(port, timeout=60, what="approval")
         submitted_at = datetime.now(UTC)
         await produce(
-            kafka.bootstrap,
+            kafka.endpoint(),
             requests_topic,
             envelope(req, subject=req.request_id, time=submitted_at),
         )
-        async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+        async with DecisionsReader(kafka.endpoint(), decisions_topic) as reader:
             await reader.wait_for(
                 lambda: bool(reader.of(req.request_id, "ApprovalRequested")),
                 what="the request pending",
@@ -281,7 +279,7 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
 
     last, port = _service_process(**launch, clock_offset=later)  # type: ignore[arg-type]
     try:
-        async with DecisionsReader(kafka.bootstrap, decisions_topic) as reader:
+        async with DecisionsReader(kafka.endpoint(), decisions_topic) as reader:
             await reader.wait_for(
                 lambda: bool(reader.of(req.request_id, "RequestExpired")), what="the expiry"
             )
@@ -294,7 +292,7 @@ async def test_pending_request_expires_exactly_once_across_sigkills(
     assert [e.sent for e in expired_rows] == [True]
     # Everything the relay sent is now on the topic: exactly one expiry there too.
     on_topic = [
-        r for r in await read_to_end(kafka.bootstrap, decisions_topic) if r.key == rid.encode()
+        r for r in await read_to_end(kafka.endpoint(), decisions_topic) if r.key == rid.encode()
     ]
     expired = [data_of(r) for r in on_topic if headers_of(r)["ce_type"].endswith("expired.v1")]
     assert len(expired) == 1

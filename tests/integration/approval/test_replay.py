@@ -14,7 +14,7 @@ from elevate_approval.main import SPEC, build
 from elevate_core.app import ServiceContext, consumer_group
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.admin import ensure_topics
+from elevate_core.kafka.acls import Principal
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import OutboxMessage
 from elevate_core.progress import TopicProgress
@@ -65,7 +65,6 @@ async def test_a_replay_into_an_empty_database_publishes_no_new_event(
     topic_prefix: str,
     requests: Requests,
 ) -> None:
-    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
     policy = write_policy(tmp_path / "policy.yaml", one="3s")
     requests_topic = f"{topic_prefix}{Topics.REQUESTS}"
     auto = requests.submitted("ReadOnlyAccess", account="sandbox-shared")
@@ -76,7 +75,7 @@ async def test_a_replay_into_an_empty_database_publishes_no_new_event(
     cancelled = requests.submitted("DatabaseAdmin")
     unknown = requests.decision(requests.submitted("DatabaseAdmin"), "bob")
     await produce(
-        kafka.bootstrap,
+        kafka.endpoint(),
         requests_topic,
         *(envelope(r, subject=r.request_id) for r in (auto, approved, rejected, expired)),
         envelope(break_glass, subject=break_glass.request_id),
@@ -97,13 +96,13 @@ async def test_a_replay_into_an_empty_database_publishes_no_new_event(
             pg_url=db.url,
             policy_file=policy,
             moto_endpoint=moto_endpoint,
-            bootstrap=kafka.bootstrap,
+            kafka=kafka.endpoint(Principal.APPROVAL),
             topic_prefix=topic_prefix,
         ).model_copy(update={"consumer_group_suffix": suffix})
         ctx = ServiceContext(settings=settings, db=db)
         build(ctx, directory=directory_for(moto_endpoint))
         progress = TopicProgress(
-            bootstrap=kafka.bootstrap,
+            kafka=kafka.endpoint(Principal.APPROVAL),
             topic=requests_topic,
             group=consumer_group(settings, "approval"),
         )
@@ -123,7 +122,7 @@ async def test_a_replay_into_an_empty_database_publishes_no_new_event(
             await db.dispose()
 
     live = await run("")
-    async with DecisionsReader(kafka.bootstrap, f"{topic_prefix}{Topics.DECISIONS}") as reader:
+    async with DecisionsReader(kafka.endpoint(), f"{topic_prefix}{Topics.DECISIONS}") as reader:
         await reader.wait_for(lambda: len(reader.records) >= len(live), what="all published")
     published = {ce_id for _, ce_id, _ in reader.records}
     assert {ce_id for ce_id, _, _ in live} == published

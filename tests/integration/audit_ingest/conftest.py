@@ -17,6 +17,8 @@ from elevate_audit_ingest.settings import AuditSettings
 from elevate_core.events.base import Event
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.events.topics import Topics
+from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_local.kafka import KafkaBroker
 
 from tests import harness
@@ -46,6 +48,12 @@ class Trail:
         )
 
 
+@pytest.fixture(autouse=True)
+async def _catalog(catalog: str) -> str:
+    """Every test here runs the service against its own topics (tests/integration)."""
+    return catalog
+
+
 @pytest.fixture
 def trail(moto_endpoint: str) -> Iterator[Trail]:
     session = boto3.session.Session(region_name="us-east-1")
@@ -59,10 +67,8 @@ def trail(moto_endpoint: str) -> Iterator[Trail]:
 
 
 @pytest.fixture
-async def topics(kafka: KafkaBroker, topic_prefix: str) -> dict[Topics, str]:
-    names = {t: f"{topic_prefix}{t.value}" for t in Topics}
-    await harness.create_topics(kafka.bootstrap, *names.values())
-    return names
+def topics(catalog: str) -> dict[Topics, str]:
+    return {t: f"{catalog}{t.value}" for t in Topics}
 
 
 def settings_env(
@@ -72,7 +78,7 @@ def settings_env(
         "mode": "test",
         "service_name": "audit-ingest",
         "database_url": pg_url,
-        "kafka_bootstrap_servers": kafka.bootstrap,
+        **kafka.endpoint(Principal.AUDIT_INGEST).as_settings(),
         "topic_prefix": topic_prefix,
         "aws_endpoint_url": moto_endpoint,
         "aws_access_key_id": "testing",
@@ -118,11 +124,11 @@ def activated(snap: RequestSnapshot, at: datetime) -> GrantActivated:
     return GrantActivated(grant_id=uuid.uuid4(), snapshot=snap, activated_at=at)
 
 
-async def publish(bootstrap: str, topic: str, *events: Event) -> None:
+async def publish(endpoint: KafkaEndpoint, topic: str, *events: Event) -> None:
     """grant-worker's events, as grant-worker publishes them."""
     envelopes = [harness.envelope(e, source="elevate/grant-worker") for e in events]
-    await harness.publish(bootstrap, topic, *envelopes)
+    await harness.publish(endpoint, topic, *envelopes)
 
 
-async def publish_raw(bootstrap: str, topic: str, *values: bytes) -> None:
-    await harness.publish_raw(bootstrap, topic, *values, key=ACCOUNT.encode())
+async def publish_raw(endpoint: KafkaEndpoint, topic: str, *values: bytes) -> None:
+    await harness.publish_raw(endpoint, topic, *values, key=ACCOUNT.encode())

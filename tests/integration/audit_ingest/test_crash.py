@@ -47,7 +47,7 @@ async def test_sigkill_mid_file_loses_nothing(
     now = datetime.now(UTC).replace(microsecond=0)
     alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
     await publish(
-        kafka.bootstrap, topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
+        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
     )
     records = session_records(
         user="alice",
@@ -77,7 +77,7 @@ async def test_sigkill_mid_file_loses_nothing(
     first = start_service(settings, fail_points="audit.mid_file@2")
     code = await asyncio.to_thread(first.wait, 120)
     assert code == -9, first.stderr.read().decode()[-3000:] if first.stderr else ""
-    partial = await read_all(kafka.bootstrap, topics[Topics.CLOUDTRAIL], expect=8, timeout=30)
+    partial = await read_all(kafka.endpoint(), topics[Topics.CLOUDTRAIL], expect=8, timeout=30)
     assert len(partial) == 8  # two batches out, the third never sent
     assert trail.queued() == 1  # the notice survives the crash
 
@@ -90,7 +90,7 @@ async def test_sigkill_mid_file_loses_nothing(
         await eventually(drained, timeout=90, what="notice redelivered and deleted")
         expected_ids = {r["eventID"] for r in records}
         audit = await read_all(
-            kafka.bootstrap, topics[Topics.AUDIT], expect=1 + len(records), timeout=90
+            kafka.endpoint(), topics[Topics.AUDIT], expect=1 + len(records), timeout=90
         )
     finally:
         second.terminate()
@@ -104,5 +104,5 @@ async def test_sigkill_mid_file_loses_nothing(
     # State changed exactly once per record, although the file was read twice.
     assert len(rows) == 1 + len(records)
     # The re-read file went onto elevate.cloudtrail.v1 again (at least once): all 12 there.
-    again = await read_all(kafka.bootstrap, topics[Topics.CLOUDTRAIL], expect=20, timeout=30)
+    again = await read_all(kafka.endpoint(), topics[Topics.CLOUDTRAIL], expect=20, timeout=30)
     assert {data_of(r)["eventID"] for r in again} == expected_ids

@@ -46,7 +46,7 @@ async def test_trail_files_become_correlated_ocsf_records(
     now = datetime.now(UTC).replace(microsecond=0)
     alice = snapshot(user="alice", start=now - timedelta(minutes=20), end=now + timedelta(hours=1))
     await publish(
-        kafka.bootstrap, topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=15))
+        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=15))
     )
 
     # File 1: alice's CLI session, one record repeated, and mallory in the same role.
@@ -117,7 +117,7 @@ async def test_trail_files_become_correlated_ocsf_records(
         "detail": direct,
     }
     await publish_raw(
-        kafka.bootstrap,
+        kafka.endpoint(),
         topics[Topics.CLOUDTRAIL],
         json.dumps(envelope).encode(),
         json.dumps(direct).encode(),
@@ -158,7 +158,7 @@ async def test_trail_files_become_correlated_ocsf_records(
 
             await eventually(settled, timeout=90, what="all files and records processed")
             records = await read_all(
-                kafka.bootstrap, topics[Topics.AUDIT], expect=expected, timeout=60
+                kafka.endpoint(), topics[Topics.AUDIT], expect=expected, timeout=60
             )
     finally:
         async with db.sessions() as s:

@@ -23,8 +23,10 @@ from elevate_core.db import Database
 from elevate_core.events.base import Event
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
 from elevate_core.events.topics import Topics
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
 from elevate_core.notify import wake
 from elevate_core.timers import CHANNEL as TIMER_CHANNEL
@@ -51,6 +53,12 @@ if TYPE_CHECKING:
     from mypy_boto3_sso_admin import SSOAdminClient
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+async def _catalog(catalog: str) -> str:
+    """Every test here runs the service against its own topics (tests/integration)."""
+    return catalog
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +133,7 @@ def settings_for(
         "mode": "test",
         "service_name": "grant-worker",
         "database_url": pg_url,
-        "kafka_bootstrap_servers": kafka.bootstrap,
+        **kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
         "topic_prefix": topic_prefix,
         "aws_endpoint_url": aws,
         "aws_access_key_id": "testing",
@@ -155,12 +163,12 @@ class Publisher:
         self.prefix = prefix
 
     async def __call__(self, *events: Event) -> None:
-        await harness.publish_events(self.kafka.bootstrap, *events, prefix=self.prefix)
+        await harness.publish_events(self.kafka.endpoint(), *events, prefix=self.prefix)
 
 
 @pytest.fixture
 async def publish(kafka: KafkaBroker, topic_prefix: str) -> Publisher:
-    await ensure_topics(kafka.bootstrap, prefix=topic_prefix)
+    await ensure_topics(kafka.endpoint(Principal.ADMIN), prefix=topic_prefix)
     return Publisher(kafka, topic_prefix)
 
 
@@ -249,7 +257,6 @@ async def running(
     (`Running.start_held` starts them), so a test can order them deterministically."""
     ctx = bootstrap(settings)
     await upgrade(ctx.db, SPEC.migrations)
-    await ensure_topics(settings.kafka_bootstrap_servers, prefix=settings.topic_prefix)
     clock = clock or ManualClock(T0)
 
     async def scoped() -> set[tuple[str, str]]:
@@ -266,9 +273,9 @@ async def running(
         await ctx.db.dispose()
 
 
-async def caught_up(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+async def caught_up(endpoint: KafkaEndpoint, group: str, topic: str, timeout: float = 60) -> None:
     """Wait until `group` committed offsets at the end of every partition of `topic`."""
-    await harness.processed_past(bootstrap, group, topic, timeout=timeout)
+    await harness.processed_past(endpoint, group, topic, timeout=timeout)
 
 
 Factory = Callable[..., GrantWorkerSettings]
@@ -321,7 +328,7 @@ async def read_model(
             ConsumerConfig(
                 name=f"{topic_prefix}request-api.read-model",
                 topics=(f"{topic_prefix}{Topics.GRANTS}",),
-                bootstrap_servers=kafka.bootstrap,
+                kafka=kafka.endpoint(),
                 dlq_topic=f"{topic_prefix}{Topics.DLQ}",
                 session_timeout_ms=6000,
                 heartbeat_interval_ms=2000,

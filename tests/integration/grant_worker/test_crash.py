@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from elevate_core.db import Database
 from elevate_core.events.models import Person, RevokeRequested
+from elevate_core.kafka.acls import Principal
 from elevate_grant_worker.main import SPEC
 from elevate_grant_worker.models import Assignment, Grant, Standing
 from elevate_grant_worker.service import grant_id_for
@@ -40,7 +41,7 @@ def start(
             "fail_points": fail_points,
             "http_port": free_port(),
             "database_url": pg_url,
-            "kafka_bootstrap_servers": kafka.bootstrap,
+            **kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
             "topic_prefix": topic_prefix,
             "aws_endpoint_url": proxy.endpoint_url,
             "aws_access_key_id": "testing",

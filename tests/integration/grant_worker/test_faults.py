@@ -159,7 +159,7 @@ async def test_replaying_decisions_never_touches_ended_grants(
     marker_triple = new_triple(seeded)
     marker = approval(marker_triple, start=T0, end=T0 + timedelta(minutes=1))
     async with running(make_settings(consumer_group_suffix=".replay1"), clock=clock) as w1:
-        await caught_up(kafka.bootstrap, f"{topic_prefix}grant-worker.decisions.replay1", topic)
+        await caught_up(kafka.endpoint(), f"{topic_prefix}grant-worker.decisions.replay1", topic)
         await publish(marker)
         settled = await w1.wait_state(marker.snapshot.request_id, "ended")
         assert settled.end_reason == "expired"
@@ -172,7 +172,7 @@ async def test_replaying_decisions_never_touches_ended_grants(
     async with running(
         make_settings(pg_url=fresh, consumer_group_suffix=".replay2"), clock=clock
     ) as w2:
-        await caught_up(kafka.bootstrap, f"{topic_prefix}grant-worker.decisions.replay2", topic)
+        await caught_up(kafka.endpoint(), f"{topic_prefix}grant-worker.decisions.replay2", topic)
         for g in [*grants, marker]:
             lapsed = await w2.wait_state(g.snapshot.request_id, "ended")
             assert lapsed.end_reason == "expired"  # their window passed: never served again

@@ -312,7 +312,7 @@ async def test_a_replay_into_an_empty_database_re_grants_nothing(
         replay, clock=clock, hold_back=lambda x: isinstance(x, Consumer) and x.config.name == stops
     ) as b:
         await caught_up(
-            kafka.bootstrap,
+            kafka.endpoint(),
             f"{topic_prefix}grant-worker.decisions{suffix}",
             f"{topic_prefix}elevate.decisions.v1",
         )

@@ -21,14 +21,14 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from elevate_core.access import AccessControl
 from elevate_core.directory.aws import Directory
+from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.policy import PolicyWatcher
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port, wait_for_port
 from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
-
-from tests import harness
 
 ROOT = Path(__file__).resolve().parents[3]
 AUDIENCE = "elevate-portal"
@@ -97,6 +97,12 @@ class Issuer:
         return jwt.encode(claims, self.keys[key_id], algorithm="RS256", headers={"kid": key_id})
 
 
+@pytest.fixture(autouse=True)
+async def _catalog(catalog: str) -> str:
+    """Every test here runs the service against its own topics (tests/integration)."""
+    return catalog
+
+
 @pytest.fixture(scope="session")
 def issuer() -> Iterator[Issuer]:
     server = Issuer()
@@ -115,6 +121,7 @@ class Api:
     settings: RequestApiSettings
     issuer: Issuer
     seeded: SeededOrganisation
+    kafka: KafkaEndpoint  # the test's own view (it plays the other services): super user
 
     def client(self, user: str | None = "alice") -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.issuer.token(user)}"} if user else {}
@@ -134,19 +141,12 @@ async def start_api(
     tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-    await harness.create_topics(
-        kafka.bootstrap,
-        *(
-            f"{topic_prefix}elevate.{t}.v1"
-            for t in ("requests", "decisions", "grants", "audit", "dlq")
-        ),
-    )
 
     async def start(
         database_url: str,
         *,
         policy: Path | None = None,
-        bootstrap: str | None = None,
+        endpoint: KafkaEndpoint | None = None,  # default: request-api's principal
         oidc_issuer: str | None = None,
         **extra: Any,
     ) -> Api:
@@ -155,7 +155,7 @@ async def start_api(
             mode="test",
             http_port=port,
             database_url=database_url,
-            kafka_bootstrap_servers=bootstrap or kafka.bootstrap,
+            **(endpoint or kafka.endpoint(Principal.REQUEST_API)).as_settings(),
             topic_prefix=topic_prefix,
             aws_endpoint_url=moto_endpoint,
             oidc_issuer=oidc_issuer or issuer.url,
@@ -174,7 +174,13 @@ async def start_api(
         task = asyncio.create_task(server.serve())
         servers.append((server, task))
         await asyncio.to_thread(wait_for_port, port, timeout=60, what="request-api")
-        return Api(url=f"http://127.0.0.1:{port}", settings=settings, issuer=issuer, seeded=seeded)
+        return Api(
+            url=f"http://127.0.0.1:{port}",
+            settings=settings,
+            issuer=issuer,
+            seeded=seeded,
+            kafka=kafka.endpoint(),
+        )
 
     yield start
     for server, _ in servers:

@@ -38,10 +38,7 @@ class Emitter:
         self.api = api
 
     async def send(self, *events: Event) -> None:
-        settings = self.api.settings
-        await publish_events(
-            settings.kafka_bootstrap_servers, *events, prefix=settings.topic_prefix
-        )
+        await publish_events(self.api.kafka, *events, prefix=self.api.settings.topic_prefix)
 
 
 async def submit(api: Api) -> tuple[str, RequestSnapshot]:
@@ -231,17 +228,17 @@ async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
         )
         parsed = parse_record(raw)
         records.append(api_activity(parsed, correlate(parsed, [window], grace=timedelta(hours=1))))
-    bootstrap, prefix = api.settings.kafka_bootstrap_servers, api.settings.topic_prefix
+    endpoint, prefix = api.kafka, api.settings.topic_prefix
     duplicated_and_uncovered = [records[0], records[0], records[1]]
     await publish_raw(
-        bootstrap,
+        endpoint,
         f"{prefix}elevate.audit.v1",
         *(json.dumps(r).encode() for r in duplicated_and_uncovered),
         key=rid.encode(),
     )
     # request-api's activity consumer has handled (and committed) all three: whatever they
     # were going to attach is attached.
-    await processed_past(bootstrap, f"{prefix}request-api.activity", f"{prefix}elevate.audit.v1")
+    await processed_past(endpoint, f"{prefix}request-api.activity", f"{prefix}elevate.audit.v1")
     async with api.client("alice") as alice:
         activity = (await alice.get(f"/v1/requests/{rid}")).json()["activity"]
     assert [(a["operation"], a["severity"]) for a in activity] == [("ListBuckets", "informational")]

@@ -29,9 +29,7 @@ from tests.integration.request_api.test_read_model import Emitter, reaches, subm
 
 
 async def _publish_as(api: Api, source: str, *events: Any) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=api.settings.kafka_bootstrap_servers)
+    producer = api.kafka.producer()
     await producer.start()
     try:
         for event in events:
@@ -104,9 +102,7 @@ async def test_events_before_their_request_are_applied_once_it_arrives(api: Api)
     ]
     assert detail["timeline"][-1]["comment"] == "not during the freeze"
     assert detail["approver_groups"] == ["sre-leads"]
-    dlq = await read_to_end(
-        api.settings.kafka_bootstrap_servers, f"{api.settings.topic_prefix}elevate.dlq.v1"
-    )
+    dlq = await read_to_end(api.kafka, f"{api.settings.topic_prefix}elevate.dlq.v1")
     assert not [r for r in dlq if headers_of(r).get("ce_subject") == str(rid)]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elevate_core.kafka.acls import Principal
 from elevate_core.policy import load_policy
 from elevate_local.kafka import KafkaBroker
 from elevate_request_api.main import SPEC
@@ -42,7 +43,7 @@ def prod_admin(api: Api, **overrides: Any) -> dict[str, Any]:
 
 async def submitted_events(api: Api, expect: int) -> list[Any]:
     topic = f"{api.settings.topic_prefix}elevate.requests.v1"
-    records = await read_all(api.settings.kafka_bootstrap_servers, topic, expect=expect, timeout=30)
+    records = await read_all(api.kafka, topic, expect=expect, timeout=30)
     return [r for r in records if headers_of(r)["ce_type"] == "io.elevate.request.submitted.v1"]
 
 
@@ -108,7 +109,7 @@ async def test_same_idempotency_key_concurrently_yields_one_request(api: Api) ->
         written = [e.name for e in await outbox(db)]
     assert written == ["RequestSubmitted"]
     topic = f"{api.settings.topic_prefix}elevate.requests.v1"
-    records = await read_to_end(api.settings.kafka_bootstrap_servers, topic)
+    records = await read_to_end(api.kafka, topic)
     assert len(records) == 1
 
 
@@ -182,7 +183,7 @@ async def test_decisions_only_by_approvers_and_never_by_the_requester(
         ok = await grace.post(f"/v1/requests/{rid}/approve", json={"comment": "go"})
         assert ok.status_code == 202, ok.text
     topic = f"{api.settings.topic_prefix}elevate.requests.v1"
-    records = await read_all(api.settings.kafka_bootstrap_servers, topic, expect=2)
+    records = await read_all(api.kafka, topic, expect=2)
     decisions = [
         data_of(r)
         for r in records
@@ -257,15 +258,16 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
 async def test_requests_are_accepted_while_kafka_is_down(
     own_broker: KafkaBroker, start_api: Callable[..., Any], pg_url: str, topic_prefix: str
 ) -> None:
-    await create_topics(own_broker.bootstrap, f"{topic_prefix}elevate.requests.v1")
+    own_broker.allow(topic_prefix)
+    await create_topics(own_broker.endpoint(), f"{topic_prefix}elevate.requests.v1")
     own_broker.stop()
-    api: Api = await start_api(pg_url, bootstrap=own_broker.bootstrap)
+    api: Api = await start_api(pg_url, endpoint=own_broker.endpoint(Principal.REQUEST_API))
     async with api.client("alice") as alice:
         response = await alice.post("/v1/requests", json=prod_admin(api))
         assert response.status_code == 202
         assert (await alice.get("/readyz")).status_code == 200
     own_broker.start()
     records = await read_all(
-        own_broker.bootstrap, f"{topic_prefix}elevate.requests.v1", expect=1, timeout=90
+        own_broker.endpoint(), f"{topic_prefix}elevate.requests.v1", expect=1, timeout=90
     )
     assert [data_of(r)["request_id"] for r in records] == [response.json()["id"]]

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.security import KafkaEndpoint
+
 from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, port_open, wait_for_port
@@ -103,7 +106,7 @@ class Supervisor:
         waited for before what depends on it starts."""
         self.check_ports_free()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap = self._start_kafka()
+        broker = self._start_kafka()
         moto_url, proxy_url = self._start_aws()
         self.spawn(
             "oidc",
@@ -115,7 +118,7 @@ class Supervisor:
                 attr,
                 ports=self.ports,
                 data_dir=self.data_dir,
-                kafka_bootstrap=bootstrap,
+                kafka=broker.endpoint(principal_of(attr)),
                 moto_url=moto_url,
                 proxy_url=proxy_url,
                 database_url=database_url,
@@ -125,8 +128,9 @@ class Supervisor:
             wait_for_port(getattr(self.ports, attr), timeout=60, what=name)
         self._say_all_up()
 
-    def _start_kafka(self) -> str:
-        """The broker, its log pumped like a child's, and the topics; its bootstrap address."""
+    def _start_kafka(self) -> KafkaBroker:
+        """The broker (its users and ACLs from the table), its log pumped like a child's,
+        and the topics."""
         self.say("starting Kafka (KRaft, real broker) …")
         self.kafka = KafkaBroker(
             self.data_dir / "kafka",
@@ -142,7 +146,7 @@ class Supervisor:
             target=self._pump, args=("kafka", self.kafka.process.stdout), daemon=True
         ).start()
         self._create_topics()
-        return self.kafka.bootstrap
+        return self.kafka
 
     def _start_aws(self) -> tuple[str, str]:
         """moto seeded with the example organisation, and the AWS proxy in front of it:
@@ -177,8 +181,14 @@ class Supervisor:
         from elevate_core.kafka.admin import ensure_topics
 
         assert self.kafka is not None
-        created = asyncio.run(ensure_topics(self.kafka.bootstrap))
-        self.say(f"topics ready ({len(created)} created)")
+        created = asyncio.run(ensure_topics(self.kafka.endpoint(Principal.ADMIN)))
+        self.say(f"topics ready ({len(created)} created by {Principal.ADMIN})")
+        clients = [self.kafka.client_properties(p) for p in Principal]
+        self.say(
+            f"Kafka is SASL_SSL + SCRAM-SHA-512 with ACLs on :{self.ports.kafka}; client configs "
+            f"for Kafka's CLI tools, one per principal: {clients[0].parent}/<principal>.properties"
+            " (README, 'make dev')"
+        )
 
     def watch(self) -> int:
         while True:
@@ -213,7 +223,7 @@ def service_env(
     *,
     ports: Ports,
     data_dir: Path,
-    kafka_bootstrap: str,
+    kafka: KafkaEndpoint,
     moto_url: str,
     proxy_url: str,
     database_url: str | None,
@@ -227,7 +237,6 @@ def service_env(
         "ELEVATE_MODE": "dev",
         "ELEVATE_HTTP_PORT": str(getattr(ports, service)),
         "ELEVATE_DATA_DIR": str(data_dir / "db"),
-        "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "ELEVATE_AWS_ENDPOINT_URL": aws_url,
         "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
         "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
@@ -237,10 +246,16 @@ def service_env(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        **kafka.environment(),
     }
     if database_url:
         env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, service)
     return env
+
+
+def principal_of(service: str) -> Principal:
+    """The Kafka principal of a service, by its module name (`grant_worker`)."""
+    return Principal(service.replace("_", "-"))
 
 
 def per_service_database(url: str, service: str) -> str:

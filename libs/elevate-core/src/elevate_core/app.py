@@ -22,9 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from elevate_core.clock import Clock
 from elevate_core.db import Database
+from elevate_core.dlq import topics_written_by
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
-from elevate_core.kafka.admin import ensure_topics, longest_stay
+from elevate_core.kafka.admin import longest_stay, missing_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKey
 from elevate_core.migrate import upgrade
 from elevate_core.notify import PgListener
@@ -86,7 +87,7 @@ def _lifespan(
         await upgrade(ctx.db, migrations)
         for hook in ctx.startup:
             await hook()
-        topics_task = asyncio.create_task(_ensure_topics_forever(ctx.settings))
+        topics_task = asyncio.create_task(_check_topics_forever(ctx))
         for worker in ctx.workers:
             ctx.tasks.append(asyncio.create_task(worker.run(), name=type(worker).__name__))
         try:
@@ -141,31 +142,52 @@ def _add_probes(app: FastAPI, ctx: ServiceContext) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _ensure_topics_forever(settings: Settings) -> None:
-    """Create missing topics; an unreachable Kafka is retried, never fatal."""
-    retrying = Retrying(DEFAULT_POLICY, component="kafka-admin", what="creating topics")
+async def _check_topics_forever(ctx: ServiceContext, *, longest: float = 30.0) -> None:
+    """Report (health + log) until every topic this process reads or writes exists.
+
+    Services do not create topics — their principals may not (docs/security.md): the admin
+    principal does, with `elevate topics create` (the Helm chart's job; `make dev` and the
+    tests do it before the services start). A missing topic is a deployment step not taken."""
+    settings = ctx.settings
+    retrying = Retrying(DEFAULT_POLICY, component="kafka-topics", what="checking topics")
+    pause = 1.0
     while True:
         try:
-            await ensure_topics(
-                settings.kafka_bootstrap_servers,
-                prefix=settings.topic_prefix,
-                retention_days=settings.topic_retention_days,
-            )
-            health.ok("kafka-admin", "topics present")
-            return
+            missing = await missing_topics(settings.kafka, _topics_used(ctx))
         except Exception as exc:
             decision = retrying.failed_outside_work(exc)
-            health.failing(
-                "kafka-admin",
-                f"Kafka unreachable at {settings.kafka_bootstrap_servers}: {decision.reason}",
-            )
+            where = settings.kafka_bootstrap_servers
+            health.failing("kafka-topics", f"Kafka unreachable at {where}: {decision.reason}")
             log.warning(
                 "Kafka unreachable at %s (%s); retrying in %.0fs",
-                settings.kafka_bootstrap_servers,
+                where,
                 decision.reason,
                 decision.delay,
             )
             await DEFAULT_POLICY.wait(decision)
+            continue
+        if not missing:
+            health.ok("kafka-topics", "topics present")
+            return
+        health.failing("kafka-topics", f"missing topics {missing}")
+        log.warning(
+            "topics %s do not exist (or %s may not see them): create them as the admin "
+            "principal with `elevate topics create`",
+            missing,
+            settings.kafka.principal,
+        )
+        await asyncio.sleep(pause)
+        pause = min(longest, pause * 2)
+
+
+def _topics_used(ctx: ServiceContext) -> list[str]:
+    settings = ctx.settings
+    used = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
+    if any(isinstance(w, OutboxRelay) for w in ctx.workers):
+        used |= topics_written_by(settings.service_name, prefix=settings.topic_prefix)
+    if used:
+        used.add(settings.topic(Topics.DLQ))
+    return sorted(used)
 
 
 def add_purge_hook(ctx: ServiceContext, table: str, batch: PurgeBatch) -> None:
@@ -182,7 +204,7 @@ def _purger(ctx: ServiceContext) -> Purger:
         topics = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
         if not topics:
             return NO_TOPICS
-        return await longest_stay(settings.kafka_bootstrap_servers, topics)
+        return await longest_stay(settings.kafka, topics)
 
     return Purger(
         ctx.db,
@@ -201,7 +223,7 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
     ctx.workers.append(
         OutboxRelay(
             ctx.db,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             client_id=f"{settings.service_name}-relay",
             dlq_topic=settings.topic(Topics.DLQ),
         )
@@ -242,7 +264,7 @@ def add_consumer(
         ConsumerConfig(
             name=consumer_group(settings, name),
             topics=tuple(settings.topic(t) for t in topics),
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             dlq_topic=settings.topic(Topics.DLQ),
             raw_key=raw_key,
             **timeouts,  # type: ignore[arg-type]

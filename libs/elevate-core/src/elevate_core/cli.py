@@ -7,6 +7,8 @@
     elevate dlq list [--from-offset N] [--to-offset M] [--type CE_TYPE ...]
     elevate dlq redrive [--from-offset N] [--to-offset M] [--type CE_TYPE ...] [--dry-run]
 
+    elevate topics create [--replication-factor N]
+
 `policy check` and `policy explain` work offline (no AWS, no services): `check` validates a
 policy file for a GitOps pipeline, `explain` evaluates one question with directory data
 given as flags. Exit status: 0 success / eligible, 1 invalid policy / not eligible, 2 usage
@@ -14,6 +16,10 @@ error. Problems print as `FILE:LINE: field: message`.
 
 `dlq` runs with a service's own settings (its `ELEVATE_*` environment, e.g. inside its
 pod): `redrive` re-publishes that service's dead letters through its outbox (docs/runbook.md).
+Reading the DLQ takes the admin principal's Kafka credentials (docs/security.md).
+
+`topics create` creates Elevate's topics (ELEVATE_TOPIC_PREFIX, ELEVATE_TOPIC_RETENTION_DAYS)
+as the admin principal — services may not create topics.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, TextIO
 
 from elevate_core import dlq
 from elevate_core.directory.models import Account, OrgUnit, User
-from elevate_core.errors import ConfigurationError
+from elevate_core.errors import ConfigurationError, ElevateError
 from elevate_core.policy import (
     Explanation,
     PolicyError,
@@ -180,6 +186,31 @@ def _dlq(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return asyncio.run(dlq.redrive_command(settings, selection, dry_run=args.dry_run, out=out))
 
 
+def _topics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from aiokafka.errors import KafkaError
+
+    from elevate_core.kafka.admin import ensure_topics
+
+    try:
+        settings = load_settings(Settings)
+        created = asyncio.run(
+            ensure_topics(
+                settings.kafka,
+                prefix=settings.topic_prefix,
+                retention_days=settings.topic_retention_days,
+                replication_factor=args.replication_factor,
+            )
+        )
+    except ConfigurationError as exc:
+        print(f"elevate: invalid setting {exc}", file=err)
+        return 2
+    except (ElevateError, KafkaError) as exc:
+        print(f"elevate: {type(exc).__name__}: {exc}", file=err)
+        return 1
+    print(f"{len(created)} topics created: {', '.join(created) or '(all present)'}", file=out)
+    return 0
+
+
 def _help(parser: argparse.ArgumentParser) -> Handler:
     def show(_: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         parser.print_help(file=err)
@@ -230,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--json", action="store_true", help="print the explanation as JSON")
     exp.set_defaults(handler=_explain)
 
+    _add_dlq_commands(commands)
+    _add_topics_commands(commands)
+    return parser
+
+
+def _add_dlq_commands(commands: Any) -> None:
     dlq = commands.add_parser("dlq", help="list and re-drive dead letters (runbook)")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="SUBCOMMAND")
     dlq.set_defaults(handler=_help(dlq))
@@ -247,7 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "redrive":
             cmd.add_argument("--dry-run", action="store_true", help="say what would be done")
         cmd.set_defaults(handler=_dlq)
-    return parser
+
+
+def _add_topics_commands(commands: Any) -> None:
+    topics = commands.add_parser("topics", help="create Elevate's topics (admin principal)")
+    topics_commands = topics.add_subparsers(dest="topics_command", metavar="SUBCOMMAND")
+    topics.set_defaults(handler=_help(topics))
+    create = topics_commands.add_parser("create", help="create the missing catalog topics")
+    create.add_argument("--replication-factor", type=int, default=1, help="(default 1)")
+    create.set_defaults(handler=_topics)
 
 
 def main(

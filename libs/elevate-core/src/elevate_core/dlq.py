@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from sqlalchemy import BigInteger, Integer, String, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from elevate_core.db import Base, Database, UTCDateTime, utcnow
 from elevate_core.events.topics import Topics
 from elevate_core.kafka import acls
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.notify import mark
 from elevate_core.outbox import CHANNEL, OutboxMessage
 from elevate_core.settings import Settings
@@ -93,7 +93,7 @@ def topics_written_by(service: str, *, prefix: str = "") -> set[str]:
 
 
 async def read_dead_letters(
-    bootstrap: str,
+    kafka: KafkaEndpoint,
     dlq_topic: str,
     *,
     from_offset: int = 0,
@@ -101,15 +101,13 @@ async def read_dead_letters(
     client_id: str = "elevate-dlq",
 ) -> list[DeadLetter]:
     """DLQ messages with `from_offset <= offset < to_offset` (up to the current end)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id=client_id
-    )
+    consumer = kafka.consumer(enable_auto_commit=False, client_id=client_id)
     await consumer.start()
     letters: list[DeadLetter] = []
     try:
         if dlq_topic not in await consumer.topics():
             return letters  # no dead letter was ever written
-        partitions = [TopicPartition(dlq_topic, p) for p in await _partitions(bootstrap, dlq_topic)]
+        partitions = [TopicPartition(dlq_topic, p) for p in await _partitions(kafka, dlq_topic)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:
@@ -129,8 +127,8 @@ async def read_dead_letters(
     return letters
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="elevate-dlq-admin")
+async def _partitions(kafka: KafkaEndpoint, topic: str) -> list[int]:
+    admin = kafka.admin(client_id="elevate-dlq-admin")
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -200,7 +198,7 @@ class Selection:
 async def redrive(
     db: Database,
     *,
-    bootstrap: str,
+    kafka: KafkaEndpoint,
     dlq_topic: str,
     service: str,
     prefix: str = "",
@@ -211,7 +209,7 @@ async def redrive(
     writes = topics_written_by(service, prefix=prefix)
     outcomes: list[Outcome] = []
     for letter in await read_dead_letters(
-        bootstrap, dlq_topic, from_offset=selection.from_offset, to_offset=selection.to_offset
+        kafka, dlq_topic, from_offset=selection.from_offset, to_offset=selection.to_offset
     ):
         if not selection.wants(letter):
             outcomes.append(Outcome(letter, "filtered"))
@@ -231,7 +229,7 @@ async def redrive(
 
 async def print_dead_letters(settings: Settings, selection: Selection, out: TextIO) -> int:
     for letter in await read_dead_letters(
-        settings.kafka_bootstrap_servers,
+        settings.kafka,
         settings.topic(Topics.DLQ),
         from_offset=selection.from_offset,
         to_offset=selection.to_offset,
@@ -252,7 +250,7 @@ async def redrive_command(
     try:
         outcomes = await redrive(
             db,
-            bootstrap=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             dlq_topic=settings.topic(Topics.DLQ),
             service=settings.service_name,
             prefix=settings.topic_prefix,

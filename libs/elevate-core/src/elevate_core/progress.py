@@ -23,11 +23,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from elevate_core.errors import TransientError
+from elevate_core.kafka.security import KafkaEndpoint
 
 
 class TopicProgress:
-    def __init__(self, *, bootstrap: str, topic: str, group: str, max_age: float = 0.05) -> None:
-        self.bootstrap = bootstrap
+    def __init__(
+        self, *, kafka: KafkaEndpoint, topic: str, group: str, max_age: float = 0.05
+    ) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.group = group
         self.max_age = max_age
@@ -42,10 +45,8 @@ class TopicProgress:
         if self._admin is not None and self._consumer is not None and self._partitions:
             return  # (a topic seen empty of partitions is described again next time)
         await self.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="elevate-progress")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, client_id="elevate-progress"
-        )
+        admin = self.kafka.admin(client_id="elevate-progress")
+        consumer = self.kafka.consumer(enable_auto_commit=False, client_id="elevate-progress")
         try:
             await admin.start()
             await consumer.start()

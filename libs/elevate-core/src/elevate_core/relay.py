@@ -35,6 +35,7 @@ from elevate_core.kafka.producer import (
     refused_record,
     topic_refused,
 )
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.leader import LeaderLock
 from elevate_core.notify import Waiter, wake
 from elevate_core.outbox import CHANNEL, OutboxMessage
@@ -95,7 +96,7 @@ class OutboxRelay:
         self,
         db: Database,
         *,
-        bootstrap_servers: str,
+        kafka: KafkaEndpoint,
         client_id: str,
         dlq_topic: str = Topics.DLQ,
         batch_size: int = 500,
@@ -106,7 +107,7 @@ class OutboxRelay:
         retry: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
         self.db = db
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.client_id = client_id
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
@@ -118,7 +119,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._producer = LazyProducer(
             lambda: idempotent_producer(
-                bootstrap_servers, client_id=client_id, request_timeout_ms=metadata_timeout_ms
+                kafka, client_id=client_id, request_timeout_ms=metadata_timeout_ms
             )
         )
         self._leader = LeaderLock(db, key=LEADER_LOCK_KEY, name=f"outbox relay {client_id}")

@@ -110,7 +110,7 @@ def build(
             region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
         )
     progress = TopicProgress(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka,
         topic=settings.topic(Topics.REQUESTS),
         group=consumer_group(settings, consumers.CONSUMER_NAME),
     )

@@ -29,6 +29,7 @@ from elevate_core.db import Database
 from elevate_core.failpoints import failpoint
 from elevate_core.health import health
 from elevate_core.kafka.producer import LazyProducer, idempotent_producer
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import DEFAULT_POLICY, Retrying
 from sqlalchemy import select
 
@@ -75,7 +76,7 @@ class TrailIngestor:
         sqs: SQSClient,
         queue: str,
         topic: str,
-        bootstrap_servers: str,
+        kafka: KafkaEndpoint,
         client_id: str = "audit-ingest-trail",
         wait_seconds: int = 20,
         visibility_timeout: int = 300,
@@ -95,7 +96,7 @@ class TrailIngestor:
         self.publish_batch = publish_batch
         self.clock = clock or SystemClock()
         self._producer_factory = producer_factory or (
-            lambda: idempotent_producer(bootstrap_servers, client_id=client_id)
+            lambda: idempotent_producer(kafka, client_id=client_id)
         )
         self._producer = LazyProducer(self._producer_factory)
         self._queue_url: str | None = queue if queue.startswith(("http://", "https://")) else None

@@ -88,7 +88,7 @@ def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) 
         sqs=sqs,
         queue=settings.cloudtrail_queue,
         topic=settings.topic(Topics.CLOUDTRAIL),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka,
         client_id=f"{settings.service_name}-trail",
         wait_seconds=settings.cloudtrail_wait_seconds,
         visibility_timeout=settings.cloudtrail_visibility_timeout,

@@ -95,7 +95,7 @@ def build(
         on_committed=functools.partial(wake, service.WORK_CHANNEL),
     )
     progress = TopicProgress(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka,
         topic=settings.topic(Topics.REQUESTS),
         group=stops_group,
     )
@@ -110,7 +110,7 @@ def build(
         ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
     )
     history = TopicProgress(
-        bootstrap=settings.kafka_bootstrap_servers,
+        kafka=settings.kafka,
         topic=settings.topic(Topics.GRANTS),
         group=history_group,
     )

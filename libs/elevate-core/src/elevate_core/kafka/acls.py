@@ -93,6 +93,9 @@ GROUP_PREFIXES: dict[Principal, str] = {
     Principal.APPROVAL: "approval",
     Principal.GRANT_WORKER: "grant-worker.",
     Principal.AUDIT_INGEST: "audit-ingest.",
+    # Outside Elevate: the SIEM's connector and an operator's tools consume in groups too.
+    Principal.SIEM: "siem.",
+    Principal.ADMIN: "elevate-admin.",
 }
 
 

@@ -3,17 +3,18 @@ broker may keep a message (what the dedupe purge must outlast)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
-from elevate_core.errors import TransientError
+from elevate_core.errors import PermanentError, TransientError
 from elevate_core.events.topics import CATALOG
+from elevate_core.kafka.security import KafkaEndpoint
 
 log = logging.getLogger(__name__)
 DAY_MS = 24 * 3600 * 1000
@@ -24,7 +25,7 @@ _UNKNOWN_TOPIC = 3
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    kafka: KafkaEndpoint,
     *,
     prefix: str = "",
     retention_days: int = 30,
@@ -36,7 +37,7 @@ async def ensure_topics(
     wanted = {f"{prefix}{spec.name}": spec.partitions for spec in CATALOG}
     if names is not None:
         wanted = {name: partitions or 3 for name in names}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="elevate-admin")
+    admin = kafka.admin(client_id="elevate-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -54,16 +55,43 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            # Another process may win the race; the topic is there either way.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+            response = await admin.create_topics(missing)
+            _raise_topic_errors(response.topic_errors, principal=kafka.principal)
             log.info("created topics %s", [t.name for t in missing])
         return [t.name for t in missing]
     finally:
         await admin.close()
 
 
-async def longest_stay(bootstrap_servers: str, topics: Iterable[str]) -> timedelta | None:
+class TopicsRefusedError(PermanentError):
+    """The broker refused to create a topic (most often: this principal may not)."""
+
+
+def _raise_topic_errors(errors: Iterable[tuple[Any, ...]], *, principal: str) -> None:
+    """The create-topics response carries per-topic errors instead of raising them."""
+    for topic, code, *message in errors:
+        # Another process may win the race; the topic is there either way.
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        error = for_code(code)
+        detail = message[0] if message and message[0] else error.description
+        if code == TopicAuthorizationFailedError.errno:
+            detail = f"{principal} may not create topics (the admin principal does): {detail}"
+        raise TopicsRefusedError(f"creating topic {topic}: {error.__name__}: {detail}")
+
+
+async def missing_topics(kafka: KafkaEndpoint, topics: Iterable[str]) -> list[str]:
+    """Which of `topics` the broker does not show this principal (absent, or not granted)."""
+    admin = kafka.admin(client_id=f"{kafka.security.username or 'elevate'}-topics")
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return sorted(set(topics) - existing)
+
+
+async def longest_stay(kafka: KafkaEndpoint, topics: Iterable[str]) -> timedelta | None:
     """The longest the broker may keep a message of `topics` after its timestamp, as the
     broker is configured now: retention.ms + segment.ms (a segment goes only when its newest
     message has aged out). None if some topic keeps messages for ever (retention -1, or
@@ -71,7 +99,7 @@ async def longest_stay(bootstrap_servers: str, topics: Iterable[str]) -> timedel
     wanted = sorted(set(topics))
     if not wanted:
         return timedelta(0)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="elevate-admin")
+    admin = kafka.admin(client_id=f"{kafka.security.username or 'elevate'}-topics")
     try:
         await admin.start()
         keys = {"retention.ms": None, "segment.ms": None, "cleanup.policy": None}

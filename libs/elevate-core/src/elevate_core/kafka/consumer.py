@@ -33,6 +33,7 @@ from elevate_core.events.envelope import Envelope, EnvelopeError, decode, parse_
 from elevate_core.health import health
 from elevate_core.kafka.dedupe import claim_event
 from elevate_core.kafka.producer import idempotent_producer
+from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import DEFAULT_POLICY, Decision, Retrying, RetryPolicy, describe
 from elevate_core.telemetry import context_from, request_id_var, tracer
 
@@ -55,7 +56,7 @@ SECURITY_DEAD_LETTERED = Counter(
 class ConsumerConfig:
     name: str  # also the dedupe namespace and the default group id
     topics: tuple[str, ...]
-    bootstrap_servers: str
+    kafka: KafkaEndpoint
     dlq_topic: str
     group_id: str | None = None
     session_timeout_ms: int = 10000
@@ -117,9 +118,8 @@ class Consumer:
     async def _start(self) -> None:
         if self._consumer is not None:
             return
-        consumer = AIOKafkaConsumer(
+        consumer = self.config.kafka.consumer(
             *self.config.topics,
-            bootstrap_servers=self.config.bootstrap_servers,
             group_id=self.config.group_id or self.config.name,
             client_id=self.config.name,
             enable_auto_commit=False,
@@ -408,7 +408,7 @@ class Consumer:
             try:
                 if self._dlq_producer is None:
                     producer = idempotent_producer(
-                        self.config.bootstrap_servers, client_id=f"{self.config.name}-dlq"
+                        self.config.kafka, client_id=f"{self.config.name}-dlq"
                     )
                     await producer.start()
                     self._dlq_producer = producer

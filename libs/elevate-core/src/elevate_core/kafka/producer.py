@@ -8,12 +8,13 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as Errors
 
+from elevate_core.kafka.security import KafkaEndpoint
+
 
 def idempotent_producer(
-    bootstrap_servers: str, *, client_id: str, request_timeout_ms: int = 15000
+    kafka: KafkaEndpoint, *, client_id: str, request_timeout_ms: int = 15000
 ) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+    return kafka.producer(
         client_id=client_id,
         enable_idempotence=True,  # implies acks=all
         acks="all",

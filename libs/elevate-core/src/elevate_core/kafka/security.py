@@ -45,7 +45,7 @@ class SaslMechanism(StrEnum):
     AWS_MSK_IAM = "AWS_MSK_IAM"  # SASL/OAUTHBEARER with an MSK IAM token
 
 
-class MskIamTokenProvider(AbstractTokenProvider):
+class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
     """SASL/OAUTHBEARER tokens for Amazon MSK IAM auth, signed (SigV4, offline) from the
     AWS credentials the process has (IRSA, instance role, env). A token is reused until a
     minute before it expires, so reconnect storms do not re-sign for every connection."""
@@ -124,7 +124,7 @@ class KafkaSecurity:
             if self.key_password_file
             else None
         )
-        context = create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=self.ca_file, certfile=self.cert_file, keyfile=self.key_file, password=password
         )
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -161,6 +161,31 @@ class KafkaEndpoint:
     @property
     def principal(self) -> str:
         return self.security.username or "(anonymous)"
+
+    def environment(self) -> dict[str, str]:
+        """The `ELEVATE_KAFKA_*` settings that make a process connect as this endpoint does
+        (paths only: secrets stay in their files)."""
+        sec = self.security
+        env = {
+            "ELEVATE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "ELEVATE_KAFKA_SECURITY_PROTOCOL": sec.protocol.value,
+            "ELEVATE_KAFKA_SASL_MECHANISM": sec.mechanism.value,
+        }
+        files = {
+            "SASL_PASSWORD_FILE": sec.password_file,
+            "SSL_CA_FILE": sec.ca_file,
+            "SSL_CERT_FILE": sec.cert_file,
+            "SSL_KEY_FILE": sec.key_file,
+            "SSL_KEY_PASSWORD_FILE": sec.key_password_file,
+        }
+        env |= {f"ELEVATE_KAFKA_{name}": str(path) for name, path in files.items() if path}
+        if sec.username:
+            env["ELEVATE_KAFKA_SASL_USERNAME"] = sec.username
+        return env
+
+    def as_settings(self) -> dict[str, Any]:
+        """The same, as `Settings(**…)` keyword arguments."""
+        return {k.removeprefix("ELEVATE_").lower(): v for k, v in self.environment().items()}
 
     def options(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.bootstrap, **self.security.client_options()}
