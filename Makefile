@@ -3,8 +3,10 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 UV := uv run --frozen
 USER ?= alice
+AS ?= siem
+TOPIC ?= elevate.audit.v1
 
-.PHONY: dev test lint token install schemas simulate-activity
+.PHONY: dev test lint token install schemas simulate-activity kafka-tail
 
 install:
 	@bash scripts/bootstrap.sh
@@ -37,3 +39,10 @@ schemas:
 ## make simulate-activity USER=alice ACCOUNT=<id or name> PERMISSION_SET=AdministratorAccess
 simulate-activity:
 	@$(UV) python -m elevate_local.simulate_activity --user $(USER) --account $(ACCOUNT) --permission-set $(PERMISSION_SET)
+
+## Read a topic of `make dev`'s broker from its start, authenticated as a principal (its ACLs
+## apply): make kafka-tail TOPIC=elevate.audit.v1 AS=siem
+kafka-tail:
+	@java -cp 'deploy/local/kafka/lib/*' -Dlog4j2.level=WARN org.apache.kafka.tools.consumer.ConsoleConsumer \
+	  --bootstrap-server 127.0.0.1:9092 --consumer.config .elevate/kafka/credentials/$(AS).properties \
+	  --group $(AS).console --topic $(TOPIC) --from-beginning --property print.key=true
