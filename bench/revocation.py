@@ -41,6 +41,7 @@ import boto3
 from elevate_core.app import bootstrap
 from elevate_core.events.envelope import encode, new_envelope
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
+from elevate_core.events.signing import Signer
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.producer import idempotent_producer
@@ -52,6 +53,7 @@ from elevate_grant_worker.service import grant_id_for
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.worker import AssignmentWorker
 from elevate_local import runs
+from elevate_local.event_keys import LocalEventKeys
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port, wait_for_port
@@ -102,6 +104,9 @@ class Bench:
         self.seeded: SeededOrganisation = seed_organisation(self.moto_url)
         self.accounts = self._accounts(self.args.accounts)
         self.kafka.allow(PREFIX)
+        self.keys = LocalEventKeys.ensure(self.work / "keys")
+        # The bench plays approval: its approvals carry approval's signature.
+        self.signer = Signer.from_file(self.keys.private_key(Principal.APPROVAL))
         await ensure_topics(self.kafka.endpoint(Principal.ADMIN), prefix=PREFIX)
         self.settings = self._settings()
         await self._start_grant_worker()
@@ -137,6 +142,7 @@ class Bench:
             service_name="grant-worker",
             database_url=self.pg.create_database("bench"),
             **self.kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
+            **self.keys.settings(Principal.GRANT_WORKER),
             topic_prefix=PREFIX,
             aws_endpoint_url=self.proxy_url,
             aws_access_key_id="testing",
@@ -209,6 +215,8 @@ class Bench:
                 )
             )
             value, headers = encode(new_envelope(event, source="elevate/bench", subject=str(rid)))
+            covered = {k: v.decode() for k, v in headers}
+            headers += [(k, v.encode()) for k, v in self.signer.sign(value, covered)]
             await self.producer.send(
                 f"{PREFIX}{event.topic}", value=value, key=str(rid).encode(), headers=headers
             )

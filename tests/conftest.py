@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 from elevate_local import runs
+from elevate_local.event_keys import LocalEventKeys
 from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
+
+from tests import harness
 
 # Tests must never reach a real AWS account, whatever the developer's shell holds.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
@@ -63,6 +66,15 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def event_keys(tmp_path_factory: pytest.TempPathFactory) -> LocalEventKeys:
+    """The session's event-signing keys: services sign and verify with them, and the
+    harness signs what it publishes on a signed topic as that topic's writer would."""
+    keys = LocalEventKeys.ensure(tmp_path_factory.mktemp("event-keys"))
+    harness.use_event_keys(keys)
+    return keys
 
 
 @pytest.fixture(scope="session")

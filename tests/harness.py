@@ -25,12 +25,15 @@ from elevate_core.app import ServiceContext, Worker
 from elevate_core.db import Database
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import Envelope, encode, new_envelope
+from elevate_core.events.signing import SIGNED_TOPICS, Signer, writer_of
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import OutboxMessage
 from elevate_local import runs
+from elevate_local.event_keys import LocalEventKeys
 from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, func, select
 
@@ -96,32 +99,76 @@ def envelope(
     return new_envelope(event, source=source, subject=subject, time=at)
 
 
-async def publish(kafka: KafkaEndpoint, topic: str, *envelopes: Envelope) -> None:
-    """Publish as the relay does: CloudEvents binary mode, key = subject, in order."""
-    await _produce(kafka, [(topic, *encode(e), _key(e)) for e in envelopes])
+async def publish(
+    kafka: KafkaEndpoint, topic: str, *envelopes: Envelope, sign: bool = True
+) -> None:
+    """Publish as the relay does: CloudEvents binary mode, key = subject, in order — and,
+    on a signed topic, signed with its writer's key (`sign=False`: a forgery)."""
+    await produce(kafka, [(topic, *encode(e), _key(e)) for e in envelopes], sign=sign)
 
 
 async def publish_events(
-    kafka: KafkaEndpoint, *events: Event, prefix: str = "", source: str = "elevate/test"
+    kafka: KafkaEndpoint,
+    *events: Event,
+    prefix: str = "",
+    source: str = "elevate/test",
+    sign: bool = True,
 ) -> None:
     """Events as their writer publishes them, each to its topic (`prefix` + catalog name)."""
     pairs = [(f"{prefix}{e.topic}", envelope(e, source=source)) for e in events]
-    await _produce(kafka, [(topic, *encode(env), _key(env)) for topic, env in pairs])
+    records = [(topic, *encode(env), _key(env)) for topic, env in pairs]
+    await produce(kafka, records, sign=sign)
 
 
 async def publish_raw(kafka: KafkaEndpoint, topic: str, *values: bytes, key: bytes | None) -> None:
     """Records that are not CloudEvents (raw CloudTrail, garbage)."""
-    await _produce(kafka, [(topic, v, [], key) for v in values])
+    await produce(kafka, [(topic, v, [], key) for v in values])
 
 
 def _key(env: Envelope) -> bytes | None:
     return env.subject.encode() if env.subject else None
 
 
-async def _produce(
-    kafka: KafkaEndpoint, records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes | None]]
-) -> None:
+Record = tuple[str, bytes, list[tuple[str, bytes]], bytes | None]
+_event_keys: list[LocalEventKeys] = []
+
+
+def use_event_keys(keys: LocalEventKeys) -> None:
+    """The session's signing keys (tests/conftest.py): what the harness signs with."""
+    _event_keys[:] = [keys]
+
+
+def event_settings(principal: Principal) -> dict[str, Any]:
+    """`Settings(**…)` keyword arguments for `principal`'s signing and verifying keys."""
+    [keys] = _event_keys
+    return keys.settings(principal)
+
+
+def signer_of(principal: Principal) -> Signer:
+    """`principal`'s event-signing key (only the writers of signed topics have one)."""
+    [keys] = _event_keys
+    return Signer.from_file(keys.private_key(principal))
+
+
+def event_environment(principal: Principal) -> dict[str, str]:
+    [keys] = _event_keys
+    return keys.environment(principal)
+
+
+def signed(topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` plus the signature of `topic`'s writer, if `topic` (any prefix) is signed."""
+    catalog = next((t for t in SIGNED_TOPICS if topic.endswith(str(t))), None)
+    if catalog is None or not any(k == "ce_id" for k, _ in headers):
+        return headers
+    signer = signer_of(writer_of(catalog))
+    covered = {k: v.decode() for k, v in headers}
+    return headers + [(k, v.encode()) for k, v in signer.sign(value, covered)]
+
+
+async def produce(kafka: KafkaEndpoint, records: list[Record], *, sign: bool = True) -> None:
     """(topic, value, headers, key) records, in order, each acknowledged."""
+    if sign:
+        records = [(t, v, signed(t, v, h), k) for t, v, h, k in records]
     producer = idempotent_producer(kafka, client_id="test-publisher")
     await producer.start()
     try:

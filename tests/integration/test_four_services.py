@@ -33,6 +33,7 @@ from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, 
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
 
+from tests.harness import event_environment
 from tests.helpers import data_of, eventually
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ async def stack(
                         f"e2e_{name}_{uuid.uuid4().hex[:8]}"
                     ),
                     **kafka.endpoint(Principal(name.replace("_", "-"))).environment(),
+                    **event_environment(Principal(name.replace("_", "-"))),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": proxy.endpoint_url
                     if name == "grant_worker"

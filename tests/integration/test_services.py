@@ -20,6 +20,7 @@ from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from elevate_local.postgres import PostgresCluster
 
+from tests.harness import event_environment
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,7 @@ def services(
                 {
                     "ELEVATE_DATABASE_URL": url,
                     **kafka.endpoint(principal).environment(),
+                    **event_environment(principal),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": moto_endpoint,
                 },

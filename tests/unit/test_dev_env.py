@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from elevate_core.kafka.security import KafkaEndpoint, KafkaSecurity, SecurityProtocol
+from elevate_local.event_keys import LocalEventKeys
 from elevate_local.supervisor import SERVICES, Ports, principal_of, service_env
 
 MOTO, PROXY = "http://127.0.0.1:5000", "http://127.0.0.1:5001"
@@ -25,6 +26,7 @@ def env_of(service: str, database_url: str | None = None) -> dict[str, str]:
                 ca_file=Path("/data/kafka/tls/ca.pem"),
             ),
         ),
+        keys=LocalEventKeys(Path("/data/keys")),
         moto_url=MOTO,
         proxy_url=PROXY,
         database_url=database_url,
@@ -41,6 +43,12 @@ def test_each_service_runs_in_dev_mode_on_its_own_port(name: str, service: str) 
     assert env["ELEVATE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["ELEVATE_KAFKA_SASL_USERNAME"] == name
     assert env["ELEVATE_KAFKA_SASL_PASSWORD_FILE"] == f"/data/kafka/credentials/{name}.password"
+    # every service verifies signed events; their writers also sign them
+    assert env["ELEVATE_EVENT_VERIFY_KEYS_DIR"] == "/data/keys/public"
+    signs = name in ("request-api", "approval")
+    assert env.get("ELEVATE_EVENT_SIGNING_KEY_FILE") == (
+        f"/data/keys/{name}.key" if signs else None
+    )
     assert env["ELEVATE_OIDC_ISSUER"] == "http://127.0.0.1:9400"
     assert env["ELEVATE_DATA_DIR"] == "/data/db"
     # the embedded default: SQLite under the data dir, one file per service

@@ -30,6 +30,7 @@ from elevate_core.events.models import (
     RequestCancelled,
     RequestSubmitted,
 )
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.consumer import Handler
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.settings import Mode
@@ -128,6 +129,7 @@ def settings_for(
         service_name="approval",
         database_url=pg_url,
         **(kafka or KafkaEndpoint("127.0.0.1:9")).as_settings(),
+        **harness.event_settings(Principal.APPROVAL),
         topic_prefix=topic_prefix,
         policy_file=policy_file,
         aws_endpoint_url=moto_endpoint,

@@ -24,6 +24,7 @@ from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from sqlalchemy import func, select
 
+from tests import harness
 from tests.harness import data_of, headers_of, outbox, read_to_end, spawn_service
 from tests.integration.approval.conftest import (
     DecisionsReader,
@@ -193,6 +194,7 @@ def _service_process(
         "http_port": port,
         "database_url": pg_url,
         **kafka.endpoint(Principal.APPROVAL).as_settings(),
+        **harness.event_settings(Principal.APPROVAL),
         "topic_prefix": prefix,
         "policy_file": policy,
         "aws_endpoint_url": moto,

@@ -134,6 +134,7 @@ def settings_for(
         "service_name": "grant-worker",
         "database_url": pg_url,
         **kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
+        **harness.event_settings(Principal.GRANT_WORKER),
         "topic_prefix": topic_prefix,
         "aws_endpoint_url": aws,
         "aws_access_key_id": "testing",

@@ -21,6 +21,7 @@ from elevate_local.moto_seed import SeededOrganisation
 from elevate_local.ports import free_port
 from sqlalchemy import func, select
 
+from tests import harness
 from tests.harness import database, eventually, outbox, spawn_service
 from tests.integration.grant_worker.conftest import (
     Publisher,
@@ -42,6 +43,7 @@ def start(
             "http_port": free_port(),
             "database_url": pg_url,
             **kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
+            **harness.event_settings(Principal.GRANT_WORKER),
             "topic_prefix": topic_prefix,
             "aws_endpoint_url": proxy.endpoint_url,
             "aws_access_key_id": "testing",

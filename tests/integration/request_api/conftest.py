@@ -30,6 +30,8 @@ from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
 
+from tests import harness
+
 ROOT = Path(__file__).resolve().parents[3]
 AUDIENCE = "elevate-portal"
 
@@ -156,6 +158,7 @@ async def start_api(
             http_port=port,
             database_url=database_url,
             **(endpoint or kafka.endpoint(Principal.REQUEST_API)).as_settings(),
+            **harness.event_settings(Principal.REQUEST_API),
             topic_prefix=topic_prefix,
             aws_endpoint_url=moto_endpoint,
             oidc_issuer=oidc_issuer or issuer.url,

@@ -23,6 +23,7 @@ from elevate_local.postgres import PostgresCluster
 from elevate_request_api.models import AccessRequest, RequestEvent, TimelineEntry
 from sqlalchemy import select
 
+from tests.harness import signed
 from tests.helpers import eventually, headers_of, read_to_end
 from tests.integration.request_api.conftest import Api
 from tests.integration.request_api.test_read_model import Emitter, reaches, submit
@@ -36,6 +37,7 @@ async def _publish_as(api: Api, source: str, *events: Any) -> None:
             rid = str(getattr(event, "request_id", None) or event.snapshot.request_id)
             value, headers = encode(new_envelope(event, source=source, subject=rid))
             topic = f"{api.settings.topic_prefix}{event.topic}"
+            headers = signed(topic, value, headers)  # as the topic's writer signs it
             await producer.send_and_wait(topic, value, key=rid.encode(), headers=headers)
     finally:
         await producer.stop()
@@ -156,6 +158,7 @@ async def test_a_rebuild_equals_the_live_model_row_by_row(
         ),
         RequestRejected(request_id=uuid.UUID(rejected), rejected_by=grace, comment="no"),
     )
+    await reaches(api, approved, "active")  # (a revoke needs access to revoke)
     async with api.client("alice") as alice:
         assert (await alice.post(f"/v1/requests/{cancelled}/cancel")).status_code == 202
         revoke = await alice.post(f"/v1/requests/{approved}/revoke", json={"comment": "done"})

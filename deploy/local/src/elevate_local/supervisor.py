@@ -27,6 +27,7 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
 
 from elevate_local import runs
+from elevate_local.event_keys import LocalEventKeys
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, port_open, wait_for_port
 from elevate_local.runs import guarded
@@ -107,6 +108,8 @@ class Supervisor:
         self.check_ports_free()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         broker = self._start_kafka()
+        keys = LocalEventKeys.ensure(self.data_dir / "keys")
+        self.say(f"event-signing keys in {keys.directory} (Ed25519, one per writer)")
         moto_url, proxy_url = self._start_aws()
         self.spawn(
             "oidc",
@@ -119,6 +122,7 @@ class Supervisor:
                 ports=self.ports,
                 data_dir=self.data_dir,
                 kafka=broker.endpoint(principal_of(attr)),
+                keys=keys,
                 moto_url=moto_url,
                 proxy_url=proxy_url,
                 database_url=database_url,
@@ -224,6 +228,7 @@ def service_env(
     ports: Ports,
     data_dir: Path,
     kafka: KafkaEndpoint,
+    keys: LocalEventKeys,
     moto_url: str,
     proxy_url: str,
     database_url: str | None,
@@ -247,6 +252,7 @@ def service_env(
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         **kafka.environment(),
+        **keys.environment(principal_of(service)),
     }
     if database_url:
         env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, service)

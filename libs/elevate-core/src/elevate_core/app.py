@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from elevate_core.clock import Clock
 from elevate_core.db import Database
 from elevate_core.dlq import topics_written_by
+from elevate_core.events.signing import SIGNED_TOPICS
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.admin import longest_stay, missing_topics
@@ -230,7 +231,11 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
     )
     if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):
         ctx.workers.append(ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
-    return Outbox(source=f"elevate/{settings.service_name}", topic_prefix=settings.topic_prefix)
+    return Outbox(
+        source=f"elevate/{settings.service_name}",
+        topic_prefix=settings.topic_prefix,
+        signer=settings.event_signer(),
+    )
 
 
 def consumer_group(settings: Settings, name: str) -> str:
@@ -267,6 +272,8 @@ def add_consumer(
             kafka=settings.kafka,
             dlq_topic=settings.topic(Topics.DLQ),
             raw_key=raw_key,
+            signed={settings.topic(t): t for t in topics if t in SIGNED_TOPICS},
+            verifier=settings.event_verifier() if set(topics) & SIGNED_TOPICS else None,
             **timeouts,  # type: ignore[arg-type]
         ),
         handler,

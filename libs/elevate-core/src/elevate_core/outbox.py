@@ -18,6 +18,7 @@ from elevate_core.causes import current_cause
 from elevate_core.db import Base, UTCDateTime, utcnow
 from elevate_core.events.base import Event
 from elevate_core.events.envelope import Envelope, encode, new_envelope
+from elevate_core.events.signing import SIGNED_TOPICS, Signer
 from elevate_core.notify import mark
 from elevate_core.telemetry import current_traceparent
 
@@ -55,9 +56,14 @@ class OutboxMessage(Base):
 class Outbox:
     """Writes events into the caller's transaction."""
 
-    def __init__(self, *, source: str, topic_prefix: str = "") -> None:
+    def __init__(
+        self, *, source: str, topic_prefix: str = "", signer: Signer | None = None
+    ) -> None:
         self.source = source
         self.topic_prefix = topic_prefix
+        # Signs events of the signed topics (elevate_core.events.signing); without one they
+        # go out unsigned and every reader dead-letters them (settings require it in prod).
+        self.signer = signer
 
     async def add(
         self,
@@ -93,13 +99,16 @@ class Outbox:
             id=cause.next_id(event.ce_type) if cause is not None else None,
         )
         # add_raw attaches the current trace context (traceparent, tracestate).
-        value, headers = encode(envelope)
+        value, encoded = encode(envelope)
+        headers = [(k, v.decode()) for k, v in encoded]
+        if self.signer is not None and event.topic in SIGNED_TOPICS:
+            headers += self.signer.sign(value, dict(headers))
         await self.add_raw(
             session,
             topic=event.topic,
             key=key if key is not None else subject,
             value=value,
-            headers=[(k, v.decode()) for k, v in headers],
+            headers=headers,
         )
         return envelope
 

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elevate_core.errors import ConfigurationError
+from elevate_core.events.signing import Signer, Verifier, signed_topics_of
 from elevate_core.kafka.security import (
     KafkaEndpoint,
     KafkaSecurity,
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     kafka_ssl_cert_file: Path | None = None
     kafka_ssl_key_file: Path | None = None
     kafka_ssl_key_password_file: Path | None = None
+    # Signed events (elevate_core.events.signing): the writer's Ed25519 private key, and
+    # the directory of every writer's public keys (`<principal>[.label].pub`).
+    event_signing_key_file: Path | None = None
+    event_verify_keys_dir: Path | None = None
     # PLAINTEXT outside dev/test only with this set: it names what the operator accepts.
     kafka_allow_plaintext_anyone_can_forge_events: bool = False
     topic_prefix: str = ""
@@ -147,6 +152,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _event_keys(self) -> Self:
+        key, keys = self.event_signing_key_file, self.event_verify_keys_dir
+        if key is not None and not key.is_file():
+            raise ValueError(f"event_signing_key_file: no such file {key}")
+        if keys is not None and not keys.is_dir():
+            raise ValueError(f"event_verify_keys_dir: no such directory {keys}")
+        if self.mode is not Mode.PROD:
+            return self
+        writes, reads = signed_topics_of(self.service_name)
+        if writes and key is None:
+            raise ValueError(
+                f"event_signing_key_file: {self.service_name} writes {sorted(writes)}, whose "
+                "events must be signed; mount its Ed25519 key (docs/security.md)"
+            )
+        if reads and keys is None:
+            raise ValueError(
+                f"event_verify_keys_dir: {self.service_name} reads {sorted(reads)}, whose "
+                "signatures must be verified; mount the writers' public keys"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dedupe_outlives_retention(self) -> Self:
         floor = self.topic_retention_days * 24 + self.purge_margin_hours
         keep = self.dedupe_keep_hours
@@ -183,6 +210,14 @@ class Settings(BaseSettings):
     def kafka(self) -> KafkaEndpoint:
         """Every Kafka client of the process is built from this."""
         return KafkaEndpoint(self.kafka_bootstrap_servers, self.kafka_security)
+
+    def event_signer(self) -> Signer | None:
+        path = self.event_signing_key_file
+        return Signer.from_file(path) if path is not None else None
+
+    def event_verifier(self) -> Verifier | None:
+        path = self.event_verify_keys_dir
+        return Verifier.from_dir(path) if path is not None else None
 
     def resolved_database_url(self) -> str:
         """SQLite under the data dir unless a URL is configured (the embedded default)."""

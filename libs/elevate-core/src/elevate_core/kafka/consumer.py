@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,15 @@ from elevate_core.causes import caused_by
 from elevate_core.db import Database
 from elevate_core.errors import ShuttingDownError
 from elevate_core.events.base import is_security_relevant
-from elevate_core.events.envelope import Envelope, EnvelopeError, decode, parse_json_object
+from elevate_core.events.envelope import (
+    Envelope,
+    EnvelopeError,
+    decode,
+    header_map,
+    parse_json_object,
+)
+from elevate_core.events.signing import SignatureError, Verifier
+from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.dedupe import claim_event
 from elevate_core.kafka.producer import idempotent_producer
@@ -50,6 +58,12 @@ SECURITY_DEAD_LETTERED = Counter(
     "alert on any increase",
     ["consumer", "type"],
 )
+SIGNATURE_REJECTED = Counter(
+    "elevate_event_signature_rejected_total",
+    "Events on signed topics refused for their signature (unsigned, unknown key, another "
+    "writer's key, altered): a forgery or a misconfiguration — alert on any increase",
+    ["consumer", "reason"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,10 @@ class ConsumerConfig:
     heartbeat_interval_ms: int = 3000
     auto_offset_reset: str = "earliest"
     raw_key: RawKey | None = None  # raw mode: no CloudEvents headers, dedupe on this key
+    # Topics (as subscribed) whose events must carry their writer's signature, and the keys
+    # to check it with; with no verifier every event of those topics is refused.
+    signed: Mapping[str, Topics] = field(default_factory=dict)
+    verifier: Verifier | None = None
 
 
 class Consumer:
@@ -349,7 +367,11 @@ class Consumer:
 
     def _decode(self, message: Any) -> Envelope:
         if self.config.raw_key is None:
-            return decode(message.value, message.headers)
+            envelope = decode(message.value, message.headers)
+            topic = self.config.signed.get(message.topic)
+            if topic is not None:
+                self._verify(topic, message, envelope)
+            return envelope
         data = parse_json_object(message.value)
         key = self.config.raw_key(data)
         if not key:
@@ -362,6 +384,26 @@ class Consumer:
             subject=message.key.decode(errors="replace") if message.key else None,
             data=data,
         )
+
+    def _verify(self, topic: Topics, message: Any, envelope: Envelope) -> None:
+        """Before dedupe and before any handler: an event its writer did not sign as it is
+        is refused (and dead-lettered) — a forgery must not even claim a genuine ce_id."""
+        try:
+            if self.config.verifier is None:
+                raise SignatureError("no-keys", "no public keys configured to verify with")
+            self.config.verifier.verify(topic, message.value, header_map(message.headers))
+        except SignatureError as exc:
+            SIGNATURE_REJECTED.labels(self.config.name, exc.code).inc()
+            log.error(
+                "SECURITY: consumer %s refused %s (ce_id %s, ce_source %s) on %s: %s",
+                self.config.name,
+                envelope.type,
+                envelope.id,
+                envelope.source,
+                message.topic,
+                exc,
+            )
+            raise
 
     async def _dead_letter(
         self, message: Any, error: BaseException, decision: Decision | None = None
@@ -392,12 +434,15 @@ class Consumer:
         if is_security_relevant(ce_type):
             SECURITY_DEAD_LETTERED.labels(self.config.name, ce_type).inc()
             log.error(
-                "SECURITY: consumer %s dead-lettered security-relevant %s (ce_id %s): %s; "
-                "re-drive it after the fix (docs/runbook.md)",
+                "SECURITY: consumer %s dead-lettered security-relevant %s (ce_id %s): %s%s",
                 self.config.name,
                 ce_type,
                 dict(message.headers or ()).get("ce_id", b"?").decode(errors="replace"),
                 reason,
+                # A forgery is evidence, not work to re-drive.
+                ""
+                if isinstance(error, SignatureError)
+                else "; re-drive it after the fix (docs/runbook.md)",
             )
 
     async def _publish_dead_letter(self, message: Any, headers: list[tuple[str, bytes]]) -> None:
