@@ -90,7 +90,7 @@ def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) 
     if sources is None:
         log.warning(
             "ELEVATE_CLOUDTRAIL_SOURCES is empty: fetching from any bucket a notice names "
-            "(%s mode only; production refuses to start so)",
+            "(allowed in %s mode only; production refuses to start without it)",
             settings.mode.value,
         )
     return TrailIngestor(
