@@ -6,6 +6,10 @@ every record. A crash before the delete means SQS redelivers the notice after th
 visibility timeout and the file is published again; the consumer deduplicates on
 `eventID`, so nothing is lost and nothing is emitted twice.
 
+Only objects within `ELEVATE_CLOUDTRAIL_SOURCES` are fetched (sources.py): a notice naming
+another bucket, a key outside the listed prefixes or a key with a `..` segment is
+quarantined as below, counted in `elevate_audit_sources_refused_total`, and never fetched.
+
 A malformed notice or an unreadable file (missing object, not gzip/JSON, no `Records`) is
 quarantined — a row in `audit_quarantined_files`, a counter, an error log with its key; the
 object stays in S3 — and the rest of the notice carries on. Transient failures (S3 5xx,
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -43,8 +47,9 @@ from elevate_audit_ingest.schemas import (
     parse_log_file,
     parse_notice,
 )
-from elevate_audit_ingest.service import LAG, QUARANTINED, RECORDS_IN, RECORDS_OUT
+from elevate_audit_ingest.service import LAG, QUARANTINED, RECORDS_IN, RECORDS_OUT, REFUSED
 from elevate_audit_ingest.settings import AuditSettings
+from elevate_audit_ingest.sources import Source, SourceNotAllowedError, refusal
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -77,6 +82,7 @@ class TrailIngestor:
         queue: str,
         topic: str,
         kafka: KafkaEndpoint,
+        sources: Sequence[Source] | None,
         client_id: str = "audit-ingest-trail",
         wait_seconds: int = 20,
         visibility_timeout: int = 300,
@@ -90,6 +96,8 @@ class TrailIngestor:
         self.sqs = sqs
         self.queue = queue
         self.topic = topic
+        # None: any bucket (dev/test without ELEVATE_CLOUDTRAIL_SOURCES); () refuses all.
+        self.sources = None if sources is None else tuple(sources)
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.max_messages = max_messages
@@ -162,24 +170,31 @@ class TrailIngestor:
             await self.quarantine(ObjectRef("", f"sqs-message:{message_id}"), exc, message_id)
             return
         for ref in refs:
-            if not is_log_file(ref.key):
-                log.info(
-                    "cloudtrail ingest: skipping s3://%s/%s: not a log file", ref.bucket, ref.key
-                )
-                continue
-            try:
-                body = await asyncio.to_thread(self._get_object, ref)
-                records = parse_log_file(body)
-            except LogFileError as exc:
-                await self.quarantine(ref, exc, message_id)
-                continue
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code not in _PERMANENT_S3_ERRORS:
-                    raise
-                await self.quarantine(ref, exc, message_id)
-                continue
-            await self.publish(records, ref)
+            await self.handle_object(ref, message_id)
+
+    async def handle_object(self, ref: ObjectRef, message_id: str) -> None:
+        """Fetch one object the notice names and publish its records — if it is ours."""
+        reason = None if self.sources is None else refusal(self.sources, ref)
+        if reason is not None:
+            REFUSED.labels(reason.value).inc()
+            await self.quarantine(ref, SourceNotAllowedError(reason, ref), message_id)
+            return
+        if not is_log_file(ref.key):
+            log.info("cloudtrail ingest: skipping s3://%s/%s: not a log file", ref.bucket, ref.key)
+            return
+        try:
+            body = await asyncio.to_thread(self._get_object, ref)
+            records = parse_log_file(body)
+        except LogFileError as exc:
+            await self.quarantine(ref, exc, message_id)
+            return
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in _PERMANENT_S3_ERRORS:
+                raise
+            await self.quarantine(ref, exc, message_id)
+            return
+        await self.publish(records, ref)
 
     def _get_object(self, ref: ObjectRef) -> bytes:
         return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
@@ -221,19 +236,22 @@ class TrailIngestor:
 
     async def quarantine(self, ref: ObjectRef, error: Exception, message_id: str) -> None:
         detail = f"{type(error).__name__}: {error}"[:2000]
+        # A forged notice may name more than S3 allows; a row the database refuses would
+        # leave the notice on the queue for ever, so cut to the columns' sizes.
+        bucket, key = ref.bucket[:255], ref.key[:1024]
         async with self.db.transaction() as session:
             known = (
                 await session.execute(
                     select(QuarantinedFile.id).where(
-                        QuarantinedFile.bucket == ref.bucket, QuarantinedFile.key == ref.key
+                        QuarantinedFile.bucket == bucket, QuarantinedFile.key == key
                     )
                 )
             ).first()
             if known is None:
                 session.add(
                     QuarantinedFile(
-                        bucket=ref.bucket,
-                        key=ref.key,
+                        bucket=bucket,
+                        key=key,
                         error=detail,
                         message_id=message_id or None,
                         quarantined_at=self.clock.now(),

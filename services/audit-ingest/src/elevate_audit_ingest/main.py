@@ -3,11 +3,13 @@
 Workers: the outbox relay (OCSF records → `elevate.audit.v1`), the grants consumer (grant
 index), the CloudTrail consumer (raw mode, deduplicated on `eventID`), the timer runner
 (records waiting for their grant) and, unless `ELEVATE_CLOUDTRAIL_QUEUE` is empty, the SQS
-poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1`.
+poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1` — from the
+buckets and prefixes of `ELEVATE_CLOUDTRAIL_SOURCES` only.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from elevate_core.access import AccessControl
@@ -31,6 +33,8 @@ from elevate_audit_ingest.scope import PolicyScope
 from elevate_audit_ingest.service import CorrelationConfig, ManagedScope
 from elevate_audit_ingest.settings import AuditSettings
 from elevate_audit_ingest.timers import PENDING_TIMER, pending_record_handler
+
+log = logging.getLogger(__name__)
 
 SPEC = ServiceSpec(
     name="audit-ingest",
@@ -82,6 +86,13 @@ def build(
 
 def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) -> TrailIngestor:
     s3, sqs = aws_clients(settings)
+    sources = settings.sources() or None  # empty is refused in prod by the settings
+    if sources is None:
+        log.warning(
+            "ELEVATE_CLOUDTRAIL_SOURCES is empty: fetching from any bucket a notice names "
+            "(allowed in %s mode only; production refuses to start without it)",
+            settings.mode.value,
+        )
     return TrailIngestor(
         ctx.db,
         s3=s3,
@@ -89,6 +100,7 @@ def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) 
         queue=settings.cloudtrail_queue,
         topic=settings.topic(Topics.CLOUDTRAIL),
         kafka=settings.kafka,
+        sources=sources,
         client_id=f"{settings.service_name}-trail",
         wait_seconds=settings.cloudtrail_wait_seconds,
         visibility_timeout=settings.cloudtrail_visibility_timeout,

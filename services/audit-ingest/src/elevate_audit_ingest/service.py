@@ -46,6 +46,12 @@ LAG = Histogram(
     buckets=(1, 5, 30, 60, 300, 600, 900, 1800, 3600, 7200, 21600),
 )
 QUARANTINED = Counter("elevate_audit_quarantined_files_total", "CloudTrail files quarantined")
+# A security signal: every refusal counts, also of an object already quarantined.
+REFUSED = Counter(
+    "elevate_audit_sources_refused_total",
+    "Objects a notice named outside ELEVATE_CLOUDTRAIL_SOURCES (never fetched)",
+    ["reason"],
+)
 
 
 class UnreadableRecordError(ElevateError):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Self
 
-from elevate_core.settings import Settings
-from pydantic import Field
+from elevate_core.settings import Mode, Settings
+from pydantic import Field, field_validator, model_validator
+
+from elevate_audit_ingest.sources import Source, parse_sources
 
 
 class AuditSettings(Settings):
@@ -13,6 +16,9 @@ class AuditSettings(Settings):
 
     # Queue URL or name (a name is resolved with GetQueueUrl); "" turns S3 ingest off.
     cloudtrail_queue: str = "elevate-cloudtrail-notices"
+    # Comma-separated `bucket` or `bucket/prefix`: the only objects a notice may make us
+    # fetch (sources.py). Required outside dev/test while the queue is on.
+    cloudtrail_sources: str = ""
     cloudtrail_wait_seconds: int = Field(default=20, ge=0, le=20)  # SQS long polling
     cloudtrail_visibility_timeout: int = Field(default=300, ge=1, le=43200)
     cloudtrail_max_messages: int = Field(default=10, ge=1, le=10)
@@ -23,6 +29,25 @@ class AuditSettings(Settings):
     correlation_wait: timedelta = timedelta(minutes=15)
     # Comma-separated permission set names whose uncovered use is flagged; "" = all.
     managed_permission_sets: str = ""
+
+    @field_validator("cloudtrail_sources")
+    @classmethod
+    def _sources_parse(cls, value: str) -> str:
+        parse_sources(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sources_required(self) -> Self:
+        if self.mode is Mode.PROD and self.cloudtrail_queue and not self.sources():
+            raise ValueError(
+                "cloudtrail_sources: list the trail's bucket (bucket or bucket/prefix, "
+                "comma-separated) outside dev/test mode, or any notice on the queue could "
+                "make audit-ingest fetch any object its role can read"
+            )
+        return self
+
+    def sources(self) -> tuple[Source, ...]:
+        return parse_sources(self.cloudtrail_sources)
 
     def managed(self) -> frozenset[str] | None:
         names = frozenset(n.strip() for n in self.managed_permission_sets.split(",") if n.strip())
