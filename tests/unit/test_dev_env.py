@@ -56,6 +56,9 @@ def test_each_service_runs_in_dev_mode_on_its_own_port(name: str, service: str) 
     # only grant-worker's reconciler needs what the proxy emulates on top of moto
     expected = PROXY if name == "grant-worker" else MOTO
     assert env["ELEVATE_AWS_ENDPOINT_URL"] == expected
+    # audit-ingest fetches only the local trail's objects; no other service knows the setting
+    sources = "elevate-cloudtrail/AWSLogs" if name == "audit-ingest" else None
+    assert env.get("ELEVATE_CLOUDTRAIL_SOURCES") == sources
 
 
 def test_a_configured_database_becomes_one_per_service() -> None:

@@ -31,6 +31,7 @@ from elevate_local.event_keys import LocalEventKeys
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, port_open, wait_for_port
 from elevate_local.runs import guarded
+from elevate_local.seed_data import CLOUDTRAIL_BUCKET
 
 ROOT = Path(__file__).resolve().parents[4]
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
@@ -254,6 +255,8 @@ def service_env(
         **kafka.environment(),
         **keys.environment(principal_of(service)),
     }
+    if service == "audit_ingest":  # fetch only the local trail's objects
+        env["ELEVATE_CLOUDTRAIL_SOURCES"] = f"{CLOUDTRAIL_BUCKET}/AWSLogs"
     if database_url:
         env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, service)
     return env
