@@ -77,6 +77,22 @@ async def test_forged_approvals_and_stops_cause_nothing_and_are_dead_lettered(
             ),
             "unsigned",
         ),
+        "revoke signed by approval": (
+            forged(
+                RevokeRequested(request_id=live_id, requested_by=ALICE),
+                prefix=topic_prefix,
+                signed_by=Principal.APPROVAL,
+            ),
+            "wrong-writer",
+        ),
+        "unsigned cancel": (
+            forged(
+                RequestCancelled(request_id=live_id, cancelled_by=ALICE),
+                prefix=topic_prefix,
+                signed_by=None,
+            ),
+            "unsigned",
+        ),
         "cancel signed by approval": (
             forged(
                 RequestCancelled(request_id=live_id, cancelled_by=ALICE),
