@@ -20,16 +20,18 @@ from elevate_core.app import (
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.directory.errors import DirectoryError
+from elevate_core.errors import ConfigurationError
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
 from elevate_core.outbox import Outbox
 from elevate_core.progress import TopicProgress
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.recheck import GrantRecheck, policy_recheck
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
 from elevate_grant_worker.sweep import ScopeProvider
@@ -72,6 +74,12 @@ def _consumer(
     return consumer.config.group_id or consumer.config.name
 
 
+def _never_unchecked(settings: GrantWorkerSettings, recheck: GrantRecheck | None) -> None:
+    """Without the re-check an approval is served as it says: tests of other behaviour."""
+    if recheck is None and settings.mode is not Mode.TEST:
+        raise ConfigurationError("grant-worker serves no approval without its re-check")
+
+
 def build(
     ctx: ServiceContext,
     settings: GrantWorkerSettings,
@@ -80,9 +88,11 @@ def build(
     standing: StandingProvider | None = None,
     user_names: UserNames | None = None,
     scope: ScopeProvider | None = None,
+    recheck: GrantRecheck | None = None,
 ) -> AssignmentWorker:
     """The composition root: grant-worker's consumers, timers and assignment worker onto
-    `ctx`, all on the same injected clock."""
+    `ctx`, all on the same injected clock; only tests may leave out the re-check."""
+    _never_unchecked(settings, recheck)
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
     # Its commits open replay gates: wake the worker for the grants waiting on them.
@@ -110,9 +120,7 @@ def build(
         ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
     )
     history = TopicProgress(
-        kafka=settings.kafka,
-        topic=settings.topic(Topics.GRANTS),
-        group=history_group,
+        kafka=settings.kafka, topic=settings.topic(Topics.GRANTS), group=history_group
     )
     worker = AssignmentWorker(
         ctx.db,
@@ -124,6 +132,7 @@ def build(
         history=history,
         user_names=user_names,
         scope=scope,
+        recheck=recheck,
     )
     ctx.workers.append(worker)
     add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
@@ -176,8 +185,13 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
     # The policy's standing list: never removed, whatever grant ends on top of it.
     access = access or AccessControl.from_settings(settings)
     access.load()
+    scope = policy_scope(access)
     worker = build(
-        ctx, settings, user_names=access.directory.user_name_of, scope=policy_scope(access)
+        ctx,
+        settings,
+        user_names=access.directory.user_name_of,
+        scope=scope,
+        recheck=policy_recheck(access, scope, horizon=settings.request_horizon),
     )
     ctx.workers += [
         access,
