@@ -25,6 +25,7 @@ from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
 from elevate_core.outbox import Outbox
+from elevate_core.policy import Evaluator
 from elevate_core.progress import TopicProgress
 from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
@@ -156,27 +157,46 @@ def _standing_recorder(
     return record_policy_standing
 
 
+class _PolicyScope:
+    """The (account id, permission set ARN) pairs the policy makes requestable. Asked before
+    every grant is served (the re-check) and by every sweep: recomputed only when the
+    policy, the org snapshot or a permission set's ARN changed. Do not modify the set."""
+
+    def __init__(self, access: AccessControl) -> None:
+        self.access = access
+        self._evaluator: Evaluator | None = None
+        self._accounts: dict[str, list[str]] = {}  # permission set name -> account ids
+        self._key: tuple[tuple[str, str], ...] = ()
+        self._pairs: set[tuple[str, str]] = set()
+
+    async def _arn(self, name: str) -> str:
+        try:
+            return (await self.access.directory.get_permission_set(name)).arn
+        except DirectoryError as exc:
+            if exc.retryable:
+                raise
+            log.warning("managed scope: permission set %r unknown: %s", name, exc)
+            return ""
+
+    async def __call__(self) -> set[tuple[str, str]]:
+        evaluator = await self.access.evaluator()
+        if evaluator is not self._evaluator:
+            accounts: dict[str, list[str]] = {}
+            for account_id, name in sorted(evaluator.managed_scope()):
+                accounts.setdefault(name, []).append(account_id)
+            self._evaluator, self._accounts, self._key = evaluator, accounts, ()
+        key = tuple([(name, await self._arn(name)) for name in self._accounts])
+        if key != self._key:
+            self._pairs = {
+                (account_id, arn) for name, arn in key if arn for account_id in self._accounts[name]
+            }
+            self._key = key
+        return self._pairs
+
+
 def policy_scope(access: AccessControl) -> ScopeProvider:
     """The (account id, permission set ARN) pairs the policy makes requestable."""
-
-    async def scope() -> set[tuple[str, str]]:
-        evaluator = await access.evaluator()
-        arns: dict[str, str] = {}
-        pairs: set[tuple[str, str]] = set()
-        for account_id, name in sorted(evaluator.managed_scope()):
-            if name not in arns:
-                try:
-                    arns[name] = (await access.directory.get_permission_set(name)).arn
-                except DirectoryError as exc:
-                    if exc.retryable:
-                        raise
-                    log.warning("managed scope: permission set %r unknown: %s", name, exc)
-                    arns[name] = ""
-            if arns[name]:
-                pairs.add((account_id, arns[name]))
-        return pairs
-
-    return scope
+    return _PolicyScope(access)
 
 
 def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
