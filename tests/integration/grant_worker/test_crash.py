@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from elevate_core.db import Database
@@ -23,23 +24,28 @@ from sqlalchemy import func, select
 
 from tests import harness
 from tests.harness import database, eventually, outbox, spawn_service
-from tests.integration.grant_worker.conftest import (
-    Publisher,
-    approval,
-    assignment_exists,
-    new_triple,
+from tests.integration.grant_worker.conftest import Publisher, assignment_exists
+from tests.integration.grant_worker.rechecked import (
+    PERMISSION_SET,
+    approval_for,
+    new_member,
+    triple_of,
+    write_policy,
 )
 
 
 @pytest.fixture
 def start(
-    pg_url: str, kafka: KafkaBroker, topic_prefix: str, proxy: AwsFaultProxy
+    pg_url: str, kafka: KafkaBroker, topic_prefix: str, proxy: AwsFaultProxy, tmp_path: Path
 ) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
+    # The real process re-checks every approval: against this policy and the directory.
+    policy_file = write_policy(tmp_path)
 
     def launch(fail_points: str = "") -> subprocess.Popen[bytes]:
         settings = {
             "fail_points": fail_points,
+            "policy_file": policy_file,
             "http_port": free_port(),
             "database_url": pg_url,
             **kafka.endpoint(Principal.GRANT_WORKER).as_settings(),
@@ -117,10 +123,19 @@ async def test_restart_after_kill_finishes_the_job(
     seeded: SeededOrganisation,
     sso: object,
     proxy: AwsFaultProxy,
+    moto_endpoint: str,
 ) -> None:
-    t = new_triple(seeded)
+    member = new_member(moto_endpoint, seeded)  # a real requester: the re-check passes
+    t = triple_of(seeded, member)
     now = datetime.now(UTC)
-    approved = approval(t, start=now - timedelta(minutes=1), end=now + timedelta(hours=1))
+    approved = approval_for(
+        member,
+        account_id=t.account_id,
+        permission_set=PERMISSION_SET,
+        permission_set_arn=t.permission_set_arn,
+        start=now - timedelta(minutes=1),
+        end=now + timedelta(hours=1),
+    )
     rid = approved.snapshot.request_id
     revoke = RevokeRequested(request_id=rid, requested_by=Person(user_name="dave", user_id="d"))
     during_activation = CASES[point]

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     oidc_audience: str = "elevate-portal"
     oidc_user_claim: str = "preferred_username"
     policy_file: Path = Path("deploy/local/policy.yaml")
+    # How far after its submission a request may start: request-api refuses later starts,
+    # approval and grant-worker re-check it (elevate_core.recheck), so all read this one.
+    request_horizon_days: int = Field(default=30, ge=1)
     log_level: str = "INFO"
     log_json: bool = True
     otel_exporter_otlp_endpoint: str | None = None
@@ -191,6 +194,10 @@ class Settings(BaseSettings):
         if hours is None:
             hours = self.topic_retention_days * 24 + self.purge_margin_hours
         return timedelta(hours=hours)
+
+    @property
+    def request_horizon(self) -> timedelta:
+        return timedelta(days=self.request_horizon_days)
 
     @property
     def kafka_security(self) -> KafkaSecurity:

@@ -3,7 +3,7 @@
 pending → approved | rejected | expired | cancelled (and approved → cancelled: an
 approved request cancelled afterwards is "approved-then-cancelled"; grant-worker
 revokes). Each function takes what is known about a request, the approval rule of the
-policy in force *now* (or None when the requester is no longer eligible) and the time,
+policy in force *now* (or None when the request fails the re-check now) and the time,
 and returns an `Outcome`: the new state, the events to publish and the decision-log
 entries to append. Counting reuses `elevate_core.policy` (`may_decide`, `tally`,
 `pending_deadline`), so "nobody decides their own request" and "N distinct people"
@@ -35,6 +35,8 @@ from elevate_core.events.models import (
     RequestSnapshot,
 )
 from elevate_core.policy import Terms, Vote, is_same_person, may_decide, pending_deadline, tally
+from elevate_core.policy.reasons import Reason
+from elevate_core.policy.recheck import Refusal
 
 Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
 RefusalReason = Literal["requester", "not_an_approver", "already_decided", "request_final"]
@@ -99,11 +101,26 @@ def snapshot_of(
     )
 
 
-def _not_eligible(details: RequestDetails, policy_version: str) -> RequestRejected:
+def _code(refusal: Refusal | None) -> Reason:
+    return refusal.code if refusal is not None else Reason.NOT_ELIGIBLE
+
+
+def _refused(
+    details: RequestDetails, policy_version: str, refusal: Refusal | None
+) -> RequestRejected:
+    """The system's rejection: the request fails the re-check under the policy in force
+    (None: only eligibility was judged, and it is not eligible)."""
+    code = _code(refusal)
+    if code is Reason.NOT_ELIGIBLE:
+        comment = f"the requester is not eligible for this access under policy {policy_version}"
+    else:
+        assert refusal is not None
+        comment = f"the request fails the re-check under policy {policy_version}: {refusal.reason}"
     return RequestRejected(
         request_id=details.request_id,
         rejected_by=SYSTEM,
-        comment=f"the requester is not eligible for this access under policy {policy_version}",
+        comment=comment,
+        reason_code=code.value,
     )
 
 
@@ -145,15 +162,21 @@ def submit(
     policy_version: str,
     submitted_at: datetime,
     now: datetime,
+    refusal: Refusal | None = None,
 ) -> Outcome:
-    """A new request, evaluated against the policy in force (`terms`: None if the
-    requester is not eligible under it)."""
+    """A new request, re-checked against the policy in force (`terms`: None if it fails
+    the re-check, for the reason `refusal` gives; no refusal: not eligible)."""
     requester = details.requester
     if terms is None:
+        detail = refusal.reason if refusal is not None else None
         return Outcome(
             "rejected",
-            events=(_not_eligible(details, policy_version),),
-            log=(LogEntry("submit", "rejected", requester, reason="not_eligible"),),
+            events=(_refused(details, policy_version, refusal),),
+            log=(
+                LogEntry(
+                    "submit", "rejected", requester, reason=_code(refusal).value, detail=detail
+                ),
+            ),
         )
     rule = terms.approval
     if rule.auto_approve:
@@ -246,9 +269,11 @@ def decide(
     terms: Terms | None,
     policy_version: str,
     now: datetime,
+    refusal: Refusal | None = None,
 ) -> Outcome:
     """Apply one human decision at its own time `now`; `terms` are the request's terms
-    under the policy in force now (None: the requester is no longer eligible)."""
+    under the policy in force now (None: it fails the re-check now, for the reason
+    `refusal` gives; no refusal: the requester is no longer eligible)."""
     groups = tuple(sorted(decision.decider.groups)) if decision.decider else ()
 
     def refuse(reason: RefusalReason, detail: str) -> Outcome:
@@ -270,7 +295,7 @@ def decide(
         decision.decider is not None and is_same_person(requester, decision.decider)
     ):
         return refuse("requester", "nobody may decide their own request")
-    settled = _settled_by_terms(state, decision, terms, policy_version, now, refuse)
+    settled = _settled_by_terms(state, decision, (terms, refusal), policy_version, now, refuse)
     if settled is not None:
         return settled
     assert terms is not None  # _settled_by_terms settles a request without terms
@@ -285,24 +310,28 @@ def decide(
 def _settled_by_terms(
     state: RequestState,
     decision: Decision,
-    terms: Terms | None,
+    verdict: tuple[Terms | None, Refusal | None],
     policy_version: str,
     now: datetime,
     refuse: Callable[[RefusalReason, str], Outcome],
 ) -> Outcome | None:
-    """The policy in force now settles the request whatever the decision: the requester
-    is no longer eligible, the rule now approves automatically, or the time is up."""
+    """The policy in force now settles the request whatever the decision: it fails the
+    re-check (the requester is no longer eligible, …), the rule now approves
+    automatically, or the time is up."""
     details = state.details
+    terms, refusal = verdict
     if terms is None:
-        refused = refuse("request_final", "the requester is no longer eligible for this access")
+        code = _code(refusal)
+        why = "the requester is no longer eligible for this access"
+        if code is not Reason.NOT_ELIGIBLE and refusal is not None:
+            why = f"the request fails the re-check: {refusal.reason}"
+        refused = refuse("request_final", why)
+        entry = LogEntry(decision.action, "rejected", SYSTEM, reason=code.value, detail=why)
         return replace(
             refused,
             status="rejected",
-            events=(*refused.events, _not_eligible(details, policy_version)),
-            log=(
-                *refused.log,
-                LogEntry(decision.action, "rejected", SYSTEM, reason="not_eligible"),
-            ),
+            events=(*refused.events, _refused(details, policy_version, refusal)),
+            log=(*refused.log, entry),
             deadline=None,
         )
     if terms.approval.auto_approve:

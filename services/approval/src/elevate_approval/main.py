@@ -122,6 +122,7 @@ def build(
         policy=watcher,
         expiry_gate=gate.passed if expiry_gate else None,
         expiry_grace=timedelta(seconds=_own(settings, "expiry_grace_seconds")),
+        horizon=settings.request_horizon,
     )
     add_consumer(
         ctx,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from elevate_core.directory.errors import AccountNotFoundError, DirectoryError, UserNotFoundError
-from elevate_core.directory.models import Account, User
+from elevate_core.directory.errors import DirectoryError, UserNotFoundError
+from elevate_core.directory.models import User
 from elevate_core.errors import TransientError
 from elevate_core.events.models import (
     DecidedUnder,
@@ -29,7 +29,9 @@ from elevate_core.events.models import (
     RequestSubmitted,
 )
 from elevate_core.outbox import Outbox
-from elevate_core.policy import Policy, Terms, evaluate_request, pending_deadline
+from elevate_core.policy import Policy, Terms, pending_deadline
+from elevate_core.policy.recheck import Limits, Refusal, RequestFacts
+from elevate_core.recheck import DirectoryUnavailableError, RecheckDirectory, recheck, report
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,26 +39,27 @@ from elevate_approval import domain, metrics, store
 from elevate_approval.models import ApprovalRequest
 from elevate_approval.store import EXPIRE, Step
 
-__all__ = ["EXPIRE", "Deps", "cancel_request", "decide", "expire", "submit"]
+__all__ = [
+    "EXPIRE",
+    "Deps",
+    "DirectoryUnavailableError",
+    "cancel_request",
+    "decide",
+    "expire",
+    "submit",
+]
 
 log = logging.getLogger("elevate.approval")
 
 
-class DirectoryPort(Protocol):
-    async def get_user(self, user_name: str) -> User: ...
-    async def get_account(self, account_id: str) -> Account: ...
-    def invalidate_user(self, user_name: str) -> None: ...
+class DirectoryPort(RecheckDirectory, Protocol):
+    """What approval reads: users (decider, requester), accounts and permission sets."""
 
 
 class PolicySource(Protocol):
     @property
     def policy(self) -> Policy: ...
     def poll(self) -> Any: ...
-
-
-class DirectoryUnavailableError(TransientError):
-    """The directory cannot answer right now: transient, so the consumer waits and
-    retries instead of dead-lettering a message that is fine."""
 
 
 class ExpiryNotYetError(TransientError):
@@ -74,6 +77,8 @@ class Deps:
     # what was published until the timer fired (key: the timer key).
     expiry_gate: Callable[[str], Awaitable[bool]] | None = None
     expiry_grace: timedelta = timedelta(0)
+    # How far after its submission a request may start (the shared request_horizon_days).
+    horizon: timedelta = timedelta(days=30)
 
 
 # ---- asking the directory and the policy --------------------------------------------
@@ -90,21 +95,28 @@ async def _fresh_user(directory: DirectoryPort, user_name: str) -> User | None:
         raise DirectoryUnavailableError(f"directory: {exc}") from exc
 
 
-async def _terms(deps: Deps, details: RequestDetails, policy: Policy) -> Terms | None:
-    """The request's terms under `policy`, with the requester's groups and the account's
-    place in the organisation as they are now; None if no longer eligible."""
-    requester = await _fresh_user(deps.directory, details.requester.user_name)
-    if requester is None or requester.user_id != details.requester.user_id:
-        return None
-    try:
-        account = await deps.directory.get_account(details.account_id)
-    except AccountNotFoundError:
-        return None
-    except DirectoryError as exc:
-        raise DirectoryUnavailableError(f"directory: {exc}") from exc
-    return evaluate_request(
-        policy, requester, account, details.permission_set_name, break_glass=details.break_glass
+async def _recheck(
+    session: AsyncSession,
+    deps: Deps,
+    details: RequestDetails,
+    policy: Policy,
+    *,
+    submitted_at: datetime,
+) -> tuple[Terms | None, Refusal | None]:
+    """The request re-checked under `policy` with the requester's groups, the account's
+    place in the organisation and the permission set as they are now: its terms, or why
+    it may not be approved (reported — log and alert metric — once this commits)."""
+    verdict = await recheck(
+        RequestFacts.of(details, submitted_at=submitted_at),
+        policy=policy,
+        directory=deps.directory,
+        limits=Limits(horizon=deps.horizon),
     )
+    if isinstance(verdict, Terms):
+        return verdict, None
+    refusal, rid = verdict, str(details.request_id)
+    metrics.after_commit(session, lambda: report(refusal, service="approval", request_id=rid))
+    return None, refusal
 
 
 async def _policy(deps: Deps, cause_version: str | None) -> tuple[Policy, DecidedUnder]:
@@ -148,7 +160,7 @@ async def submit(
         return
     details = RequestDetails.model_validate(event.model_dump())
     policy, under = await _policy(deps, details.policy_version)
-    terms = await _terms(deps, details, policy)
+    terms, refusal = await _recheck(session, deps, details, policy, submitted_at=at)
     row = ApprovalRequest(
         request_id=rid,
         details=details.model_dump(mode="json"),
@@ -168,7 +180,12 @@ async def submit(
     session.add(row)
     metrics.after_commit(session, metrics.PENDING.inc)
     outcome = domain.submit(
-        details, terms=terms, policy_version=policy.version, submitted_at=at, now=at
+        details,
+        terms=terms,
+        refusal=refusal,
+        policy_version=policy.version,
+        submitted_at=at,
+        now=at,
     )
     await _write(session, deps, row, Step(outcome, under, event_id, at))
     if details.break_glass and outcome.status == "approved":
@@ -203,9 +220,12 @@ async def decide(
     state = await store.state_of(session, row)
     decider: User | None = None
     terms: Terms | None = None
+    refusal: Refusal | None = None
     if state.status == "pending":
         decider = await _fresh_user(deps.directory, event.approver.user_name)
-        terms = await _terms(deps, state.details, policy)
+        terms, refusal = await _recheck(
+            session, deps, state.details, policy, submitted_at=state.submitted_at
+        )
     outcome = domain.decide(
         state,
         domain.Decision(
@@ -215,6 +235,7 @@ async def decide(
             comment=event.comment,
         ),
         terms=terms,
+        refusal=refusal,
         policy_version=policy.version,
         now=at,
     )

@@ -8,7 +8,8 @@ step is a delay, never a permanent grant.
 A grant *wants* the assignment while it is approved, not stopped (cancelled or revoked),
 not failed, and `start <= now < end`; it is *eligible* to be served when, in addition, the
 stops published before its approval are known to have been read (`ready`, the replay
-gate) — or it was already served. `plan()` compares that with what is recorded of AWS:
+gate) and it passed the re-check against grant-worker's own policy (`checked`) — or it was
+already served. `plan()` compares that with what is recorded of AWS:
 
     recorded \\ wanted      somebody eligible wants it      nobody does
     absent                 CREATE                          settle / wait
@@ -67,6 +68,7 @@ class GrantFacts:
     end: datetime
     stop: StopKind | None = None
     ready: bool = True
+    checked: bool = True  # passed the re-check (or none is made)
 
     def wants(self, now: datetime) -> bool:
         return (
@@ -76,7 +78,9 @@ class GrantFacts:
         )
 
     def eligible(self, now: datetime) -> bool:
-        return self.wants(now) and (self.ready or self.state is GrantState.ACTIVE)
+        if self.state is GrantState.ACTIVE:
+            return self.wants(now)
+        return self.wants(now) and self.ready and self.checked
 
     def end_reason(self, now: datetime) -> EndReason | None:
         """Why this grant should be over by now, if it should."""
@@ -176,8 +180,8 @@ def look_again_at(facts: TripleFacts, now: datetime) -> datetime | None:
 
 
 def gated(facts: TripleFacts, now: datetime) -> tuple[str, ...]:
-    """Grants that would be served but wait on the replay gate (looked at again as soon as
-    the stops consumer commits, not at a time)."""
+    """Grants that would be served but wait on the replay gate or their re-check (looked
+    at again as soon as the stops consumer commits or the check is done, not at a time)."""
     return tuple(g.grant_id for g in facts.grants if g.wants(now) and not g.eligible(now))
 
 

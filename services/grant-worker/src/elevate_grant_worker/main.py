@@ -20,16 +20,19 @@ from elevate_core.app import (
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.directory.errors import DirectoryError
+from elevate_core.errors import ConfigurationError
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.consumer import Handler
 from elevate_core.notify import wake
 from elevate_core.outbox import Outbox
+from elevate_core.policy import Evaluator
 from elevate_core.progress import TopicProgress
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.recheck import GrantRecheck, policy_recheck
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
 from elevate_grant_worker.sweep import ScopeProvider
@@ -72,6 +75,12 @@ def _consumer(
     return consumer.config.group_id or consumer.config.name
 
 
+def _never_unchecked(settings: GrantWorkerSettings, recheck: GrantRecheck | None) -> None:
+    """Without the re-check an approval is served as it says: tests of other behaviour."""
+    if recheck is None and settings.mode is not Mode.TEST:
+        raise ConfigurationError("grant-worker serves no approval without its re-check")
+
+
 def build(
     ctx: ServiceContext,
     settings: GrantWorkerSettings,
@@ -80,9 +89,11 @@ def build(
     standing: StandingProvider | None = None,
     user_names: UserNames | None = None,
     scope: ScopeProvider | None = None,
+    recheck: GrantRecheck | None = None,
 ) -> AssignmentWorker:
     """The composition root: grant-worker's consumers, timers and assignment worker onto
-    `ctx`, all on the same injected clock."""
+    `ctx`, all on the same injected clock; only tests may leave out the re-check."""
+    _never_unchecked(settings, recheck)
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
     # Its commits open replay gates: wake the worker for the grants waiting on them.
@@ -110,9 +121,7 @@ def build(
         ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
     )
     history = TopicProgress(
-        kafka=settings.kafka,
-        topic=settings.topic(Topics.GRANTS),
-        group=history_group,
+        kafka=settings.kafka, topic=settings.topic(Topics.GRANTS), group=history_group
     )
     worker = AssignmentWorker(
         ctx.db,
@@ -124,6 +133,7 @@ def build(
         history=history,
         user_names=user_names,
         scope=scope,
+        recheck=recheck,
     )
     ctx.workers.append(worker)
     add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
@@ -147,27 +157,46 @@ def _standing_recorder(
     return record_policy_standing
 
 
+class _PolicyScope:
+    """The (account id, permission set ARN) pairs the policy makes requestable. Asked before
+    every grant is served (the re-check) and by every sweep: recomputed only when the
+    policy, the org snapshot or a permission set's ARN changed. Do not modify the set."""
+
+    def __init__(self, access: AccessControl) -> None:
+        self.access = access
+        self._evaluator: Evaluator | None = None
+        self._accounts: dict[str, list[str]] = {}  # permission set name -> account ids
+        self._key: tuple[tuple[str, str], ...] = ()
+        self._pairs: set[tuple[str, str]] = set()
+
+    async def _arn(self, name: str) -> str:
+        try:
+            return (await self.access.directory.get_permission_set(name)).arn
+        except DirectoryError as exc:
+            if exc.retryable:
+                raise
+            log.warning("managed scope: permission set %r unknown: %s", name, exc)
+            return ""
+
+    async def __call__(self) -> set[tuple[str, str]]:
+        evaluator = await self.access.evaluator()
+        if evaluator is not self._evaluator:
+            accounts: dict[str, list[str]] = {}
+            for account_id, name in sorted(evaluator.managed_scope()):
+                accounts.setdefault(name, []).append(account_id)
+            self._evaluator, self._accounts, self._key = evaluator, accounts, ()
+        key = tuple([(name, await self._arn(name)) for name in self._accounts])
+        if key != self._key:
+            self._pairs = {
+                (account_id, arn) for name, arn in key if arn for account_id in self._accounts[name]
+            }
+            self._key = key
+        return self._pairs
+
+
 def policy_scope(access: AccessControl) -> ScopeProvider:
     """The (account id, permission set ARN) pairs the policy makes requestable."""
-
-    async def scope() -> set[tuple[str, str]]:
-        evaluator = await access.evaluator()
-        arns: dict[str, str] = {}
-        pairs: set[tuple[str, str]] = set()
-        for account_id, name in sorted(evaluator.managed_scope()):
-            if name not in arns:
-                try:
-                    arns[name] = (await access.directory.get_permission_set(name)).arn
-                except DirectoryError as exc:
-                    if exc.retryable:
-                        raise
-                    log.warning("managed scope: permission set %r unknown: %s", name, exc)
-                    arns[name] = ""
-            if arns[name]:
-                pairs.add((account_id, arns[name]))
-        return pairs
-
-    return scope
+    return _PolicyScope(access)
 
 
 def create_app(settings: Settings, *, access: AccessControl | None = None) -> FastAPI:
@@ -176,8 +205,13 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
     # The policy's standing list: never removed, whatever grant ends on top of it.
     access = access or AccessControl.from_settings(settings)
     access.load()
+    scope = policy_scope(access)
     worker = build(
-        ctx, settings, user_names=access.directory.user_name_of, scope=policy_scope(access)
+        ctx,
+        settings,
+        user_names=access.directory.user_name_of,
+        scope=scope,
+        recheck=policy_recheck(access, scope, horizon=settings.request_horizon),
     )
     ctx.workers += [
         access,

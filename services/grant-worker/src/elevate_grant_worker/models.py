@@ -6,7 +6,8 @@
   PostgreSQL and SQLite alike. A stop seen before its approval leaves an `unapproved` row,
   so the late approval is never served. `needs_look` asks the worker to reconcile the
   grant's triple; `gate` holds the stops topic's end offsets when the approval was recorded
-  (the replay gate).
+  (the replay gate); `rechecked_at` when it passed the re-check that comes before it is
+  first served (elevate_grant_worker.recheck).
 - `gw_assignments`: one row per assignment triple (account, permission set, user) Elevate
   ever touched: what AWS holds (`absent`/`present`), the recorded intent of an AWS write in
   progress (`creating`/`deleting`, with AWS's request id once known), when to look again
@@ -56,6 +57,7 @@ class Grant(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assignment_removed: Mapped[bool | None] = mapped_column(Boolean)
     failure: Mapped[str | None] = mapped_column(Text)
+    rechecked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_gw_grants_triple", "account_id", "permission_set_arn", "principal_id"),

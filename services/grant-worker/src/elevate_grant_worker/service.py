@@ -168,7 +168,10 @@ class TripleState:
     grants: Sequence[Grant]
     standing: bool
 
-    def facts(self, progress: dict[str, int], *, removal: bool = False) -> TripleFacts:
+    def facts(
+        self, progress: dict[str, int], *, removal: bool = False, recheck: bool = False
+    ) -> TripleFacts:
+        """What the plan needs; with `recheck`, a grant not re-checked yet is not served."""
         return TripleFacts(
             assignment=AssignmentState(self.assignment.state),
             grants=tuple(
@@ -179,6 +182,7 @@ class TripleState:
                     end=g.end_at,  # type: ignore[arg-type]
                     stop=g.stop_kind,  # type: ignore[arg-type]
                     ready=replay_gate_passed(g.gate, progress),
+                    checked=not recheck or g.rechecked_at is not None,
                 )
                 for g in self.grants
             ),
@@ -311,7 +315,9 @@ async def fail_activations(
     outbox: Outbox,
     reason: str,
     code: str | None,
+    reason_code: str | None = None,
 ) -> None:
+    """`code`: AWS's error code; `reason_code`: the re-check's, when it refused."""
     for grant_id in grant_ids:
         grant = ts.grant(grant_id)
         _move(grant, GrantState.FAILED)
@@ -326,6 +332,7 @@ async def fail_activations(
                 snapshot=snapshot_of(grant),
                 reason=reason,
                 aws_error_code=code,
+                reason_code=reason_code,
             ),
         )
 

@@ -37,11 +37,12 @@ from elevate_core.retry import Retrying, RetryPolicy
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_grant_worker import service
+from elevate_grant_worker import recheck, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
 from elevate_grant_worker.domain import AssignmentState, GrantState, Plan, Step, gated, plan
 from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
+from elevate_grant_worker.recheck import GrantRecheck
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.steps import AwsSteps
 from elevate_grant_worker.sweep import ScopeProvider, Sweeper
@@ -71,6 +72,7 @@ class AssignmentWorker:
         history: TopicProgress | None = None,
         user_names: Callable[[str], Awaitable[str | None]] | None = None,
         scope: ScopeProvider | None = None,
+        recheck: GrantRecheck | None = None,
     ) -> None:
         self.db = db
         self.aws = aws
@@ -80,6 +82,8 @@ class AssignmentWorker:
         self.progress = progress
         self.history = history
         self.user_names = user_names
+        # None (tests of other behaviour only): every approval is served as it says.
+        self.recheck = recheck
         self._stopping = asyncio.Event()
         self._tasks: dict[Triple, asyncio.Task[None]] = {}
         self.lease = Lease(db, LEASE_NAME, ttl=settings.leader_lease_seconds, on_lost=self._lost)
@@ -297,7 +301,9 @@ class AssignmentWorker:
         again. Returns the step that is left: an AWS step, or WAIT."""
         progress = await self._progress() if ts.gated else {}
         while True:
-            facts = ts.facts(progress, removal=self.settings.drift_removal)
+            facts = ts.facts(
+                progress, removal=self.settings.drift_removal, recheck=self.recheck is not None
+            )
             p = plan(facts, now)
             if p.step is not Step.SETTLE:
                 break
@@ -316,16 +322,24 @@ class AssignmentWorker:
         return p
 
     async def step(self, triple: Triple) -> bool:
-        """Do the next thing for `triple`; False when it only has to wait."""
+        """Do the next thing for `triple`; False when it only has to wait.
+
+        A grant that would be served now is re-checked first — after revocations and
+        interrupted writes, which never wait for it."""
         now = self.clock.now()
+        unchecked: list[recheck.Pending] = []
         async with self.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
             p = await self.advance(session, ts, now=now)
             request_id = ts.assignment.request_id
+            if self.recheck is not None and p.step in (Step.WAIT, Step.CREATE):
+                unchecked = recheck.pending(ts, now)
             if p.step is Step.DELETE:
                 service.set_assignment(ts.assignment, AssignmentState.DELETING, now=now)
                 self.steps.unsent.add(triple)
             ts.assignment.epoch = await self.lease.check(session)
+        if unchecked:
+            return await recheck.recheck_grants(self, triple, unchecked)
         if p.step is Step.WAIT:
             return False
         if p.step is Step.CREATE:

@@ -33,6 +33,7 @@ from elevate_core.events.models import (
 )
 from elevate_core.policy import Policy, Terms
 from elevate_core.policy.approvals import Requester, may_decide
+from elevate_core.policy.recheck import INELIGIBLE, Found, Limits, RequestFacts, check_start, judge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -131,14 +132,17 @@ async def _publish(
     return row
 
 
+def _limits(state: ApiState) -> Limits:
+    return Limits(
+        horizon=state.settings.request_horizon,
+        start_tolerance=timedelta(seconds=state.settings.start_tolerance_seconds),
+    )
+
+
 def _check_start(state: ApiState, start: datetime, now: datetime) -> None:
-    tolerance = timedelta(seconds=state.settings.start_tolerance_seconds)
-    if start < now - tolerance:
-        raise InvalidRequestError("start: must not be in the past")
-    if start > now + timedelta(days=state.settings.request_horizon_days):
-        raise InvalidRequestError(
-            f"start: must be within {state.settings.request_horizon_days} days"
-        )
+    problem = check_start(start, submitted_at=now, limits=_limits(state))
+    if problem is not None:
+        raise InvalidRequestError(problem.message)
 
 
 async def _target(state: ApiState, body: RequestCreate) -> tuple[Account, PermissionSet]:
@@ -156,25 +160,41 @@ async def _target(state: ApiState, body: RequestCreate) -> tuple[Account, Permis
     return account, permission_set
 
 
-async def _terms(
+def _terms(
     state: ApiState,
     user: User,
     account: Account,
     permission_set: PermissionSet,
     body: RequestCreate,
+    *,
+    start: datetime,
+    now: datetime,
 ) -> Terms:
-    evaluator = await state.access.evaluator()
-    terms = evaluator.terms(user, account.id, permission_set.name, break_glass=body.break_glass)
-    if terms is None:
-        kind = "break-glass access to" if body.break_glass else "access to"
-        raise NotEligibleError(
-            f"{user.user_name} is not eligible for {kind} "
-            f"{permission_set.name} on {account.name} ({account.id})"
-        )
-    problems = terms.problems(duration=body.duration, ticket=body.ticket)
-    if problems:
-        raise InvalidRequestError("; ".join(problems), errors=problems)
-    return terms
+    """The request's terms, judged as approval and grant-worker re-check it later."""
+    request = RequestFacts(
+        user_name=user.user_name,
+        user_id=user.user_id,
+        account_id=account.id,
+        permission_set_name=permission_set.name,
+        permission_set_arn=permission_set.arn,
+        start=start,
+        end=start + body.duration,
+        ticket=body.ticket,
+        break_glass=body.break_glass,
+        submitted_at=now,
+    )
+    verdict = judge(
+        request,
+        Found(user, account, permission_set),
+        policy=state.access.policy,
+        limits=_limits(state),
+    )
+    if isinstance(verdict, Terms):
+        return verdict
+    if verdict.code in INELIGIBLE:
+        raise NotEligibleError(verdict.problems[0].message)
+    messages = [p.message for p in verdict.problems]
+    raise InvalidRequestError("; ".join(messages), errors=messages)
 
 
 async def submit(
@@ -190,7 +210,7 @@ async def submit(
     start = body.start or now
     _check_start(state, start, now)
     account, permission_set = await _target(state, body)
-    terms = await _terms(state, user, account, permission_set, body)
+    terms = _terms(state, user, account, permission_set, body, start=start, now=now)
     request_id = uuid.uuid4()
     if idempotency_key:
         earlier = await _claim_idempotency_key(

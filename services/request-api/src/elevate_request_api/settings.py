@@ -7,8 +7,7 @@ from pydantic import Field
 
 
 class RequestApiSettings(Settings):
-    # How far ahead a request may start, and how far in the past "now" may be.
-    request_horizon_days: int = Field(default=30, ge=1)
+    # How far in the past "now" may be (how far ahead: the shared request_horizon_days).
     start_tolerance_seconds: int = Field(default=300, ge=0)
     # JWT checks.
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)

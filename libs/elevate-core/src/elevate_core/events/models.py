@@ -149,6 +149,12 @@ class RequestRejected(_DecisionsEvent):
     request_id: UUID
     rejected_by: Person
     comment: str | None = None
+    reason_code: str | None = Field(
+        default=None,
+        description="Set when approval itself rejected the request: the re-check's reason "
+        "code (not_eligible, duration_too_long, permission_set_arn_mismatch, …; "
+        "docs/approval.md)",
+    )
 
 
 class RequestExpired(_DecisionsEvent):
@@ -204,6 +210,12 @@ class GrantFailed(_GrantEvent):
     security_relevant = True
     reason: str
     aws_error_code: str | None = None
+    reason_code: str | None = Field(
+        default=None,
+        description="Set when the grant failed its re-check (no AWS call was made): the "
+        "reason code (user_unknown, duration_too_long, management_account, …; "
+        "docs/grant-worker.md)",
+    )
 
 
 class GrantEnded(_GrantEvent):

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from elevate_core.policy.durations import format_duration
 from elevate_core.policy.model import Policy
+from elevate_core.policy.reasons import Reason
 from elevate_core.policy.schema import ApprovalRule, EligibilityRule
 
 #: The approval rule of every break-glass grant: immediate, reviewed afterwards.
@@ -42,24 +43,32 @@ class Terms:
     review_groups: tuple[str, ...]
     policy_version: str
 
-    def problems(self, *, duration: timedelta, ticket: str | None) -> tuple[str, ...]:
-        """Why a request with this duration and ticket breaks these terms (empty if fine)."""
-        found: list[str] = []
+    def violations(
+        self, *, duration: timedelta, ticket: str | None
+    ) -> tuple[tuple[Reason, str], ...]:
+        """How a request with this duration and ticket breaks these terms, as (reason
+        code, message) pairs (empty if fine)."""
+        found: list[tuple[Reason, str]] = []
         if duration <= timedelta(0):
-            found.append("duration must be positive")
+            found.append((Reason.DURATION_NOT_POSITIVE, "duration must be positive"))
         elif duration > self.max_duration:
-            found.append(f"duration exceeds the maximum of {format_duration(self.max_duration)}")
+            maximum = format_duration(self.max_duration)
+            found.append((Reason.DURATION_TOO_LONG, f"duration exceeds the maximum of {maximum}"))
         ticket = (ticket or "").strip() or None
         if ticket is None:
             if self.ticket_required:
-                found.append("a ticket is required")
+                found.append((Reason.TICKET_REQUIRED, "a ticket is required"))
         else:
             found.extend(
-                f"ticket {ticket!r} does not match {pattern!r}"
+                (Reason.TICKET_MISMATCH, f"ticket {ticket!r} does not match {pattern!r}")
                 for pattern in self.ticket_patterns
                 if re.fullmatch(pattern, ticket) is None
             )
         return tuple(found)
+
+    def problems(self, *, duration: timedelta, ticket: str | None) -> tuple[str, ...]:
+        """Why a request with this duration and ticket breaks these terms (empty if fine)."""
+        return tuple(message for _, message in self.violations(duration=duration, ticket=ticket))
 
 
 def merge_terms(policy: Policy, rules: Sequence[EligibilityRule]) -> Terms:

@@ -1,0 +1,102 @@
+"""The re-check as a service makes it: look the request's user, account and permission set
+up in the directory now, then judge (`elevate_core.policy.recheck`) with the caller's own
+policy copy and managed scope.
+
+The user is read past the cache (group membership now decides). A directory that cannot
+answer is `DirectoryUnavailableError` — transient, retried like any outage, never a
+refusal; only "there is no such user / account / permission set" is an answer.
+A refusal is reported by the caller (`report`): one error log line and
+`elevate_recheck_refused_total{service,reason}`, the alert metric.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container
+from typing import Protocol
+
+from prometheus_client import Counter
+
+from elevate_core.directory.errors import (
+    AccountNotFoundError,
+    DirectoryError,
+    PermissionSetNotFoundError,
+    UserNotFoundError,
+)
+from elevate_core.directory.models import Account, PermissionSet, User
+from elevate_core.errors import TransientError
+from elevate_core.policy.model import Policy
+from elevate_core.policy.recheck import Found, Limits, Refusal, RequestFacts, judge
+from elevate_core.policy.terms import Terms
+
+log = logging.getLogger("elevate.recheck")
+
+REFUSED = Counter(
+    "elevate_recheck_refused",
+    "Requests a service refused to decide or grant because they fail its re-check "
+    "(a well-formed event the policy does not allow: alert)",
+    ["service", "reason"],
+)
+
+
+class RecheckDirectory(Protocol):
+    """What the re-check reads (elevate_core.directory.aws.Directory has it all)."""
+
+    async def get_user(self, user_name: str) -> User: ...
+    async def get_account(self, account_id: str) -> Account: ...
+    async def get_permission_set(self, name: str) -> PermissionSet: ...
+    def invalidate_user(self, user_name: str) -> None: ...
+
+
+class DirectoryUnavailableError(TransientError):
+    """The directory cannot answer right now: transient, so the work waits and retries
+    instead of refusing (or dead-lettering) a request that may be fine."""
+
+
+async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
+    """The request's user, account and permission set as the directory has them now."""
+    try:
+        directory.invalidate_user(request.user_name)
+        try:
+            user: User | None = await directory.get_user(request.user_name)
+        except UserNotFoundError:
+            return Found(None, None, None)  # nothing else can be judged without the user
+        try:
+            account: Account | None = await directory.get_account(request.account_id)
+        except AccountNotFoundError:
+            account = None
+        try:
+            permission_set: PermissionSet | None = await directory.get_permission_set(
+                request.permission_set_name
+            )
+        except PermissionSetNotFoundError:
+            permission_set = None
+    except DirectoryError as exc:
+        raise DirectoryUnavailableError(f"directory: {exc}") from exc
+    return Found(user, account, permission_set)
+
+
+async def recheck(
+    request: RequestFacts,
+    *,
+    policy: Policy,
+    directory: RecheckDirectory,
+    limits: Limits,
+    scope: Container[tuple[str, str]] | None = None,
+) -> Terms | Refusal:
+    """The request's terms under `policy` if everything holds now, else the refusal.
+    Raises DirectoryUnavailableError when the directory cannot answer."""
+    found = await look_up(directory, request)
+    return judge(request, found, policy=policy, limits=limits, scope=scope)
+
+
+def report(refusal: Refusal, *, service: str, request_id: str) -> None:
+    """Count and log a refusal (once it is recorded: after the commit)."""
+    REFUSED.labels(service, refusal.code.value).inc()
+    log.error(
+        "re-check refused request %s: %s (%s)",
+        request_id,
+        refusal.reason,
+        refusal.code.value,
+        extra={"ctx_request_id": request_id, "ctx_reason_code": refusal.code.value},
+    )
