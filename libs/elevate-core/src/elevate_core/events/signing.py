@@ -20,16 +20,19 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client import Counter
 
 from elevate_core.errors import ConfigurationError
-from elevate_core.events.envelope import EnvelopeError
+from elevate_core.events.envelope import Envelope, EnvelopeError, header_map
 from elevate_core.events.topics import Topics
 from elevate_core.kafka import acls
 
@@ -39,6 +42,7 @@ KID_HEADER = "elevate_sig_kid"
 SIG_HEADER = "elevate_sig"
 _COVERED = ("ce_id", "ce_type", "ce_source", "ce_subject", "ce_time")
 _VERSION = "elevate-sig-v1"
+log = logging.getLogger(__name__)
 
 
 class SignatureError(EnvelopeError):
@@ -155,6 +159,38 @@ class Verifier:
             raise SignatureError(
                 "bad-signature", f"{writer}'s key {kid} did not sign this event as it is"
             ) from None
+
+
+SIGNATURE_REJECTED = Counter(
+    "elevate_event_signature_rejected_total",
+    "Events on signed topics refused for their signature (unsigned, unknown key, another "
+    "writer's key, altered): a forgery or a misconfiguration — alert on any increase",
+    ["consumer", "reason"],
+)
+
+
+def check_signature(
+    verifier: Verifier | None, topic: Topics, message: Any, envelope: Envelope, *, consumer: str
+) -> None:
+    """A consumer's check, before dedupe and before any handler: an event its writer did
+    not sign as it is is refused (then dead-lettered) — a forgery must not even claim a
+    genuine ce_id. Counted and logged as a security event."""
+    try:
+        if verifier is None:
+            raise SignatureError("no-keys", "no public keys configured to verify with")
+        verifier.verify(topic, message.value, header_map(message.headers))
+    except SignatureError as exc:
+        SIGNATURE_REJECTED.labels(consumer, exc.code).inc()
+        log.error(
+            "SECURITY: consumer %s refused %s (ce_id %s, ce_source %s) on %s: %s",
+            consumer,
+            envelope.type,
+            envelope.id,
+            envelope.source,
+            message.topic,
+            exc,
+        )
+        raise
 
 
 def _public_key(path: Path) -> PublicKey:

@@ -33,10 +33,9 @@ from elevate_core.events.envelope import (
     Envelope,
     EnvelopeError,
     decode,
-    header_map,
     parse_json_object,
 )
-from elevate_core.events.signing import SignatureError, Verifier
+from elevate_core.events.signing import SignatureError, Verifier, check_signature
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.dedupe import claim_event
@@ -57,12 +56,6 @@ SECURITY_DEAD_LETTERED = Counter(
     "Security-relevant events (revokes, cancels, approvals, grant ends…) sent to the DLQ: "
     "alert on any increase",
     ["consumer", "type"],
-)
-SIGNATURE_REJECTED = Counter(
-    "elevate_event_signature_rejected_total",
-    "Events on signed topics refused for their signature (unsigned, unknown key, another "
-    "writer's key, altered): a forgery or a misconfiguration — alert on any increase",
-    ["consumer", "reason"],
 )
 
 
@@ -370,7 +363,13 @@ class Consumer:
             envelope = decode(message.value, message.headers)
             topic = self.config.signed.get(message.topic)
             if topic is not None:
-                self._verify(topic, message, envelope)
+                check_signature(
+                    self.config.verifier,
+                    topic,
+                    message,
+                    envelope,
+                    consumer=self.config.name,
+                )
             return envelope
         data = parse_json_object(message.value)
         key = self.config.raw_key(data)
@@ -384,26 +383,6 @@ class Consumer:
             subject=message.key.decode(errors="replace") if message.key else None,
             data=data,
         )
-
-    def _verify(self, topic: Topics, message: Any, envelope: Envelope) -> None:
-        """Before dedupe and before any handler: an event its writer did not sign as it is
-        is refused (and dead-lettered) — a forgery must not even claim a genuine ce_id."""
-        try:
-            if self.config.verifier is None:
-                raise SignatureError("no-keys", "no public keys configured to verify with")
-            self.config.verifier.verify(topic, message.value, header_map(message.headers))
-        except SignatureError as exc:
-            SIGNATURE_REJECTED.labels(self.config.name, exc.code).inc()
-            log.error(
-                "SECURITY: consumer %s refused %s (ce_id %s, ce_source %s) on %s: %s",
-                self.config.name,
-                envelope.type,
-                envelope.id,
-                envelope.source,
-                message.topic,
-                exc,
-            )
-            raise
 
     async def _dead_letter(
         self, message: Any, error: BaseException, decision: Decision | None = None
