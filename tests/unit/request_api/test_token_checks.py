@@ -8,12 +8,16 @@ import json
 import re
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from elevate_core.kafka.security import KafkaEndpoint, KafkaSecurity, SecurityProtocol
+from elevate_local.event_keys import LocalEventKeys
+from elevate_local.supervisor import SERVICES, Ports, service_env
 from elevate_request_api.auth import AuthError, DiscoveryError, JwksCache, TokenVerifier
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
@@ -267,3 +271,27 @@ async def test_a_failing_idp_is_asked_once_per_window() -> None:
     idp.status = 200
     clock.now += 10  # back, and the window has passed
     assert (await check.verify(token())).subject == "00u-alice"
+
+
+def test_make_dev_gives_request_api_alone_the_id_token_type(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The local provider's access tokens are opaque: its ID tokens are dev's bearers."""
+    envs = {service: _dev_env(service, tmp_path) for _, service in SERVICES}
+    monkeypatch.setenv("ELEVATE_OIDC_TOKEN_TYPES", envs["request_api"]["ELEVATE_OIDC_TOKEN_TYPES"])
+    assert RequestApiSettings(mode="dev").oidc_token_types == ["access_token", "id_token"]
+    # the other services refuse unknown ELEVATE_* names: they must not get it
+    assert [s for s, env in envs.items() if "ELEVATE_OIDC_TOKEN_TYPES" in env] == ["request_api"]
+
+
+def _dev_env(service: str, data_dir: Path) -> dict[str, str]:
+    return service_env(
+        service,
+        ports=Ports(),
+        data_dir=data_dir,
+        kafka=KafkaEndpoint("127.0.0.1:9092", KafkaSecurity(SecurityProtocol.PLAINTEXT)),
+        keys=LocalEventKeys(data_dir / "keys"),
+        moto_url="http://127.0.0.1:5000",
+        proxy_url="http://127.0.0.1:5001",
+        database_url=None,
+    )
