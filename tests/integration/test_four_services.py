@@ -189,6 +189,12 @@ async def stack(
                     "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
                     "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
                     "ELEVATE_OIDC_ISSUER": oidc.issuer,
+                    # as in `make dev`: the local provider's bearer tokens are ID tokens
+                    **(
+                        {"ELEVATE_OIDC_TOKEN_TYPES": '["access_token", "id_token"]'}
+                        if name == "request_api"
+                        else {}
+                    ),
                 },
                 tmp_path,
             )

@@ -166,7 +166,8 @@ async def start_api(
             policy_file=policy or ROOT / "deploy/local/policy.yaml",
             log_json=True,
             jwks_min_refresh_seconds=0,
-            **extra,
+            # the test issuer's and the local provider's tokens are ID tokens (`typ` JWT)
+            **({"oidc_token_types": ["access_token", "id_token"]} | extra),
         )
         directory = Directory.from_region(region="us-east-1", endpoint_url=moto_endpoint)
         access = AccessControl(PolicyWatcher(settings.policy_file), directory)

@@ -255,6 +255,8 @@ def service_env(
         **kafka.environment(),
         **keys.environment(principal_of(service)),
     }
+    if service == "request_api":  # the local provider's access tokens are opaque: ID tokens
+        env["ELEVATE_OIDC_TOKEN_TYPES"] = '["access_token", "id_token"]'  # noqa: S105 - types
     if service == "audit_ingest":  # fetch only the local trail's objects
         env["ELEVATE_CLOUDTRAIL_SOURCES"] = f"{CLOUDTRAIL_BUCKET}/AWSLogs"
     if database_url:

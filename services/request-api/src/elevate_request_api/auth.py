@@ -1,9 +1,11 @@
 """Bearer-token authentication: OIDC JWTs checked against the issuer's JWKS.
 
-Only asymmetric algorithms are accepted (so `alg: none` and an HS256 token "signed"
-with the public key are refused before any key is touched); keys come from the
-issuer's discovery document, are cached, and are refreshed when a token names a
-`kid` we have not seen (rate-limited, so garbage kids cannot hammer the IdP).
+Only algorithms from an asymmetric allow-list are accepted (so `alg: none` and an HS256
+token "signed" with the public key are refused before any key is touched), and only the
+algorithm its key declares. Keys come from the issuer's discovery document (whose
+`issuer` must be ours), are cached, and are refreshed when a token names a `kid` we have
+not seen — at most once per window, however many tokens ask, so garbage kids or an empty
+key set cannot hammer the IdP.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -25,12 +29,23 @@ log = logging.getLogger(__name__)
 ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+ACCESS_TOKEN = "access_token"  # noqa: S105 - a token type; RFC 9068 `typ` at+jwt
+ID_TOKEN = "id_token"  # noqa: S105 - a token type; `typ` JWT or absent
+_AT_JWT = frozenset({"at+jwt", "application/at+jwt"})
 
 
 class AuthError(ElevateError):
     """The bearer token is missing or not acceptable (HTTP 401). Not retryable."""
 
     retryable = False
+
+
+class DiscoveryError(Exception):
+    """The issuer's discovery document is not one we may trust (a configuration fault)."""
+
+
+class KeysUnavailable(Exception):
+    """No key set has been fetched yet, and the refresh window forbids another try."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +55,36 @@ class Claims:
     raw: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str | None
+    declared_alg: str | None  # the JWK's own `alg`; PyJWK invents one when it is absent
+    jwk: PyJWK
+
+    def may_sign(self, alg: str) -> bool:
+        if self.declared_alg is not None:
+            return self.declared_alg == alg
+        return self.jwk.key_type in _kty_for(alg)
+
+
 class JwksCache:
     def __init__(
         self,
         issuer: str,
         *,
         min_refresh_seconds: float = 10.0,
+        require_https: bool = False,
         client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.min_refresh_seconds = min_refresh_seconds
+        self.require_https = require_https
         self._client = client or httpx.AsyncClient(timeout=10)
-        self._keys: dict[str | None, PyJWK] = {}
-        self._fetched_at = 0.0
+        self._clock = clock
+        self._keys: list[SigningKey] = []
+        self._loaded = False
+        self._attempted_at: float | None = None
         self._jwks_uri: str | None = None
         self._lock = asyncio.Lock()
 
@@ -61,36 +93,37 @@ class JwksCache:
             url = f"{self.issuer}/.well-known/openid-configuration"
             response = await self._client.get(url)
             response.raise_for_status()
-            self._jwks_uri = str(response.json()["jwks_uri"])
+            self._jwks_uri = _checked_discovery(
+                response.json(), self.issuer, require_https=self.require_https
+            )
         return self._jwks_uri
 
-    async def refresh(self, *, force: bool = False) -> None:
+    async def refresh(self) -> None:
+        """Fetch the key set, at most once per `min_refresh_seconds`: attempts count, failed
+        ones too, so neither unknown kids nor a down IdP turn requests into fetches."""
         async with self._lock:
-            if not force and time.monotonic() - self._fetched_at < self.min_refresh_seconds:
+            now = self._clock()
+            if (
+                self._attempted_at is not None
+                and now - self._attempted_at < self.min_refresh_seconds
+            ):
                 return
+            self._attempted_at = now
             response = await self._client.get(await self._discover())
             response.raise_for_status()
-            keys: dict[str | None, PyJWK] = {}
-            for data in response.json().get("keys", []):
-                if data.get("use", "sig") != "sig":
-                    continue
-                try:
-                    key = PyJWK.from_dict(data)
-                except jwt.PyJWTError:
-                    continue  # a key type we do not support is simply not usable
-                keys[data.get("kid")] = key
-            self._keys = keys
-            self._fetched_at = time.monotonic()
+            body = response.json()
+            self._keys = _signing_keys(body.get("keys", []) if isinstance(body, dict) else [])
+            self._loaded = True
 
-    async def candidates(self, kid: str | None) -> list[PyJWK]:
-        if not self._keys:
-            await self.refresh(force=True)
-        if kid is not None and kid not in self._keys:
+    async def candidates(self, kid: str | None) -> list[SigningKey]:
+        if not self._loaded or (kid is not None and all(k.kid != kid for k in self._keys)):
             await self.refresh()
+        if not self._loaded:
+            raise KeysUnavailable("the issuer's keys could not be fetched")
         if kid is not None:
-            return [self._keys[kid]] if kid in self._keys else []
+            return [k for k in self._keys if k.kid == kid]
         # Some providers (the local one among them) sign without a kid: any key may fit.
-        return list(self._keys.values())
+        return list(self._keys)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -98,32 +131,59 @@ class JwksCache:
 
 class TokenVerifier:
     def __init__(
-        self, *, issuer: str, audience: str, user_claim: str, jwks: JwksCache, leeway: float = 30.0
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        user_claim: str,
+        jwks: JwksCache,
+        leeway: float = 30.0,
+        token_types: Iterable[str] = (ACCESS_TOKEN,),
+        algorithms: Iterable[str] = ASYMMETRIC,
+        max_lifetime_seconds: float = 12 * 3600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.user_claim = user_claim
         self.jwks = jwks
         self.leeway = leeway
+        self.token_types = frozenset(token_types)
+        self.algorithms = frozenset(algorithms) & ASYMMETRIC  # never a symmetric one
+        self.max_lifetime_seconds = max_lifetime_seconds
+        self._clock = clock
 
     async def verify(self, token: str) -> Claims:
-        alg, kid = _signing_header(token)
+        header = _header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise AuthError(f"token algorithm {alg!r} is not accepted")
+        kid = header.get("kid")
+        keys = [
+            k for k in await self._keys(kid if isinstance(kid, str) else None) if k.may_sign(alg)
+        ]
+        if not keys:
+            raise AuthError(f"token algorithm {alg!r} is not its key's")
         last: jwt.PyJWTError | None = None
-        for key in await self._keys(kid):
-            if not _may_sign(key, alg):
-                continue
+        for key in keys:
             try:
-                claims = self._decode(token, key, alg)
+                claims = self._decode(token, key.jwk, alg)
             except jwt.InvalidSignatureError as exc:
                 last = exc  # another key may be the one that signed it
                 continue
+            # The type is checked once the header is known to be the issuer's own.
+            if _token_type(header.get("typ")) not in self.token_types:
+                raise AuthError(f"token type {header.get('typ')!r} is not accepted")
             return self._claims(claims)
         raise AuthError("token signature does not verify") from last
 
-    async def _keys(self, kid: str | None) -> list[PyJWK]:
+    async def _keys(self, kid: str | None) -> list[SigningKey]:
         try:
             keys = await self.jwks.candidates(kid)
-        except (httpx.HTTPError, KeyError, json.JSONDecodeError) as exc:
+        except DiscoveryError as exc:
+            log.error("refusing the issuer's discovery document: %s", exc)
+            raise AuthError("cannot verify tokens right now") from None
+        except (httpx.HTTPError, KeyError, json.JSONDecodeError, KeysUnavailable) as exc:
             log.warning("cannot fetch the issuer's keys: %r", exc)
             raise AuthError("cannot verify tokens right now") from None
         if not keys:
@@ -141,7 +201,8 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud"]},
+                # iat is checked below, to tell "issued in the future" from nbf's refusal
+                options={"require": ["exp", "iat", "iss", "aud"], "verify_iat": False},
             )
         except jwt.InvalidSignatureError:
             raise
@@ -150,26 +211,89 @@ class TokenVerifier:
         return claims
 
     def _claims(self, claims: dict[str, Any]) -> Claims:
+        self._check_lifetime(claims)
+        self._check_azp(claims)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthError("token has no 'sub' claim")
         user_name = claims.get(self.user_claim)
         if not isinstance(user_name, str) or not user_name:
             raise AuthError(f"token has no {self.user_claim!r} claim")
-        return Claims(subject=str(claims.get("sub", "")), user_name=user_name, raw=claims)
+        return Claims(subject=subject, user_name=user_name, raw=claims)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        iat, exp = claims["iat"], claims["exp"]  # both required, exp checked numeric
+        if isinstance(iat, bool) or not isinstance(iat, int | float):
+            raise AuthError("token has a malformed 'iat' claim")
+        if iat > self._clock() + self.leeway:
+            raise AuthError("token issued in the future")
+        if exp - iat > self.max_lifetime_seconds:
+            raise AuthError(
+                f"token lifetime exceeds the maximum of {self.max_lifetime_seconds:g} seconds"
+            )
+
+    def _check_azp(self, claims: dict[str, Any]) -> None:
+        # OIDC Core 3.1.3.7: with several audiences, azp names the party it was issued to.
+        audiences = claims["aud"]
+        if (
+            isinstance(audiences, list)
+            and len(audiences) > 1
+            and claims.get("azp") != self.audience
+        ):
+            raise AuthError("token for several audiences, and its azp is not this one")
 
 
-def _signing_header(token: str) -> tuple[str, str | None]:
-    """The token's algorithm and key id, refusing symmetric and `none` algorithms."""
+def _header(token: str) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise AuthError("malformed token") from None
-    alg = header.get("alg")
-    if alg not in ASYMMETRIC:
-        raise AuthError(f"token algorithm {alg!r} is not accepted")
-    return alg, header.get("kid")
+    return header
 
 
-def _may_sign(key: PyJWK, alg: str) -> bool:
-    return key.algorithm_name in (alg, None) or key.key_type in _kty_for(alg)
+def _token_type(typ: object) -> str | None:
+    if typ is None:
+        return ID_TOKEN
+    if not isinstance(typ, str):
+        return None
+    if typ.lower() in _AT_JWT:
+        return ACCESS_TOKEN
+    return ID_TOKEN if typ.lower() == "jwt" else None
+
+
+def _checked_discovery(document: object, issuer: str, *, require_https: bool) -> str:
+    """The document's jwks_uri, once the document proves to be our issuer's own."""
+    if not isinstance(document, dict):
+        raise DiscoveryError("the discovery document is not a JSON object")
+    named = document.get("issuer")
+    if not isinstance(named, str) or named.rstrip("/") != issuer:
+        raise DiscoveryError(f"the discovery document names issuer {named!r}, not {issuer!r}")
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str) or not jwks_uri:
+        raise DiscoveryError("the discovery document names no jwks_uri")
+    if require_https and urlsplit(jwks_uri).scheme.lower() != "https":
+        raise DiscoveryError(f"jwks_uri {jwks_uri!r} is not https")
+    return jwks_uri
+
+
+def _signing_keys(entries: object) -> list[SigningKey]:
+    keys: list[SigningKey] = []
+    for data in entries if isinstance(entries, list) else []:
+        if not isinstance(data, dict) or data.get("use", "sig") != "sig":
+            continue
+        try:
+            jwk = PyJWK.from_dict(data)
+        except jwt.PyJWTError:
+            continue  # a key type we do not support is simply not usable
+        alg, kid = data.get("alg"), data.get("kid")
+        keys.append(
+            SigningKey(
+                kid=kid if isinstance(kid, str) else None,
+                declared_alg=alg if isinstance(alg, str) else None,
+                jwk=jwk,
+            )
+        )
+    return keys
 
 
 _REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (

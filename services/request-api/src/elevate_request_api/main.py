@@ -17,7 +17,7 @@ from elevate_core.app import (
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
 from elevate_core.notify import PgListener
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_request_api.api import install_error_mapping, router
@@ -67,7 +67,14 @@ def build(
         audience=settings.oidc_audience,
         user_claim=settings.oidc_user_claim,
         leeway=settings.jwt_leeway_seconds,
-        jwks=JwksCache(settings.oidc_issuer, min_refresh_seconds=settings.jwks_min_refresh_seconds),
+        token_types=settings.oidc_token_types,
+        algorithms=settings.oidc_algorithms,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+        jwks=JwksCache(
+            settings.oidc_issuer,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            require_https=settings.mode is Mode.PROD,  # dev and test run local http issuers
+        ),
     )
     return ApiState(
         ctx=ctx,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from elevate_core.settings import Settings
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from elevate_request_api.auth import ASYMMETRIC
+
+TokenType = Literal["access_token", "id_token"]
 
 
 class RequestApiSettings(Settings):
@@ -12,5 +18,22 @@ class RequestApiSettings(Settings):
     # JWT checks.
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    # Bearer token types accepted: RFC 9068 access tokens (`typ` at+jwt); ID tokens
+    # (`typ` JWT or none) only where the IdP issues no JWT access tokens (the local one).
+    oidc_token_types: list[TokenType] = Field(default=["access_token"], min_length=1)
+    # Signing algorithms accepted (each token must also use the one its key declares).
+    oidc_algorithms: list[str] = Field(default=["RS256", "PS256", "ES256", "EdDSA"], min_length=1)
+    # Longest `exp - iat` accepted: a stolen long-lived token is a long-lived credential.
+    jwt_max_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
     # A replica may serve the API without projecting the read model (then another does).
     read_model_consumer: bool = True
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg not in ASYMMETRIC]
+        if refused:
+            raise ValueError(
+                f"only asymmetric algorithms ({', '.join(sorted(ASYMMETRIC))}), not {refused}"
+            )
+        return value
