@@ -15,6 +15,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from elevate_core.settings import TEST_MODE_OPT_IN
 from elevate_local import runs
 from elevate_local.event_keys import LocalEventKeys
 from elevate_local.kafka import KafkaBroker
@@ -28,6 +29,7 @@ os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ[TEST_MODE_OPT_IN] = "1"  # test mode (every guard off) runs only under this harness
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -22,15 +22,16 @@ from elevate_core.kafka.security import (
 )
 from elevate_core.settings import Settings, load_settings
 
-HTTPS_ISSUER = "https://login.example.com"
+from tests.unit.production import set_production_env
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("ELEVATE_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("ELEVATE_OIDC_ISSUER", HTTPS_ISSUER)
+    set_production_env(monkeypatch, tmp_path)
+    monkeypatch.delenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS")  # under test
 
 
 @pytest.fixture

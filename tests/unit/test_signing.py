@@ -16,6 +16,7 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.settings import Settings, load_settings
 
 from tests.harness import envelope
+from tests.unit.production import set_production_env
 
 REVOKE = RevokeRequested(
     request_id=uuid.UUID("3f0c1a8e-6a53-4f7e-9a44-2d7c5c1b9e10"),
@@ -96,12 +97,11 @@ def test_private_keys_are_owner_only(keys: Path) -> None:
 
 
 @pytest.fixture
-def prod_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def prod_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     for key in list(os.environ):
         if key.startswith("ELEVATE_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
-    monkeypatch.setenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS", "true")
+    set_production_env(monkeypatch, tmp_path)
     return monkeypatch
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from urllib.parse import quote_plus
 
 import pytest
@@ -19,6 +20,8 @@ from elevate_audit_ingest.sources import (
 )
 from elevate_core.errors import ConfigurationError
 from elevate_core.settings import load_settings
+
+from tests.unit.production import set_production_env
 
 KEY = (
     "AWSLogs/111122223333/CloudTrail/us-east-1/2026/03/02/"
@@ -151,13 +154,12 @@ def test_the_refusal_says_why_and_that_nothing_was_fetched() -> None:
 
 
 @pytest.fixture
-def prod_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def prod_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """A production environment that is valid but for the setting under test."""
     for key in list(os.environ):
         if key.startswith("ELEVATE_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("ELEVATE_OIDC_ISSUER", "https://login.example.com")
-    monkeypatch.setenv("ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS", "true")
+    set_production_env(monkeypatch, tmp_path)
     return monkeypatch
 
 

@@ -2,6 +2,9 @@
 
 A malformed setting stops the process with one line naming it; dev-only values
 (moto's dummy AWS key, the local OIDC issuer's insecure HTTP) are refused outside dev.
+Production refuses every setting that would run it on the local stack's stand-ins
+(SQLite, the example policy, the local OIDC provider, an AWS emulator), and test mode —
+which turns those guards off — runs only under the test harness's opt-in.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +31,15 @@ from elevate_core.kafka.security import (
 
 ENV_PREFIX = "ELEVATE_"
 DEV_AWS_KEY = "testing"  # moto's conventional dummy credential
+# Test mode turns every production guard off, so a stray ELEVATE_MODE=test must not start a
+# production process: only the test harness sets this (not ELEVATE_-prefixed, so it
+# survives the harness's stripping of the developer's ELEVATE_* variables).
+TEST_MODE_OPT_IN = "I_AM_THE_ELEVATE_TEST_HARNESS"
+# The `make dev` example policy, found by path in a checkout and by its header anywhere.
+EXAMPLE_POLICY = Path(__file__).resolve().parents[4] / "deploy" / "local" / "policy.yaml"
+EXAMPLE_POLICY_MARKER = "Elevate access policy for the local example organisation"
+LOCAL_OIDC_HOSTS = frozenset({"127.0.0.1", "localhost"})
+LOCAL_OIDC_PORT = 9400  # deploy/local's OIDC provider (elevate_local.oidc)
 
 
 class Mode(StrEnum):
@@ -119,12 +132,22 @@ class Settings(BaseSettings):
         return value.upper()
 
     @model_validator(mode="after")
+    def _test_mode_needs_the_harness(self) -> Self:
+        if self.mode is Mode.TEST and os.environ.get(TEST_MODE_OPT_IN) != "1":
+            raise ValueError(
+                "mode: test mode turns every production guard off and runs only under the "
+                f"test harness ({TEST_MODE_OPT_IN}=1); use prod, or dev on a workstation"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _no_dev_secrets_outside_dev(self) -> Self:
         if self.mode is Mode.PROD:
             if self.aws_access_key_id == DEV_AWS_KEY or self.aws_secret_access_key == DEV_AWS_KEY:
                 raise ValueError("aws_access_key_id: moto's dummy key is refused outside dev mode")
-            if self.oidc_issuer.startswith("http://"):
-                raise ValueError("oidc_issuer: plain-HTTP issuers are refused outside dev mode")
+            issuer_problem = _issuer_problem(self.oidc_issuer)
+            if issuer_problem:
+                raise ValueError(f"oidc_issuer: {issuer_problem}")
             if self.fail_points:
                 raise ValueError("fail_points: crash fail points exist only in test mode")
         if self.fail_points and self.mode is not Mode.TEST:
@@ -187,6 +210,29 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _production_refuses_local_stand_ins(self) -> Self:
+        if self.mode is not Mode.PROD:
+            return self
+        if not self.oidc_audience.strip():
+            raise ValueError("oidc_audience: required in prod mode (the tokens' expected aud)")
+        if not self.database_url:
+            raise ValueError(
+                "database_url: required in prod mode, a postgresql+asyncpg:// URL "
+                "(left empty it would be an SQLite file on this pod)"
+            )
+        if not self.database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("database_url: SQLite is refused in prod mode; use PostgreSQL")
+        policy_problem = _policy_problem(self.policy_file, "policy_file" in self.model_fields_set)
+        if policy_problem:
+            raise ValueError(f"policy_file: {policy_problem}")
+        if self.aws_endpoint_url:
+            raise ValueError(
+                "aws_endpoint_url: refused in prod mode — it sends every AWS call "
+                "to another endpoint (moto in dev) instead of AWS"
+            )
+        return self
+
     @property
     def dedupe_keep(self) -> timedelta:
         """How long a processed event's id is kept (the dedupe horizon)."""
@@ -237,6 +283,36 @@ class Settings(BaseSettings):
 
 
 S = TypeVar("S", bound=Settings)
+
+
+def _issuer_problem(issuer: str) -> str | None:
+    """Why `issuer` may not be a production issuer, or None."""
+    try:
+        parts = urlsplit(issuer.strip())
+        port = parts.port
+    except ValueError:
+        return "not a URL"
+    host = (parts.hostname or "").lower()
+    if host in LOCAL_OIDC_HOSTS and port == LOCAL_OIDC_PORT:
+        return "the local OIDC provider (make dev) is refused in prod mode"
+    if parts.scheme.lower() != "https" or not host:
+        return "must be an https:// URL with a host in prod mode (plain HTTP is refused)"
+    return None
+
+
+def _policy_problem(path: Path, configured: bool) -> str | None:
+    """Why `path` may not be the production policy, or None."""
+    if not configured:
+        return "required in prod mode (the default is the make-dev example policy)"
+    if path.resolve() == EXAMPLE_POLICY:
+        return f"{path} is the make-dev example policy, refused in prod mode"
+    if not path.is_file():
+        return f"no such file {path}"
+    with path.open(encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)  # the marker is the example's first line
+    if EXAMPLE_POLICY_MARKER in head:
+        return f"{path} is a copy of the make-dev example policy, refused in prod mode"
+    return None
 
 
 def _unknown_env_names(settings_cls: type[BaseSettings]) -> list[str]:
