@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.producer import idempotent_producer
 from elevate_core.migrate import upgrade
+from elevate_core.settings import TEST_MODE_OPT_IN
 from elevate_grant_worker.aws import Triple
 from elevate_grant_worker.main import SPEC, build
 from elevate_grant_worker.models import Grant
@@ -397,6 +399,8 @@ def main() -> None:
     parser.add_argument("--wave", type=int, default=1000)
     parser.add_argument("--accounts", type=int, default=2000)
     args = parser.parse_args()
+    # The bench runs grant-worker in test mode (its own throwaway stack), as the tests do.
+    os.environ[TEST_MODE_OPT_IN] = "1"
     results = asyncio.run(run(args))
     OUT.mkdir(exist_ok=True)
     (OUT / "revocation.json").write_text(json.dumps(results, indent=2))
