@@ -85,9 +85,8 @@ class Outcome:
 
 def topics_written_by(service: str, *, prefix: str = "") -> set[str]:
     """The topics `service` writes events to (from the ACL table; the DLQ aside)."""
-    try:
-        principal = acls.Principal(service)
-    except ValueError:
+    principal = acls.principal_of(service)
+    if principal is None:
         return set()
     return {f"{prefix}{topic}" for topic in acls.writes(principal) - {Topics.DLQ}}
 

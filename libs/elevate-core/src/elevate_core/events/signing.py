@@ -63,9 +63,8 @@ def writer_of(topic: Topics) -> acls.Principal:
 
 def signed_topics_of(service: str) -> tuple[frozenset[Topics], frozenset[Topics]]:
     """(signed topics `service` writes, signed topics it reads), from the ACL table."""
-    try:
-        principal = acls.Principal(service)
-    except ValueError:
+    principal = acls.principal_of(service)
+    if principal is None:
         return frozenset(), frozenset()
     return acls.writes(principal) & SIGNED_TOPICS, acls.reads(principal) & SIGNED_TOPICS
 
