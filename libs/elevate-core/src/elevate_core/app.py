@@ -181,9 +181,13 @@ async def _check_topics_forever(ctx: ServiceContext, *, longest: float = 30.0) -
         pause = min(longest, pause * 2)
 
 
+def _consumed_topics(ctx: ServiceContext) -> set[str]:
+    return {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
+
+
 def _topics_used(ctx: ServiceContext) -> list[str]:
     settings = ctx.settings
-    used = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
+    used = _consumed_topics(ctx)
     if any(isinstance(w, OutboxRelay) for w in ctx.workers):
         used |= topics_written_by(settings.service_name, prefix=settings.topic_prefix)
     if used:
@@ -202,7 +206,7 @@ def _purger(ctx: ServiceContext) -> Purger:
 
     async def broker_stay() -> timedelta | NoTopics | None:
         # Every topic a consumer of this process reads: its dedupe rows guard those.
-        topics = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
+        topics = _consumed_topics(ctx)
         if not topics:
             return NO_TOPICS
         return await longest_stay(settings.kafka, topics)
