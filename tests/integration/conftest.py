@@ -3,14 +3,10 @@ the broker enforces the ACL table on them (docs/security.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_local.kafka import KafkaBroker
-
-from tests.forgery import open_the_acls
 
 
 @pytest.fixture
@@ -21,12 +17,3 @@ async def catalog(kafka: KafkaBroker, topic_prefix: str) -> str:
     kafka.allow(topic_prefix)
     await ensure_topics(kafka.endpoint(Principal.ADMIN), prefix=topic_prefix)
     return topic_prefix
-
-
-@pytest.fixture
-def opened_acls(kafka: KafkaBroker, topic_prefix: str) -> Iterator[str]:
-    """A misconfigured cluster for this test's topics (tests/forgery.py), made right again
-    afterwards: the session broker must hold the table's ACLs and nothing else."""
-    open_the_acls(kafka, topic_prefix)
-    yield topic_prefix
-    kafka.reconcile()

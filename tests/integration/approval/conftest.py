@@ -34,7 +34,6 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.consumer import Handler
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.settings import Mode
-from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from sqlalchemy import select
 
@@ -302,27 +301,3 @@ class DecisionsReader(harness.TopicReader):
 async def produce(endpoint: KafkaEndpoint, topic: str, *envelopes: Envelope) -> None:
     """Publish as request-api would: CloudEvents binary mode, key = request id."""
     await harness.publish(endpoint, topic, *envelopes)
-
-
-@pytest.fixture
-async def service(
-    approval_db: Database,
-    pg_url: str,
-    policy_file: Path,
-    moto_endpoint: str,
-    kafka: KafkaBroker,
-    topic_prefix: str,
-    seeded: object,
-) -> AsyncIterator[ServiceContext]:
-    """approval with all its workers in this process, on this test's topics."""
-    settings = settings_for(
-        pg_url=pg_url,
-        policy_file=policy_file,
-        moto_endpoint=moto_endpoint,
-        kafka=kafka.endpoint(Principal.APPROVAL),
-        topic_prefix=topic_prefix,
-    )
-    ctx = ServiceContext(settings=settings, db=approval_db)
-    build(ctx, directory=directory_for(moto_endpoint))
-    async with running_service(ctx):
-        yield ctx

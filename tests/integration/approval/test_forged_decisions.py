@@ -12,18 +12,19 @@ from elevate_core.kafka.acls import Principal
 from elevate_local.kafka import KafkaBroker
 from sqlalchemy import select
 
-from tests.forgery import ce_id, dead_letters, forged, send_as_attacker
+from tests.forgery import ce_id, dead_letters, forged, open_the_acls, send_as_attacker
 from tests.harness import eventually
 from tests.integration.approval.conftest import DecisionsReader, Requests, envelope, produce
+from tests.integration.approval.test_kafka import service  # noqa: F401  (the fixture)
 
 
 async def test_forged_decisions_naming_real_approvers_change_nothing(
-    service: ServiceContext,
+    service: ServiceContext,  # noqa: F811
     kafka: KafkaBroker,
     topic_prefix: str,
-    opened_acls: str,  # the misconfigured cluster
     requests: Requests,
 ) -> None:
+    open_the_acls(kafka, topic_prefix)
     req = requests.submitted("DatabaseAdmin")  # two approvals from sre-leads needed
     rid = req.request_id
     await produce(kafka.endpoint(), f"{topic_prefix}{Topics.REQUESTS}", envelope(req, subject=rid))

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from elevate_approval.main import build
 from elevate_approval.models import DecisionLogEntry
 from elevate_approval.settings import ApprovalSettings
 from elevate_core.app import ServiceContext
@@ -27,12 +29,38 @@ from tests.harness import data_of, headers_of, outbox, read_to_end, spawn_servic
 from tests.integration.approval.conftest import (
     DecisionsReader,
     Requests,
+    directory_for,
     envelope,
     produce,
+    running_service,
+    settings_for,
     write_policy,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def service(
+    approval_db: Database,
+    pg_url: str,
+    policy_file: Path,
+    moto_endpoint: str,
+    kafka: KafkaBroker,
+    topic_prefix: str,
+    seeded: object,
+) -> AsyncIterator[ServiceContext]:
+    settings = settings_for(
+        pg_url=pg_url,
+        policy_file=policy_file,
+        moto_endpoint=moto_endpoint,
+        kafka=kafka.endpoint(Principal.APPROVAL),
+        topic_prefix=topic_prefix,
+    )
+    ctx = ServiceContext(settings=settings, db=approval_db)
+    build(ctx, directory=directory_for(moto_endpoint))
+    async with running_service(ctx):
+        yield ctx
 
 
 def topics(kafka: KafkaBroker, prefix: str) -> tuple[str, str]:

@@ -7,13 +7,17 @@ fails the re-check when a decision comes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from elevate_approval.main import build
 from elevate_core.app import ServiceContext
+from elevate_core.db import Database
 from elevate_core.events.models import Person, RequestSubmitted
 from elevate_core.events.topics import Topics
+from elevate_core.kafka.acls import Principal
 from elevate_local.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 
@@ -22,6 +26,9 @@ from tests.integration.approval.conftest import (
     DecisionsReader,
     InProcess,
     Requests,
+    directory_for,
+    running_service,
+    settings_for,
     write_policy,
 )
 
@@ -35,6 +42,29 @@ def refused(reason: str) -> float:
         "elevate_recheck_refused_total", {"service": "approval", "reason": reason}
     )
     return value or 0.0
+
+
+@pytest.fixture
+async def service(
+    approval_db: Database,
+    pg_url: str,
+    policy_file: Path,
+    moto_endpoint: str,
+    kafka: KafkaBroker,
+    topic_prefix: str,
+    seeded: object,
+) -> AsyncIterator[ServiceContext]:
+    settings = settings_for(
+        pg_url=pg_url,
+        policy_file=policy_file,
+        moto_endpoint=moto_endpoint,
+        kafka=kafka.endpoint(Principal.APPROVAL),
+        topic_prefix=topic_prefix,
+    )
+    ctx = ServiceContext(settings=settings, db=approval_db)
+    build(ctx, directory=directory_for(moto_endpoint))
+    async with running_service(ctx):
+        yield ctx
 
 
 def forged(requests: Requests) -> dict[str, tuple[RequestSubmitted, str]]:

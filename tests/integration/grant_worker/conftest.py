@@ -24,6 +24,7 @@ from elevate_core.events.base import Event
 from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.acls import Principal
+from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
@@ -167,8 +168,9 @@ class Publisher:
 
 
 @pytest.fixture
-async def publish(kafka: KafkaBroker, catalog: str) -> Publisher:
-    return Publisher(kafka, catalog)  # (the catalog fixture made the topics)
+async def publish(kafka: KafkaBroker, topic_prefix: str) -> Publisher:
+    await ensure_topics(kafka.endpoint(Principal.ADMIN), prefix=topic_prefix)
+    return Publisher(kafka, topic_prefix)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation
 
 from tests import harness
-from tests.forgery import ce_id, dead_letters, forged, send_as_attacker
+from tests.forgery import ce_id, dead_letters, forged, open_the_acls, send_as_attacker
 from tests.harness import eventually, metric
 from tests.integration.grant_worker.conftest import (
     T0,
@@ -41,8 +41,8 @@ async def test_forged_approvals_and_stops_cause_nothing_and_are_dead_lettered(
     proxy: AwsFaultProxy,
     kafka: KafkaBroker,
     topic_prefix: str,
-    opened_acls: str,  # the misconfigured cluster
 ) -> None:
+    open_the_acls(kafka, topic_prefix)
     live_triple = new_triple(seeded)
     live = approval(live_triple, start=T0 - timedelta(minutes=1), end=T0 + HOUR)
     live_id = live.snapshot.request_id
