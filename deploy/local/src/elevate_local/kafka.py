@@ -215,6 +215,21 @@ class KafkaBroker:
             raise ForeignAclError(foreign)
         return {g for e in entries if (g := e.grant()) is not None}
 
+    def acl(self, *args: str) -> None:
+        """Run the broker's own ACL tool (`kafka-acls.sh`) against this broker, as `broker`."""
+        subprocess.run(
+            self._java(
+                "org.apache.kafka.tools.AclCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--command-config",
+                str(self.client_properties(SUPERUSER)),
+                *args,
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
     def _admin(self) -> AdminTool:
         if self.admin_tool is None or self.admin_tool.process is None:
             raise ElevateError("the Kafka broker is not running")

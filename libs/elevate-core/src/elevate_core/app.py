@@ -181,13 +181,9 @@ async def _check_topics_forever(ctx: ServiceContext, *, longest: float = 30.0) -
         pause = min(longest, pause * 2)
 
 
-def _consumed_topics(ctx: ServiceContext) -> set[str]:
-    return {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
-
-
 def _topics_used(ctx: ServiceContext) -> list[str]:
     settings = ctx.settings
-    used = _consumed_topics(ctx)
+    used = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
     if any(isinstance(w, OutboxRelay) for w in ctx.workers):
         used |= topics_written_by(settings.service_name, prefix=settings.topic_prefix)
     if used:
@@ -206,7 +202,7 @@ def _purger(ctx: ServiceContext) -> Purger:
 
     async def broker_stay() -> timedelta | NoTopics | None:
         # Every topic a consumer of this process reads: its dedupe rows guard those.
-        topics = _consumed_topics(ctx)
+        topics = {t for w in ctx.workers if isinstance(w, Consumer) for t in w.config.topics}
         if not topics:
             return NO_TOPICS
         return await longest_stay(settings.kafka, topics)

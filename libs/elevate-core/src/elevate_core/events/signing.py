@@ -94,7 +94,6 @@ class Signer:
     """The writer's private key."""
 
     private_key: Ed25519PrivateKey
-    kid: str  # key_id of its public key, worked out once
 
     @classmethod
     def from_file(cls, path: Path) -> Signer:
@@ -106,7 +105,11 @@ class Signer:
             raise ConfigurationError(f"event_signing_key_file: {path} is not a PEM key") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigurationError(f"event_signing_key_file: {path} is not an Ed25519 key")
-        return cls(key, key_id(key.public_key()))
+        return cls(key)
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.private_key.public_key())
 
     def sign(self, value: bytes, headers: Mapping[str, str]) -> list[tuple[str, str]]:
         """The signature headers to add to an event with this value and these headers."""
@@ -118,6 +121,7 @@ class Signer:
 class PublicKey:
     writer: acls.Principal
     key: Ed25519PublicKey
+    path: Path
 
 
 class Verifier:
@@ -202,7 +206,7 @@ def _public_key(path: Path) -> PublicKey:
         raise ConfigurationError(f"event_verify_keys_dir: {path} is not a PEM key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigurationError(f"event_verify_keys_dir: {path} is not an Ed25519 key")
-    return PublicKey(writer, key)
+    return PublicKey(writer, key, path)
 
 
 def generate_keys(directory: Path, writers: Iterable[acls.Principal]) -> dict[str, Path]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
@@ -80,13 +80,9 @@ def _raise_topic_errors(errors: Iterable[tuple[Any, ...]], *, principal: str) ->
         raise TopicsRefusedError(f"creating topic {topic}: {error.__name__}: {detail}")
 
 
-def _topics_admin(kafka: KafkaEndpoint) -> AIOKafkaAdminClient:
-    return kafka.admin(client_id=f"{kafka.security.username or 'elevate'}-topics")
-
-
 async def missing_topics(kafka: KafkaEndpoint, topics: Iterable[str]) -> list[str]:
     """Which of `topics` the broker does not show this principal (absent, or not granted)."""
-    admin = _topics_admin(kafka)
+    admin = kafka.admin(client_id=f"{kafka.security.username or 'elevate'}-topics")
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -103,7 +99,7 @@ async def longest_stay(kafka: KafkaEndpoint, topics: Iterable[str]) -> timedelta
     wanted = sorted(set(topics))
     if not wanted:
         return timedelta(0)
-    admin = _topics_admin(kafka)
+    admin = kafka.admin(client_id=f"{kafka.security.username or 'elevate'}-topics")
     try:
         await admin.start()
         keys = {"retention.ms": None, "segment.ms": None, "cleanup.policy": None}
