@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import boto3
 import httpx
 import pytest
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_local import runs
 from elevate_local.aws_proxy import AwsFaultProxy
@@ -31,7 +32,6 @@ from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, start_oidc_provider
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
-from elevate_local.supervisor import principal_of
 
 from tests.harness import event_environment
 from tests.helpers import data_of, eventually
@@ -180,8 +180,8 @@ async def stack(
                     "ELEVATE_DATABASE_URL": postgres.create_database(
                         f"e2e_{name}_{uuid.uuid4().hex[:8]}"
                     ),
-                    **kafka.endpoint(principal_of(name)).environment(),
-                    **event_environment(principal_of(name)),
+                    **kafka.endpoint(Principal(name.replace("_", "-"))).environment(),
+                    **event_environment(Principal(name.replace("_", "-"))),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": proxy.endpoint_url
                     if name == "grant_worker"

@@ -19,7 +19,6 @@ from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
 from elevate_local.postgres import PostgresCluster
-from elevate_local.supervisor import principal_of
 
 from tests.harness import event_environment
 from tests.helpers import eventually
@@ -64,7 +63,7 @@ def services(
         for module in SERVICES:
             # Each service owns its own database (and its own Alembic chain).
             url = postgres.create_database(f"svc_{module}_{uuid.uuid4().hex[:8]}")
-            principal = principal_of(module)
+            principal = Principal(module.replace("_", "-"))
             started[module] = Service(
                 module,
                 {

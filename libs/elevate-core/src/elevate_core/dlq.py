@@ -85,8 +85,9 @@ class Outcome:
 
 def topics_written_by(service: str, *, prefix: str = "") -> set[str]:
     """The topics `service` writes events to (from the ACL table; the DLQ aside)."""
-    principal = acls.principal_of(service)
-    if principal is None:
+    try:
+        principal = acls.Principal(service)
+    except ValueError:
         return set()
     return {f"{prefix}{topic}" for topic in acls.writes(principal) - {Topics.DLQ}}
 

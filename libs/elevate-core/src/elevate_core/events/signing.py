@@ -63,8 +63,9 @@ def writer_of(topic: Topics) -> acls.Principal:
 
 def signed_topics_of(service: str) -> tuple[frozenset[Topics], frozenset[Topics]]:
     """(signed topics `service` writes, signed topics it reads), from the ACL table."""
-    principal = acls.principal_of(service)
-    if principal is None:
+    try:
+        principal = acls.Principal(service)
+    except ValueError:
         return frozenset(), frozenset()
     return acls.writes(principal) & SIGNED_TOPICS, acls.reads(principal) & SIGNED_TOPICS
 

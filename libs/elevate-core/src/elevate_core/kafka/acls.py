@@ -99,15 +99,6 @@ GROUP_PREFIXES: dict[Principal, str] = {
 }
 
 
-def principal_of(service: str) -> Principal | None:
-    """The principal of a service by its name (`grant-worker`) or module (`grant_worker`);
-    None for a name the table does not know (e.g. a test's own service name)."""
-    try:
-        return Principal(service.replace("_", "-"))
-    except ValueError:
-        return None
-
-
 def access_of(topic: Topics) -> TopicAccess:
     return next(row for row in ACL_TABLE if row.topic is topic)
 

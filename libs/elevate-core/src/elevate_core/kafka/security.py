@@ -132,9 +132,8 @@ class KafkaSecurity:
 
     def client_options(self) -> dict[str, Any]:
         """aiokafka keyword arguments (the same for producers, consumers and admins)."""
-        problems = self.problems()
-        if problems:
-            raise ConfigurationError(problems[0])
+        if self.problems():
+            raise ConfigurationError(self.problems()[0])
         options: dict[str, Any] = {"security_protocol": self.protocol.value}
         if self.tls:
             options["ssl_context"] = self.ssl_context()
