@@ -29,7 +29,13 @@ from elevate_local import runs
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
-from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, start_oidc_provider
+from elevate_local.oidc import (
+    fetch_token,
+    register_users,
+    seeded_user_claims,
+    start_oidc_provider,
+    subject_of,
+)
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
 
@@ -88,7 +94,8 @@ class Stack:
         return self.processes["request_api"].url
 
     def client(self, user: str) -> httpx.AsyncClient:
-        token = fetch_token(self.issuer, user).id_token  # the genuine code flow with PKCE
+        # the genuine code flow with PKCE, as the user's immutable subject
+        token = fetch_token(self.issuer, subject_of(user)).id_token
         return httpx.AsyncClient(
             base_url=self.api, timeout=30, headers={"Authorization": f"Bearer {token}"}
         )
@@ -166,9 +173,11 @@ async def stack(
     with contextlib.ExitStack() as cleanup:
         oidc = cleanup.enter_context(start_oidc_provider(0, predefined_users=users))
         register_users(oidc.issuer, users)
-        # As in `make dev`: grant-worker reaches moto through the proxy that emulates the
-        # calls moto lacks for its reconciler (no faults are injected here).
+        # As in `make dev`: grant-worker and request-api reach moto through the proxy that
+        # emulates what moto lacks (the reconciler's calls, the seeded users' ExternalIds
+        # of this issuer); no faults are injected here.
         proxy = AwsFaultProxy(moto_endpoint)
+        proxy.external_ids.link_seeded(oidc.issuer)
         proxy.start()
         cleanup.callback(proxy.stop)
         s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), topic_prefix)
@@ -184,7 +193,7 @@ async def stack(
                     **event_environment(Principal(name.replace("_", "-"))),
                     "ELEVATE_TOPIC_PREFIX": topic_prefix,
                     "ELEVATE_AWS_ENDPOINT_URL": proxy.endpoint_url
-                    if name == "grant_worker"
+                    if name in ("grant_worker", "request_api")
                     else moto_endpoint,
                     "ELEVATE_AWS_ACCESS_KEY_ID": "testing",
                     "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",

@@ -18,8 +18,10 @@ from elevate_local.oidc import (
     register_users,
     seeded_user_claims,
     start_oidc_provider,
+    subject_of,
 )
 from elevate_local.ports import free_port, port_open, wait_for_port
+from elevate_local.seed_data import external_id
 
 pytestmark = pytest.mark.integration
 
@@ -54,20 +56,24 @@ def _verify(issuer: str, token: str, audience: str) -> dict[str, object]:
     return claims
 
 
-def test_seeded_users_have_identity_store_names() -> None:
+def test_seeded_users_have_identity_store_names_and_immutable_subjects() -> None:
     claims = seeded_user_claims()
-    assert tuple(claims) == SEEDED
-    assert claims["alice"]["preferred_username"] == "alice"
-    assert claims["alice"]["email"] == "alice@elevate.example"
+    assert tuple(claims) == tuple(subject_of(user) for user in SEEDED)
+    alice = claims[subject_of("alice")]
+    assert alice["preferred_username"] == "alice"
+    assert alice["email"] == "alice@elevate.example"
+    # The subject is the ExternalId SCIM would have written, not the (mutable) name.
+    assert subject_of("alice") == external_id("alice") != "alice"
+    assert len(set(claims)) == len(SEEDED)
 
 
 def test_alice_logs_in_with_pkce(provider: OidcProvider) -> None:
-    tokens = fetch_token(provider.issuer, "alice")
+    tokens = fetch_token(provider.issuer, subject_of("alice"))
     assert tokens.expires_in == 3600
     assert tokens.token_type.lower() == "bearer"
     claims = _verify(provider.issuer, tokens.id_token, audience="elevate-portal")
     assert claims["preferred_username"] == "alice"
-    assert claims["sub"] == "alice"
+    assert claims["sub"] == external_id("alice")
     assert claims["email"] == "alice@elevate.example"
     assert claims["name"] == "Alice Archer"
     assert claims["aud"] == ["elevate-portal"]
@@ -76,7 +82,7 @@ def test_alice_logs_in_with_pkce(provider: OidcProvider) -> None:
 
 
 def test_access_token_is_opaque_but_works_at_userinfo(provider: OidcProvider) -> None:
-    tokens = fetch_token(provider.issuer, "carol")
+    tokens = fetch_token(provider.issuer, subject_of("carol"))
     with pytest.raises(jwt.DecodeError):
         jwt.get_unverified_header(tokens.access_token)
     userinfo = httpx.get(
@@ -89,7 +95,7 @@ def test_access_token_is_opaque_but_works_at_userinfo(provider: OidcProvider) ->
 
 def test_every_seeded_user_and_client_id(provider: OidcProvider) -> None:
     for user in SEEDED:
-        tokens = fetch_token(provider.issuer, user, client_id="elevate-cli")
+        tokens = fetch_token(provider.issuer, subject_of(user), client_id="elevate-cli")
         claims = _verify(provider.issuer, tokens.id_token, audience="elevate-cli")
         assert claims["preferred_username"] == user
 
@@ -192,7 +198,7 @@ def test_cli_serve_and_token() -> None:
                 "scope": "openid",  # without a scope this provider answers 500
             },
         )
-        assert 'value="grace"' in page.text
+        assert f'value="{subject_of("grace")}"' in page.text
     finally:
         server.terminate()
         assert server.wait(timeout=15) == 0

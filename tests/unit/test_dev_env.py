@@ -53,8 +53,9 @@ def test_each_service_runs_in_dev_mode_on_its_own_port(name: str, service: str) 
     assert env["ELEVATE_DATA_DIR"] == "/data/db"
     # the embedded default: SQLite under the data dir, one file per service
     assert "ELEVATE_DATABASE_URL" not in env
-    # only grant-worker's reconciler needs what the proxy emulates on top of moto
-    expected = PROXY if name == "grant-worker" else MOTO
+    # what the proxy emulates on top of moto: grant-worker's reconciler calls, and the
+    # ExternalIds request-api binds sign-ins to
+    expected = PROXY if name in ("grant-worker", "request-api") else MOTO
     assert env["ELEVATE_AWS_ENDPOINT_URL"] == expected
     # audit-ingest fetches only the local trail's objects; no other service knows the setting
     sources = "elevate-cloudtrail/AWSLogs" if name == "audit-ingest" else None

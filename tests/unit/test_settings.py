@@ -255,3 +255,45 @@ def test_a_dedupe_horizon_inside_retention_is_refused_outside_dev_and_test(
     assert str(err.value).startswith("ELEVATE_DEDUPE_KEEP_HOURS: must be at least")
     monkeypatch.setenv("ELEVATE_MODE", "test")
     assert load_settings(Settings).dedupe_keep == timedelta(days=30)
+
+
+@pytest.mark.parametrize("claim", ["preferred_username", "email", "upn", "name"])
+def test_production_refuses_a_claim_users_can_change(prod: pytest.MonkeyPatch, claim: str) -> None:
+    assert _refusal(prod, oidc_user_claim=claim).startswith(
+        f"ELEVATE_OIDC_USER_CLAIM: {claim!r} can be changed by users or is not unique"
+    )
+
+
+def test_test_mode_refuses_a_claim_users_can_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ELEVATE_MODE", "test")
+    assert _refusal(monkeypatch, oidc_user_claim="preferred_username").startswith(
+        "ELEVATE_OIDC_USER_CLAIM: 'preferred_username' can be changed by users"
+    )
+
+
+def test_identity_binding_defaults_to_sub_as_an_external_id_of_the_issuer(
+    prod: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(Settings)
+    assert (settings.oidc_user_claim, settings.oidc_user_attribute) == ("sub", "externalId")
+    assert settings.external_id_issuer == "https://login.example.com"
+    assert not settings.user_claim_is_mutable
+    prod.setenv("ELEVATE_OIDC_USER_CLAIM", "oid")  # Entra ID's immutable object id
+    prod.setenv("ELEVATE_OIDC_EXTERNAL_ID_ISSUER", "https://scim.example")
+    settings = load_settings(Settings)
+    assert (settings.oidc_user_claim, settings.external_id_issuer) == (
+        "oid",
+        "https://scim.example",
+    )
+
+
+def test_dev_mode_may_bind_to_preferred_username(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ELEVATE_MODE", "dev")
+    monkeypatch.setenv("ELEVATE_OIDC_USER_CLAIM", "preferred_username")
+    assert load_settings(Settings).user_claim_is_mutable  # request-api warns at start
+
+
+def test_an_unknown_identity_store_attribute_is_refused(prod: pytest.MonkeyPatch) -> None:
+    assert _refusal(prod, oidc_user_attribute="displayName").startswith(
+        "ELEVATE_OIDC_USER_ATTRIBUTE: "
+    )

@@ -1,5 +1,7 @@
 """request-api under test: real uvicorn on a free port, real Kafka, PostgreSQL and
-(seeded) moto, and a JWT issuer the tests own (so they can forge every attack)."""
+(seeded) moto behind the proxy that gives the seeded users ExternalIds, and a JWT issuer
+the tests own (so they can forge every attack). A test user's `sub` is the ExternalId the
+Identity Store holds for them, as in production."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from elevate_core.directory.aws import Directory
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.policy import PolicyWatcher
+from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.moto_seed import SeededOrganisation, seed_organisation
 from elevate_local.ports import free_port, wait_for_port
+from elevate_local.seed_data import external_id
 from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
 from jwt.algorithms import RSAAlgorithm
@@ -88,7 +92,7 @@ class Issuer:
         claims: dict[str, Any] = {
             "iss": self.url,
             "aud": AUDIENCE,
-            "sub": f"sub-{user}",
+            "sub": external_id(user),
             "preferred_username": user,
             "iat": now,
             "exp": now + 600,
@@ -117,6 +121,16 @@ def seeded(moto_endpoint: str) -> SeededOrganisation:
     return seed_organisation(moto_endpoint)
 
 
+@pytest.fixture(scope="session")
+def aws_proxy(moto_endpoint: str, issuer: Issuer) -> Iterator[AwsFaultProxy]:
+    """moto with the seeded users' ExternalIds of the test issuer (moto stores none)."""
+    proxy = AwsFaultProxy(moto_endpoint)
+    proxy.external_ids.link_seeded(issuer.url)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
 @dataclass
 class Api:
     url: str
@@ -136,7 +150,7 @@ ApiFactory = Callable[..., "asyncio.Future[Api]"]
 @pytest.fixture
 async def start_api(
     kafka: Any,
-    moto_endpoint: str,
+    aws_proxy: AwsFaultProxy,
     seeded: SeededOrganisation,
     issuer: Issuer,
     topic_prefix: str,
@@ -153,6 +167,7 @@ async def start_api(
         **extra: Any,
     ) -> Api:
         port = free_port()
+        aws_proxy.external_ids.link_seeded(oidc_issuer or issuer.url)
         settings = RequestApiSettings(
             mode="test",
             http_port=port,
@@ -160,7 +175,7 @@ async def start_api(
             **(endpoint or kafka.endpoint(Principal.REQUEST_API)).as_settings(),
             **harness.event_settings(Principal.REQUEST_API),
             topic_prefix=topic_prefix,
-            aws_endpoint_url=moto_endpoint,
+            aws_endpoint_url=aws_proxy.endpoint_url,
             oidc_issuer=oidc_issuer or issuer.url,
             oidc_audience=AUDIENCE,
             policy_file=policy or ROOT / "deploy/local/policy.yaml",
@@ -169,7 +184,7 @@ async def start_api(
             # the test issuer's and the local provider's tokens are ID tokens (`typ` JWT)
             **({"oidc_token_types": ["access_token", "id_token"]} | extra),
         )
-        directory = Directory.from_region(region="us-east-1", endpoint_url=moto_endpoint)
+        directory = Directory.from_region(region="us-east-1", endpoint_url=aws_proxy.endpoint_url)
         access = AccessControl(PolicyWatcher(settings.policy_file), directory)
         app = create_app(settings, access=access)
         server = uvicorn.Server(

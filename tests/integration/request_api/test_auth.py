@@ -15,8 +15,16 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from elevate_local.oidc import fetch_token, register_users, seeded_user_claims, start_oidc_provider
+from elevate_local.aws_proxy import AwsFaultProxy
+from elevate_local.oidc import (
+    fetch_token,
+    register_users,
+    seeded_user_claims,
+    start_oidc_provider,
+    subject_of,
+)
 from elevate_local.ports import free_port
+from elevate_local.seed_data import external_id
 from elevate_request_api.auth import AuthError, JwksCache, TokenVerifier
 
 from tests.integration.request_api.conftest import Api, Issuer
@@ -63,7 +71,7 @@ def hs256_with_public_key(issuer: Issuer) -> str:
 def tampered(issuer: Issuer) -> str:
     header, payload, sig = issuer.token("erin").split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    claims["preferred_username"] = "dave"  # privilege escalation attempt
+    claims["sub"] = external_id("dave")  # privilege escalation attempt
     return f"{header}.{_b64(claims)}.{sig}"
 
 
@@ -105,10 +113,6 @@ ATTACKS: dict[str, tuple[Callable[[Issuer], str], str]] = {
     "no expiry": (lambda i: i.token(exp=None), 'invalid token: Token is missing the "exp" claim'),
     "tampered claims": (tampered, "token signature does not verify"),
     "signed by an unknown key": (unknown_key, "token signed with an unknown key"),
-    "no user claim": (
-        lambda i: i.token(preferred_username=None),
-        "token has no 'preferred_username' claim",
-    ),
     "garbage": (lambda i: "not.a.jwt", "malformed token"),
 }
 
@@ -123,6 +127,7 @@ async def test_attacks_are_refused_with_problem_details(api: Api, attack: str) -
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["www-authenticate"].startswith("Bearer")
     body = response.json()
+    assert body["type"] == "urn:elevate:problem:invalid-token"
     assert body["status"] == 401
     assert body["title"] == "Unauthorized"
     assert body["instance"] == "/v1/me"
@@ -132,7 +137,7 @@ async def test_attacks_are_refused_with_problem_details(api: Api, attack: str) -
 async def test_unreachable_issuer_refuses_tokens_until_it_is_back(api: Api) -> None:
     dead = JwksCache(f"http://127.0.0.1:{free_port()}")
     verifier = TokenVerifier(
-        issuer=api.issuer.url, audience="elevate-portal", user_claim="preferred_username", jwks=dead
+        issuer=api.issuer.url, audience="elevate-portal", user_claim="sub", jwks=dead
     )
     try:
         with pytest.raises(AuthError, match="cannot verify tokens right now"):
@@ -179,7 +184,59 @@ async def test_user_unknown_to_identity_store_is_403(api: Api) -> None:
     async with api.client("mallory") as client:
         response = await client.get("/v1/me")
     assert response.status_code == 403
-    assert "not an Identity Center user" in response.json()["detail"]
+    assert response.json()["type"] == "urn:elevate:problem:unknown-user"
+    assert response.json()["detail"] == (
+        f"no Identity Center user has the externalId {external_id('mallory')!r} "
+        f"of {api.issuer.url!r}"
+    )
+
+
+async def _me(api: Api, token: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        return await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_a_new_login_naming_an_approver_is_not_that_approver(api: Api) -> None:
+    """Names, e-mail and display name are the user's to edit at many IdPs: only the
+    immutable subject, bound to an Identity Store ExternalId, says who signed in."""
+    impostor = api.issuer.token(
+        sub="4b1d0000-new-login",
+        preferred_username="bob",
+        email="bob@elevate.example",
+        name="Bob Baker",
+        upn="bob",
+    )
+    response = await _me(api, impostor)
+    assert response.status_code == 403, response.text
+    assert "bob" not in response.text.lower()
+    # bob's own subject is bob, whatever the other claims say
+    renamed = api.issuer.token("bob", preferred_username="dave", email="dave@elevate.example")
+    me = (await _me(api, renamed)).json()
+    assert (me["user_name"], me["user_id"]) == ("bob", api.seeded.user_ids["bob"])
+    assert "admin" not in me["roles"]
+
+
+async def test_an_external_id_of_another_issuer_is_not_ours(
+    api: Api, aws_proxy: AwsFaultProxy
+) -> None:
+    """ExternalIds are scoped by their Issuer: another IdP's subject for bob, presented
+    by a token of our issuer, is nobody."""
+    aws_proxy.external_ids.link("https://another-idp.example", "shared-subject-7", "bob")
+    response = await _me(api, api.issuer.token(sub="shared-subject-7"))
+    assert response.status_code == 403, response.text
+
+
+async def test_another_mapping_matches_a_unique_attribute(
+    start_api: Callable[..., Any], pg_url: str
+) -> None:
+    """An IdP whose immutable claim carries the Identity Store UserName (Identity Center's
+    own directory): `userName` through GetUserId's unique-attribute lookup."""
+    api: Api = await start_api(pg_url, oidc_user_claim="uid", oidc_user_attribute="userName")
+    me = (await _me(api, api.issuer.token("erin", uid="erin"))).json()
+    assert (me["user_name"], me["user_id"]) == ("erin", api.seeded.user_ids["erin"])
+    # the ExternalId subject means nothing to this mapping
+    assert (await _me(api, api.issuer.token("erin"))).status_code == 401  # no uid claim
+    assert (await _me(api, api.issuer.token("erin", uid="nobody"))).status_code == 403
 
 
 async def test_token_from_the_local_oidc_provider(
@@ -190,14 +247,21 @@ async def test_token_from_the_local_oidc_provider(
     try:
         register_users(provider.issuer, seeded_user_claims())
         api: Api = await start_api(pg_url, oidc_issuer=provider.issuer)
-        tokens = await asyncio.to_thread(fetch_token, provider.issuer, "grace")
-        async with httpx.AsyncClient(base_url=api.url) as client:
-            response = await client.get(
-                "/v1/me", headers={"Authorization": f"Bearer {tokens.id_token}"}
-            )
+        tokens = await asyncio.to_thread(fetch_token, provider.issuer, subject_of("grace"))
+        response = await _me(api, tokens.id_token)
         assert response.status_code == 200, response.text
         assert response.json()["user_name"] == "grace"
         assert "approver" in response.json()["roles"]
+        # A new login at the provider whose claims copy an approver's is not that approver.
+        bob = seeded_user_claims()[subject_of("bob")]
+        register_users(provider.issuer, {"impostor-0001": bob})
+        tokens = await asyncio.to_thread(fetch_token, provider.issuer, "impostor-0001")
+        assert (
+            jwt.decode(tokens.id_token, options={"verify_signature": False})["preferred_username"]
+            == "bob"
+        )
+        response = await _me(api, tokens.id_token)
+        assert response.status_code == 403, response.text
     finally:
         provider.stop()
 

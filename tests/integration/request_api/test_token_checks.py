@@ -17,6 +17,7 @@ async def _detail(api: Api, token: str) -> str:
         response = await client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:elevate:problem:invalid-token"
     detail: str = response.json()["detail"]
     return detail
 

@@ -72,9 +72,8 @@ def verifier(idp: Idp, clock: Clock | None = None, **options: Any) -> TokenVerif
     return TokenVerifier(
         issuer=ISSUER,
         audience=AUDIENCE,
-        user_claim="preferred_username",
         jwks=idp.cache(clock),
-        **options,
+        **({"user_claim": "sub"} | options),
     )
 
 
@@ -108,7 +107,14 @@ async def refused(check: TokenVerifier, bearer: str) -> str:
 
 async def test_a_good_access_token_names_its_subject() -> None:
     claims = await verifier(Idp()).verify(token())
-    assert (claims.subject, claims.user_name) == ("00u-alice", "alice")
+    assert (claims.subject, claims.identifier) == ("00u-alice", "00u-alice")
+
+
+async def test_the_configured_claim_identifies_the_user() -> None:
+    entra = verifier(Idp(), user_claim="oid")
+    claims = await entra.verify(token(oid="9f3c-object-id"))
+    assert claims.identifier == "9f3c-object-id"
+    assert await refused(entra, token()) == "token has no 'oid' claim"
 
 
 async def test_sub_is_required() -> None:

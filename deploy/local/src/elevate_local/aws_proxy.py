@@ -19,6 +19,7 @@ is read from the JSON protocol's `X-Amz-Target` header
 (`SWBExternalService.CreateAccountAssignment`).
 
 It also emulates what moto lacks and the reconciler needs (FIELD-NOTES):
+Identity Store `ExternalIds` (`external_ids`, `elevate_local.identity_emulation`);
 `ListAccountsForProvisionedPermissionSet` answers the accounts a permission set has (ever)
 been assigned in — from the writes it forwarded, `note_provisioned()`, and once per
 permission set a scan of moto's assignments — and `ListAccountAssignments` is paginated
@@ -59,6 +60,7 @@ from elevate_local.aws_faults import (
     FaultRule,
     Hold,
 )
+from elevate_local.identity_emulation import NOT_FOUND, ExternalIds
 from elevate_local.ports import free_port
 
 __all__ = ["AwsFaultProxy", "Call", "Fault", "FaultRule", "Hold"]
@@ -92,6 +94,7 @@ class AwsFaultProxy:
         self.rules: list[FaultRule] = list(rules)
         self.holds: list[Hold] = []
         self.moto_gaps = MotoGaps(self.target_host, self.target_port)
+        self.external_ids = ExternalIds()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._state = _State()
@@ -254,24 +257,21 @@ class AwsFaultProxy:
         latency = self._pick(operation, ("latency",))
         if latency is not None:
             time.sleep(latency.seconds)
-        error = self._pick(operation, ("throttle", "conflict", "http500"))
-        if error is not None:
-            status, code, message = _ERRORS[error.fault]
-            self._record(operation, error.fault, arrived, params)
-            payload = json.dumps({"__type": code, "message": message}).encode()
-            self._reply(req, status, payload, {"x-amzn-ErrorType": code})
-            return
-        if operation == "ListAccountsForProvisionedPermissionSet":
-            payload = self.moto_gaps.provisioned_accounts(params)
-            self._record(operation, "ok", arrived, params)
-            self._reply(req, 200, payload, {"Content-Type": "application/x-amz-json-1.1"})
+        local = self._answer_here(operation, params)
+        if local is not None:
+            outcome, status, payload, headers = local
+            self._record(operation, outcome, arrived, params)
+            self._reply(req, status, payload, headers)
             return
         if operation == "ListAccountAssignments":
             body = json.dumps({k: v for k, v in params.items() if k not in _PAGING}).encode()
+        by_external_id, _ = self.external_ids.request(operation, params)
 
-        status, headers, payload = self._forward(req, body)
+        status, headers, payload = self._forward(req, by_external_id or body)
         if status < 400 and operation == "ListAccountAssignments":
             payload = page(payload, params, "AccountAssignments", self.moto_gaps.page_size)
+        if status < 400:
+            payload = self.external_ids.response(operation, payload)
         outcome = "ok" if status < 400 else f"error:{_error_code(payload)}"
         if status < 400 and operation in WRITES:
             self._write_accepted(operation, body, payload)
@@ -282,6 +282,24 @@ class AwsFaultProxy:
             after.park(params)
         self._record(operation, outcome, arrived, params)
         self._reply(req, status, payload, headers)
+
+    def _answer_here(
+        self, operation: str, params: dict[str, Any]
+    ) -> tuple[str, int, bytes, dict[str, str]] | None:
+        """(outcome, status, payload, headers) of a call answered without moto: an
+        injected error, or what the proxy emulates entirely."""
+        error = self._pick(operation, ("throttle", "conflict", "http500"))
+        if error is not None:
+            status, code, message = _ERRORS[error.fault]
+            payload = json.dumps({"__type": code, "message": message}).encode()
+            return error.fault, status, payload, {"x-amzn-ErrorType": code}
+        if operation == "ListAccountsForProvisionedPermissionSet":
+            payload = self.moto_gaps.provisioned_accounts(params)
+            return "ok", 200, payload, {"Content-Type": "application/x-amz-json-1.1"}
+        if self.external_ids.request(operation, params)[1]:
+            code = "ResourceNotFoundException"
+            return f"error:{code}", 400, NOT_FOUND, {"x-amzn-ErrorType": code}
+        return None
 
     def _forward(
         self, req: BaseHTTPRequestHandler, body: bytes
@@ -425,8 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="elevate-aws-proxy", description=main.__doc__)
     parser.add_argument("--target", required=True, help="moto's URL")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--external-id-issuer",
+        action="append",
+        default=[],
+        help="give the seeded users ExternalIds of this OIDC issuer (repeatable)",
+    )
     args = parser.parse_args(argv)
     proxy = AwsFaultProxy(args.target, port=args.port)
+    for issuer in args.external_id_issuer:
+        proxy.external_ids.link_seeded(issuer)
     proxy.start()
     print(f"AWS (moto, through the emulating proxy) at {proxy.endpoint_url}", flush=True)
     stopped = threading.Event()

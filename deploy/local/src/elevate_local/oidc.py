@@ -6,9 +6,11 @@ authorization-code flow with PKCE.
   from the request's Host header, so clients and Elevate must use that same URL (not
   `localhost` for a `127.0.0.1` issuer).
 - `register_users(issuer, users)` sets each user's claims with the provider's own API
-  (`PUT /users/{sub}`). Seeded users get `sub` = `preferred_username` = their Identity
-  Store UserName, plus `email`, `email_verified` and `name`; the claims reach the ID
-  token when the scope is `openid profile email`.
+  (`PUT /users/{sub}`). A seeded user's `sub` is the GUID the Identity Store holds as
+  their ExternalId for this issuer (`seed_data.external_id`, `subject_of`), as an IdP
+  provisioning over SCIM would have written it; `preferred_username` is their UserName,
+  plus `email`, `email_verified` and `name`; the claims reach the ID token when the scope
+  is `openid profile email`.
 - `fetch_token(issuer, user)` performs the genuine flow over HTTP: discovery, GET
   authorize (S256 code challenge, state, nonce), POST the login form with `sub`, take
   the code from the 302 to the loopback redirect URI (nothing needs to listen there),
@@ -63,9 +65,9 @@ _DUMMY_CLIENT_SECRET = "local-dev-public-client"  # noqa: S105 - not a secret
 
 
 def seeded_user_claims() -> dict[str, dict[str, object]]:
-    """Claims for the users `elevate_local.moto_seed` puts in the Identity Store."""
+    """Claims, by `sub`, for the users `elevate_local.moto_seed` puts in the Identity Store."""
     return {
-        spec.user_name: {
+        spec.external_id: {
             "preferred_username": spec.user_name,
             "email": spec.email,
             "email_verified": True,
@@ -73,6 +75,11 @@ def seeded_user_claims() -> dict[str, dict[str, object]]:
         }
         for spec in USERS
     }
+
+
+def subject_of(user: str) -> str:
+    """The `sub` a seeded user name logs in with; any other value is taken as a `sub`."""
+    return next((spec.external_id for spec in USERS if spec.user_name == user), user)
 
 
 class OidcError(ElevateError):
@@ -276,7 +283,8 @@ def _serve(host: str, port: int) -> int:
     provider = start_oidc_provider(port, host, predefined_users=users)
     try:
         register_users(provider.issuer, users)
-        print(f"OIDC provider at {provider.issuer} (users: {', '.join(users)})", flush=True)
+        names = ", ".join(spec.user_name for spec in USERS)
+        print(f"OIDC provider at {provider.issuer} (users: {names})", flush=True)
         stop.wait()
     finally:
         provider.stop()
@@ -291,14 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     token = commands.add_parser("token", help="log a user in and print the ID token")
     token.add_argument("--issuer", required=True)
-    token.add_argument("--user", required=True)
+    token.add_argument("--user", required=True, help="a seeded user name, or a sub")
     token.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         return _serve(args.host, args.port)
     try:
-        tokens = fetch_token(args.issuer, args.user, args.client_id)
+        tokens = fetch_token(args.issuer, subject_of(args.user), args.client_id)
     except (OidcError, httpx.HTTPError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ permission sets, people, groups, a standing assignment and the CloudTrail plumbi
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -75,6 +76,20 @@ class UserSpec:
     @property
     def email(self) -> str:
         return f"{self.user_name}@elevate.example"
+
+    @property
+    def external_id(self) -> str:
+        return external_id(self.user_name)
+
+
+# The identity provider's immutable subject of a local user, as SCIM would have written it
+# into the Identity Store's ExternalIds (a GUID, like Entra ID's oid): deliberately not the
+# user name, so nothing can work by matching names.
+_SUBJECTS = uuid.UUID("6f1c5d52-6a43-4d55-9c1e-2f6b0e7c1a10")
+
+
+def external_id(user_name: str) -> str:
+    return str(uuid.uuid5(_SUBJECTS, user_name))
 
 
 GROUPS: tuple[str, ...] = ("engineers", "sre", "sre-leads", "auditors", "elevate-admins")

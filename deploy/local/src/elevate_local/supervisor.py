@@ -167,7 +167,11 @@ class Supervisor:
             stdout=subprocess.DEVNULL,
         )
         self.say(f"moto seeded with the example organisation at {moto_url}")
+        # The seeded users carry ExternalIds of the local OIDC provider, as SCIM would
+        # have written them: request-api binds sign-ins to them as in production.
+        issuer = f"http://127.0.0.1:{self.ports.oidc}"
         proxy = [py, "-m", "elevate_local.aws_proxy", "--target", moto_url]
+        proxy += ["--external-id-issuer", issuer]
         self.spawn("aws-proxy", [*proxy, "--port", str(self.ports.aws_proxy)])
         wait_for_port(self.ports.aws_proxy, timeout=60, what="AWS proxy")
         return moto_url, f"http://127.0.0.1:{self.ports.aws_proxy}"
@@ -236,9 +240,10 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of one service (`service` as in its module, e.g. grant_worker): dev
     mode on the local components, and its own database when one is configured."""
-    # grant-worker reaches moto through the proxy that emulates what moto lacks
-    # (ListAccountsForProvisionedPermissionSet, pagination) for its reconciler.
-    aws_url = proxy_url if service == "grant_worker" else moto_url
+    # grant-worker and request-api reach moto through the proxy that emulates what moto
+    # lacks: ListAccountsForProvisionedPermissionSet and pagination for the reconciler,
+    # Identity Store ExternalIds for request-api's identity binding.
+    aws_url = proxy_url if service in ("grant_worker", "request_api") else moto_url
     env = {
         "ELEVATE_MODE": "dev",
         "ELEVATE_HTTP_PORT": str(getattr(ports, service)),

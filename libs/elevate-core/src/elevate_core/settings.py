@@ -14,7 +14,7 @@ import sys
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -40,6 +40,13 @@ EXAMPLE_POLICY = Path(__file__).resolve().parents[4] / "deploy" / "local" / "pol
 EXAMPLE_POLICY_MARKER = "Elevate access policy for the local example organisation"
 LOCAL_OIDC_HOSTS = frozenset({"127.0.0.1", "localhost"})
 LOCAL_OIDC_PORT = 9400  # deploy/local's OIDC provider (elevate_local.oidc)
+# Claims many identity providers let users (or their profile sync) change, and that OIDC
+# Core says are not unique: binding identity to one lets a user become someone else.
+MUTABLE_CLAIMS = frozenset(
+    {"preferred_username", "email", "name", "nickname", "given_name", "family_name", "upn"}
+    | {"unique_name", "login", "username"}
+)
+UserAttribute = Literal["externalId", "userName", "emails.value"]
 
 
 class Mode(StrEnum):
@@ -95,7 +102,13 @@ class Settings(BaseSettings):
     aws_secret_access_key: str | None = None
     oidc_issuer: str = "http://127.0.0.1:9400"
     oidc_audience: str = "elevate-portal"
-    oidc_user_claim: str = "preferred_username"
+    # Who a token is (docs/security.md, "Identity mapping"): the value of an immutable
+    # claim, looked up as an Identity Store user's ExternalId of `oidc_external_id_issuer`
+    # (default: the OIDC issuer), as SCIM-provisioned users carry it, or as a unique
+    # attribute. Never a claim the user can edit (refused outside dev).
+    oidc_user_claim: str = "sub"
+    oidc_user_attribute: UserAttribute = "externalId"
+    oidc_external_id_issuer: str = ""
     policy_file: Path = Path("deploy/local/policy.yaml")
     # How far after its submission a request may start: request-api refuses later starts,
     # approval and grant-worker re-check it (elevate_core.recheck), so all read this one.
@@ -153,6 +166,25 @@ class Settings(BaseSettings):
         if self.fail_points and self.mode is not Mode.TEST:
             raise ValueError("fail_points: crash fail points exist only in test mode")
         return self
+
+    @model_validator(mode="after")
+    def _immutable_user_claim(self) -> Self:
+        if self.oidc_user_claim in MUTABLE_CLAIMS and self.mode is not Mode.DEV:
+            raise ValueError(
+                f"oidc_user_claim: {self.oidc_user_claim!r} can be changed by users or is "
+                "not unique, so it may not identify them outside dev mode; use an immutable "
+                "claim (sub, or Entra ID's oid) — docs/security.md, Identity mapping"
+            )
+        return self
+
+    @property
+    def user_claim_is_mutable(self) -> bool:
+        return self.oidc_user_claim in MUTABLE_CLAIMS
+
+    @property
+    def external_id_issuer(self) -> str:
+        """The Issuer of the Identity Store ExternalIds tokens are matched against."""
+        return self.oidc_external_id_issuer or self.oidc_issuer
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Self:

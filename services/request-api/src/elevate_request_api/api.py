@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from elevate_request_api import domain, service
-from elevate_request_api.deps import AppState, CurrentUser, DbSession
+from elevate_request_api.deps import PROBLEM_TYPE, AppState, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.schemas import (
     Accepted,
@@ -41,7 +41,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/v1", responses={401: _PROBLEM})
 
-PROBLEM_TYPE = "urn:elevate:problem:"
 # Where each domain error is answered: one place, so a route never picks a status.
 _STATUS: dict[type[ElevateError], int] = {
     domain.InvalidRequestError: 422,

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import jwt
+from elevate_core.directory.identity import EXTERNAL_ID, UserKey
 from elevate_core.errors import ElevateError
 from jwt import PyJWK
 
@@ -51,8 +52,22 @@ class KeysUnavailable(Exception):
 @dataclass(frozen=True, slots=True)
 class Claims:
     subject: str
-    user_name: str
+    identifier: str  # the configured user claim's value (`sub` by default)
     raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMapping:
+    """Which Identity Store user a verified token is: the user claim's value as an
+    ExternalId of `issuer`, or as a unique attribute (docs/security.md, Identity mapping).
+    The token's other claims (names, e-mail) never choose the user."""
+
+    attribute: str
+    issuer: str
+
+    def key(self, claims: Claims) -> UserKey:
+        issuer = self.issuer if self.attribute == EXTERNAL_ID else ""
+        return UserKey(self.attribute, claims.identifier, issuer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +231,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthError("token has no 'sub' claim")
-        user_name = claims.get(self.user_claim)
-        if not isinstance(user_name, str) or not user_name:
+        identifier = claims.get(self.user_claim)
+        if not isinstance(identifier, str) or not identifier:
             raise AuthError(f"token has no {self.user_claim!r} claim")
-        return Claims(subject=subject, user_name=user_name, raw=claims)
+        return Claims(subject=subject, identifier=identifier, raw=claims)
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         iat, exp = claims["iat"], claims["exp"]  # both required, exp checked numeric

@@ -17,11 +17,15 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_request_api.auth import AuthError, TokenVerifier
+from elevate_request_api.auth import AuthError, IdentityMapping, TokenVerifier
 from elevate_request_api.settings import RequestApiSettings
 
 _bearer = HTTPBearer(auto_error=False, description="OIDC bearer JWT")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+PROBLEM_TYPE = "urn:elevate:problem:"  # + a stable slug, per kind of refusal
+INVALID_TOKEN = PROBLEM_TYPE + "invalid-token"
+UNKNOWN_USER = PROBLEM_TYPE + "unknown-user"
+DIRECTORY_UNAVAILABLE = PROBLEM_TYPE + "directory-unavailable"
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ApiState:
     settings: RequestApiSettings
     access: AccessControl
     verifier: TokenVerifier
+    identity: IdentityMapping
     outbox: Outbox
     clock: Clock
 
@@ -57,18 +62,23 @@ async def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "a bearer token is required", headers=_CHALLENGE)
+        raise Problem(401, "a bearer token is required", type_=INVALID_TOKEN, headers=_CHALLENGE)
     try:
         claims = await state.verifier.verify(credentials.credentials)
     except AuthError as exc:
-        raise Problem(401, str(exc), headers=_CHALLENGE) from None
+        raise Problem(401, str(exc), type_=INVALID_TOKEN, headers=_CHALLENGE) from None
+    key = state.identity.key(claims)
     try:
-        return await state.access.directory.get_user(claims.user_name)
+        return await state.access.directory.find_user(key)
     except UserNotFoundError:
-        raise Problem(403, f"{claims.user_name!r} is not an Identity Center user") from None
+        # Only the bound claim decides who this is; the token's names are never a fallback.
+        raise Problem(403, f"no Identity Center user has the {key}", type_=UNKNOWN_USER) from None
     except DirectoryError as exc:
         raise Problem(
-            503, "the identity directory is unavailable; try again", headers={"Retry-After": "5"}
+            503,
+            "the identity directory is unavailable; try again",
+            type_=DIRECTORY_UNAVAILABLE,
+            headers={"Retry-After": "5"},
         ) from exc
 
 

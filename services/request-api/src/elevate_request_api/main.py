@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from elevate_core.access import AccessControl
@@ -21,11 +22,13 @@ from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_request_api.api import install_error_mapping, router
-from elevate_request_api.auth import JwksCache, TokenVerifier
+from elevate_request_api.auth import IdentityMapping, JwksCache, TokenVerifier
 from elevate_request_api.consumers import audit_record_key, project, project_activity
 from elevate_request_api.deps import ApiState
 from elevate_request_api.settings import RequestApiSettings
 from elevate_request_api.store import STATUS_CHANNEL
+
+log = logging.getLogger(__name__)
 
 SPEC = ServiceSpec(
     name="request-api",
@@ -76,11 +79,18 @@ def build(
             require_https=settings.mode is Mode.PROD,  # dev and test run local http issuers
         ),
     )
+    if settings.user_claim_is_mutable:
+        log.warning(
+            "ELEVATE_OIDC_USER_CLAIM=%s can be changed by users: dev mode only, never "
+            "in production (docs/security.md, Identity mapping)",
+            settings.oidc_user_claim,
+        )
     return ApiState(
         ctx=ctx,
         settings=settings,
         access=access,
         verifier=verifier,
+        identity=IdentityMapping(settings.oidc_user_attribute, settings.external_id_issuer),
         outbox=outbox,
         clock=clock or SystemClock(),
     )

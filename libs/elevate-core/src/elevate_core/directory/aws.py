@@ -1,7 +1,7 @@
 """The directory over AWS: Identity Store users and groups, the Organizations tree and
 Identity Center permission sets, cached.
 
-- Users: see `elevate_core.directory.identity.UserCache` (per user name, `user_ttl`;
+- Users: see `elevate_core.directory.identity.UserCache` (per lookup key, `user_ttl`;
   unknown names `negative_user_ttl`; never served stale).
 - Organizations: a full snapshot (`OrgSnapshot`), refreshed by a background task every
   `refresh_interval` seconds, so account lookups are dict reads. If the snapshot is older
@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config
 
 from elevate_core.directory.errors import DirectoryError, PermissionSetNotFoundError, call_aws
-from elevate_core.directory.identity import UserCache, read_group_members
+from elevate_core.directory.identity import UserCache, UserKey, read_group_members
 from elevate_core.directory.models import Account, PermissionSet, User
 from elevate_core.directory.org import OrgSnapshot, load_org_snapshot
 
@@ -188,7 +188,11 @@ class Directory:
 
     async def get_user(self, user_name: str) -> User:
         """The Identity Store user with this UserName, with group display names."""
-        return await self._users.get(user_name)
+        return await self._users.get(UserKey.user_name(user_name))
+
+    async def find_user(self, key: UserKey) -> User:
+        """The Identity Store user found by `key` (an ExternalId or a unique attribute)."""
+        return await self._users.get(key)
 
     async def user_name_of(self, user_id: str) -> str | None:
         """The UserName of an Identity Store user id (None if there is no such user)."""

@@ -1,16 +1,18 @@
-"""Identity Store users with their groups, cached per user name.
+"""Identity Store users with their groups, cached per lookup key.
 
-A lookup is GetUserId (by UserName) → DescribeUser → ListGroupMembershipsForMember; group
-display names come from DescribeGroup, cached by group id for `group_ttl`. Users are
-cached for `user_ttl`, unknown names for `negative_ttl`; concurrent lookups of one name
-share one fetch. An expired entry is refetched inline and a stale user is never served:
-group membership decides access.
+A user is found by a `UserKey`: an `ExternalId` of an issuer (how SCIM-provisioned users
+are bound to their identity provider's immutable subject) or a unique attribute
+(`userName`, `emails.value`). A lookup is GetUserId → DescribeUser →
+ListGroupMembershipsForMember; group display names come from DescribeGroup, cached by group
+id for `group_ttl`. Users are cached for `user_ttl`, unknown keys for `negative_ttl`;
+concurrent lookups of one key share one fetch. An expired entry is refetched inline and a
+stale user is never served: group membership decides access.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,43 @@ def _unique_attribute(path: str, value: str) -> AlternateIdentifierTypeDef:
     # AttributeValue is a JSON document in the API model; AWS takes a plain string.
     document: Any = value
     return {"UniqueAttribute": {"AttributePath": path, "AttributeValue": document}}
+
+
+EXTERNAL_ID = "externalId"
+UNIQUE_ATTRIBUTES = frozenset({"userName", "emails.value"})  # GetUserId's only valid paths
+
+
+@dataclass(frozen=True, slots=True)
+class UserKey:
+    """How one Identity Store user is found: `attribute` is `externalId` (then `issuer` is
+    the ExternalId's Issuer) or a unique attribute path."""
+
+    attribute: str
+    value: str
+    issuer: str = ""
+
+    @classmethod
+    def user_name(cls, name: str) -> UserKey:
+        return cls("userName", name)
+
+    def alternate_identifier(self) -> AlternateIdentifierTypeDef:
+        if self.attribute == EXTERNAL_ID:
+            return {"ExternalId": {"Issuer": self.issuer, "Id": self.value}}
+        return _unique_attribute(self.attribute, self.value)
+
+    def matches(self, described: Mapping[str, Any]) -> bool:
+        """The described user really carries this key (checked again after GetUserId)."""
+        if self.attribute == EXTERNAL_ID:
+            wanted = {"Issuer": self.issuer, "Id": self.value}
+            return any(dict(e) == wanted for e in described.get("ExternalIds", []))
+        if self.attribute == "userName":
+            return bool(described.get("UserName") == self.value)
+        return any(e.get("Value") == self.value for e in described.get("Emails", []))
+
+    def __str__(self) -> str:
+        if self.attribute == EXTERNAL_ID:
+            return f"externalId {self.value!r} of {self.issuer!r}"
+        return f"{self.attribute} {self.value!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,41 +103,44 @@ class UserCache:
         self._negative_ttl = negative_ttl
         self._group_ttl = group_ttl
         self._max_users = max_users
-        self._entries: dict[str, _Entry] = {}
-        self._fetches: dict[str, asyncio.Task[_Entry]] = {}
+        self._entries: dict[UserKey, _Entry] = {}
+        self._fetches: dict[UserKey, asyncio.Task[_Entry]] = {}
         self._group_names: dict[str, tuple[str, float]] = {}
 
-    async def get(self, user_name: str) -> User:
-        entry = self._entries.get(user_name)
+    async def get(self, key: UserKey) -> User:
+        entry = self._entries.get(key)
         if entry is None or not self._fresh(entry):
-            task = self._fetches.get(user_name)
+            task = self._fetches.get(key)
             if task is None:
-                task = asyncio.create_task(self._fetch(user_name))
-                self._fetches[user_name] = task
-                task.add_done_callback(lambda done: self._forget(user_name, done))
+                task = asyncio.create_task(self._fetch(key))
+                self._fetches[key] = task
+                task.add_done_callback(lambda done: self._forget(key, done))
             entry = await asyncio.shield(task)
         if entry.user is None:
-            raise UserNotFoundError(user_name)
+            raise UserNotFoundError(key.value if key.attribute == "userName" else str(key))
         return entry.user
 
     def invalidate(self, user_name: str) -> None:
-        self._entries.pop(user_name, None)
+        """Forget every cached lookup that found (or looked for) this user name."""
+        for key, entry in list(self._entries.items()):
+            found = entry.user.user_name if entry.user is not None else None
+            if key == UserKey.user_name(user_name) or found == user_name:
+                del self._entries[key]
 
     def _fresh(self, entry: _Entry) -> bool:
         ttl = self._user_ttl if entry.user is not None else self._negative_ttl
         return self._clock() - entry.fetched_at < ttl
 
-    def _forget(self, user_name: str, task: asyncio.Task[_Entry]) -> None:
-        if self._fetches.get(user_name) is task:
-            del self._fetches[user_name]
+    def _forget(self, key: UserKey, task: asyncio.Task[_Entry]) -> None:
+        if self._fetches.get(key) is task:
+            del self._fetches[key]
         if not task.cancelled():
             task.exception()  # marked retrieved; the awaiting callers re-raise it
 
-    async def _fetch(self, user_name: str) -> _Entry:
+    async def _fetch(self, key: UserKey) -> _Entry:
         store_id = await self._store_id()
         record = await call_aws(
-            f"Identity Store lookup of {user_name!r}",
-            lambda: self._read_user(store_id, user_name),
+            f"Identity Store lookup of {key}", lambda: self._read_user(store_id, key)
         )
         user: User | None = None
         if record is not None:
@@ -111,23 +153,26 @@ class UserCache:
                 groups=frozenset(groups),
             )
         entry = _Entry(user=user, fetched_at=self._clock())
-        self._entries.pop(user_name, None)  # re-insert: oldest first, for eviction
-        self._entries[user_name] = entry
+        self._entries.pop(key, None)  # re-insert: oldest first, for eviction
+        self._entries[key] = entry
         while len(self._entries) > self._max_users:
             del self._entries[next(iter(self._entries))]
         return entry
 
-    def _read_user(self, store_id: str, user_name: str) -> _UserRecord | None:
+    def _read_user(self, store_id: str, key: UserKey) -> _UserRecord | None:
         try:
             user_id = self._client.get_user_id(
-                IdentityStoreId=store_id,
-                AlternateIdentifier=_unique_attribute("userName", user_name),
+                IdentityStoreId=store_id, AlternateIdentifier=key.alternate_identifier()
             )["UserId"]
             described = self._client.describe_user(IdentityStoreId=store_id, UserId=user_id)
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
                 return None
             raise
+        user_name = described.get("UserName")
+        if not user_name or not key.matches(described):
+            # A user who does not carry the key they were found by is nobody's identity.
+            return None
         emails = described.get("Emails", [])
         primary = next((e for e in emails if e.get("Primary")), emails[0] if emails else None)
         pager = self._client.get_paginator("list_group_memberships_for_member")
@@ -139,7 +184,7 @@ class UserCache:
         )
         return _UserRecord(
             user_id=user_id,
-            user_name=described.get("UserName", user_name),
+            user_name=user_name,
             email=primary.get("Value") if primary else None,
             display_name=described.get("DisplayName"),
             group_ids=group_ids,
