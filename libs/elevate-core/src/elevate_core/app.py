@@ -19,10 +19,12 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware import Middleware
 
 from elevate_core.clock import Clock
 from elevate_core.db import Database
 from elevate_core.dlq import topics_written_by
+from elevate_core.edge import DEFAULT_MAX_BODY_BYTES, BodyLimit, SecurityHeaders
 from elevate_core.events.signing import SIGNED_TOPICS
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
@@ -67,9 +69,27 @@ def create_service_app(
     title: str,
     migrations: Path | None = None,
     routers: list[Any] | None = None,
+    edge: list[Middleware] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
+    """The service's app. `edge` is the service's own middleware (authentication), run
+    after the security headers are arranged and before any body is read."""
     ctx.workers.append(_purger(ctx))
-    app = FastAPI(title=title, lifespan=_lifespan(ctx, migrations), openapi_url="/openapi.json")
+    dev = ctx.settings.mode is Mode.DEV
+    # The docs pages load their assets from a CDN: not in production (openapi.json stays).
+    docs = ctx.settings.mode is not Mode.PROD
+    app = FastAPI(
+        title=title,
+        lifespan=_lifespan(ctx, migrations),
+        openapi_url="/openapi.json",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        middleware=[
+            Middleware(SecurityHeaders, hsts=not dev),
+            *(edge or []),
+            Middleware(BodyLimit, max_bytes=max_body_bytes),
+        ],
+    )
     app.state.ctx = ctx
     install_problem_handlers(app)
     _add_probes(app, ctx)
@@ -119,12 +139,11 @@ async def _stop_workers(ctx: ServiceContext) -> None:
 def _add_probes(app: FastAPI, ctx: ServiceContext) -> None:
     """/healthz, /readyz and /metrics, kept out of the OpenAPI document."""
 
+    # The probes answer anyone: status only. Which component is away, and why, is in
+    # the logs and in elevate_component_up, never told to an anonymous caller.
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        # Liveness: the process runs. Details show dependencies that are away.
-        return JSONResponse(
-            {"status": "ok", "service": ctx.settings.service_name, "components": health.snapshot()}
-        )
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
@@ -133,9 +152,8 @@ def _add_probes(app: FastAPI, ctx: ServiceContext) -> None:
         try:
             await asyncio.wait_for(ctx.db.ping(), timeout=3)
         except Exception as exc:
-            return JSONResponse(
-                {"status": "unavailable", "database": repr(exc)[:200]}, status_code=503
-            )
+            log.warning("not ready: the database does not answer (%r)", exc)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)

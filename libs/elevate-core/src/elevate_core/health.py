@@ -1,7 +1,7 @@
 """Liveness details and Prometheus metrics shared by every service.
 
-Components (Kafka relay, consumers, timers) report their state here; `/healthz`
-shows it so an operator sees "Kafka unreachable since …" without reading logs.
+Components (Kafka relay, consumers, timers) report their state here; it shows as
+`elevate_component_up` (and the logs say why), never on the anonymous `/healthz`.
 """
 
 from __future__ import annotations

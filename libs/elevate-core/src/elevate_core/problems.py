@@ -11,6 +11,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE = "urn:elevate:problem:"  # + a stable slug, per kind of refusal
+INVALID_INPUT = PROBLEM_TYPE + "invalid-input"
+# Input refusals a client may want to tell apart, by pydantic error type; any other
+# validation error is INVALID_INPUT.
+VALIDATION_TYPES = {
+    "timezone_aware": PROBLEM_TYPE + "naive-datetime",
+    "control_character": PROBLEM_TYPE + "control-character",
+    "no_letters": PROBLEM_TYPE + "justification-without-letters",
+    "json_invalid": PROBLEM_TYPE + "malformed-json",
+}
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -18,6 +28,7 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    413: "Content Too Large",
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -89,10 +100,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        raw = list(exc.errors())
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in raw]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        return problem_response(422, detail, instance=request.url.path, errors=errors)
+        type_ = (
+            VALIDATION_TYPES.get(str(raw[0].get("type")), INVALID_INPUT) if raw else INVALID_INPUT
+        )
+        return problem_response(422, detail, instance=request.url.path, type_=type_, errors=errors)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never leak internals (or secrets in messages) to the caller; the log has it.
