@@ -301,3 +301,30 @@ def _dev_env(service: str, data_dir: Path) -> dict[str, str]:
         proxy_url="http://127.0.0.1:5001",
         database_url=None,
     )
+
+
+def _with_header(bearer: str, **header: Any) -> str:
+    """`bearer` with its header fields replaced (its signature no longer matches)."""
+    import base64
+
+    head, payload, signature = bearer.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(head + "=="))
+    fields.update(header)
+    raw = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    return f"{raw}.{payload}.{signature}"
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"alg": ["RS256"]}, "token algorithm ['RS256'] is not accepted"),
+        ({"alg": {"RS256": 1}}, "token algorithm {'RS256': 1} is not accepted"),
+        ({"kid": ["k1"]}, "malformed token"),
+        ({"typ": ["at+jwt"]}, "token signature does not verify"),
+    ],
+)
+async def test_header_fields_of_the_wrong_json_type_are_refused(
+    header: dict[str, Any], reason: str
+) -> None:
+    # An unhashable `alg` once reached a set lookup: a 500 for anyone, without logging in.
+    assert await refused(verifier(Idp()), _with_header(token(), **header)) == reason

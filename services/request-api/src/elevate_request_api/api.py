@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from elevate_core.errors import ElevateError
-from elevate_core.problems import PROBLEM_JSON, problem_response
+from elevate_core.problems import PROBLEM_JSON, PROBLEM_TYPE, problem_response
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import AwareDatetime
 
 from elevate_request_api import domain, service
-from elevate_request_api.deps import PROBLEM_TYPE, AppState, CurrentUser, DbSession
+from elevate_request_api.deps import AppState, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.schemas import (
     Accepted,
@@ -37,6 +37,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: _PROBLEM,
     404: _PROBLEM,
     409: _PROBLEM,
+    413: _PROBLEM,
     422: _PROBLEM,
 }
 router = APIRouter(prefix="/v1", responses={401: _PROBLEM})
@@ -126,8 +127,8 @@ async def list_requests(
     session: DbSession,
     status: Status | None = None,
     account_id: Annotated[str | None, Query(pattern=r"^[0-9]{12}$")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
     scope: Literal["mine", "all"] = "mine",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,

@@ -1,4 +1,5 @@
-"""FastAPI dependencies as Annotated aliases: `CurrentUser`, `DbSession`, `AppState`."""
+"""FastAPI dependencies as Annotated aliases (`CurrentUser`, `CurrentClaims`, `DbSession`,
+`AppState`), and the middleware that checks the bearer token before any body is read."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ from elevate_core.app import ServiceContext
 from elevate_core.clock import Clock
 from elevate_core.directory.errors import DirectoryError, UserNotFoundError
 from elevate_core.directory.models import User
+from elevate_core.edge import send_problem
 from elevate_core.outbox import Outbox
-from elevate_core.problems import Problem
+from elevate_core.problems import PROBLEM_TYPE, Problem
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from elevate_request_api.auth import AuthError, IdentityMapping, TokenVerifier
+from elevate_request_api.auth import AuthError, Claims, IdentityMapping, TokenVerifier
 from elevate_request_api.settings import RequestApiSettings
 
 _bearer = HTTPBearer(auto_error=False, description="OIDC bearer JWT")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-PROBLEM_TYPE = "urn:elevate:problem:"  # + a stable slug, per kind of refusal
 INVALID_TOKEN = PROBLEM_TYPE + "invalid-token"
 UNKNOWN_USER = PROBLEM_TYPE + "unknown-user"
 DIRECTORY_UNAVAILABLE = PROBLEM_TYPE + "directory-unavailable"
@@ -57,16 +59,64 @@ async def get_session(state: AppState) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_current_user(
-    state: AppState,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+class BearerAuth:
+    """Verify the bearer token of every /v1 request before the app reads its body (FastAPI
+    decodes bodies before it solves dependencies): a caller without a good token gets
+    its 401 without one byte of its body parsed. The claims go on to `get_claims`."""
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/v1") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (
+            path == self.prefix or path.startswith(self.prefix + "/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        state: ApiState = scope["app"].state.api
+        try:
+            claims = await state.verifier.verify(_bearer_token(scope))
+        except AuthError as exc:
+            await send_problem(
+                send,
+                scope,
+                401,
+                title="Unauthorized",
+                detail=str(exc),
+                type_=INVALID_TOKEN,
+                headers=_CHALLENGE,
+            )
+            return
+        scope.setdefault("state", {})["claims"] = claims
+        await self.app(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> str:
+    raw: bytes = dict(scope.get("headers", [])).get(b"authorization", b"")
+    header = raw.decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("a bearer token is required")
+    return token.strip()
+
+
+async def get_claims(
+    request: Request,
+    # Declared for the OpenAPI security scheme; BearerAuth has already checked it.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    claims = getattr(request.state, "claims", None)
+    if not isinstance(claims, Claims):  # a route outside BearerAuth's prefix
         raise Problem(401, "a bearer token is required", type_=INVALID_TOKEN, headers=_CHALLENGE)
-    try:
-        claims = await state.verifier.verify(credentials.credentials)
-    except AuthError as exc:
-        raise Problem(401, str(exc), type_=INVALID_TOKEN, headers=_CHALLENGE) from None
+    return claims
+
+
+CurrentClaims = Annotated[Claims, Depends(get_claims)]
+
+
+async def get_current_user(state: AppState, claims: CurrentClaims) -> User:
     key = state.identity.key(claims)
     try:
         return await state.access.directory.find_user(key)

@@ -92,6 +92,10 @@ class InvalidRequestError(RequestError):
     slug = "invalid-request"
 
 
+class InvalidCursorError(InvalidRequestError):
+    slug = "invalid-cursor"
+
+
 class NotEligibleError(RequestError):
     slug = "not-eligible"
 

@@ -20,11 +20,12 @@ from elevate_core.events.topics import Topics
 from elevate_core.notify import PgListener
 from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from elevate_request_api.api import install_error_mapping, router
 from elevate_request_api.auth import IdentityMapping, JwksCache, TokenVerifier
 from elevate_request_api.consumers import audit_record_key, project, project_activity
-from elevate_request_api.deps import ApiState
+from elevate_request_api.deps import ApiState, BearerAuth
 from elevate_request_api.settings import RequestApiSettings
 from elevate_request_api.store import STATUS_CHANNEL
 
@@ -104,7 +105,14 @@ def create_app(
     access = access or AccessControl.from_settings(settings)
     access.load()  # no policy, no service: fail at start, not on the first request
     state = build(ctx, settings, access=access, clock=clock)
-    app = create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations, routers=[router])
+    app = create_service_app(
+        ctx,
+        title=SPEC.title,
+        migrations=SPEC.migrations,
+        routers=[router],
+        edge=[Middleware(BearerAuth)],
+        max_body_bytes=settings.max_body_bytes,
+    )
     install_error_mapping(app)
     app.state.api = state
     return app

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
 ACCOUNT_ID = r"^[0-9]{12}$"
+# Control (Cc) and format (Cf) characters: NUL (PostgreSQL refuses it), zero-width
+# spaces that fake a justification, bidi overrides that disguise text in the SIEM.
+_REFUSED = frozenset({"Cc", "Cf"})
+
+
+def clean_text(value: str) -> str:
+    """NFKC-normalised and trimmed, so look-alikes are stored as what they look like;
+    refused if it holds a control or format character."""
+    value = unicodedata.normalize("NFKC", value).strip()
+    bad = next((c for c in value if unicodedata.category(c) in _REFUSED), None)
+    if bad is not None:
+        raise PydanticCustomError(
+            "control_character",
+            "control or format character U+{code} is not allowed",
+            {"code": f"{ord(bad):04X}"},
+        )
+    return value
+
+
+def _justified(value: str) -> str:
+    if not any(unicodedata.category(c).startswith("L") for c in value):
+        raise PydanticCustomError("no_letters", "a justification must contain letters")
+    return value
+
+
+def _ticket(value: str) -> str | None:
+    return value or None  # a blank ticket is no ticket
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
 
 
 class _Out(BaseModel):
@@ -55,19 +87,15 @@ class RequestCreate(BaseModel):
     )
 
     account_id: str = Field(pattern=ACCOUNT_ID, description="12-digit AWS account id")
-    permission_set: str = Field(min_length=1, max_length=32)
+    # Lengths count the normalised text (NFKC may lengthen it).
+    permission_set: Annotated[Text, Field(min_length=1, max_length=32)]
     start: AwareDatetime | None = Field(default=None, description="default: now")
     duration_minutes: int = Field(ge=1, le=60 * 24 * 14)
-    justification: str = Field(max_length=2000)
-    ticket: str | None = Field(default=None, max_length=128)
+    justification: Annotated[
+        Text, AfterValidator(_justified), Field(max_length=2000, description="with letters")
+    ]
+    ticket: Annotated[Text, Field(max_length=128), AfterValidator(_ticket)] | None = None
     break_glass: bool = False
-
-    @field_validator("justification")
-    @classmethod
-    def _justified(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a justification is required")
-        return value.strip()
 
     @property
     def duration(self) -> timedelta:
@@ -80,7 +108,7 @@ class Comment(BaseModel):
         json_schema_extra={"examples": [{"comment": "Approved for the incident window"}]},
     )
 
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: Annotated[Text, Field(max_length=2000)] | None = None
 
 
 class TimelineOut(_Out):

@@ -43,6 +43,7 @@ from elevate_request_api.domain import (
     CANCELLABLE,
     REVOCABLE,
     DirectoryUnavailableError,
+    InvalidCursorError,
     InvalidRequestError,
     NotAllowedError,
     NotEligibleError,
@@ -370,9 +371,12 @@ def encode_cursor(row: AccessRequest) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(rid)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:  # ours carry one: comparing naive to aware would fail
+            raise ValueError(at)
+        return when, uuid.UUID(rid)
     except ValueError:
-        raise InvalidRequestError("cursor: not a cursor this API returned") from None
+        raise InvalidCursorError("cursor: not a cursor this API returned") from None
 
 
 async def list_requests(

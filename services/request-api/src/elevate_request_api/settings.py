@@ -25,6 +25,8 @@ class RequestApiSettings(Settings):
     oidc_algorithms: list[str] = Field(default=["RS256", "PS256", "ES256", "EdDSA"], min_length=1)
     # Longest `exp - iat` accepted: a stolen long-lived token is a long-lived credential.
     jwt_max_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    # Largest request body read (413 beyond); the largest valid one is a few KiB.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     # A replica may serve the API without projecting the read model (then another does).
     read_model_consumer: bool = True
 
