@@ -1,7 +1,7 @@
 """request-api's edge against hostile input (issue 19, items 3 and 4): every refusal is a
 problem with its own `type`, the token is checked before a body is read, bodies are
-capped, text is normalised and control characters refused and the probes say
-nothing to anonymous callers."""
+capped, text is normalised and control characters refused, the probes and 403s say
+nothing of what the caller may not see."""
 
 from __future__ import annotations
 
@@ -167,3 +167,16 @@ async def test_probes_tell_anonymous_callers_only_their_status(api: Api) -> None
     async with api.client(user=None) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_not_eligible_says_the_same_for_unknown_and_unseen_accounts(api: Api) -> None:
+    unknown = prod_admin(api, account_id="999999999999")
+    async with api.client("erin") as erin:
+        unseen = await erin.post("/v1/requests", json=prod_admin(api))
+        missing = await erin.post("/v1/requests", json=unknown)
+        no_set = await erin.post("/v1/requests", json=prod_admin(api, permission_set="NoSuch"))
+    for response in (unseen, missing, no_set):
+        body = assert_problem(response, 403, "not-eligible")
+        assert "payments-prod" not in body["detail"]  # the account's name is not erin's to see
+    account = api.seeded.account_ids["payments-prod"]
+    assert unseen.json()["detail"].replace(account, "999999999999") == missing.json()["detail"]

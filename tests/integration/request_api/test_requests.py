@@ -5,6 +5,7 @@ who may decide, cancel and revoke."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,8 +129,9 @@ async def test_same_idempotency_key_concurrently_yields_one_request(api: Api) ->
         ("alice", {"justification": "   "}, 422, "justification"),
         ("alice", {"ticket": None}, 422, "a ticket is required"),
         ("alice", {"ticket": "not a ticket"}, 422, "does not match"),
-        ("alice", {"account_id": "999999999999"}, 422, "unknown account"),
-        ("alice", {"permission_set": "NoSuchSet"}, 422, "unknown permission set"),
+        # "no such account" answers as "not yours": existence is not told
+        ("alice", {"account_id": "999999999999"}, 403, "not eligible"),
+        ("alice", {"permission_set": "NoSuchSet"}, 403, "not eligible"),
         ("alice", {"account_id": "12345"}, 422, "account_id"),
     ],
 )
@@ -170,11 +172,14 @@ async def test_decisions_only_by_approvers_and_never_by_the_requester(
         assert own.status_code == 403
         assert "own request" in own.json()["detail"]
         assert (await bob.get("/v1/approvals")).json() == []
-    async with api.client("erin") as erin:  # not an approver
+    async with api.client("erin") as erin:  # not an approver, may not see it either
         refused = await erin.post(f"/v1/requests/{rid}/approve")
-        assert refused.status_code == 403
-        assert refused.json()["detail"].startswith("not in any approver group")
-        assert (await erin.get(f"/v1/requests/{rid}")).status_code == 404  # nor see it
+        unknown = await erin.post(f"/v1/requests/{uuid.uuid4()}/approve")
+        for response in (refused, unknown):  # the same answer as for no request at all
+            assert response.status_code == 404
+            assert response.json()["type"] == "urn:elevate:problem:not-found"
+        assert refused.json()["detail"] == f"no request {rid}"  # its approval rule unsaid
+        assert (await erin.get(f"/v1/requests/{rid}")).status_code == 404
     async with api.client("dave") as dave:  # admin, not an approver
         refused = await dave.post(f"/v1/requests/{rid}/approve")
         assert refused.status_code == 403

@@ -146,16 +146,22 @@ def _check_start(state: ApiState, start: datetime, now: datetime) -> None:
         raise InvalidRequestError(problem.message)
 
 
+def _not_eligible(body: RequestCreate) -> NotEligibleError:
+    """One answer for "no such account", "not for you" and "the management account":
+    it names only what the caller sent, so it tells them nothing of accounts they
+    cannot see (names, existence, which one is the management account)."""
+    kind = "break-glass access to" if body.break_glass else "access to"
+    return NotEligibleError(
+        f"you are not eligible for {kind} {body.permission_set} on account {body.account_id}"
+    )
+
+
 async def _target(state: ApiState, body: RequestCreate) -> tuple[Account, PermissionSet]:
     try:
         account = await state.access.directory.get_account(body.account_id)
         permission_set = await state.access.directory.get_permission_set(body.permission_set)
-    except AccountNotFoundError:
-        raise InvalidRequestError(f"account_id: unknown account {body.account_id}") from None
-    except PermissionSetNotFoundError:
-        raise InvalidRequestError(
-            f"permission_set: unknown permission set {body.permission_set!r}"
-        ) from None
+    except (AccountNotFoundError, PermissionSetNotFoundError):
+        raise _not_eligible(body) from None
     except DirectoryError as exc:
         raise DirectoryUnavailableError("the AWS directory is unavailable; try again") from exc
     return account, permission_set
@@ -193,7 +199,7 @@ def _terms(
     if isinstance(verdict, Terms):
         return verdict
     if verdict.code in INELIGIBLE:
-        raise NotEligibleError(verdict.problems[0].message)
+        raise _not_eligible(body)
     messages = [p.message for p in verdict.problems]
     raise InvalidRequestError("; ".join(messages), errors=messages)
 
@@ -309,11 +315,11 @@ async def decide(
     comment: str | None,
     now: datetime,
 ) -> AccessRequest:
-    # Deciding is authorised by the policy alone: a non-approver gets 403 (not 404), so
-    # the refusal says why; request ids are random UUIDs, so this reveals nothing useful.
-    row = await store.lock(session, request_id)
-    if row is None:
-        raise RequestNotFoundError(f"no request {request_id}")
+    # A request the caller may not see is not found, as everywhere (its approval rule
+    # and state stay unsaid); one they see is decided by the policy alone (403 why not).
+    row = await load_visible(
+        session=session, state=state, user=user, request_id=request_id, for_update=True
+    )
     requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
     policy = state.access.policy
     rule = policy.approval_rules.get(row.approval_rule)
