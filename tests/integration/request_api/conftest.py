@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from elevate_core.access import AccessControl
+from elevate_core.clock import Clock
 from elevate_core.directory.aws import Directory
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
@@ -164,6 +165,7 @@ async def start_api(
         policy: Path | None = None,
         endpoint: KafkaEndpoint | None = None,  # default: request-api's principal
         oidc_issuer: str | None = None,
+        clock: Clock | None = None,
         **extra: Any,
     ) -> Api:
         port = free_port()
@@ -186,7 +188,7 @@ async def start_api(
         )
         directory = Directory.from_region(region="us-east-1", endpoint_url=aws_proxy.endpoint_url)
         access = AccessControl(PolicyWatcher(settings.policy_file), directory)
-        app = create_app(settings, access=access)
+        app = create_app(settings, access=access, clock=clock)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
         )

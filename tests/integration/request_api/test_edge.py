@@ -1,20 +1,25 @@
-"""request-api's edge against hostile input (issue 19, items 3 and 4): every refusal is a
+"""request-api's edge against hostile input (issue 19, items 3-5): every refusal is a
 problem with its own `type`, the token is checked before a body is read, bodies are
 capped, text is normalised and control characters refused, the probes and 403s say
-nothing of what the caller may not see."""
+nothing of what the caller may not see, and a status stream ends with its token."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from elevate_core.clock import ManualClock
+from elevate_core.notify import wake
+from elevate_request_api.store import STATUS_CHANNEL
 
+from tests.harness import eventually
 from tests.integration.request_api.conftest import Api
 from tests.integration.request_api.test_requests import prod_admin
 
@@ -180,3 +185,41 @@ async def test_not_eligible_says_the_same_for_unknown_and_unseen_accounts(api: A
         assert "payments-prod" not in body["detail"]  # the account's name is not erin's to see
     account = api.seeded.account_ids["payments-prod"]
     assert unseen.json()["detail"].replace(account, "999999999999") == missing.json()["detail"]
+
+
+async def test_a_stream_ends_when_its_token_expires_and_streams_are_capped(
+    start_api: Callable[..., Any], pg_url: str
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    api: Api = await start_api(pg_url, clock=clock, max_streams_per_user=1)
+    async with api.client("alice") as alice:
+        rid = (await alice.post("/v1/requests", json=prod_admin(api))).json()["id"]
+    expires = int(time.time()) + 600
+    token = api.issuer.token("alice", exp=expires)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+        async with client.stream("GET", f"/v1/requests/{rid}/stream", headers=headers) as first:
+            assert first.status_code == 200
+            lines = first.aiter_lines()
+            assert await anext(lines) == "id: 1"
+            assert await anext(lines) == "event: status"
+            async with client.stream(
+                "GET", f"/v1/requests/{rid}/stream", headers=headers
+            ) as second:
+                assert second.status_code == 429  # before reading: a stream would not end
+                await second.aread()
+                assert_problem(second, 429, "too-many-streams")
+            clock.set(datetime.fromtimestamp(expires, UTC) + timedelta(seconds=1))
+            wake(f"{STATUS_CHANNEL}:{rid}")  # the stream re-checks at once
+            rest: list[str] = []
+            async for line in lines:  # to its end; a keepalive means it outlived the token
+                rest.append(line)
+                if line.startswith(": keepalive"):
+                    break
+        assert [line for line in rest if line.startswith(("event:", ":"))] == ["event: expired"]
+
+        async def slot_given_back() -> bool:
+            again = await client.get(f"/v1/requests/{rid}/stream", headers=headers)
+            return again.status_code == 200 and "event: expired" in again.text
+
+        await eventually(slot_given_back, what="the ended stream's slot given back")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from elevate_core.errors import ElevateError
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime
 
 from elevate_request_api import domain, service
-from elevate_request_api.deps import AppState, CurrentUser, DbSession
+from elevate_request_api.deps import AppState, CurrentClaims, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.schemas import (
     Accepted,
@@ -26,7 +27,7 @@ from elevate_request_api.schemas import (
     RequestOut,
     TimelineOut,
 )
-from elevate_request_api.stream import status_events
+from elevate_request_api.stream import SlotStreamingResponse, status_events
 
 _PROBLEM: dict[str, Any] = {
     "content": {PROBLEM_JSON: {}},
@@ -49,6 +50,7 @@ _STATUS: dict[type[ElevateError], int] = {
     domain.NotAllowedError: 403,
     domain.RequestNotFoundError: 404,
     domain.StateConflictError: 409,
+    domain.TooManyStreamsError: 429,
     domain.DirectoryUnavailableError: 503,
 }
 
@@ -234,12 +236,20 @@ async def approvals(user: CurrentUser, state: AppState, session: DbSession) -> l
 
 @router.get("/requests/{request_id}/stream", responses=ERRORS, response_class=StreamingResponse)
 async def stream(
-    request_id: uuid.UUID, request: Request, user: CurrentUser, state: AppState, session: DbSession
+    request_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    claims: CurrentClaims,
+    state: AppState,
+    session: DbSession,
 ) -> StreamingResponse:
-    """Server-Sent Events: `event: status` on every status change."""
+    """Server-Sent Events: `event: status` on every status change; `event: expired` when
+    the token expires, which ends the stream (reconnect with a fresh token)."""
     await service.load_visible(session=session, state=state, user=user, request_id=request_id)
-    return StreamingResponse(
-        status_events(request, state.ctx.db, request_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    state.streams.take(user.user_id)
+    until = datetime.fromtimestamp(claims.raw["exp"], UTC)  # required and numeric
+    return SlotStreamingResponse(
+        status_events(request, state.ctx.db, request_id, until=until, clock=state.clock),
+        slots=state.streams,
+        user_id=user.user_id,
     )

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from elevate_request_api.auth import AuthError, Claims, IdentityMapping, TokenVerifier
 from elevate_request_api.settings import RequestApiSettings
+from elevate_request_api.stream import StreamSlots
 
 _bearer = HTTPBearer(auto_error=False, description="OIDC bearer JWT")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -39,6 +40,7 @@ class ApiState:
     identity: IdentityMapping
     outbox: Outbox
     clock: Clock
+    streams: StreamSlots
 
 
 def get_state(request: Request) -> ApiState:

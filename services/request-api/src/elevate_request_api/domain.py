@@ -112,6 +112,10 @@ class StateConflictError(RequestError):
     slug = "conflict"
 
 
+class TooManyStreamsError(RequestError):
+    slug = "too-many-streams"
+
+
 class DirectoryUnavailableError(TransientError):
     """The AWS directory cannot answer now: the caller may retry shortly."""
 

@@ -28,6 +28,7 @@ from elevate_request_api.consumers import audit_record_key, project, project_act
 from elevate_request_api.deps import ApiState, BearerAuth
 from elevate_request_api.settings import RequestApiSettings
 from elevate_request_api.store import STATUS_CHANNEL
+from elevate_request_api.stream import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def build(
         identity=IdentityMapping(settings.oidc_user_attribute, settings.external_id_issuer),
         outbox=outbox,
         clock=clock or SystemClock(),
+        streams=StreamSlots(settings.max_streams_per_user),
     )
 
 

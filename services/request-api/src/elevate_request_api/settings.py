@@ -27,6 +27,8 @@ class RequestApiSettings(Settings):
     jwt_max_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
     # Largest request body read (413 beyond); the largest valid one is a few KiB.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # Open status streams (SSE) one user may hold on one replica (429 beyond).
+    max_streams_per_user: int = Field(default=5, ge=1)
     # A replica may serve the API without projecting the read model (then another does).
     read_model_consumer: bool = True
 
