@@ -94,6 +94,7 @@ async def test_a_body_over_the_cap_is_413_before_it_is_parsed(api: Api) -> None:
         ({"permission_set": "Administrator\u200dAccess"}, "control-character"),
         ({"ticket": "OPS-1\x1b[2J"}, "control-character"),
         ({"start": "2030-01-01T10:00:00"}, "naive-datetime"),
+        ({"start": "0001-01-01T00:00:00+05:00"}, "datetime-out-of-range"),
     ],
 )
 async def test_hostile_text_is_refused_with_its_own_type(
@@ -131,8 +132,18 @@ async def test_text_is_stored_normalised(api: Api) -> None:
     [
         ({"created_after": "2026-01-01T00:00:00"}, "naive-datetime"),
         ({"created_before": "2026-01-01T00:00:00"}, "naive-datetime"),
+        ({"created_after": "0001-01-01T00:00:00+05:00"}, "datetime-out-of-range"),
+        ({"created_before": "9999-12-31T23:00:00-05:00"}, "datetime-out-of-range"),
         (
             {"cursor": base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode())},
+            "invalid-cursor",
+        ),
+        (
+            {
+                "cursor": base64.urlsafe_b64encode(
+                    f"0001-01-01T00:00:00+05:00|{uuid.uuid4()}".encode()
+                )
+            },
             "invalid-cursor",
         ),
         ({"cursor": "%%% not base64"}, "invalid-cursor"),

@@ -17,6 +17,7 @@ INVALID_INPUT = PROBLEM_TYPE + "invalid-input"
 # validation error is INVALID_INPUT.
 VALIDATION_TYPES = {
     "timezone_aware": PROBLEM_TYPE + "naive-datetime",
+    "datetime_range": PROBLEM_TYPE + "datetime-out-of-range",
     "control_character": PROBLEM_TYPE + "control-character",
     "no_letters": PROBLEM_TYPE + "justification-without-letters",
     "json_invalid": PROBLEM_TYPE + "malformed-json",

@@ -10,7 +10,6 @@ from elevate_core.errors import ElevateError
 from elevate_core.problems import PROBLEM_JSON, PROBLEM_TYPE, problem_response
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime
 
 from elevate_request_api import domain, service
 from elevate_request_api.deps import AppState, CurrentClaims, CurrentUser, DbSession
@@ -26,6 +25,7 @@ from elevate_request_api.schemas import (
     RequestDetail,
     RequestOut,
     TimelineOut,
+    UtcDateTime,
 )
 from elevate_request_api.stream import SlotStreamingResponse, status_events
 
@@ -129,8 +129,8 @@ async def list_requests(
     session: DbSession,
     status: Status | None = None,
     account_id: Annotated[str | None, Query(pattern=r"^[0-9]{12}$")] = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
+    created_after: UtcDateTime | None = None,
+    created_before: UtcDateTime | None = None,
     scope: Literal["mine", "all"] = "mine",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -234,7 +234,11 @@ async def approvals(user: CurrentUser, state: AppState, session: DbSession) -> l
     return [RequestOut.of(r) for r in rows]
 
 
-@router.get("/requests/{request_id}/stream", responses=ERRORS, response_class=StreamingResponse)
+@router.get(
+    "/requests/{request_id}/stream",
+    responses=ERRORS | {429: _PROBLEM},
+    response_class=StreamingResponse,
+)
 async def stream(
     request_id: uuid.UUID,
     request: Request,

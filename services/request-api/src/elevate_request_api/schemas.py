@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -41,7 +41,16 @@ def _ticket(value: str) -> str | None:
     return value or None  # a blank ticket is no ticket
 
 
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC time
+        raise PydanticCustomError("datetime_range", "the time is out of range in UTC") from None
+
+
 Text = Annotated[str, AfterValidator(clean_text)]
+# A time with its zone (naive ones are refused), as UTC: what the database stores.
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Out(BaseModel):
@@ -89,7 +98,7 @@ class RequestCreate(BaseModel):
     account_id: str = Field(pattern=ACCOUNT_ID, description="12-digit AWS account id")
     # Lengths count the normalised text (NFKC may lengthen it).
     permission_set: Annotated[Text, Field(min_length=1, max_length=32)]
-    start: AwareDatetime | None = Field(default=None, description="default: now")
+    start: UtcDateTime | None = Field(default=None, description="default: now")
     duration_minutes: int = Field(ge=1, le=60 * 24 * 14)
     justification: Annotated[
         Text, AfterValidator(_justified), Field(max_length=2000, description="with letters")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from elevate_core.db import insert_for
@@ -380,8 +380,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:  # ours carry one: comparing naive to aware would fail
             raise ValueError(at)
-        return when, uuid.UUID(rid)
-    except ValueError:
+        return when.astimezone(UTC), uuid.UUID(rid)
+    except (ValueError, OverflowError):
         raise InvalidCursorError("cursor: not a cursor this API returned") from None
 
 
