@@ -32,6 +32,10 @@ def _app(
     seen: list[str] = []
     router = APIRouter()
 
+    @router.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("db password is hunter2")
+
     @router.post("/echo")
     async def echo(body: Echo) -> Echo:
         seen.append(body.text)
@@ -44,7 +48,8 @@ def _app(
 
 
 def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://t")
 
 
 async def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None:
@@ -54,11 +59,21 @@ async def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None
             await client.get("/healthz"),
             await client.post("/echo", json={"text": "hi"}),
             await client.get("/no-such-path"),
+            await client.get("/crash"),
         ):
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["content-security-policy"] == "frame-ancestors 'none'"
             assert response.headers["cache-control"] == "no-store"
             assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_a_crash_is_a_problem_that_tells_nothing(tmp_path: Path) -> None:
+    app, _ = _app(tmp_path)
+    async with _client(app) as client:
+        response = await client.get("/crash")
+    assert response.status_code == 500
+    assert response.json()["detail"] == "internal error"
+    assert "hunter2" not in response.text
 
 
 async def test_dev_answers_without_hsts(tmp_path: Path) -> None:

@@ -63,9 +63,12 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
         async def with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 headers += [h for h in self.extra if h[0] not in names]
@@ -74,7 +77,21 @@ class SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception:
+            # Starlette answers a crash outside all middleware (no headers then): answer
+            # here, then let it log the error as it does.
+            if not started:
+                await send_problem(
+                    with_headers,
+                    scope,
+                    500,
+                    title="Internal Server Error",
+                    detail="internal error",
+                    type_="about:blank",
+                )
+            raise
 
 
 class BodyLimit:
