@@ -93,6 +93,8 @@ async def test_a_body_over_the_cap_is_413_before_it_is_parsed(api: Api) -> None:
         ({"justification": "   "}, "justification-without-letters"),
         ({"permission_set": "Administrator\u200dAccess"}, "control-character"),
         ({"ticket": "OPS-1\x1b[2J"}, "control-character"),
+        ({"ticket": "OPS-1\nOPS-2"}, "control-character"),  # one line, unlike free text
+        ({"justification": "restart\n\u202e"}, "control-character"),
         ({"start": "2030-01-01T10:00:00"}, "naive-datetime"),
         ({"start": "0001-01-01T00:00:00+05:00"}, "datetime-out-of-range"),
     ],
@@ -112,6 +114,15 @@ async def test_a_comment_with_control_characters_is_refused(api: Api) -> None:
             f"/v1/requests/{uuid.uuid4()}/approve", json={"comment": "ok\x00"}
         )
     assert_problem(response, 422, "control-character")
+
+
+async def test_a_justification_may_be_several_lines(api: Api) -> None:
+    body = prod_admin(api, justification="Incident OPS-7:\r\nrestart the payments API\rnow")
+    async with api.client("alice") as alice:
+        created = await alice.post("/v1/requests", json=body)
+        assert created.status_code == 202, created.text
+        stored = (await alice.get(f"/v1/requests/{created.json()['id']}")).json()
+    assert stored["justification"] == "Incident OPS-7:\nrestart the payments API\nnow"
 
 
 async def test_text_is_stored_normalised(api: Api) -> None:

@@ -17,11 +17,16 @@ ACCOUNT_ID = r"^[0-9]{12}$"
 _REFUSED = frozenset({"Cc", "Cf"})
 
 
-def clean_text(value: str) -> str:
+def clean_text(value: str, *, lines: bool = False) -> str:
     """NFKC-normalised and trimmed, so look-alikes are stored as what they look like;
-    refused if it holds a control or format character."""
+    refused if it holds a control or format character — but for line breaks (as `\n`)
+    where `lines` allows them: a justification may be a paragraph."""
     value = unicodedata.normalize("NFKC", value).strip()
-    bad = next((c for c in value if unicodedata.category(c) in _REFUSED), None)
+    allowed = ""
+    if lines:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+        allowed = "\n"
+    bad = next((c for c in value if unicodedata.category(c) in _REFUSED and c not in allowed), None)
     if bad is not None:
         raise PydanticCustomError(
             "control_character",
@@ -48,7 +53,12 @@ def _in_utc(value: datetime) -> datetime:
         raise PydanticCustomError("datetime_range", "the time is out of range in UTC") from None
 
 
+def _paragraphs(value: str) -> str:
+    return clean_text(value, lines=True)
+
+
 Text = Annotated[str, AfterValidator(clean_text)]
+Paragraphs = Annotated[str, AfterValidator(_paragraphs)]  # free text: line breaks allowed
 # A time with its zone (naive ones are refused), as UTC: what the database stores.
 UtcDateTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
@@ -101,7 +111,7 @@ class RequestCreate(BaseModel):
     start: UtcDateTime | None = Field(default=None, description="default: now")
     duration_minutes: int = Field(ge=1, le=60 * 24 * 14)
     justification: Annotated[
-        Text, AfterValidator(_justified), Field(max_length=2000, description="with letters")
+        Paragraphs, AfterValidator(_justified), Field(max_length=2000, description="with letters")
     ]
     ticket: Annotated[Text, Field(max_length=128), AfterValidator(_ticket)] | None = None
     break_glass: bool = False
@@ -117,7 +127,7 @@ class Comment(BaseModel):
         json_schema_extra={"examples": [{"comment": "Approved for the incident window"}]},
     )
 
-    comment: Annotated[Text, Field(max_length=2000)] | None = None
+    comment: Annotated[Paragraphs, Field(max_length=2000)] | None = None
 
 
 class TimelineOut(_Out):
