@@ -49,11 +49,5 @@ class HealthRegistry:
         COMPONENT_UP.labels(component).set(0)
         COMPONENT_ERRORS.labels(component).inc()
 
-    def snapshot(self) -> dict[str, dict[str, object]]:
-        return {
-            name: {"ok": s.ok, "detail": s.detail, "since": round(s.since, 3)}
-            for name, s in sorted(self._states.items())
-        }
-
 
 health = HealthRegistry()
