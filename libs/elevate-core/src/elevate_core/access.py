@@ -39,7 +39,9 @@ class AccessControl:
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessControl:
         directory = Directory.from_region(
-            region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            person_key=settings.person_key,
         )
         return cls(PolicyWatcher(Path(settings.policy_file)), directory)
 

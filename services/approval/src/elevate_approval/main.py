@@ -107,7 +107,9 @@ def build(
         # Lazy: nothing calls AWS until a request needs it, so an unreachable
         # directory never stops the service from starting.
         directory = Directory.from_region(
-            region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            person_key=settings.person_key,
         )
     progress = TopicProgress(
         kafka=settings.kafka,

@@ -31,7 +31,7 @@ from botocore.config import Config
 
 from elevate_core.directory.errors import DirectoryError, PermissionSetNotFoundError, call_aws
 from elevate_core.directory.identity import UserCache, UserKey, read_group_members
-from elevate_core.directory.models import Account, PermissionSet, User
+from elevate_core.directory.models import Account, PermissionSet, PersonKey, User
 from elevate_core.directory.org import OrgSnapshot, load_org_snapshot
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Directory:
         refresh_interval: float = 120.0,
         max_cached_users: int = 10_000,
         clock: Clock = time.monotonic,
+        person_key: PersonKey = "email",
     ) -> None:
         self._org = organizations
         self._sso = sso_admin
@@ -90,6 +91,7 @@ class Directory:
             negative_ttl=negative_user_ttl,
             group_ttl=group_ttl,
             max_users=max_cached_users,
+            person_key=person_key,
         )
         self._snapshot: OrgSnapshot | None = None
         self._org_lock = asyncio.Lock()
