@@ -163,13 +163,12 @@ class Eligibility:
 class _Rule:
     index: int
     rule: EligibilityRule
-    user_names: frozenset[str]  # case-folded
-    user_ids: frozenset[str]  # as written
+    users: frozenset[str]  # as written: exact user names or user ids, never case-folded
     groups: frozenset[str]
     mask: int
 
-    def applies_to(self, user: User, folded: str) -> bool:
-        if folded in self.user_names or user.user_id in self.user_ids:
+    def applies_to(self, user: User) -> bool:
+        if user.user_name in self.users or user.user_id in self.users:
             return True
         return not self.groups.isdisjoint(user.groups)
 
@@ -234,15 +233,8 @@ class Evaluator:
         for pos, ref in enumerate(rule.exclude):
             excluded |= self._ref_mask((*at, "exclude", pos), ref.id, ref.name, ref.ou)
         mask = ((covered & ~self._management) | explicit) & ~excluded
-        users = rule.principals.users
-        return _Rule(
-            index,
-            rule,
-            frozenset(u.casefold() for u in users),
-            frozenset(users),
-            frozenset(rule.principals.groups),
-            mask,
-        )
+        users = frozenset(rule.principals.users)
+        return _Rule(index, rule, users, frozenset(rule.principals.groups), mask)
 
     @property
     def accounts(self) -> tuple[Account, ...]:
@@ -264,12 +256,11 @@ class Evaluator:
 
     def eligibility(self, user: User, *, break_glass: bool = False) -> Eligibility:
         """Everything `user` may request (break-glass rules only if `break_glass`)."""
-        folded = user.user_name.casefold()
         per_set: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
         for compiled in self._rules:
             if compiled.rule.break_glass != break_glass or not compiled.mask:
                 continue
-            if not compiled.applies_to(user, folded):
+            if not compiled.applies_to(user):
                 continue
             for permission_set in compiled.rule.permission_sets:
                 regions = per_set.setdefault(permission_set, [])
@@ -307,14 +298,13 @@ class Evaluator:
         position = self._bit.get(account_id)
         if position is None:
             return None
-        folded = user.user_name.casefold()
         combo = tuple(
             c.index
             for c in self._rules
             if c.rule.break_glass == break_glass
             and c.mask >> position & 1
             and permission_set in c.rule.permission_sets
-            and c.applies_to(user, folded)
+            and c.applies_to(user)
         )
         return self._merged(combo) if combo else None
 
@@ -348,13 +338,12 @@ class Evaluator:
 
 def is_standing(policy: Policy, account: Account, permission_set: str, user: User) -> bool:
     """Whether policy lists (user, account, permission set) as a standing assignment."""
-    folded = user.user_name.casefold()
     for standing in policy.standing_assignments:
         ref = standing.account
         if standing.permission_set != permission_set:
             continue
         if ref.id != account.id and ref.name != account.name:
             continue
-        if standing.user.casefold() == folded or standing.user == user.user_id:
+        if standing.user in (user.user_name, user.user_id):  # exact: names differ by case
             return True
     return False

@@ -38,10 +38,11 @@ def ref_matches(ref: AccountRef, account: Account) -> bool:
 
 
 def principal_match(rule: EligibilityRule, user: User) -> str | None:
-    """How the rule names this user ("user alice", "group sre"), or None."""
-    folded = user.user_name.casefold()
+    """How the rule names this user ("user alice", "group sre"), or None. A `users:` entry
+    is the exact user name or id: `ALICE`, or a name that only case-folds to it, is not
+    `alice`."""
     for entry in rule.principals.users:
-        if entry.casefold() == folded or entry == user.user_id:
+        if entry in (user.user_name, user.user_id):
             return f"user {entry}"
     for group in rule.principals.groups:
         if group in user.groups:
