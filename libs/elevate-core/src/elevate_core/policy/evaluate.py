@@ -30,7 +30,7 @@ def matching_rules(
         for rule in policy.eligibility_rules
         if rule.break_glass == break_glass
         and permission_set in rule.permission_sets
-        and principal_match(rule, user) is not None
+        and principal_match(rule, user, policy) is not None
         and account_match(rule, account).matched
     ]
 
@@ -163,12 +163,17 @@ class Eligibility:
 class _Rule:
     index: int
     rule: EligibilityRule
-    users: frozenset[str]  # as written: exact user names or user ids, never case-folded
+    # The user ids the rule's `users:` resolved to; unresolved (offline): the entries as
+    # written, matched exactly against user name or id (Policy.names_user), never folded.
+    users: frozenset[str]
+    resolved: bool
     groups: frozenset[str]
     mask: int
 
     def applies_to(self, user: User) -> bool:
-        if user.user_name in self.users or user.user_id in self.users:
+        if user.user_id in self.users:
+            return True
+        if not self.resolved and user.user_name in self.users:
             return True
         return not self.groups.isdisjoint(user.groups)
 
@@ -233,8 +238,10 @@ class Evaluator:
         for pos, ref in enumerate(rule.exclude):
             excluded |= self._ref_mask((*at, "exclude", pos), ref.id, ref.name, ref.ou)
         mask = ((covered & ~self._management) | explicit) & ~excluded
-        users = frozenset(rule.principals.users)
-        return _Rule(index, rule, users, frozenset(rule.principals.groups), mask)
+        ids = self.policy.user_ids
+        entries = rule.principals.users
+        users = frozenset(entries if ids is None else (ids[u] for u in entries if u in ids))
+        return _Rule(index, rule, users, ids is not None, frozenset(rule.principals.groups), mask)
 
     @property
     def accounts(self) -> tuple[Account, ...]:

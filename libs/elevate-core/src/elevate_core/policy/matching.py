@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from elevate_core.directory.models import Account, User
+from elevate_core.policy.model import Policy
 from elevate_core.policy.schema import OU_ID, AccountRef, EligibilityRule
 
 
@@ -37,12 +38,12 @@ def ref_matches(ref: AccountRef, account: Account) -> bool:
     return ref.ou in ou_prefixes(account)
 
 
-def principal_match(rule: EligibilityRule, user: User) -> str | None:
+def principal_match(rule: EligibilityRule, user: User, policy: Policy) -> str | None:
     """How the rule names this user ("user alice", "group sre"), or None. A `users:` entry
-    is the exact user name or id: `ALICE`, or a name that only case-folds to it, is not
-    `alice`."""
+    is one user id (`Policy.names_user`): `ALICE`, or a name that only case-folds to it,
+    is not `alice`."""
     for entry in rule.principals.users:
-        if entry in (user.user_name, user.user_id):
+        if policy.names_user(entry, user):
             return f"user {entry}"
     for group in rule.principals.groups:
         if group in user.groups:

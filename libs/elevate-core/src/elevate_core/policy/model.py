@@ -41,7 +41,7 @@ class Policy:
     """An immutable, validated policy. `version` is the short sha256 of the file's bytes;
     every evaluation result carries it so decisions can be traced to the exact file."""
 
-    __slots__ = ("_approvals", "document", "lines", "source", "version", "warnings")
+    __slots__ = ("_approvals", "document", "lines", "source", "user_ids", "version", "warnings")
 
     def __init__(
         self,
@@ -51,8 +51,14 @@ class Policy:
         source: str,
         lines: Mapping[FieldPath, int] | None = None,
         warnings: tuple[Issue, ...] = (),
+        user_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.document = document
+        # Each `users:` entry → the Identity Store user id it named when a service loaded
+        # the policy (policy.resolve); None: not resolved (offline), entries match exactly.
+        self.user_ids: Mapping[str, str] | None = (
+            None if user_ids is None else MappingProxyType(dict(user_ids))
+        )
         self.version = version
         self.source = source
         self.lines: Mapping[FieldPath, int] = MappingProxyType(dict(lines or {}))
@@ -83,6 +89,25 @@ class Policy:
     @property
     def admin_groups(self) -> frozenset[str]:
         return frozenset(self.document.admin_groups)
+
+    def with_user_ids(self, user_ids: Mapping[str, str]) -> Policy:
+        """This policy with its `users:` entries resolved to user ids."""
+        return Policy(
+            self.document,
+            version=self.version,
+            source=self.source,
+            lines=self.lines,
+            warnings=self.warnings,
+            user_ids=user_ids,
+        )
+
+    def names_user(self, entry: str, user: User) -> bool:
+        """Whether the `users:` entry is this user. Resolved: by user id only (a user
+        renamed since, or a new user given the old name, is not who the policy named);
+        unresolved: the exact user name or id, never case-folded."""
+        if self.user_ids is not None:
+            return self.user_ids.get(entry) == user.user_id
+        return entry in (user.user_name, user.user_id)
 
     def is_auditor(self, user: User) -> bool:
         return not self.auditor_groups.isdisjoint(user.groups)

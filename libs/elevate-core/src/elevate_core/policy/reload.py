@@ -5,6 +5,12 @@ file, and mtimes can lie, so each poll reads the file and compares its sha256 (t
 policy version) with the version in force. A bad new file never replaces a good
 policy: the old one stays in force, the failure is logged once per distinct bad
 content, and `elevate_policy_reload_failing` is 1 until a good file arrives.
+
+With `resolve` (services with a directory: policy.resolve), each new version has its
+`users:` entries resolved to user ids before it goes into force: an unknown user makes
+that version bad like any invalid file; a directory that cannot answer fails this poll
+only (the next one tries again), and fails `load()` — a service starts only with every
+named user resolved.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ from elevate_core.policy.model import Policy
 log = logging.getLogger("elevate.policy")
 
 ReloadOutcome = Literal["unchanged", "reloaded", "failed"]
+
+
+class _DirectoryUnavailable(PolicyError):
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,7 @@ class PolicyWatcher:
         registry: CollectorRegistry | None = None,
         group_members: Callable[[], GroupMembers | None] | None = None,
         on_reload: Callable[[Policy], None] | None = None,
+        resolve: Callable[[Policy], Policy] | None = None,
     ) -> None:
         self.path = Path(path)
         self.interval = interval
@@ -108,6 +119,7 @@ class PolicyWatcher:
         self._metrics = _metrics_for(registry if registry is not None else REGISTRY)
         self._group_members = group_members
         self._on_reload = on_reload
+        self.resolve = resolve  # may block (called from the polling thread)
         self._policy: Policy | None = None
         self._bad_version: str | None = None
         self.last_error: PolicyError | None = None
@@ -167,6 +179,8 @@ class PolicyWatcher:
         """Load the file now; raise PolicyError if it is unreadable or invalid."""
         data = read_policy_bytes(self.path)
         policy = parse_policy(data, source=str(self.path), group_members=self._members())
+        if self.resolve is not None:
+            policy = self._resolved(policy)
         self._install(policy)
         return policy
 
@@ -205,10 +219,23 @@ class PolicyWatcher:
             return "failed"
         try:
             policy = parse_policy(data, source=str(self.path), group_members=self._members())
+            if self.resolve is not None:
+                policy = self._resolved(policy)
+        except _DirectoryUnavailable as exc:
+            return self._fail(exc, None)  # not this version's fault: try again next poll
         except PolicyError as exc:
             return self._fail(exc, version)
         self._install(policy)
         return "reloaded"
+
+    def _resolved(self, policy: Policy) -> Policy:
+        assert self.resolve is not None
+        try:
+            return self.resolve(policy)
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise _DirectoryUnavailable(f"policy users could not be resolved: {exc}") from exc
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every `interval` seconds until `stop` is set. Never raises."""

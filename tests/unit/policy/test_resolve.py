@@ -1,0 +1,134 @@
+"""`users:` entries resolved to user ids when a service loads a policy: an entry is the
+user it named at load time (not a later holder of the name, nor a name equal to it but for
+case); an unknown user makes the version bad and the last good policy stays in force."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from elevate_core.directory.errors import DirectoryError
+from elevate_core.directory.models import User
+from elevate_core.policy import (
+    Evaluator,
+    Policy,
+    PolicyError,
+    PolicyValidationError,
+    PolicyWatcher,
+    evaluate_request,
+    explain,
+    parse_policy,
+)
+from elevate_core.policy.resolve import resolve_users
+from prometheus_client import CollectorRegistry
+
+from tests.unit.policy.org import ACCOUNTS
+
+POLICY = """\
+schema_version: 1
+approval_rules:
+  - {{name: auto, auto_approve: true}}
+eligibility:
+  - {{name: named, principals: {{users: [{users}]}}, accounts: ["*"], permission_sets: [X],
+     max_duration: 1h, approval: auto}}
+"""
+# The directory as it is when the policy loads: user name or user id → user id.
+DIRECTORY = {"sam": "id-sam", "id-oscar": "id-oscar"}
+SAM = User("id-sam", "sam")
+SANDBOX = ACCOUNTS["sandbox-alice"]
+
+
+def policy(users: str = "sam, id-oscar") -> str:
+    return POLICY.format(users=users)
+
+
+def loaded(users: str = "sam, id-oscar") -> Policy:
+    return resolve_users(parse_policy(policy(users).encode(), source="p.yaml"), DIRECTORY.get)
+
+
+@pytest.mark.parametrize(
+    ("user", "eligible"),
+    [
+        pytest.param(SAM, True, id="the-user-named"),
+        pytest.param(User("id-oscar", "oscar"), True, id="named-by-id"),
+        pytest.param(replace(SAM, user_name="sam.renamed"), True, id="renamed-since-load"),
+        pytest.param(User("id-new", "sam"), False, id="new-holder-of-the-name"),
+        pytest.param(User("id-SAM", "SAM"), False, id="name-differing-by-case"),
+        pytest.param(User("id-long-s", "\u017fam"), False, id="name-case-folding-to-it"),
+    ],
+)
+def test_resolved_entries_are_user_ids(user: User, eligible: bool) -> None:
+    resolved = loaded()
+    assert resolved.user_ids == {"sam": "id-sam", "id-oscar": "id-oscar"}
+    single = evaluate_request(resolved, user, SANDBOX, "X")
+    bulk = Evaluator(resolved, [SANDBOX]).terms(user, SANDBOX.id, "X")
+    why = explain(resolved, user, SANDBOX, "X")
+    assert (single is not None, bulk is not None, why.eligible) == (eligible,) * 3
+
+
+def test_an_unknown_user_is_an_error_naming_the_entry() -> None:
+    with pytest.raises(PolicyValidationError) as caught:
+        loaded("sam, nobody, id-oscar")
+    [issue] = caught.value.issues
+    assert issue.field == "eligibility[0].principals.users[1]"
+    assert issue.line == 5
+    assert "no Identity Store user has the user name or user id 'nobody'" in issue.message
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.users = dict(DIRECTORY)
+        self.down = False
+
+    def lookup(self, entry: str) -> str | None:
+        if self.down:
+            raise DirectoryError("Identity Store unavailable")
+        return self.users.get(entry)
+
+
+def test_watcher_keeps_the_last_good_policy_when_a_user_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy("sam"))
+    directory = Directory()
+    registry = CollectorRegistry()
+    watcher = PolicyWatcher(
+        path, registry=registry, resolve=lambda p: resolve_users(p, directory.lookup)
+    )
+    good = watcher.load()
+    assert good.user_ids == {"sam": "id-sam"}
+
+    path.write_text(policy("sam, nobody"))
+    assert watcher.poll() == "failed"
+    assert watcher.policy is good
+    assert isinstance(watcher.last_error, PolicyValidationError)
+    assert "'nobody'" in str(watcher.last_error)
+    assert registry.get_sample_value("elevate_policy_reload_failing") == 1
+    directory.users["nobody"] = "id-nobody"
+    assert watcher.poll() == "failed"  # this version is bad until the file changes
+
+    path.write_text(policy("sam, oscar"))
+    directory.down = True
+    assert watcher.poll() == "failed"  # the directory, not the file: retried
+    assert watcher.policy is good
+    directory.down, directory.users["oscar"] = False, "id-oscar"
+    assert watcher.poll() == "reloaded"
+    assert watcher.policy.user_ids == {"sam": "id-sam", "oscar": "id-oscar"}
+    assert registry.get_sample_value("elevate_policy_reload_failing") == 0
+
+
+def test_a_service_does_not_start_with_an_unresolvable_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy("nobody"))
+    directory = Directory()
+    watcher = PolicyWatcher(
+        path,
+        registry=CollectorRegistry(),
+        resolve=lambda p: resolve_users(p, directory.lookup),
+    )
+    with pytest.raises(PolicyValidationError, match="'nobody'"):
+        watcher.load()
+    path.write_text(policy("sam"))
+    directory.down = True
+    with pytest.raises(PolicyError, match="policy users could not be resolved"):
+        watcher.load()
