@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -14,6 +15,7 @@ from prometheus_client import Gauge
 from elevate_core.directory.aws import Directory
 from elevate_core.directory.errors import DirectoryError
 from elevate_core.policy import Evaluator, Policy, PolicyWatcher
+from elevate_core.policy.resolve import resolve_users
 from elevate_core.policy.semantics import reachability_warnings
 from elevate_core.settings import Settings
 
@@ -26,10 +28,17 @@ UNREACHABLE_RULES = Gauge(
 )
 
 
+def policy_resolver(directory: Directory) -> Callable[[Policy], Policy]:
+    """For PolicyWatcher(resolve=): each new policy version's `users:` as user ids."""
+    return lambda policy: resolve_users(policy, directory.user_id_blocking)
+
+
 class AccessControl:
     """Workers (`run`/`stop`) that keep the policy and directory fresh, plus the index."""
 
     def __init__(self, watcher: PolicyWatcher, directory: Directory) -> None:
+        if watcher.resolve is None:  # policy users are the user ids they name at load
+            watcher.resolve = policy_resolver(directory)
         self.watcher = watcher
         self.directory = directory
         self._stopping = asyncio.Event()

@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config
 
 from elevate_core.directory.errors import DirectoryError, PermissionSetNotFoundError, call_aws
-from elevate_core.directory.identity import UserCache, UserKey, read_group_members
+from elevate_core.directory.identity import UserCache, UserKey, read_group_members, read_user_id
 from elevate_core.directory.models import Account, PermissionSet, PersonKey, User
 from elevate_core.directory.org import OrgSnapshot, load_org_snapshot
 
@@ -219,6 +219,18 @@ class Directory:
         return await call_aws(
             "Identity Store group listing", lambda: read_group_members(self._ids, store, names)
         )
+
+    def user_id_blocking(self, entry: str) -> str | None:
+        """The user id a policy `users:` entry (user name or id) names now; blocking, for
+        the policy watcher's thread (policy.resolve). Raises DirectoryError-like boto3
+        errors when the Identity Store cannot answer."""
+        store = self._identity_store_id
+        if store is None:
+            instances = self._sso.list_instances()["Instances"]
+            if not instances:
+                raise DirectoryError("no IAM Identity Center instance", retryable=False)
+            store = instances[0]["IdentityStoreId"]
+        return read_user_id(self._ids, store, entry)
 
     def invalidate_user(self, user_name: str) -> None:
         self._users.invalidate(user_name)

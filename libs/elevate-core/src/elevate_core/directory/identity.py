@@ -255,6 +255,27 @@ class UserCache:
         return names
 
 
+def read_user_id(client: IdentityStoreClient, store_id: str, entry: str) -> str | None:
+    """The user id of the user whose user name is exactly `entry`, else of the user whose
+    id it is; None: neither (blocking)."""
+    try:
+        user_id = client.get_user_id(
+            IdentityStoreId=store_id, AlternateIdentifier=_unique_attribute("userName", entry)
+        )["UserId"]
+        if client.describe_user(IdentityStoreId=store_id, UserId=user_id).get("UserName") == entry:
+            return user_id
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+    try:
+        client.describe_user(IdentityStoreId=store_id, UserId=entry)
+    except ClientError as error:
+        if error_code(error) in ("ResourceNotFoundException", "ValidationException"):
+            return None
+        raise
+    return entry
+
+
 def read_group_members(
     client: IdentityStoreClient, store_id: str, group_names: Iterable[str]
 ) -> dict[str, list[str]]:
