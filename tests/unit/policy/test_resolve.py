@@ -132,3 +132,33 @@ def test_a_service_does_not_start_with_an_unresolvable_policy(tmp_path: Path) ->
     directory.down = True
     with pytest.raises(PolicyError, match="policy users could not be resolved"):
         watcher.load()
+
+
+NAMED_ACCOUNTS = """\
+schema_version: 1
+approval_rules:
+  - {name: auto, auto_approve: true}
+eligibility:
+  - {name: r, principals: {groups: [g]}, accounts: [{name: sandbox-alice}, {ou: Sandbox}],
+     exclude: [{name: sandbox-bob}], permission_sets: [X], max_duration: 1h, approval: auto}
+standing_assignments:
+  - {user: sam, account: {name: payments-prod}, permission_set: X}
+"""
+
+
+@pytest.mark.parametrize("warn", [True, False], ids=["prod", "dev"])
+def test_account_name_selectors_warn_outside_dev(warn: bool) -> None:
+    parsed = parse_policy(NAMED_ACCOUNTS.encode(), source="p.yaml")
+    resolved = resolve_users(parsed, DIRECTORY.get, warn_account_names=warn)
+    named = [str(w) for w in resolved.warnings if "selected by name" in w.message]
+    expected = [
+        "p.yaml:5: warning: eligibility[0].accounts[0]: account selected by name "
+        "'sandbox-alice': account names can be changed, so the selection can move to another "
+        "account; select it by id",
+        "p.yaml:6: warning: eligibility[0].exclude[0]: account selected by name 'sandbox-bob'",
+        "p.yaml:8: warning: standing_assignments[0].account: account selected by name "
+        "'payments-prod'",
+    ]
+    assert len(named) == (3 if warn else 0)
+    for line, want in zip(named, expected, strict=False):
+        assert line.startswith(want)

@@ -17,7 +17,7 @@ from elevate_core.directory.errors import DirectoryError
 from elevate_core.policy import Evaluator, Policy, PolicyWatcher
 from elevate_core.policy.resolve import resolve_users
 from elevate_core.policy.semantics import reachability_warnings
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 
 log = logging.getLogger(__name__)
 REACHABILITY_RECHECK_SECONDS = 600.0
@@ -28,9 +28,14 @@ UNREACHABLE_RULES = Gauge(
 )
 
 
-def policy_resolver(directory: Directory) -> Callable[[Policy], Policy]:
-    """For PolicyWatcher(resolve=): each new policy version's `users:` as user ids."""
-    return lambda policy: resolve_users(policy, directory.user_id_blocking)
+def policy_resolver(
+    directory: Directory, *, warn_account_names: bool = True
+) -> Callable[[Policy], Policy]:
+    """For PolicyWatcher(resolve=): each new policy version's `users:` as user ids (and,
+    outside dev, a warning for each account selected by its mutable name)."""
+    return lambda policy: resolve_users(
+        policy, directory.user_id_blocking, warn_account_names=warn_account_names
+    )
 
 
 class AccessControl:
@@ -52,7 +57,11 @@ class AccessControl:
             endpoint_url=settings.aws_endpoint_url,
             person_key=settings.person_key,
         )
-        return cls(PolicyWatcher(Path(settings.policy_file)), directory)
+        watcher = PolicyWatcher(Path(settings.policy_file))
+        watcher.resolve = policy_resolver(
+            directory, warn_account_names=settings.mode is not Mode.DEV
+        )
+        return cls(watcher, directory)
 
     @property
     def policy(self) -> Policy:

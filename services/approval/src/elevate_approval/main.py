@@ -29,7 +29,7 @@ from elevate_core.directory.aws import Directory
 from elevate_core.events.topics import Topics
 from elevate_core.policy import PolicyWatcher
 from elevate_core.progress import CaughtUpGate, TopicProgress
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_approval import consumers, metrics, service, timers
@@ -111,7 +111,9 @@ def build(
             person_key=settings.person_key,
         )
     if isinstance(directory, Directory):
-        watcher.resolve = policy_resolver(directory)
+        watcher.resolve = policy_resolver(
+            directory, warn_account_names=settings.mode is not Mode.DEV
+        )
     watcher.load()
     progress = TopicProgress(
         kafka=settings.kafka,

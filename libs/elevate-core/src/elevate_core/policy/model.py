@@ -90,14 +90,16 @@ class Policy:
     def admin_groups(self) -> frozenset[str]:
         return frozenset(self.document.admin_groups)
 
-    def with_user_ids(self, user_ids: Mapping[str, str]) -> Policy:
+    def with_user_ids(
+        self, user_ids: Mapping[str, str], *, warnings: tuple[Issue, ...] | None = None
+    ) -> Policy:
         """This policy with its `users:` entries resolved to user ids."""
         return Policy(
             self.document,
             version=self.version,
             source=self.source,
             lines=self.lines,
-            warnings=self.warnings,
+            warnings=self.warnings if warnings is None else warnings,
             user_ids=user_ids,
         )
 

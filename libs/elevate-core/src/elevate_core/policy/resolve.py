@@ -5,6 +5,9 @@ that name later (user names are mutable) nor a name equal to it ignoring case.
 An entry the directory does not know (neither a user name nor a user id) makes that
 policy version invalid: the service keeps the last good policy and reports the failed
 reload (policy.reload). `elevate policy check` has no directory and only warns.
+
+Account `name:` selectors are mutable too (anyone who may rename an account moves it in
+or out of a rule): outside dev a service warns about each (`account_name_warnings`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,46 @@ def unknown_user(policy: Policy, path: FieldPath, entry: str) -> Issue:
     )
 
 
-def resolve_users(policy: Policy, lookup: UserIdLookup) -> Policy:
+def account_name_warnings(policy: Policy) -> tuple[Issue, ...]:
+    """One warning per account selected by its (mutable) name."""
+    found: list[tuple[FieldPath, str]] = []
+    for index, rule in enumerate(policy.eligibility_rules):
+        for key, refs in (("accounts", rule.accounts), ("exclude", rule.exclude)):
+            found += [
+                (("eligibility", index, key, pos), r.name) for pos, r in enumerate(refs) if r.name
+            ]
+    for index, standing in enumerate(policy.standing_assignments):
+        if standing.account.name:
+            found.append((("standing_assignments", index, "account"), standing.account.name))
+    return tuple(
+        policy.issue(
+            path,
+            f"account selected by name {name!r}: account names can be changed, so the "
+            "selection can move to another account; select it by id",
+        )
+        for path, name in found
+    )
+
+
+def offline_user_warnings(policy: Policy) -> tuple[Issue, ...]:
+    """What `elevate policy check` says instead of resolving (it has no directory)."""
+    return tuple(
+        policy.issue(
+            path,
+            f"user {entry!r} is not checked offline: a service resolves it to an Identity "
+            "Store user id when it loads the policy, and refuses this version if no user "
+            "has that exact user name or id",
+        )
+        for entry, path in user_entries(policy).items()
+    )
+
+
+def resolve_users(
+    policy: Policy, lookup: UserIdLookup, *, warn_account_names: bool = False
+) -> Policy:
     """`policy` with every `users:` entry resolved to a user id (`lookup` may block or
-    raise: a directory that cannot answer is the caller's to handle). Raises
-    PolicyValidationError naming each unknown entry."""
+    raise: a directory that cannot answer is the caller's to handle), and the account
+    name warnings added if asked. Raises PolicyValidationError naming each unknown entry."""
     ids: dict[str, str] = {}
     issues: list[Issue] = []
     for entry, path in user_entries(policy).items():
@@ -47,4 +86,5 @@ def resolve_users(policy: Policy, lookup: UserIdLookup) -> Policy:
             ids[entry] = user_id
     if issues:
         raise PolicyValidationError(issues)
-    return policy.with_user_ids(ids)
+    extra = account_name_warnings(policy) if warn_account_names else ()
+    return policy.with_user_ids(ids, warnings=(*policy.warnings, *extra))
