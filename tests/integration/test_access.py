@@ -60,14 +60,14 @@ approval_rules:
 eligibility:
   - name: named
     principals: {{users: [{users}]}}
-    accounts: [{{ou: Sandbox}}]
+    accounts: [{{ou: Sandbox}}, {{name: payments-prod}}]
     permission_sets: [ReadOnlyAccess]
     max_duration: 1h
     approval: auto
 """
 
 
-async def test_policy_users_are_resolved_to_ids_and_unknown_users_keep_the_last_good(
+async def test_policy_names_are_resolved_to_ids_and_unknown_users_keep_the_last_good(
     directory: Directory, moto_endpoint: str, tmp_path: Path
 ) -> None:
     seeded = seed_organisation(moto_endpoint)
@@ -77,6 +77,9 @@ async def test_policy_users_are_resolved_to_ids_and_unknown_users_keep_the_last_
     access = AccessControl(PolicyWatcher(policy), directory)
     good = access.load()
     assert good.user_ids == {"alice": seeded.user_ids["alice"], erin_id: erin_id}
+    assert good.account_ids == {"payments-prod": frozenset({seeded.account_ids["payments-prod"]})}
+    [warning] = [w for w in good.warnings if "selected by name" in w.message]
+    assert warning.field == "eligibility[0].accounts[1]"
 
     policy.write_text(NAMED.format(users="alice, ALICE, no-such-user"))
     assert access.watcher.poll() == "failed"

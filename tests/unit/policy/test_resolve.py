@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from elevate_core.directory.errors import DirectoryError
-from elevate_core.directory.models import User
+from elevate_core.directory.models import Account, User
 from elevate_core.policy import (
     Evaluator,
     Policy,
@@ -18,6 +18,7 @@ from elevate_core.policy import (
     PolicyWatcher,
     evaluate_request,
     explain,
+    is_standing,
     parse_policy,
 )
 from elevate_core.policy.resolve import resolve_users
@@ -162,3 +163,36 @@ def test_account_name_selectors_warn_outside_dev(warn: bool) -> None:
     assert len(named) == (3 if warn else 0)
     for line, want in zip(named, expected, strict=False):
         assert line.startswith(want)
+
+
+BY_NAME = """\
+schema_version: 1
+approval_rules:
+  - {name: auto, auto_approve: true}
+eligibility:
+  - {name: r, principals: {groups: [g]}, accounts: [{name: sandbox-alice}],
+     permission_sets: [X], max_duration: 1h, approval: auto}
+standing_assignments:
+  - {user: sam, account: {name: sandbox-alice}, permission_set: X}
+"""
+MEMBER = User("id-m", "m", groups=frozenset({"g"}))
+
+
+@pytest.mark.parametrize(
+    ("account", "covered"),
+    [
+        pytest.param(SANDBOX, True, id="the-account-named-at-load"),
+        pytest.param(replace(SANDBOX, name="renamed"), True, id="renamed-since-load"),
+        pytest.param(replace(SANDBOX, id="999999999999"), False, id="new-account-of-that-name"),
+    ],
+)
+def test_account_names_are_the_accounts_they_named_at_load(account: Account, covered: bool) -> None:
+    parsed = parse_policy(BY_NAME.encode(), source="p.yaml")
+    org = {"sandbox-alice": frozenset({SANDBOX.id})}
+    resolved = resolve_users(parsed, DIRECTORY.get, lambda: org)
+    assert resolved.account_ids == org
+    single = evaluate_request(resolved, MEMBER, account, "X")
+    bulk = Evaluator(resolved, [account]).terms(MEMBER, account.id, "X")
+    why = explain(resolved, MEMBER, account, "X")
+    assert (single is not None, bulk is not None, why.eligible) == (covered,) * 3
+    assert is_standing(resolved, account, "X", User("id-sam", "sam")) is covered

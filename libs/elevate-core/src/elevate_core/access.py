@@ -31,10 +31,13 @@ UNREACHABLE_RULES = Gauge(
 def policy_resolver(
     directory: Directory, *, warn_account_names: bool = True
 ) -> Callable[[Policy], Policy]:
-    """For PolicyWatcher(resolve=): each new policy version's `users:` as user ids (and,
-    outside dev, a warning for each account selected by its mutable name)."""
+    """For PolicyWatcher(resolve=): each new policy version's `users:` and account names
+    as ids (and, outside dev, a warning for each account selected by its mutable name)."""
     return lambda policy: resolve_users(
-        policy, directory.user_id_blocking, warn_account_names=warn_account_names
+        policy,
+        directory.user_id_blocking,
+        directory.account_ids_blocking,
+        warn_account_names=warn_account_names,
     )
 
 

@@ -232,6 +232,15 @@ class Directory:
             store = instances[0]["IdentityStoreId"]
         return read_user_id(self._ids, store, entry)
 
+    def account_ids_blocking(self) -> dict[str, frozenset[str]]:
+        """Account name → ids of the accounts so named, read now; blocking, for the policy
+        watcher's thread (policy.resolve)."""
+        snapshot = load_org_snapshot(self._org, fetched_at=self._clock())
+        names: dict[str, set[str]] = {}
+        for account in snapshot.accounts.values():
+            names.setdefault(account.name, set()).add(account.id)
+        return {name: frozenset(ids) for name, ids in names.items()}
+
     def invalidate_user(self, user_name: str) -> None:
         self._users.invalidate(user_name)
 

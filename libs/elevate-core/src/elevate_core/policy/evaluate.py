@@ -31,7 +31,7 @@ def matching_rules(
         if rule.break_glass == break_glass
         and permission_set in rule.permission_sets
         and principal_match(rule, user, policy) is not None
-        and account_match(rule, account).matched
+        and account_match(rule, account, policy).matched
     ]
 
 
@@ -217,6 +217,9 @@ class Evaluator:
             what = f"no account with id {ref_id}"
         elif name is not None:
             found, what = self._by_name.get(name, 0), f"no account named {name!r}"
+            if self.policy.account_ids is not None:  # the accounts the name had at load
+                ids = self.policy.account_ids.get(name, frozenset())
+                found = sum(1 << self._bit[i] for i in ids if i in self._bit)
         else:
             found, what = self._by_ou.get(ou or "", 0), f"no account in OU {ou!r}"
             if ou and not OU_ID.fullmatch(ou):
@@ -349,7 +352,7 @@ def is_standing(policy: Policy, account: Account, permission_set: str, user: Use
         ref = standing.account
         if standing.permission_set != permission_set:
             continue
-        if ref.id != account.id and ref.name != account.name:
+        if ref.id != account.id and not (ref.name and policy.names_account(ref.name, account)):
             continue
         if standing.user in (user.user_name, user.user_id):  # exact: names differ by case
             return True

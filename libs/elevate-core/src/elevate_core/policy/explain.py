@@ -102,7 +102,7 @@ def _trace(
         reasons.append(f"{user.user_name} is {' and '.join(named)} (their groups: {groups})")
     else:
         reasons.append(f"applies to {user.user_name} via {via}")
-    match = account_match(rule, account)
+    match = account_match(rule, account, policy)
     ok = ok and match.matched
     reasons.append(match.reason)
     if permission_set in rule.permission_sets:

@@ -24,13 +24,13 @@ def ou_prefixes(account: Account) -> tuple[str, ...]:
     return tuple("/".join(names[: end + 1]) for end in range(len(names)))
 
 
-def ref_matches(ref: AccountRef, account: Account) -> bool:
+def ref_matches(ref: AccountRef, account: Account, policy: Policy) -> bool:
     if ref.all:
         return True
     if ref.id is not None:
         return ref.id == account.id
     if ref.name is not None:
-        return ref.name == account.name
+        return policy.names_account(ref.name, account)
     if ref.ou is None:
         return False
     if OU_ID.fullmatch(ref.ou):
@@ -63,16 +63,16 @@ class AccountMatch:
     reason: str
 
 
-def account_match(rule: EligibilityRule, account: Account) -> AccountMatch:
+def account_match(rule: EligibilityRule, account: Account, policy: Policy) -> AccountMatch:
     """Whether the rule's accounts cover this account, and why (or why not).
 
     Order of precedence: an `exclude` entry always wins; the management account is
     covered only when an `id` or `name` entry names it (never through `*` or `ou`).
     """
     for ref in rule.exclude:
-        if ref_matches(ref, account):
+        if ref_matches(ref, account, policy):
             return AccountMatch(False, f"account excluded by {ref.describe()}")
-    hits = [ref for ref in rule.accounts if ref_matches(ref, account)]
+    hits = [ref for ref in rule.accounts if ref_matches(ref, account, policy)]
     if not hits:
         listed = ", ".join(ref.describe() for ref in rule.accounts)
         return AccountMatch(False, f"account {describe_account(account)} matches none of: {listed}")

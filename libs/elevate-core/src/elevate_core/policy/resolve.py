@@ -6,19 +6,23 @@ An entry the directory does not know (neither a user name nor a user id) makes t
 policy version invalid: the service keeps the last good policy and reports the failed
 reload (policy.reload). `elevate policy check` has no directory and only warns.
 
-Account `name:` selectors are mutable too (anyone who may rename an account moves it in
-or out of a rule): outside dev a service warns about each (`account_name_warnings`).
+Account `name:` selectors are resolved the same way, to the ids the name has at load (a
+name no account has matches nothing, as before; the evaluator warns). Names are mutable
+(anyone who may rename an account moves it in or out of a rule): outside dev a service
+warns about each (`account_name_warnings`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from elevate_core.policy.errors import Issue, PolicyValidationError
 from elevate_core.policy.model import FieldPath, Policy
 
 #: A user name or user id → the Identity Store user id it is, or None: no such user.
 UserIdLookup = Callable[[str], str | None]
+#: The organisation's accounts now, as account name → the ids of the accounts so named.
+AccountIdsLookup = Callable[[], Mapping[str, frozenset[str]]]
 
 
 def user_entries(policy: Policy) -> dict[str, FieldPath]:
@@ -36,8 +40,7 @@ def unknown_user(policy: Policy, path: FieldPath, entry: str) -> Issue:
     )
 
 
-def account_name_warnings(policy: Policy) -> tuple[Issue, ...]:
-    """One warning per account selected by its (mutable) name."""
+def _account_names(policy: Policy) -> list[tuple[FieldPath, str]]:
     found: list[tuple[FieldPath, str]] = []
     for index, rule in enumerate(policy.eligibility_rules):
         for key, refs in (("accounts", rule.accounts), ("exclude", rule.exclude)):
@@ -47,13 +50,18 @@ def account_name_warnings(policy: Policy) -> tuple[Issue, ...]:
     for index, standing in enumerate(policy.standing_assignments):
         if standing.account.name:
             found.append((("standing_assignments", index, "account"), standing.account.name))
+    return found
+
+
+def account_name_warnings(policy: Policy) -> tuple[Issue, ...]:
+    """One warning per account selected by its (mutable) name."""
     return tuple(
         policy.issue(
             path,
             f"account selected by name {name!r}: account names can be changed, so the "
             "selection can move to another account; select it by id",
         )
-        for path, name in found
+        for path, name in _account_names(policy)
     )
 
 
@@ -71,11 +79,17 @@ def offline_user_warnings(policy: Policy) -> tuple[Issue, ...]:
 
 
 def resolve_users(
-    policy: Policy, lookup: UserIdLookup, *, warn_account_names: bool = False
+    policy: Policy,
+    lookup: UserIdLookup,
+    accounts: AccountIdsLookup | None = None,
+    *,
+    warn_account_names: bool = False,
 ) -> Policy:
-    """`policy` with every `users:` entry resolved to a user id (`lookup` may block or
-    raise: a directory that cannot answer is the caller's to handle), and the account
-    name warnings added if asked. Raises PolicyValidationError naming each unknown entry."""
+    """`policy` with every `users:` entry resolved to a user id and, given `accounts`,
+    every account name selector to the ids of the accounts so named now (the lookups may
+    block or raise: a directory that cannot answer is the caller's to handle), and the
+    account name warnings added if asked. Raises PolicyValidationError naming each
+    unknown user."""
     ids: dict[str, str] = {}
     issues: list[Issue] = []
     for entry, path in user_entries(policy).items():
@@ -86,5 +100,10 @@ def resolve_users(
             ids[entry] = user_id
     if issues:
         raise PolicyValidationError(issues)
+    names = {name for _, name in _account_names(policy)}
+    account_ids = None
+    if accounts is not None and names:
+        in_org = accounts()
+        account_ids = {name: in_org.get(name, frozenset()) for name in names}
     extra = account_name_warnings(policy) if warn_account_names else ()
-    return policy.with_user_ids(ids, warnings=(*policy.warnings, *extra))
+    return policy.resolved(ids, account_ids, warnings=(*policy.warnings, *extra))
