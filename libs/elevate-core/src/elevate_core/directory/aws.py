@@ -222,8 +222,8 @@ class Directory:
 
     def user_id_blocking(self, entry: str) -> str | None:
         """The user id a policy `users:` entry (user name or id) names now; blocking, for
-        the policy watcher's thread (policy.resolve). Raises DirectoryError-like boto3
-        errors when the Identity Store cannot answer."""
+        the policy watcher's thread (policy.resolve). An Identity Store that cannot answer
+        raises (boto3's errors): the watcher tries again at its next poll."""
         store = self._identity_store_id
         if store is None:
             instances = self._sso.list_instances()["Instances"]
