@@ -13,7 +13,6 @@ from elevate_core.directory.models import Account, User
 from elevate_core.policy import (
     Evaluator,
     Policy,
-    PolicyError,
     PolicyValidationError,
     PolicyWatcher,
     evaluate_request,
@@ -118,7 +117,7 @@ def test_watcher_keeps_the_last_good_policy_when_a_user_is_unknown(tmp_path: Pat
     assert registry.get_sample_value("elevate_policy_reload_failing") == 0
 
 
-def test_a_service_does_not_start_with_an_unresolvable_policy(tmp_path: Path) -> None:
+def test_a_service_does_not_start_with_an_unknown_user(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(policy("nobody"))
     directory = Directory()
@@ -129,10 +128,30 @@ def test_a_service_does_not_start_with_an_unresolvable_policy(tmp_path: Path) ->
     )
     with pytest.raises(PolicyValidationError, match="'nobody'"):
         watcher.load()
+
+
+def test_a_directory_outage_at_start_leaves_names_exact_until_a_poll_resolves(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "policy.yaml"
     path.write_text(policy("sam"))
+    directory = Directory()
     directory.down = True
-    with pytest.raises(PolicyError, match="policy users could not be resolved"):
-        watcher.load()
+    watcher = PolicyWatcher(
+        path,
+        registry=CollectorRegistry(),
+        resolve=lambda p: resolve_users(p, directory.lookup),
+    )
+    started = watcher.load()  # an AWS outage never keeps a service from starting
+    assert (watcher.unresolved, started.user_ids) == (True, None)
+    assert evaluate_request(started, SAM, SANDBOX, "X") is not None  # the exact name
+    assert evaluate_request(started, User("id-SAM", "SAM"), SANDBOX, "X") is None
+    assert watcher.poll() == "unchanged"  # still down
+    directory.down = False
+    assert watcher.poll() == "reloaded"
+    assert (watcher.unresolved, watcher.policy.user_ids) == (False, {"sam": "id-sam"})
+    assert watcher.policy.version == started.version
+    assert evaluate_request(watcher.policy, User("id-new", "sam"), SANDBOX, "X") is None
 
 
 NAMED_ACCOUNTS = """\
@@ -196,3 +215,23 @@ def test_account_names_are_the_accounts_they_named_at_load(account: Account, cov
     why = explain(resolved, MEMBER, account, "X")
     assert (single is not None, bulk is not None, why.eligible) == (covered,) * 3
     assert is_standing(resolved, account, "X", User("id-sam", "sam")) is covered
+
+
+def test_an_unknown_user_found_after_an_outage_at_start_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy("nobody"))
+    directory, registry = Directory(), CollectorRegistry()
+    directory.down = True
+    watcher = PolicyWatcher(
+        path, registry=registry, resolve=lambda p: resolve_users(p, directory.lookup)
+    )
+    started = watcher.load()
+    directory.down = False
+    assert evaluate_request(started, User("id-nobody", "nobody"), SANDBOX, "X") is not None
+    assert watcher.poll() == "failed"  # nothing older to keep: it stays, reported
+    assert watcher.policy.version == started.version
+    # ... with its users: matching nobody, not whoever gets the name later
+    assert evaluate_request(watcher.policy, User("id-nobody", "nobody"), SANDBOX, "X") is None
+    assert registry.get_sample_value("elevate_policy_reload_failing") == 1
+    assert watcher.poll() == "unchanged"  # reported once, not retried every poll
+    assert registry.get_sample_value("elevate_policy_reload_failing") == 1

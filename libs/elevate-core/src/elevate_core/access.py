@@ -50,7 +50,8 @@ class AccessControl:
         self.watcher = watcher
         self.directory = directory
         self._stopping = asyncio.Event()
-        self._index: tuple[str, float, Evaluator] | None = None
+        # Keyed by the policy object: a version resolved after start is a new object.
+        self._index: tuple[Policy, float, Evaluator] | None = None
         self._checked_version: str | None = None
 
     @classmethod
@@ -79,10 +80,10 @@ class AccessControl:
         policy = self.watcher.policy
         snapshot = await self.directory.org()
         cached = self._index
-        if cached is not None and cached[0] == policy.version and cached[1] == snapshot.fetched_at:
+        if cached is not None and cached[0] is policy and cached[1] == snapshot.fetched_at:
             return cached[2]
         evaluator = Evaluator(policy, snapshot.accounts.values())
-        self._index = (policy.version, snapshot.fetched_at, evaluator)
+        self._index = (policy, snapshot.fetched_at, evaluator)
         return evaluator
 
     async def check_reachability(self) -> tuple[str, ...]:
