@@ -23,6 +23,7 @@ class SecondAccounts:
 
     def __init__(self, ids: IdentityStoreClient, seeded: SeededOrganisation) -> None:
         self.ids, self.seeded, self.created = ids, seeded, list[str]()
+        self.memberships = list[str]()
 
     def of(self, person: str, *, group: str) -> Person:
         """A second sign-in for `person`: another user name and id, their primary email."""
@@ -36,11 +37,12 @@ class SecondAccounts:
             Emails=[{"Value": f"{person}@elevate.example", "Type": "work", "Primary": True}],
         )["UserId"]
         self.created.append(user_id)
-        self.ids.create_group_membership(
+        membership = self.ids.create_group_membership(
             IdentityStoreId=store,
             GroupId=self.seeded.group_ids[group],
             MemberId={"UserId": user_id},
         )
+        self.memberships.append(membership["MembershipId"])
         return Person(user_name=name, user_id=user_id)
 
 
@@ -49,7 +51,12 @@ def second_accounts(seeded: SeededOrganisation, moto_endpoint: str) -> Iterator[
     ids = boto3.client("identitystore", endpoint_url=moto_endpoint, region_name="us-east-1")
     accounts = SecondAccounts(ids, seeded)
     yield accounts
-    # Other tests find the seeded users by email too: leave only one user per address.
+    # Other tests find the seeded users by email, and list the groups: leave no trace
+    # (moto keeps a deleted user's memberships).
+    for membership_id in accounts.memberships:
+        ids.delete_group_membership(
+            IdentityStoreId=seeded.identity_store_id, MembershipId=membership_id
+        )
     for user_id in accounts.created:
         ids.delete_user(IdentityStoreId=seeded.identity_store_id, UserId=user_id)
 

@@ -31,6 +31,7 @@ class Users:
         self, ids: IdentityStoreClient, seeded: SeededOrganisation, link: Callable[[str], None]
     ) -> None:
         self.ids, self.seeded, self.link, self.created = ids, seeded, link, list[str]()
+        self.memberships = list[str]()
 
     def create(self, name: str, email: str, *groups: str) -> str:
         store = self.seeded.identity_store_id
@@ -43,11 +44,12 @@ class Users:
         )["UserId"]
         self.created.append(user_id)
         for group in groups:
-            self.ids.create_group_membership(
+            membership = self.ids.create_group_membership(
                 IdentityStoreId=store,
                 GroupId=self.seeded.group_ids[group],
                 MemberId={"UserId": user_id},
             )
+            self.memberships.append(membership["MembershipId"])
         self.link(name)
         return user_id
 
@@ -61,7 +63,12 @@ def users(
         ids, seeded, lambda name: aws_proxy.external_ids.link(issuer.url, external_id(name), name)
     )
     yield created
-    # Other tests find the seeded users by email too: leave only one user per address.
+    # Other tests find the seeded users by email, and list the groups: leave no trace
+    # (moto keeps a deleted user's memberships).
+    for membership_id in created.memberships:
+        ids.delete_group_membership(
+            IdentityStoreId=seeded.identity_store_id, MembershipId=membership_id
+        )
     for user_id in created.created:
         ids.delete_user(IdentityStoreId=seeded.identity_store_id, UserId=user_id)
 
