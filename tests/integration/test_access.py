@@ -51,3 +51,40 @@ async def test_unreachable_rule_is_reported(directory: Directory, tmp_path: Path
     [warning] = await access.check_reachability()
     assert "required_approvals" in warning
     assert ":3:" in warning  # the line of the rule in the file
+
+
+NAMED = """\
+schema_version: 1
+approval_rules:
+  - {{name: auto, auto_approve: true}}
+eligibility:
+  - name: named
+    principals: {{users: [{users}]}}
+    accounts: [{{ou: Sandbox}}, {{name: payments-prod}}]
+    permission_sets: [ReadOnlyAccess]
+    max_duration: 1h
+    approval: auto
+"""
+
+
+async def test_policy_names_are_resolved_to_ids_and_unknown_users_keep_the_last_good(
+    directory: Directory, moto_endpoint: str, tmp_path: Path
+) -> None:
+    seeded = seed_organisation(moto_endpoint)
+    erin_id = seeded.user_ids["erin"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(NAMED.format(users=f"alice, {erin_id}"))
+    access = AccessControl(PolicyWatcher(policy), directory)
+    good = access.load()
+    assert good.user_ids == {"alice": seeded.user_ids["alice"], erin_id: erin_id}
+    assert good.account_ids == {"payments-prod": frozenset({seeded.account_ids["payments-prod"]})}
+    [warning] = [w for w in good.warnings if "selected by name" in w.message]
+    assert warning.field == "eligibility[0].accounts[1]"
+
+    policy.write_text(NAMED.format(users="alice, ALICE, no-such-user"))
+    assert access.watcher.poll() == "failed"
+    assert access.policy is good
+    assert access.watcher.last_error is not None
+    message = str(access.watcher.last_error)
+    assert "no Identity Store user has the user name or user id 'ALICE'" in message
+    assert "'no-such-user'" in message

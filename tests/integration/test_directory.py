@@ -190,6 +190,29 @@ async def test_resolves_alice_with_groups(directory: Directory, seeded: SeededOr
     assert alice.groups == frozenset({"engineers", "sre"})
 
 
+async def test_person_key_is_the_primary_email_by_default(directory: Directory) -> None:
+    assert (await directory.get_user("alice")).person_key == "email:alice@elevate.example"
+
+
+async def test_employee_number_person_key_asks_for_the_enterprise_extension(
+    moto_endpoint: str,
+) -> None:
+    # moto accepts DescribeUser's Extensions but stores none: no key, so ids only
+    # (the key itself is read in tests/unit/test_person_key.py).
+    ids, org, sso = _clients(moto_endpoint)
+    asked: list[object] = []
+    ids.meta.events.register(
+        "provide-client-params.identitystore.DescribeUser",
+        lambda params, **_: asked.append(params.get("Extensions")),
+    )
+    directory = Directory(
+        identitystore=ids, organizations=org, sso_admin=sso, person_key="employee_number"
+    )
+    alice = await directory.get_user("alice")
+    assert (alice.user_name, alice.person_key) == ("alice", None)
+    assert asked == [["aws:identitystore:enterprise"]]
+
+
 async def test_resolves_the_sre_leads(directory: Directory, seeded: SeededOrganisation) -> None:
     bob = await directory.get_user("bob")
     assert bob.user_id == seeded.user_ids["bob"]

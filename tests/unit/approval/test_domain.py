@@ -65,12 +65,23 @@ SANDBOX = Account(
 )
 
 ALICE = User(user_id="u-alice", user_name="alice", email="alice@x", groups=frozenset({"sre"}))
-BOB = User(user_id="u-bob", user_name="bob", groups=frozenset({"sre-leads"}))
+BOB = User(
+    user_id="u-bob", user_name="bob", groups=frozenset({"sre-leads"}), person_key="email:bob@x"
+)
 FRANK = User(user_id="u-frank", user_name="frank", groups=frozenset({"sre-leads"}))
 GRACE = User(user_id="u-grace", user_name="grace", groups=frozenset({"sre-leads"}))
 CAROL = User(user_id="u-carol", user_name="carol", groups=frozenset({"auditors"}))
 DAVE = User(user_id="u-dave", user_name="dave", groups=frozenset({"elevate-admins"}))
 ALICE_EVERY_ROLE = replace(ALICE, groups=ALICE.groups | {"sre-leads", "auditors", "elevate-admins"})
+# alice as the directory knows her at decision time, and her second account (another
+# user name and id, the same primary email: the same person).
+ALICE_FOUND = replace(ALICE, person_key="email:alice@x")
+ALICE_SECOND = User(
+    user_id="u-alice-admin",
+    user_name="alice.admin",
+    groups=frozenset({"sre-leads"}),
+    person_key="email:alice@x",
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -141,6 +152,7 @@ class Flow:
         approver: Person | None = None,
         terms: Terms | bool | None = True,
         after: timedelta = timedelta(minutes=5),
+        requester: User | None = ALICE_FOUND,
     ) -> domain.Outcome:
         assert self.state is not None
         now = self.clock.advance(after)
@@ -156,6 +168,7 @@ class Flow:
             terms=self.terms if terms is True else (terms or None),
             policy_version=POLICY.version,
             now=now,
+            requester=requester,
         )
         votes = self.state.votes + ((out.counted,) if out.counted else ())
         self.state = replace(self.state, status=out.status, votes=votes, deadline=out.deadline)
@@ -211,9 +224,10 @@ def test_two_of_three_counts_distinct_people() -> None:
     assert isinstance(first.events[0], DecisionRecorded)
     assert first.events[0].approvals_so_far == 1
 
-    # Bob again, by the same id, by his name in other case, or via another identity
-    # that shares his name: one person counts once.
-    for again in (BOB, replace(BOB, user_name="BOB"), replace(BOB, user_id="u-bob-2")):
+    # Bob again, by the same id (whatever the name), or from his second account (another
+    # name and id, the same person key): one person counts once.
+    second = replace(BOB, user_id="u-bob-2", user_name="bob.ops")
+    for again in (BOB, replace(BOB, user_name="BOB"), second):
         repeat = flow.decide(again)
         assert repeat.status == "pending"
         assert types(repeat) == ["DecisionRefused"]
@@ -221,11 +235,11 @@ def test_two_of_three_counts_distinct_people() -> None:
         assert repeat.events[0].reason == "already_decided"
         assert repeat.counted is None
 
-    second = flow.decide(FRANK)
-    assert second.status == "approved"
-    assert types(second) == ["DecisionRecorded", "RequestApproved"]
-    assert isinstance(second.events[1], RequestApproved)
-    assert second.events[1].snapshot.approvers == ("bob", "frank")
+    other = flow.decide(FRANK)
+    assert other.status == "approved"
+    assert types(other) == ["DecisionRecorded", "RequestApproved"]
+    assert isinstance(other.events[1], RequestApproved)
+    assert other.events[1].snapshot.approvers == ("bob", "frank")
 
     late = flow.decide(GRACE)
     assert types(late) == ["DecisionRefused"]
@@ -260,16 +274,11 @@ SELF = [
     pytest.param(
         replace(ALICE_EVERY_ROLE, user_name="alice-2"), None, id="same-user-id-other-name"
     ),
-    pytest.param(replace(ALICE_EVERY_ROLE, user_id="u-other"), None, id="same-name-other-id"),
+    pytest.param(ALICE_SECOND, None, id="second-account-same-person-key"),
     pytest.param(
         BOB,
         Person(user_name="bob", user_id="u-alice"),
         id="event-carries-requester-id-under-an-approver-name",
-    ),
-    pytest.param(
-        BOB,
-        Person(user_name="Alice", user_id="u-bob"),
-        id="event-carries-requester-name-under-an-approver-id",
     ),
 ]
 
@@ -288,6 +297,29 @@ def test_nobody_decides_their_own_request(
     assert out.counted is None
     assert out.deadline == T0 + timedelta(hours=4)  # still pending, timer kept
     assert [(e.outcome, e.reason) for e in out.log] == [("refused", "requester")]
+
+
+@pytest.mark.parametrize(
+    ("requester", "decider"),
+    [
+        pytest.param(ALICE, ALICE_SECOND, id="requester-key-unknown-ids-only"),
+        pytest.param(
+            replace(ALICE_FOUND, user_id="u-new-alice"),
+            ALICE_SECOND,
+            id="requester-name-now-someone-else",
+        ),
+        pytest.param(
+            ALICE_FOUND,
+            replace(ALICE_EVERY_ROLE, user_id="u-ALICE", user_name="ALICE", email=None),
+            id="name-differing-only-by-case-is-someone-else",
+        ),
+    ],
+)
+def test_other_people_count(requester: User, decider: User) -> None:
+    # Without the same id or the same known person key, a decider is someone else.
+    flow, _ = Flow.submitted("AdministratorAccess")
+    out = flow.decide(decider, requester=requester)
+    assert types(out) == ["DecisionRecorded", "RequestApproved"]
 
 
 @pytest.mark.parametrize(
@@ -323,9 +355,13 @@ def test_unknown_decider_and_identity_mismatch_are_refused() -> None:
     unknown = flow.decide(None, approver=person(BOB))
     assert isinstance(unknown.events[0], DecisionRefused)
     assert unknown.events[0].reason == "not_an_approver"
-    mismatch = flow.decide(BOB, approver=Person(user_name="bob", user_id="u-impostor"))
-    assert isinstance(mismatch.events[0], DecisionRefused)
-    assert mismatch.events[0].reason == "not_an_approver"
+    for claimed in (
+        Person(user_name="bob", user_id="u-impostor"),
+        Person(user_name="Alice", user_id="u-bob"),  # names compare exactly
+    ):
+        mismatch = flow.decide(BOB, approver=claimed)
+        assert isinstance(mismatch.events[0], DecisionRefused)
+        assert mismatch.events[0].reason == "not_an_approver"
     assert flow.state is not None
     assert flow.state.status == "pending"
 

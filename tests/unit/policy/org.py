@@ -52,6 +52,8 @@ USERS: dict[str, User] = {
     "carol": _user("carol", "auditors"),
     "dave": _user("dave", "elevate-admins"),
     "mallory": _user("mallory"),
+    # Another user whose name differs from mallory's only by case: somebody else.
+    "MALLORY": _user("MALLORY"),
     "oscar": _user("oscar", user_id="u-oscar-id"),
     # bob in two roles at once: a lead who may also request as sre.
     "bob-sre": _user("bob", "sre-leads", "sre", user_id="id-bob"),
@@ -98,7 +100,7 @@ eligibility:
     ticket_required: true
     ticket_pattern: "OPS-.*"
   - name: named-users
-    principals: {users: [Mallory, u-oscar-id]}
+    principals: {users: [mallory, u-oscar-id]}
     accounts: [{id: "222222222222"}]
     permission_sets: [PowerUserAccess]
     max_duration: 2h

@@ -1,4 +1,5 @@
-"""Who may decide, and how decisions add up: self-approval in every shape, N-of-M."""
+"""Who may decide, and how decisions add up: self-approval in every shape (one person
+with two accounts included), N-of-M distinct people."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from elevate_core.policy import (
     ApprovalRule,
     Requester,
     Vote,
+    is_same_person,
     may_decide,
     pending_deadline,
     tally,
@@ -36,6 +38,51 @@ BOB = USERS["bob"]
 ALICE_ALL_ROLES = replace(
     ALICE, groups=ALICE.groups | {"sre-leads", "elevate-admins", "auditors", "security"}
 )
+# The person key the directory fills in (ELEVATE_PERSON_KEY=email) for alice's accounts.
+ALICE_KEY = "email:alice@example.com"
+ALICE_KEYED = replace(ALICE, person_key=ALICE_KEY)
+# alice's second account: another user name and user id, the same primary email.
+ALICE_SECOND = User(
+    "id-alice-admin", "alice.admin", groups=frozenset({"sre-leads"}), person_key=ALICE_KEY
+)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        pytest.param(ALICE, ALICE, True, id="same-account"),
+        pytest.param(ALICE, replace(ALICE, user_name="alice-renamed"), True, id="same-id"),
+        pytest.param(ALICE_KEYED, ALICE_SECOND, True, id="second-account-same-key"),
+        pytest.param(ALICE, ALICE_SECOND, False, id="key-unknown-ids-only"),
+        pytest.param(
+            ALICE_SECOND,
+            replace(ALICE_SECOND, person_key=None, user_id="x"),
+            False,
+            id="other-id-one-key-missing",
+        ),
+        pytest.param(
+            ALICE,
+            replace(ALICE, user_id="id-ALICE", user_name="ALICE"),
+            False,
+            id="name-differing-only-by-case",
+        ),
+        pytest.param(
+            Requester("sam", "id-sam"),
+            Requester("\u017fam", "id-long-s"),
+            False,
+            id="long-s-is-not-s",
+        ),
+        pytest.param(
+            replace(BOB, person_key="email:bob@example.com"),
+            replace(ALICE_SECOND, person_key="employee_number:bob@example.com"),
+            False,
+            id="keys-of-different-kinds",
+        ),
+    ],
+)
+def test_is_same_person(a: User | Requester, b: User | Requester, same: bool) -> None:
+    assert is_same_person(a, b) is same
+    assert is_same_person(b, a) is same
 
 
 @pytest.mark.parametrize(
@@ -70,9 +117,25 @@ ALICE_ALL_ROLES = replace(
             Requester("ALICE", "other-id"),
             ALICE_ALL_ROLES,
             ONE,
+            True,
+            "member of approver group 'sre-leads'",
+            id="name-differing-only-by-case-is-someone-else",
+        ),
+        pytest.param(
+            Requester("alice", "id-alice", ALICE_KEY),
+            ALICE_SECOND,
+            ONE,
             False,
             "own request",
-            id="same-name-other-case-other-id",
+            id="second-account-of-the-requester",
+        ),
+        pytest.param(
+            Requester("alice", "id-alice"),
+            ALICE_SECOND,
+            ONE,
+            True,
+            "member of approver group 'sre-leads'",
+            id="requester-key-unknown-compares-ids-only",
         ),
         pytest.param(
             Requester("alice-renamed", "id-alice"),
@@ -141,6 +204,10 @@ def _vote(user: User, approve: bool, minutes: int) -> Vote:
 
 FRANK, GRACE = USERS["frank"], USERS["grace"]
 FRANK_OTHER_ID = replace(FRANK, user_id="id-frank-2", user_name="Frank")
+FRANK_KEYED = replace(FRANK, person_key="employee_number:e-17")
+FRANK_SECOND = User(
+    "id-frank-ops", "frank.ops", groups=frozenset({"security"}), person_key="employee_number:e-17"
+)
 
 
 @pytest.mark.parametrize(
@@ -169,10 +236,28 @@ FRANK_OTHER_ID = replace(FRANK, user_id="id-frank-2", user_name="Frank")
             TWO,
             ALICE,
             [_vote(FRANK, True, 1), _vote(FRANK_OTHER_ID, True, 2)],
+            "approved",
+            ("frank", "Frank"),
+            (),
+            id="name-differing-only-by-case-is-another-person",
+        ),
+        pytest.param(
+            TWO,
+            ALICE,
+            [_vote(FRANK_KEYED, True, 1), _vote(FRANK_SECOND, True, 2), _vote(BOB, True, 3)],
+            "approved",
+            ("frank", "bob"),
+            ("frank.ops",),
+            id="second-account-of-an-approver-counts-once",
+        ),
+        pytest.param(
+            TWO,
+            ALICE_KEYED,
+            [_vote(ALICE_SECOND, True, 1), _vote(BOB, True, 2)],
             "pending",
-            ("frank",),
-            ("Frank",),
-            id="same-name-other-case-counts-once",
+            ("bob",),
+            ("alice.admin",),
+            id="second-account-of-the-requester-never-counts",
         ),
         pytest.param(
             TWO,
@@ -242,7 +327,7 @@ FRANK_OTHER_ID = replace(FRANK, user_id="id-frank-2", user_name="Frank")
 )
 def test_tally(
     rule: ApprovalRule,
-    requester: User,
+    requester: User | Requester,
     votes: list[Vote],
     status: str,
     approvers: tuple[str, ...],
@@ -293,4 +378,20 @@ def test_refused_votes_say_why_first_reason_wins() -> None:
     assert expired.refused == (
         ("dave", "the pending timeout has passed"),
         ("bob", "the pending timeout has passed"),
+    )
+
+
+def test_second_accounts_are_refused_for_who_they_are() -> None:
+    # alice's second account is alice (her own request); frank's is frank (already voted)
+    votes = [
+        _vote(ALICE_SECOND, True, 1),
+        _vote(FRANK_KEYED, True, 2),
+        _vote(FRANK_SECOND, True, 3),
+    ]
+    result = tally(TWO, ALICE_KEYED, votes, submitted_at=CLOCK_START, now=CLOCK_START)
+    assert result.status == "pending"
+    assert result.approvers == ("frank",)
+    assert result.refused == (
+        ("alice.admin", "nobody may decide their own request"),
+        ("frank.ops", "already decided this request"),
     )

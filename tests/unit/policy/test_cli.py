@@ -310,3 +310,26 @@ def test_usage_errors_exit_2() -> None:
         run("policy", "explain", str(EXAMPLE))
     assert exc.value.code == 2
     assert run()[0] == 2
+
+
+NAMED_USERS = """\
+schema_version: 1
+auditor_groups: [auditors]
+approval_rules:
+  - {name: auto, auto_approve: true}
+eligibility:
+  - {name: r, principals: {users: [sam]}, accounts: ["*"], permission_sets: [X],
+     max_duration: 1h, approval: auto}
+"""
+
+
+def test_check_warns_that_users_are_not_resolved_offline(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(NAMED_USERS)
+    code, out, err = run("policy", "check", str(path), "--strict")
+    assert code == 0  # naming a user is fine; only it cannot be checked without AWS
+    assert (
+        f"{path}:6: warning: eligibility[0].principals.users[0]: user 'sam' is not checked "
+        "offline: a service resolves it to an Identity Store user id"
+    ) in err
+    assert "0 warning(s)" in out

@@ -28,7 +28,7 @@ POLICY = eval_policy()
             "PowerUserAccess",
             False,
             "named-users",
-            "applies to mallory via user Mallory",
+            "applies to mallory via user mallory",
             id="user-principal",
         ),
         pytest.param(
@@ -37,8 +37,17 @@ POLICY = eval_policy()
             "PowerUserAccess",
             False,
             "named-users",
-            "erin is not among users [Mallory, u-oscar-id] (their groups: engineers)",
+            "erin is not among users [mallory, u-oscar-id] (their groups: engineers)",
             id="user-principal-miss",
+        ),
+        pytest.param(
+            "MALLORY",
+            "data-prod",
+            "PowerUserAccess",
+            False,
+            "named-users",
+            "MALLORY is not among users [mallory, u-oscar-id]",
+            id="user-principal-name-differing-by-case",
         ),
         pytest.param(
             "carol",

@@ -222,7 +222,7 @@ approval_rules:
     approver_groups: [sre-leads, security]
     required_approvals: {n}
 eligibility:
-  - {{name: a, principals: {{groups: [sre], users: [Zed]}}, accounts: ["*"],
+  - {{name: a, principals: {{groups: [sre], users: [zed]}}, accounts: ["*"],
      permission_sets: [X], max_duration: 1h, approval: two-leads}}
 """
 
@@ -236,9 +236,12 @@ eligibility:
         ),
         pytest.param(
             3,
-            {"sre-leads": ["bob", "frank"], "security": ["Bob"]},
+            {"sre-leads": ["bob", "frank"], "security": ["bob"]},
             "have only 2 distinct member(s)",
             id="same-person-in-two-groups",
+        ),
+        pytest.param(
+            3, {"sre-leads": ["bob", "frank"], "security": ["Bob"]}, None, id="Bob-is-not-bob"
         ),
         pytest.param(
             4,

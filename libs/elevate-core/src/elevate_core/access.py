@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -14,8 +15,9 @@ from prometheus_client import Gauge
 from elevate_core.directory.aws import Directory
 from elevate_core.directory.errors import DirectoryError
 from elevate_core.policy import Evaluator, Policy, PolicyWatcher
+from elevate_core.policy.resolve import resolve_users
 from elevate_core.policy.semantics import reachability_warnings
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 
 log = logging.getLogger(__name__)
 REACHABILITY_RECHECK_SECONDS = 600.0
@@ -26,22 +28,44 @@ UNREACHABLE_RULES = Gauge(
 )
 
 
+def policy_resolver(
+    directory: Directory, *, warn_account_names: bool = True
+) -> Callable[[Policy], Policy]:
+    """For PolicyWatcher(resolve=): each new policy version's `users:` and account names
+    as ids (and, outside dev, a warning for each account selected by its mutable name)."""
+    return lambda policy: resolve_users(
+        policy,
+        directory.user_id_blocking,
+        directory.account_ids_blocking,
+        warn_account_names=warn_account_names,
+    )
+
+
 class AccessControl:
     """Workers (`run`/`stop`) that keep the policy and directory fresh, plus the index."""
 
     def __init__(self, watcher: PolicyWatcher, directory: Directory) -> None:
+        if watcher.resolve is None:  # policy users are the user ids they name at load
+            watcher.resolve = policy_resolver(directory)
         self.watcher = watcher
         self.directory = directory
         self._stopping = asyncio.Event()
-        self._index: tuple[str, float, Evaluator] | None = None
+        # Keyed by the policy object: a version resolved after start is a new object.
+        self._index: tuple[Policy, float, Evaluator] | None = None
         self._checked_version: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessControl:
         directory = Directory.from_region(
-            region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            person_key=settings.person_key,
         )
-        return cls(PolicyWatcher(Path(settings.policy_file)), directory)
+        watcher = PolicyWatcher(Path(settings.policy_file))
+        watcher.resolve = policy_resolver(
+            directory, warn_account_names=settings.mode is not Mode.DEV
+        )
+        return cls(watcher, directory)
 
     @property
     def policy(self) -> Policy:
@@ -56,10 +80,10 @@ class AccessControl:
         policy = self.watcher.policy
         snapshot = await self.directory.org()
         cached = self._index
-        if cached is not None and cached[0] == policy.version and cached[1] == snapshot.fetched_at:
+        if cached is not None and cached[0] is policy and cached[1] == snapshot.fetched_at:
             return cached[2]
         evaluator = Evaluator(policy, snapshot.accounts.values())
-        self._index = (policy.version, snapshot.fetched_at, evaluator)
+        self._index = (policy, snapshot.fetched_at, evaluator)
         return evaluator
 
     async def check_reachability(self) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from elevate_core.policy import (
     load_policy,
 )
 from elevate_core.policy.loader import GroupMembers, read_policy_bytes
+from elevate_core.policy.resolve import offline_user_warnings
 from elevate_core.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
@@ -88,6 +89,9 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"{path}: INVALID ({len(result.warnings)} warning(s) with --strict)", file=err)
             status = 1
             continue
+        # Not counted for --strict: naming users is fine, only offline it cannot be checked.
+        for issue in offline_user_warnings(result.policy):
+            print(str(issue), file=err)
         doc = result.policy.document
         print(
             f"{path}: OK (version {result.version}: {len(doc.eligibility)} eligibility "

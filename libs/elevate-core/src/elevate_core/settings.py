@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from elevate_core.directory.models import PersonKey
 from elevate_core.errors import ConfigurationError
 from elevate_core.events.signing import Signer, Verifier, signed_topics_of
 from elevate_core.kafka.security import (
@@ -109,6 +110,9 @@ class Settings(BaseSettings):
     oidc_user_claim: str = "sub"
     oidc_user_attribute: UserAttribute = "externalId"
     oidc_external_id_issuer: str = ""
+    # Which Identity Store attribute says two accounts are one person (separation of
+    # duties: nobody approves their own request, nor counts twice towards N-of-M).
+    person_key: PersonKey = "email"
     policy_file: Path = Path("deploy/local/policy.yaml")
     # How far after its submission a request may start: request-api refuses later starts,
     # approval and grant-worker re-check it (elevate_core.recheck), so all read this one.

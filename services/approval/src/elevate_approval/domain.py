@@ -35,6 +35,7 @@ from elevate_core.events.models import (
     RequestSnapshot,
 )
 from elevate_core.policy import Terms, Vote, is_same_person, may_decide, pending_deadline, tally
+from elevate_core.policy.approvals import Requester
 from elevate_core.policy.reasons import Reason
 from elevate_core.policy.recheck import Refusal
 
@@ -66,6 +67,8 @@ class LogEntry:
     reason: str | None = None
     detail: str | None = None
     comment: str | None = None
+    # A counted decider's person key: later decisions from their other accounts are theirs.
+    actor_person_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,14 @@ class Outcome:
 
 def person_of(user: User, email: str | None = None) -> Person:
     return Person(user_name=user.user_name, user_id=user.user_id, email=user.email or email)
+
+
+def requester_of(state: RequestState, found: User | None) -> Requester:
+    """The request's requester with the person key the directory has for them now; a
+    user found under their name with another id is someone else (no key: ids only)."""
+    snap = state.details.requester
+    key = found.person_key if found is not None and found.user_id == snap.user_id else None
+    return Requester(snap.user_name, snap.user_id, key)
 
 
 def snapshot_of(
@@ -270,10 +281,12 @@ def decide(
     policy_version: str,
     now: datetime,
     refusal: Refusal | None = None,
+    requester: User | None = None,
 ) -> Outcome:
     """Apply one human decision at its own time `now`; `terms` are the request's terms
     under the policy in force now (None: it fails the re-check now, for the reason
-    `refusal` gives; no refusal: the requester is no longer eligible)."""
+    `refusal` gives; no refusal: the requester is no longer eligible). `requester` is the
+    requester as the directory knows them now (None: unknown; compared by user id only)."""
     groups = tuple(sorted(decision.decider.groups)) if decision.decider else ()
 
     def refuse(reason: RefusalReason, detail: str) -> Outcome:
@@ -290,9 +303,10 @@ def decide(
     if state.status != "pending":
         return refuse("request_final", f"the request is already {state.status}")
     # Nobody decides their own request, whatever the event or the directory say.
-    requester = state.details.requester
-    if is_same_person(requester, decision.approver) or (
-        decision.decider is not None and is_same_person(requester, decision.decider)
+    who = requester_of(state, requester)
+    claimed = Requester(decision.approver.user_name, decision.approver.user_id)
+    if is_same_person(who, claimed) or (
+        decision.decider is not None and is_same_person(who, decision.decider)
     ):
         return refuse("requester", "nobody may decide their own request")
     settled = _settled_by_terms(state, decision, (terms, refusal), policy_version, now, refuse)
@@ -300,11 +314,11 @@ def decide(
         return settled
     assert terms is not None  # _settled_by_terms settles a request without terms
     deadline = pending_deadline(terms.approval, state.submitted_at)
-    reason = _not_counted(state, decision, terms)
+    reason = _not_counted(who, state, decision, terms)
     if reason is not None:
         return replace(refuse(*reason), deadline=deadline)
     assert decision.decider is not None  # _not_counted refuses an unknown decider
-    return _count(state, decision, decision.decider, terms, groups, deadline, now)
+    return _count(who, state, decision, decision.decider, terms, groups, deadline, now)
 
 
 def _settled_by_terms(
@@ -362,17 +376,15 @@ def _settled_by_terms(
 
 
 def _not_counted(
-    state: RequestState, decision: Decision, terms: Terms
+    requester: Requester, state: RequestState, decision: Decision, terms: Terms
 ) -> tuple[RefusalReason, str] | None:
     """Why this decision does not count (None: it counts)."""
     decider, approver = decision.decider, decision.approver
     if decider is None:
         return "not_an_approver", "unknown to the Identity Store"
-    if decider.user_id != approver.user_id or (
-        decider.user_name.casefold() != approver.user_name.casefold()
-    ):
+    if (decider.user_id, decider.user_name) != (approver.user_id, approver.user_name):
         return "not_an_approver", "the approver's identity does not match the directory"
-    check = may_decide(terms.approval, requester=state.details.requester, decider=decider)
+    check = may_decide(terms.approval, requester=requester, decider=decider)
     if not check:
         return "not_an_approver", check.reason
     if any(is_same_person(v.decider, decider) for v in state.votes):
@@ -380,7 +392,17 @@ def _not_counted(
     return None
 
 
+def _counted_entry(
+    decision: Decision, person: Person, groups: tuple[str, ...], key: str | None
+) -> LogEntry:
+    # The person key is kept so the decider's other accounts count as them later.
+    return LogEntry(
+        decision.action, "counted", person, groups, comment=decision.comment, actor_person_key=key
+    )
+
+
 def _count(
+    requester: Requester,
     state: RequestState,
     decision: Decision,
     decider: User,
@@ -393,7 +415,7 @@ def _count(
     details, rule, action = state.details, terms.approval, decision.action
     vote = Vote(decider=decider, approve=decision.approve, at=now)
     votes = (*state.votes, vote)
-    counted = tally(rule, details.requester, votes, submitted_at=state.submitted_at, now=now)
+    counted = tally(rule, requester, votes, submitted_at=state.submitted_at, now=now)
     person = person_of(decider, decision.approver.email)
     recorded = DecisionRecorded(
         request_id=details.request_id,
@@ -403,7 +425,7 @@ def _count(
         approvals_so_far=len(counted.approvers),
         required_approvals=rule.required_approvals,
     )
-    entry = LogEntry(action, "counted", person, groups, comment=decision.comment)
+    entry = _counted_entry(decision, person, groups, decider.person_key)
     base = Outcome(
         "pending",
         events=(recorded,),

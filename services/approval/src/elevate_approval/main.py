@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from elevate_core.access import AccessControl
+from elevate_core.access import AccessControl, policy_resolver
 from elevate_core.app import (
     ServiceContext,
     ServiceSpec,
@@ -29,7 +29,7 @@ from elevate_core.directory.aws import Directory
 from elevate_core.events.topics import Topics
 from elevate_core.policy import PolicyWatcher
 from elevate_core.progress import CaughtUpGate, TopicProgress
-from elevate_core.settings import Settings
+from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 
 from elevate_approval import consumers, metrics, service, timers
@@ -102,13 +102,19 @@ def build(
     settings = ctx.settings
     clock = clock or SystemClock()
     watcher = PolicyWatcher(settings.policy_file, interval=_own(settings, "policy_poll_seconds"))
-    watcher.load()
     if directory is None:
-        # Lazy: nothing calls AWS until a request needs it, so an unreachable
-        # directory never stops the service from starting.
+        # Lazy: nothing calls AWS until a request needs it (or the policy names users:
+        # they are resolved to ids before it goes into force).
         directory = Directory.from_region(
-            region=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            person_key=settings.person_key,
         )
+    if isinstance(directory, Directory):
+        watcher.resolve = policy_resolver(
+            directory, warn_account_names=settings.mode is not Mode.DEV
+        )
+    watcher.load()
     progress = TopicProgress(
         kafka=settings.kafka,
         topic=settings.topic(Topics.REQUESTS),

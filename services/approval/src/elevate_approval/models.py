@@ -64,6 +64,8 @@ class DecisionLogEntry(Base):
     actor_user_name: Mapped[str] = mapped_column(String(128))
     actor_user_id: Mapped[str] = mapped_column(String(128))
     actor_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # A counted decider's person key (elevate_core.policy.approvals): one vote per person.
+    actor_person_key: Mapped[str | None] = mapped_column(String(320))
     outcome: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)

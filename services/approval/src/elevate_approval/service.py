@@ -30,8 +30,8 @@ from elevate_core.events.models import (
 )
 from elevate_core.outbox import Outbox
 from elevate_core.policy import Policy, Terms, pending_deadline
-from elevate_core.policy.recheck import Limits, Refusal, RequestFacts
-from elevate_core.recheck import DirectoryUnavailableError, RecheckDirectory, recheck, report
+from elevate_core.policy.recheck import Limits, Refusal, RequestFacts, judge
+from elevate_core.recheck import DirectoryUnavailableError, RecheckDirectory, look_up, report
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -102,21 +102,19 @@ async def _recheck(
     policy: Policy,
     *,
     submitted_at: datetime,
-) -> tuple[Terms | None, Refusal | None]:
+) -> tuple[Terms | None, Refusal | None, User | None]:
     """The request re-checked under `policy` with the requester's groups, the account's
     place in the organisation and the permission set as they are now: its terms, or why
-    it may not be approved (reported — log and alert metric — once this commits)."""
-    verdict = await recheck(
-        RequestFacts.of(details, submitted_at=submitted_at),
-        policy=policy,
-        directory=deps.directory,
-        limits=Limits(horizon=deps.horizon),
-    )
+    it may not be approved (reported — log and alert metric — once this commits); and the
+    requester as the directory knows them now (their person key: separation of duties)."""
+    facts = RequestFacts.of(details, submitted_at=submitted_at)
+    found = await look_up(deps.directory, facts)
+    verdict = judge(facts, found, policy=policy, limits=Limits(horizon=deps.horizon))
     if isinstance(verdict, Terms):
-        return verdict, None
+        return verdict, None, found.user
     refusal, rid = verdict, str(details.request_id)
     metrics.after_commit(session, lambda: report(refusal, service="approval", request_id=rid))
-    return None, refusal
+    return None, refusal, found.user
 
 
 async def _policy(deps: Deps, cause_version: str | None) -> tuple[Policy, DecidedUnder]:
@@ -160,7 +158,7 @@ async def submit(
         return
     details = RequestDetails.model_validate(event.model_dump())
     policy, under = await _policy(deps, details.policy_version)
-    terms, refusal = await _recheck(session, deps, details, policy, submitted_at=at)
+    terms, refusal, _ = await _recheck(session, deps, details, policy, submitted_at=at)
     row = ApprovalRequest(
         request_id=rid,
         details=details.model_dump(mode="json"),
@@ -219,11 +217,12 @@ async def decide(
         return
     state = await store.state_of(session, row)
     decider: User | None = None
+    requester: User | None = None
     terms: Terms | None = None
     refusal: Refusal | None = None
     if state.status == "pending":
         decider = await _fresh_user(deps.directory, event.approver.user_name)
-        terms, refusal = await _recheck(
+        terms, refusal, requester = await _recheck(
             session, deps, state.details, policy, submitted_at=state.submitted_at
         )
     outcome = domain.decide(
@@ -234,6 +233,7 @@ async def decide(
             approve=event.decision == "approve",
             comment=event.comment,
         ),
+        requester=requester,
         terms=terms,
         refusal=refusal,
         policy_version=policy.version,

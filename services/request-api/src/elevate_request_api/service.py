@@ -21,6 +21,7 @@ from elevate_core.directory.errors import (
     AccountNotFoundError,
     DirectoryError,
     PermissionSetNotFoundError,
+    UserNotFoundError,
 )
 from elevate_core.directory.models import Account, PermissionSet, User
 from elevate_core.events.base import Event
@@ -261,9 +262,9 @@ def roles(policy: Policy, user: User) -> list[Literal["requester", "approver", "
 
 
 def may_view(policy: Policy, user: User, row: AccessRequest) -> bool:
+    # The requester is their user id: a name differing only by case is someone else.
     return (
-        row.requester_user_name.casefold() == user.user_name.casefold()
-        or row.requester_user_id == user.user_id
+        row.requester_user_id == user.user_id
         or bool(set(row.approver_groups) & user.groups)
         or user.user_name in row.approvers
         or policy.is_auditor(user)
@@ -305,6 +306,21 @@ async def cancel(
     return await _publish(session, state, event, request_id=row.id, now=now)
 
 
+async def _requester(state: ApiState, row: AccessRequest) -> Requester:
+    """The row's requester with the person key the directory has for them now, so their
+    other accounts cannot decide for them; unknown, or the name now someone else's: no
+    key (compared by user id only)."""
+    try:
+        found = await state.access.directory.get_user(row.requester_user_name)
+    except UserNotFoundError:
+        found = None
+    except DirectoryError as exc:
+        raise DirectoryUnavailableError("the AWS directory is unavailable; try again") from exc
+    same = found is not None and found.user_id == row.requester_user_id
+    key = found.person_key if found is not None and same else None
+    return Requester(row.requester_user_name, row.requester_user_id, key)
+
+
 async def decide(
     *,
     session: AsyncSession,
@@ -320,7 +336,7 @@ async def decide(
     row = await load_visible(
         session=session, state=state, user=user, request_id=request_id, for_update=True
     )
-    requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
+    requester = await _requester(state, row)
     policy = state.access.policy
     rule = policy.approval_rules.get(row.approval_rule)
     if rule is None:
@@ -432,7 +448,6 @@ async def approvals(*, session: AsyncSession, state: ApiState, user: User) -> li
         rule = policy.approval_rules.get(row.approval_rule)
         if rule is None:
             continue
-        requester = Requester(user_name=row.requester_user_name, user_id=row.requester_user_id)
-        if may_decide(rule, requester=requester, decider=user):
+        if may_decide(rule, requester=await _requester(state, row), decider=user):
             out.append(row)
     return out

@@ -30,8 +30,8 @@ import boto3
 from botocore.config import Config
 
 from elevate_core.directory.errors import DirectoryError, PermissionSetNotFoundError, call_aws
-from elevate_core.directory.identity import UserCache, UserKey, read_group_members
-from elevate_core.directory.models import Account, PermissionSet, User
+from elevate_core.directory.identity import UserCache, UserKey, read_group_members, read_user_id
+from elevate_core.directory.models import Account, PermissionSet, PersonKey, User
 from elevate_core.directory.org import OrgSnapshot, load_org_snapshot
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Directory:
         refresh_interval: float = 120.0,
         max_cached_users: int = 10_000,
         clock: Clock = time.monotonic,
+        person_key: PersonKey = "email",
     ) -> None:
         self._org = organizations
         self._sso = sso_admin
@@ -90,6 +91,7 @@ class Directory:
             negative_ttl=negative_user_ttl,
             group_ttl=group_ttl,
             max_users=max_cached_users,
+            person_key=person_key,
         )
         self._snapshot: OrgSnapshot | None = None
         self._org_lock = asyncio.Lock()
@@ -217,6 +219,27 @@ class Directory:
         return await call_aws(
             "Identity Store group listing", lambda: read_group_members(self._ids, store, names)
         )
+
+    def user_id_blocking(self, entry: str) -> str | None:
+        """The user id a policy `users:` entry (user name or id) names now; blocking, for
+        the policy watcher's thread (policy.resolve). An Identity Store that cannot answer
+        raises (boto3's errors): the watcher tries again at its next poll."""
+        store = self._identity_store_id
+        if store is None:
+            instances = self._sso.list_instances()["Instances"]
+            if not instances:
+                raise DirectoryError("no IAM Identity Center instance", retryable=False)
+            store = instances[0]["IdentityStoreId"]
+        return read_user_id(self._ids, store, entry)
+
+    def account_ids_blocking(self) -> dict[str, frozenset[str]]:
+        """Account name → ids of the accounts so named, read now; blocking, for the policy
+        watcher's thread (policy.resolve)."""
+        snapshot = load_org_snapshot(self._org, fetched_at=self._clock())
+        names: dict[str, set[str]] = {}
+        for account in snapshot.accounts.values():
+            names.setdefault(account.name, set()).add(account.id)
+        return {name: frozenset(ids) for name, ids in names.items()}
 
     def invalidate_user(self, user_name: str) -> None:
         self._users.invalidate(user_name)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from elevate_core.directory.errors import UserNotFoundError, call_aws, error_code
-from elevate_core.directory.models import User
+from elevate_core.directory.models import PersonKey, User
 
 if TYPE_CHECKING:
     from mypy_boto3_identitystore import IdentityStoreClient
@@ -33,6 +33,7 @@ def _unique_attribute(path: str, value: str) -> AlternateIdentifierTypeDef:
 
 
 EXTERNAL_ID = "externalId"
+ENTERPRISE = "aws:identitystore:enterprise"  # DescribeUser's extension with employeeNumber
 UNIQUE_ATTRIBUTES = frozenset({"userName", "emails.value"})  # GetUserId's only valid paths
 
 
@@ -69,6 +70,27 @@ class UserKey:
         return f"{self.attribute} {self.value!r}"
 
 
+def _primary_email(described: Mapping[str, Any]) -> str | None:
+    emails = described.get("Emails", [])
+    primary = next((e for e in emails if e.get("Primary")), emails[0] if emails else None)
+    value = primary.get("Value") if primary else None
+    return value if isinstance(value, str) else None
+
+
+def person_key_of(described: Mapping[str, Any], kind: PersonKey) -> str | None:
+    """The tagged person key of a DescribeUser answer ("email:ann@example.com"), or None
+    when the user has no such attribute (then only the user id identifies them)."""
+    if kind == "employee_number":
+        extension = (described.get("Extensions") or {}).get(ENTERPRISE)
+        value = extension.get("employeeNumber") if isinstance(extension, Mapping) else None
+    else:
+        value = _primary_email(described)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    # Lower-cased: treating two accounts as one person only ever refuses a decision.
+    return f"{kind}:{value.strip().lower()}"
+
+
 @dataclass(frozen=True, slots=True)
 class _UserRecord:
     user_id: str
@@ -76,6 +98,7 @@ class _UserRecord:
     email: str | None
     display_name: str | None
     group_ids: tuple[str, ...]
+    person_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +118,10 @@ class UserCache:
         negative_ttl: float,
         group_ttl: float,
         max_users: int,
+        person_key: PersonKey = "email",
     ) -> None:
         self._client = client
+        self._person_key: PersonKey = person_key
         self._store_id = identity_store_id
         self._clock = clock
         self._user_ttl = user_ttl
@@ -151,6 +176,7 @@ class UserCache:
                 email=record.email,
                 display_name=record.display_name,
                 groups=frozenset(groups),
+                person_key=record.person_key,
             )
         entry = _Entry(user=user, fetched_at=self._clock())
         self._entries.pop(key, None)  # re-insert: oldest first, for eviction
@@ -164,7 +190,7 @@ class UserCache:
             user_id = self._client.get_user_id(
                 IdentityStoreId=store_id, AlternateIdentifier=key.alternate_identifier()
             )["UserId"]
-            described = self._client.describe_user(IdentityStoreId=store_id, UserId=user_id)
+            described = self._describe(store_id, user_id)
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
                 return None
@@ -173,8 +199,6 @@ class UserCache:
         if not user_name or not key.matches(described):
             # A user who does not carry the key they were found by is nobody's identity.
             return None
-        emails = described.get("Emails", [])
-        primary = next((e for e in emails if e.get("Primary")), emails[0] if emails else None)
         pager = self._client.get_paginator("list_group_memberships_for_member")
         group_ids = tuple(
             membership["GroupId"]
@@ -185,10 +209,18 @@ class UserCache:
         return _UserRecord(
             user_id=user_id,
             user_name=user_name,
-            email=primary.get("Value") if primary else None,
+            email=_primary_email(described),
             display_name=described.get("DisplayName"),
             group_ids=group_ids,
+            person_key=person_key_of(described, self._person_key),
         )
+
+    def _describe(self, store_id: str, user_id: str) -> Mapping[str, Any]:
+        if self._person_key == "employee_number":  # only then: not every store has it
+            return self._client.describe_user(
+                IdentityStoreId=store_id, UserId=user_id, Extensions=[ENTERPRISE]
+            )
+        return self._client.describe_user(IdentityStoreId=store_id, UserId=user_id)
 
     async def _group_display_names(self, store_id: str, group_ids: Iterable[str]) -> list[str]:
         now = self._clock()
@@ -221,6 +253,27 @@ class UserCache:
                 raise
             names[gid] = group.get("DisplayName", gid)
         return names
+
+
+def read_user_id(client: IdentityStoreClient, store_id: str, entry: str) -> str | None:
+    """The user id of the user whose user name is exactly `entry`, else of the user whose
+    id it is; None: neither (blocking)."""
+    try:
+        user_id = client.get_user_id(
+            IdentityStoreId=store_id, AlternateIdentifier=_unique_attribute("userName", entry)
+        )["UserId"]
+        if client.describe_user(IdentityStoreId=store_id, UserId=user_id).get("UserName") == entry:
+            return user_id
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+    try:
+        client.describe_user(IdentityStoreId=store_id, UserId=entry)
+    except ClientError as error:
+        if error_code(error) in ("ResourceNotFoundException", "ValidationException"):
+            return None
+        raise
+    return entry
 
 
 def read_group_members(

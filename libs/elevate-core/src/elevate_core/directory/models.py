@@ -6,6 +6,10 @@ Policy evaluation is pure; it receives these values and never calls AWS itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+#: The Identity Store attribute that says two accounts are one person.
+PersonKey = Literal["email", "employee_number"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,10 @@ class User:
     display_name: str | None = None
     # Group display names, as policy files name them.
     groups: frozenset[str] = field(default_factory=frozenset)
+    # Who the person is across their accounts (ELEVATE_PERSON_KEY: primary email or
+    # employee number, tagged, e.g. "email:ann@example.com"); None: not known, and then
+    # only the user id tells two accounts apart (elevate_core.policy.approvals).
+    person_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

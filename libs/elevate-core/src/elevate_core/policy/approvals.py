@@ -1,8 +1,12 @@
 """Who may decide a request, and how decisions add up (N-of-M distinct people).
 
-Nobody decides their own request, by any path: a decider whose Identity Store user
-id equals the requester's, or whose user name equals it ignoring case, is refused
-whatever groups they are in (approver, admin, auditor — all at once or not).
+One "same person" rule (`is_same_person`) decides both: two accounts are one person when
+they have the same Identity Store user id, or the same person key (ELEVATE_PERSON_KEY:
+primary email by default, or employee number). Nobody decides their own request from any
+of their accounts, whatever groups they are in, and a person counts once however many
+accounts they vote from. User names never decide: they are mutable, and two names that
+differ only by case are two users. A person without a known key is compared by user id
+only — the directory did not say who else they are, so nothing more can be refused.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from elevate_core.policy.schema import ApprovalRule
 
 
 class Person(Protocol):
-    """Anyone with an Identity Store user name and id: a `User`, or a request's requester."""
+    """Anyone with an Identity Store user id and (maybe) a person key: a `User`, or a
+    request's requester."""
 
     @property
     def user_name(self) -> str: ...
@@ -25,18 +30,30 @@ class Person(Protocol):
     @property
     def user_id(self) -> str: ...
 
+    @property
+    def person_key(self) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """The requester as a request snapshot carries them."""
+    """The requester as a request snapshot carries them; `person_key` comes from the
+    service's own directory lookup of them (None: compare by user id only)."""
 
     user_name: str
     user_id: str
+    person_key: str | None = None
+
+
+def _person_keys(person: Person) -> set[str]:
+    keys = {f"id:{person.user_id}"}
+    if person.person_key:
+        keys.add(f"person:{person.person_key}")
+    return keys
 
 
 def is_same_person(a: Person, b: Person) -> bool:
-    """Same user id, or same user name ignoring case. Either is enough (fails closed)."""
-    return a.user_id == b.user_id or a.user_name.casefold() == b.user_name.casefold()
+    """Same user id, or same person key (when both have one)."""
+    return bool(_person_keys(a) & _person_keys(b))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +105,6 @@ class Tally:
     deadline: datetime
 
 
-def _person_keys(person: User) -> set[str]:
-    # a person is matched by id and by name, so neither alone lets them vote twice
-    return {f"id:{person.user_id}", f"name:{person.user_name.casefold()}"}
-
-
 def _refusal(
     rule: ApprovalRule,
     requester: Person,
@@ -124,7 +136,7 @@ def tally(
     now: datetime,
 ) -> Tally:
     """Count decisions in time order. Only votes `may_decide` allows count, and each
-    person once (their first vote; by user id and by case-folded user name). The
+    person once (their first vote from any of their accounts: `is_same_person`). The
     request is approved at `required_approvals` distinct approvals; rejected at the
     first rejection if `one_rejection_rejects` (otherwise rejections are recorded and
     it stays pending); expired once `now` reaches the deadline while still pending.

@@ -30,8 +30,8 @@ def matching_rules(
         for rule in policy.eligibility_rules
         if rule.break_glass == break_glass
         and permission_set in rule.permission_sets
-        and principal_match(rule, user) is not None
-        and account_match(rule, account).matched
+        and principal_match(rule, user, policy) is not None
+        and account_match(rule, account, policy).matched
     ]
 
 
@@ -163,13 +163,17 @@ class Eligibility:
 class _Rule:
     index: int
     rule: EligibilityRule
-    user_names: frozenset[str]  # case-folded
-    user_ids: frozenset[str]  # as written
+    # The user ids the rule's `users:` resolved to; unresolved (offline): the entries as
+    # written, matched exactly against user name or id (Policy.names_user), never folded.
+    users: frozenset[str]
+    resolved: bool
     groups: frozenset[str]
     mask: int
 
-    def applies_to(self, user: User, folded: str) -> bool:
-        if folded in self.user_names or user.user_id in self.user_ids:
+    def applies_to(self, user: User) -> bool:
+        if user.user_id in self.users:
+            return True
+        if not self.resolved and user.user_name in self.users:
             return True
         return not self.groups.isdisjoint(user.groups)
 
@@ -213,6 +217,9 @@ class Evaluator:
             what = f"no account with id {ref_id}"
         elif name is not None:
             found, what = self._by_name.get(name, 0), f"no account named {name!r}"
+            if self.policy.account_ids is not None:  # the accounts the name had at load
+                ids = self.policy.account_ids.get(name, frozenset())
+                found = sum(1 << self._bit[i] for i in ids if i in self._bit)
         else:
             found, what = self._by_ou.get(ou or "", 0), f"no account in OU {ou!r}"
             if ou and not OU_ID.fullmatch(ou):
@@ -234,15 +241,10 @@ class Evaluator:
         for pos, ref in enumerate(rule.exclude):
             excluded |= self._ref_mask((*at, "exclude", pos), ref.id, ref.name, ref.ou)
         mask = ((covered & ~self._management) | explicit) & ~excluded
-        users = rule.principals.users
-        return _Rule(
-            index,
-            rule,
-            frozenset(u.casefold() for u in users),
-            frozenset(users),
-            frozenset(rule.principals.groups),
-            mask,
-        )
+        ids = self.policy.user_ids
+        entries = rule.principals.users
+        users = frozenset(entries if ids is None else (ids[u] for u in entries if u in ids))
+        return _Rule(index, rule, users, ids is not None, frozenset(rule.principals.groups), mask)
 
     @property
     def accounts(self) -> tuple[Account, ...]:
@@ -264,12 +266,11 @@ class Evaluator:
 
     def eligibility(self, user: User, *, break_glass: bool = False) -> Eligibility:
         """Everything `user` may request (break-glass rules only if `break_glass`)."""
-        folded = user.user_name.casefold()
         per_set: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
         for compiled in self._rules:
             if compiled.rule.break_glass != break_glass or not compiled.mask:
                 continue
-            if not compiled.applies_to(user, folded):
+            if not compiled.applies_to(user):
                 continue
             for permission_set in compiled.rule.permission_sets:
                 regions = per_set.setdefault(permission_set, [])
@@ -307,14 +308,13 @@ class Evaluator:
         position = self._bit.get(account_id)
         if position is None:
             return None
-        folded = user.user_name.casefold()
         combo = tuple(
             c.index
             for c in self._rules
             if c.rule.break_glass == break_glass
             and c.mask >> position & 1
             and permission_set in c.rule.permission_sets
-            and c.applies_to(user, folded)
+            and c.applies_to(user)
         )
         return self._merged(combo) if combo else None
 
@@ -348,13 +348,12 @@ class Evaluator:
 
 def is_standing(policy: Policy, account: Account, permission_set: str, user: User) -> bool:
     """Whether policy lists (user, account, permission set) as a standing assignment."""
-    folded = user.user_name.casefold()
     for standing in policy.standing_assignments:
         ref = standing.account
         if standing.permission_set != permission_set:
             continue
-        if ref.id != account.id and ref.name != account.name:
+        if ref.id != account.id and not (ref.name and policy.names_account(ref.name, account)):
             continue
-        if standing.user.casefold() == folded or standing.user == user.user_id:
+        if standing.user in (user.user_name, user.user_id):  # exact: names differ by case
             return True
     return False

@@ -74,7 +74,12 @@ class Explanation:
 
 
 def _trace(
-    rule: EligibilityRule, user: User, account: Account, permission_set: str, break_glass: bool
+    policy: Policy,
+    rule: EligibilityRule,
+    user: User,
+    account: Account,
+    permission_set: str,
+    break_glass: bool,
 ) -> RuleTrace:
     reasons: list[str] = []
     ok = True
@@ -85,7 +90,7 @@ def _trace(
             if rule.break_glass
             else "not a break-glass rule: break-glass requests use break-glass rules only"
         )
-    via = principal_match(rule, user)
+    via = principal_match(rule, user, policy)
     if via is None:
         ok = False
         groups = ", ".join(sorted(user.groups)) or "none"
@@ -97,7 +102,7 @@ def _trace(
         reasons.append(f"{user.user_name} is {' and '.join(named)} (their groups: {groups})")
     else:
         reasons.append(f"applies to {user.user_name} via {via}")
-    match = account_match(rule, account)
+    match = account_match(rule, account, policy)
     ok = ok and match.matched
     reasons.append(match.reason)
     if permission_set in rule.permission_sets:
@@ -115,7 +120,7 @@ def explain(
 ) -> Explanation:
     """Which rule matched and why, or why none did. Same verdict as evaluate_request."""
     traces = tuple(
-        _trace(rule, user, account, permission_set, break_glass)
+        _trace(policy, rule, user, account, permission_set, break_glass)
         for rule in policy.eligibility_rules
     )
     rules = [r for r, t in zip(policy.eligibility_rules, traces, strict=True) if t.matched]
@@ -125,7 +130,7 @@ def explain(
         hints.append("the policy has no eligibility rules")
     if terms is None and not break_glass:
         other = [
-            _trace(r, user, account, permission_set, True)
+            _trace(policy, r, user, account, permission_set, True)
             for r in policy.eligibility_rules
             if r.break_glass
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from elevate_core.directory.models import Account, User
+from elevate_core.policy.model import Policy
 from elevate_core.policy.schema import OU_ID, AccountRef, EligibilityRule
 
 
@@ -23,13 +24,13 @@ def ou_prefixes(account: Account) -> tuple[str, ...]:
     return tuple("/".join(names[: end + 1]) for end in range(len(names)))
 
 
-def ref_matches(ref: AccountRef, account: Account) -> bool:
+def ref_matches(ref: AccountRef, account: Account, policy: Policy) -> bool:
     if ref.all:
         return True
     if ref.id is not None:
         return ref.id == account.id
     if ref.name is not None:
-        return ref.name == account.name
+        return policy.names_account(ref.name, account)
     if ref.ou is None:
         return False
     if OU_ID.fullmatch(ref.ou):
@@ -37,11 +38,12 @@ def ref_matches(ref: AccountRef, account: Account) -> bool:
     return ref.ou in ou_prefixes(account)
 
 
-def principal_match(rule: EligibilityRule, user: User) -> str | None:
-    """How the rule names this user ("user alice", "group sre"), or None."""
-    folded = user.user_name.casefold()
+def principal_match(rule: EligibilityRule, user: User, policy: Policy) -> str | None:
+    """How the rule names this user ("user alice", "group sre"), or None. A `users:` entry
+    is one user id (`Policy.names_user`): `ALICE`, or a name that only case-folds to it,
+    is not `alice`."""
     for entry in rule.principals.users:
-        if entry.casefold() == folded or entry == user.user_id:
+        if policy.names_user(entry, user):
             return f"user {entry}"
     for group in rule.principals.groups:
         if group in user.groups:
@@ -61,16 +63,16 @@ class AccountMatch:
     reason: str
 
 
-def account_match(rule: EligibilityRule, account: Account) -> AccountMatch:
+def account_match(rule: EligibilityRule, account: Account, policy: Policy) -> AccountMatch:
     """Whether the rule's accounts cover this account, and why (or why not).
 
     Order of precedence: an `exclude` entry always wins; the management account is
     covered only when an `id` or `name` entry names it (never through `*` or `ou`).
     """
     for ref in rule.exclude:
-        if ref_matches(ref, account):
+        if ref_matches(ref, account, policy):
             return AccountMatch(False, f"account excluded by {ref.describe()}")
-    hits = [ref for ref in rule.accounts if ref_matches(ref, account)]
+    hits = [ref for ref in rule.accounts if ref_matches(ref, account, policy)]
     if not hits:
         listed = ", ".join(ref.describe() for ref in rule.accounts)
         return AccountMatch(False, f"account {describe_account(account)} matches none of: {listed}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from elevate_core.directory.models import User
+from elevate_core.directory.models import Account, User
 from elevate_core.policy.errors import Issue, Severity
 from elevate_core.policy.schema import (
     ApprovalRule,
@@ -41,7 +41,16 @@ class Policy:
     """An immutable, validated policy. `version` is the short sha256 of the file's bytes;
     every evaluation result carries it so decisions can be traced to the exact file."""
 
-    __slots__ = ("_approvals", "document", "lines", "source", "version", "warnings")
+    __slots__ = (
+        "_approvals",
+        "account_ids",
+        "document",
+        "lines",
+        "source",
+        "user_ids",
+        "version",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -51,8 +60,20 @@ class Policy:
         source: str,
         lines: Mapping[FieldPath, int] | None = None,
         warnings: tuple[Issue, ...] = (),
+        user_ids: Mapping[str, str] | None = None,
+        account_ids: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.document = document
+        # Each `users:` entry → the Identity Store user id it named when a service loaded
+        # the policy (policy.resolve); None: not resolved (offline), entries match exactly.
+        self.user_ids: Mapping[str, str] | None = (
+            None if user_ids is None else MappingProxyType(dict(user_ids))
+        )
+        # Each account `name:` selector → the account ids with that name at load; None: not
+        # resolved (offline, or no name selectors), names match the account's name now.
+        self.account_ids: Mapping[str, frozenset[str]] | None = (
+            None if account_ids is None else MappingProxyType(dict(account_ids))
+        )
         self.version = version
         self.source = source
         self.lines: Mapping[FieldPath, int] = MappingProxyType(dict(lines or {}))
@@ -83,6 +104,39 @@ class Policy:
     @property
     def admin_groups(self) -> frozenset[str]:
         return frozenset(self.document.admin_groups)
+
+    def resolved(
+        self,
+        user_ids: Mapping[str, str],
+        account_ids: Mapping[str, frozenset[str]] | None = None,
+        *,
+        warnings: tuple[Issue, ...] | None = None,
+    ) -> Policy:
+        """This policy with its `users:` entries (and account names) resolved to ids."""
+        return Policy(
+            self.document,
+            version=self.version,
+            source=self.source,
+            lines=self.lines,
+            warnings=self.warnings if warnings is None else warnings,
+            user_ids=user_ids,
+            account_ids=account_ids,
+        )
+
+    def names_account(self, name: str, account: Account) -> bool:
+        """Whether an account `name:` selector is this account: resolved, by the ids the
+        name had at load (a rename or a new account of that name changes nothing)."""
+        if self.account_ids is not None:
+            return account.id in self.account_ids.get(name, frozenset())
+        return name == account.name
+
+    def names_user(self, entry: str, user: User) -> bool:
+        """Whether the `users:` entry is this user. Resolved: by user id only (a user
+        renamed since, or a new user given the old name, is not who the policy named);
+        unresolved: the exact user name or id, never case-folded."""
+        if self.user_ids is not None:
+            return self.user_ids.get(entry) == user.user_id
+        return entry in (user.user_name, user.user_id)
 
     def is_auditor(self, user: User) -> bool:
         return not self.auditor_groups.isdisjoint(user.groups)

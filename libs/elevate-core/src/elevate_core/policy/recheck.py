@@ -163,7 +163,7 @@ def policy_covers(policy: Policy, account: Account, permission_set: str) -> bool
     """Whether any eligibility rule (break-glass too) makes the pair requestable: the
     policy's managed scope, by permission set name."""
     return any(
-        permission_set in rule.permission_sets and account_match(rule, account).matched
+        permission_set in rule.permission_sets and account_match(rule, account, policy).matched
         for rule in policy.eligibility_rules
     )
 

@@ -5,6 +5,14 @@ file, and mtimes can lie, so each poll reads the file and compares its sha256 (t
 policy version) with the version in force. A bad new file never replaces a good
 policy: the old one stays in force, the failure is logged once per distinct bad
 content, and `elevate_policy_reload_failing` is 1 until a good file arrives.
+
+With `resolve` (services with a directory: policy.resolve), each new version has its
+`users:` entries and account names resolved to ids before it goes into force: an unknown
+user makes that version bad like any invalid file; a directory that cannot answer fails
+this poll only (the next one tries again). At start (`load()`) an unknown user refuses
+the start, but a directory that cannot answer does not: the policy goes into force
+unresolved (`unresolved`: names compare exactly, never case-folded) and each poll tries
+again, so an AWS outage never keeps a service from starting.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ from elevate_core.policy.model import Policy
 log = logging.getLogger("elevate.policy")
 
 ReloadOutcome = Literal["unchanged", "reloaded", "failed"]
+
+
+class _DirectoryUnavailable(PolicyError):
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,7 @@ class PolicyWatcher:
         registry: CollectorRegistry | None = None,
         group_members: Callable[[], GroupMembers | None] | None = None,
         on_reload: Callable[[Policy], None] | None = None,
+        resolve: Callable[[Policy], Policy] | None = None,
     ) -> None:
         self.path = Path(path)
         self.interval = interval
@@ -108,6 +121,8 @@ class PolicyWatcher:
         self._metrics = _metrics_for(registry if registry is not None else REGISTRY)
         self._group_members = group_members
         self._on_reload = on_reload
+        self.resolve = resolve  # may block (called from the polling thread)
+        self.unresolved = False  # in force without its names resolved (directory was down)
         self._policy: Policy | None = None
         self._bad_version: str | None = None
         self.last_error: PolicyError | None = None
@@ -167,8 +182,34 @@ class PolicyWatcher:
         """Load the file now; raise PolicyError if it is unreadable or invalid."""
         data = read_policy_bytes(self.path)
         policy = parse_policy(data, source=str(self.path), group_members=self._members())
+        unresolved = False
+        if self.resolve is not None:
+            try:
+                policy = self._resolved(policy)
+            except _DirectoryUnavailable as exc:
+                unresolved = True
+                log.warning(
+                    "policy %s in force unresolved until a poll can: %s", policy.version, exc
+                )
         self._install(policy)
+        self.unresolved = unresolved
         return policy
+
+    def _resolve_in_force(self, current: Policy) -> ReloadOutcome:
+        try:
+            resolved = self._resolved(current)
+        except _DirectoryUnavailable:
+            return "unchanged"
+        except PolicyError as exc:
+            # It would not have started: nothing older to fall back to, so it stays in
+            # force with its users: matching nobody (fail closed), and says so.
+            self._policy, self.unresolved = current.resolved({}), False
+            self._metrics.failing.set(1)
+            log.error("policy %s in force names what the directory lacks: %s", current.version, exc)
+            return "failed"
+        self._policy, self.unresolved = resolved, False
+        log.info("policy %s: names resolved to ids", current.version)
+        return "reloaded"
 
     def _fail(self, error: PolicyError, bad_version: str | None) -> ReloadOutcome:
         already = self.last_error is not None and bad_version == self._bad_version
@@ -200,15 +241,31 @@ class PolicyWatcher:
                 log.info("policy file is back to version %s (in force)", version)
                 self.last_error, self._bad_version = None, None
                 self._metrics.failing.set(0)
+            if self.unresolved:
+                return self._resolve_in_force(current)
             return "unchanged"
         if version == self._bad_version:
             return "failed"
         try:
             policy = parse_policy(data, source=str(self.path), group_members=self._members())
+            if self.resolve is not None:
+                policy = self._resolved(policy)
+        except _DirectoryUnavailable as exc:
+            return self._fail(exc, None)  # not this version's fault: try again next poll
         except PolicyError as exc:
             return self._fail(exc, version)
         self._install(policy)
+        self.unresolved = False
         return "reloaded"
+
+    def _resolved(self, policy: Policy) -> Policy:
+        assert self.resolve is not None
+        try:
+            return self.resolve(policy)
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise _DirectoryUnavailable(f"policy users could not be resolved: {exc}") from exc
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every `interval` seconds until `stop` is set. Never raises."""

@@ -134,7 +134,7 @@ class AccountName(_Model):
 class Principals(_Model):
     """Who a rule applies to: Identity Store group display names and/or user names.
 
-    `users` entries match a user name (case-insensitive) or an Identity Store user id.
+    `users` entries match a user name exactly (never case-folded) or an Identity Store user id.
     """
 
     groups: tuple[Name, ...] = ()

@@ -225,7 +225,7 @@ def reachability_warnings(
       * exactly enough people, but some of them may also request under the rule:
         their own requests can never be approved, because nobody approves their own.
     """
-    members = {group: {m.casefold() for m in users} for group, users in group_members.items()}
+    members = {group: set(users) for group, users in group_members.items()}
     issues: list[Issue] = []
     for index, rule in enumerate(policy.document.approval_rules):
         if rule.auto_approve:
@@ -253,7 +253,7 @@ def reachability_warnings(
         for elig in policy.document.eligibility:
             if elig.approval != rule.name:
                 continue
-            requesters |= {u.casefold() for u in elig.principals.users}
+            requesters |= set(elig.principals.users)
             for group in elig.principals.groups:
                 requesters |= members.get(group, set())
         both = sorted(people & requesters)
