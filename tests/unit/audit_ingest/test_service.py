@@ -74,7 +74,10 @@ def snapshot(user: str = "alice", request_id: uuid.UUID | None = None) -> Reques
 
 
 def activity(
-    user: str, at: datetime, permission_set: str = "AdministratorAccess"
+    user: str,
+    at: datetime,
+    permission_set: str = "AdministratorAccess",
+    session_start: datetime | None = None,
 ) -> dict[str, Any]:
     return call_record(
         user=user,
@@ -83,6 +86,7 @@ def activity(
         at=at,
         event_source="s3.amazonaws.com",
         event_name="ListBuckets",
+        session_start=session_start,
     )
 
 
@@ -135,8 +139,9 @@ async def test_grant_lifecycle_emits_user_access_and_correlates(db: Database) ->
         ),
         ended,
     )
-    # Inside the grace after an early revocation, then outside it (flagged after the wait).
-    assert str(await record(db, activity("alice", ended + timedelta(minutes=59)), ended)) == "grant"
+    # A session begun before the revocation, inside the grace; then outside it (it waits).
+    late = activity("alice", ended + timedelta(minutes=59), session_start=ended)
+    assert str(await record(db, late, ended)) == "grant"
     assert await record(db, activity("alice", ended + timedelta(minutes=61)), ended) is None
 
     rows = await audit_rows(db)
