@@ -4,7 +4,8 @@ For each notice: fetch each `.json.gz`, publish one message per record (key = ac
 with the idempotent producer, and delete the SQS message only after Kafka acknowledged
 every record. A crash before the delete means SQS redelivers the notice after the
 visibility timeout and the file is published again; the consumer deduplicates on
-`eventID`, so nothing is lost and nothing is emitted twice.
+`eventID` and content, so nothing is lost and nothing is emitted twice. Each record
+carries where it was read (`elevateDelivery`: bucket and key) into its OCSF record.
 
 Only objects within `ELEVATE_CLOUDTRAIL_SOURCES` are fetched (sources.py): a notice naming
 another bucket, a key outside the listed prefixes or a key with a `..` segment is
@@ -37,7 +38,7 @@ from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import DEFAULT_POLICY, Retrying
 from sqlalchemy import select
 
-from elevate_audit_ingest.domain import RecordError, parse_time
+from elevate_audit_ingest.domain import DELIVERY_FIELD, RecordError, parse_time
 from elevate_audit_ingest.models import QuarantinedFile
 from elevate_audit_ingest.schemas import (
     LogFileError,
@@ -201,6 +202,8 @@ class TrailIngestor:
 
     async def publish(self, records: list[dict[str, Any]], ref: ObjectRef) -> int:
         producer = await self._producer.get()
+        # Overwrites whatever a file may claim: where it was read is the ingestor's to say.
+        delivery = {"s3Bucket": ref.bucket, "s3ObjectKey": ref.key}
         sent = 0
         for start in range(0, len(records), self.publish_batch):
             futures = []
@@ -215,7 +218,9 @@ class TrailIngestor:
                 futures.append(
                     await producer.send(
                         self.topic,
-                        value=json.dumps(record, separators=(",", ":")).encode(),
+                        value=json.dumps(
+                            {**record, DELIVERY_FIELD: delivery}, separators=(",", ":")
+                        ).encode(),
                         key=str(account).encode() if account else None,
                         headers=[("content-type", b"application/json")],
                     )
