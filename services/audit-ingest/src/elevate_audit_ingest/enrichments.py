@@ -46,10 +46,8 @@ def grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[s
 
 
 def _outlived_enrichment(
-    parsed: TrailRecord, correlation: Correlation, grace_until: datetime | None
+    parsed: TrailRecord, grant: GrantWindow, correlation: Correlation, grace_until: datetime | None
 ) -> dict[str, Any]:
-    grant = correlation.grant
-    assert grant is not None  # an OUTLIVED correlation always names its grant
     started = parsed.session_started
     data: dict[str, Any] = {
         "request_id": grant.request_id,
@@ -129,7 +127,7 @@ def _correlation_context(
     if correlation.outcome is Outcome.OUTLIVED and grant is not None:
         return [
             grant_enrichment(grant, grace_until),
-            _outlived_enrichment(parsed, correlation, grace_until),
+            _outlived_enrichment(parsed, grant, correlation, grace_until),
         ], (
             f"{parsed.event_name} by {grant.user_name} after Elevate request "
             f"{grant.request_id} ended at {grant.end.isoformat()}: access outlived the grant"
