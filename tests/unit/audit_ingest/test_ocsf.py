@@ -295,3 +295,12 @@ def test_the_log_file_a_record_was_read_from_is_named() -> None:
     delivery = doc["enrichments"][-1]
     assert delivery["name"] == "elevate.delivery"
     assert delivery["data"] == {"path": "s3", "bucket": "acme-trail", "key": key}
+
+
+def test_the_uid_of_a_very_long_event_id_fits_a_readers_dedupe_key() -> None:
+    doc = ocsf.api_activity(
+        parse_record(record(user="mallory") | {"eventID": "e" * 400}),
+        Correlation(Outcome.UNCOVERED),
+    )
+    assert len(doc["metadata"]["uid"]) <= 255
+    assert doc["metadata"]["original_event_uid"] == "e" * 400

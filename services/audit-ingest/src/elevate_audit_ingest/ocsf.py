@@ -25,6 +25,7 @@ from ocsf.v1_7_0.events import ApiActivity, UserAccess
 from ocsf.v1_7_0.objects import Cloud
 
 from elevate_audit_ingest.domain import (
+    KEY_EVENT_ID,
     Conflict,
     Correlation,
     GrantWindow,
@@ -184,8 +185,9 @@ def _metadata(
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
         # The content is part of the uid: a SIEM deduplicating on it keeps a record and
-        # another reusing its eventID apart (original_event_uid is the eventID itself).
-        "uid": f"{parsed.event_id}:{parsed.digest[:UID_DIGEST]}",
+        # another reusing its eventID apart (original_event_uid is the eventID itself). Cut
+        # like the record key so that readers' 255-character dedupe keys hold it.
+        "uid": f"{parsed.event_id[:KEY_EVENT_ID]}:{parsed.digest[:UID_DIGEST]}",
         "original_event_uid": parsed.event_id,
         "product": {
             "name": "CloudTrail",
