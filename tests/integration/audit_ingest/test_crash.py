@@ -99,7 +99,9 @@ async def test_sigkill_mid_file_loses_nothing(
         rows = [e for e in await outbox(db) if e.topic == topics[Topics.AUDIT]]
 
     documents = [data_of(r) for r in audit]
-    assert {d["metadata"]["uid"] for d in documents if d["class_uid"] == 6003} == expected_ids
+    assert {
+        d["metadata"]["original_event_uid"] for d in documents if d["class_uid"] == 6003
+    } == expected_ids
     assert all(d["metadata"].get("correlation_uid") == str(alice.request_id) for d in documents)
     # State changed exactly once per record, although the file was read twice.
     assert len(rows) == 1 + len(records)

@@ -178,7 +178,7 @@ async def test_trail_files_become_correlated_ocsf_records(
     for document in documents:
         assert validate_ocsf(document) == document  # every record is valid OCSF 1.7
     activity = {
-        d["metadata"]["uid"]: (d, r)
+        d["metadata"]["original_event_uid"]: (d, r)
         for d, r in zip(documents, records, strict=True)
         if d["class_uid"] == 6003
     }

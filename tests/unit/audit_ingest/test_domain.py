@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 from elevate_audit_ingest.domain import (
+    DELIVERY_FIELD,
     GrantWindow,
     Outcome,
+    Outlived,
     RecordError,
     StandingAccess,
     correlate,
+    grant_outlived,
     parse_record,
+    record_key,
     session_matches,
     unwrap,
 )
@@ -123,6 +127,17 @@ def eventbridge(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cross_account_copy(record: dict[str, Any]) -> dict[str, Any]:
+    """The copy CloudTrail delivers to the resource owner's trail: its own eventID, the
+    owner as recipient, the caller's sharedEventID."""
+    return {
+        **record,
+        "eventID": "c0c0c0c0-0000-4000-8000-000000000001",
+        "recipientAccountId": OTHER_ACCOUNT,
+        "sharedEventID": record["eventID"],
+    }
+
+
 SECOND = timedelta(seconds=1)
 CASES: list[tuple[str, dict[str, Any], Outcome, str | None]] = [
     (
@@ -136,9 +151,67 @@ CASES: list[tuple[str, dict[str, Any], Outcome, str | None]] = [
     ("at activation exactly", cli("alice", START), Outcome.GRANT, "alice"),
     ("just before activation", cli("alice", START - SECOND), Outcome.UNCOVERED, None),
     ("at the end", cli("alice", END), Outcome.GRANT, "alice"),
-    ("inside the grace", cli("alice", END + GRACE - SECOND), Outcome.GRANT, "alice"),
-    ("at the end of the grace", cli("alice", END + GRACE), Outcome.GRANT, "alice"),
-    ("just after the grace", cli("alice", END + GRACE + SECOND), Outcome.UNCOVERED, None),
+    (
+        "inside the grace, session begun before the end",
+        cli("alice", END + GRACE - SECOND, session_start=END - timedelta(minutes=5)),
+        Outcome.GRANT,
+        "alice",
+    ),
+    (
+        "end of the grace, session begun at the end",
+        cli("alice", END + GRACE, session_start=END),
+        Outcome.GRANT,
+        "alice",
+    ),
+    (
+        "just after the grace, session begun before the end",
+        cli("alice", END + GRACE + SECOND, session_start=END - SECOND),
+        Outcome.OUTLIVED,
+        "alice",
+    ),
+    (
+        "inside the grace, session begun after the end",
+        cli("alice", END + timedelta(minutes=10), session_start=END + SECOND),
+        Outcome.OUTLIVED,
+        "alice",
+    ),
+    ("sign-in at the end", saml("alice", END), Outcome.GRANT, "alice"),
+    (
+        "sign-in ten minutes after the end",
+        saml("alice", END + timedelta(minutes=10)),
+        Outcome.OUTLIVED,
+        "alice",
+    ),
+    (
+        "after the grace, session begun after the end",
+        cli("alice", END + GRACE + SECOND),
+        Outcome.UNCOVERED,
+        None,
+    ),
+    (
+        "session begun before activation, call inside the window",
+        cli("alice", START + SECOND, session_start=START - timedelta(hours=1)),
+        Outcome.GRANT,
+        "alice",
+    ),
+    (
+        "another user after the end",
+        cli("mallory", END + SECOND, session_start=END - SECOND),
+        Outcome.UNCOVERED,
+        None,
+    ),
+    (
+        "cross-account copy in the resource owner's trail",
+        cross_account_copy(cli("alice", START + SECOND)),
+        Outcome.GRANT,
+        "alice",
+    ),
+    (
+        "cross-account copy of a call after the end",
+        cross_account_copy(cli("alice", END + SECOND)),
+        Outcome.OUTLIVED,
+        "alice",
+    ),
     ("mixed-case session name", cli("ALICE", START + SECOND), Outcome.GRANT, "alice"),
     ("mixed-case user name in grant", cli("erin", START + SECOND), Outcome.GRANT, "Erin"),
     ("64-char truncated session", cli(LONG_NAME, START + SECOND), Outcome.GRANT, LONG_NAME),
@@ -228,7 +301,7 @@ def test_overlapping_grants_pick_the_latest_activation() -> None:
 def test_revoked_early_grant_ends_at_revocation_plus_grace() -> None:
     revoked_at = START + timedelta(minutes=10)
     g = replace(grant(), end=revoked_at)
-    inside = parse_record(cli("alice", revoked_at + GRACE))
+    inside = parse_record(cli("alice", revoked_at + GRACE, session_start=revoked_at))
     outside = parse_record(cli("alice", revoked_at + GRACE + SECOND))
     assert correlate(inside, [g], grace=GRACE).outcome is Outcome.GRANT
     assert correlate(outside, [g], grace=GRACE).outcome is Outcome.UNCOVERED
@@ -261,3 +334,102 @@ def test_unwrap_leaves_plain_records() -> None:
     record = cli("alice", START)
     assert unwrap(record) is record
     assert unwrap(eventbridge(record)) == record
+
+
+OUTLIVED_CASES: list[tuple[str, dict[str, Any], Outlived | None]] = [
+    ("call before the end", cli("alice", END - SECOND, session_start=START), None),
+    ("session of the grant, in the grace", cli("alice", END + SECOND, session_start=END), None),
+    ("sign-in after the end", saml("alice", END + SECOND), Outlived.SIGN_IN_AFTER_END),
+    (
+        "session begun after the end",
+        cli("alice", END + timedelta(minutes=2), session_start=END + SECOND),
+        Outlived.SESSION_AFTER_END,
+    ),
+    (
+        "session of the grant, past the grace",
+        cli("alice", END + GRACE + SECOND, session_start=START + SECOND),
+        Outlived.BEYOND_GRACE,
+    ),
+    (
+        "session begun after the end, past the grace: no longer this grant's",
+        cli("alice", END + GRACE + SECOND, session_start=END + SECOND),
+        None,
+    ),
+    ("another person", cli("mallory", END + SECOND, session_start=END + SECOND), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"), [c[1:] for c in OUTLIVED_CASES], ids=[c[0] for c in OUTLIVED_CASES]
+)
+def test_why_access_outlived_its_grant(record: dict[str, Any], reason: Outlived | None) -> None:
+    assert grant_outlived(parse_record(record), grant(), grace=GRACE) is reason
+
+
+def test_a_session_without_creation_date_is_not_covered_after_the_end() -> None:
+    record = cli("alice", END + SECOND, session_start=START)
+    del record["userIdentity"]["sessionContext"]["attributes"]["creationDate"]
+    result = correlate(parse_record(record), GRANTS, grace=GRACE)
+    assert (result.outcome, result.outlived) == (Outcome.OUTLIVED, Outlived.SESSION_START_UNKNOWN)
+    # ... but before the end the window alone decides
+    inside = cli("alice", END - SECOND)
+    del inside["userIdentity"]["sessionContext"]["attributes"]["creationDate"]
+    assert correlate(parse_record(inside), GRANTS, grace=GRACE).outcome is Outcome.GRANT
+
+
+def test_a_standing_assignment_covers_what_a_grant_outlived() -> None:
+    standing = [StandingAccess(ACCOUNT, PS, "uid-alice", "alice")]
+    record = parse_record(saml("alice", END + timedelta(minutes=10)))
+    assert correlate(record, GRANTS, standing, grace=GRACE).outcome is Outcome.STANDING
+
+
+def test_outlived_is_flagged_outside_the_managed_scope() -> None:
+    record = parse_record(saml("alice", END + timedelta(minutes=10)))
+    result = correlate(record, GRANTS, grace=GRACE, managed_pairs=frozenset())
+    assert result.outcome is Outcome.OUTLIVED
+    assert result.grant is not None
+    assert result.grant.request_id == grant().request_id
+
+
+@pytest.mark.parametrize(
+    ("recipient", "identity_account"),
+    [(OTHER_ACCOUNT, ACCOUNT), (OTHER_ACCOUNT, OTHER_ACCOUNT), (None, None)],
+    ids=["cross-account copy", "forged identity account", "no recipient"],
+)
+def test_the_account_is_the_roles_own(recipient: str | None, identity_account: str | None) -> None:
+    record = cli("alice", START)
+    record["recipientAccountId"] = recipient
+    record["userIdentity"]["accountId"] = identity_account
+    assert parse_record(record).account_id == ACCOUNT
+
+
+def test_the_account_of_a_sign_in_is_its_roles() -> None:
+    record = saml("alice", START)
+    record["recipientAccountId"] = OTHER_ACCOUNT
+    assert parse_record(record).account_id == ACCOUNT
+
+
+def test_the_session_start_of_a_sign_in_is_the_sign_in() -> None:
+    assert parse_record(saml("alice", END)).session_started == END
+    started = START + timedelta(minutes=3)
+    assert parse_record(cli("alice", END, session_start=started)).session_started == started
+
+
+def test_record_key_covers_the_content() -> None:
+    genuine = cli("alice", START)
+    forged = {**genuine, "sourceIPAddress": "198.51.100.66"}
+    delivered = {**genuine, DELIVERY_FIELD: {"s3Bucket": "trail", "s3ObjectKey": "a.json.gz"}}
+    assert record_key(genuine) != record_key(forged)
+    assert str(record_key(forged)).startswith(genuine["eventID"] + ":")
+    # the same record by another path is the same record
+    assert record_key(genuine) == record_key(eventbridge(genuine)) == record_key(delivered)
+    assert parse_record(genuine).key == record_key(genuine)
+    assert record_key({**genuine, "eventID": None}) is None
+
+
+def test_a_long_event_id_still_fits_the_key() -> None:
+    record = {**cli("alice", START), "eventID": "x" * 300}
+    key = record_key(record)
+    assert key is not None
+    assert len(key) <= 255
+    assert key == parse_record(record).key

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from elevate_audit_ingest import ocsf
 from elevate_audit_ingest.domain import (
+    DELIVERY_FIELD,
+    Conflict,
     Correlation,
     GrantWindow,
     Outcome,
+    Outlived,
     StandingAccess,
     parse_record,
 )
@@ -62,7 +65,9 @@ def test_api_activity_maps_like_security_lake() -> None:
     assert doc["type_uid"] == 600304
     assert doc["severity_id"] == 1
     assert doc["time"] == int(AT.timestamp() * 1000)
-    assert doc["metadata"]["uid"] == raw["eventID"]
+    assert doc["metadata"]["original_event_uid"] == raw["eventID"]
+    assert doc["metadata"]["uid"] == f"{raw['eventID']}:{parsed.digest[:32]}"
+    assert doc["metadata"]["log_source"] == "kafka"
     assert doc["metadata"]["product"]["name"] == "CloudTrail"
     assert doc["metadata"]["version"] == "1.7.0"
     assert doc["actor"]["user"]["uid"] == identity["arn"]
@@ -156,7 +161,7 @@ def test_a_bare_record_maps_to_the_minimum() -> None:
     assert "no Elevate grant or standing assignment covers it" in doc["message"]
 
 
-@pytest.mark.parametrize("outcome", [o for o in Outcome if o is not Outcome.UNCOVERED])
+@pytest.mark.parametrize("outcome", [Outcome.GRANT, Outcome.STANDING, Outcome.UNMANAGED])
 def test_outcomes_without_grant_or_standing_add_no_context(outcome: Outcome) -> None:
     doc = ocsf.api_activity(parse_record(record()), Correlation(outcome))
     assert doc["severity_id"] == 1
@@ -235,3 +240,67 @@ def test_nested_unknown_attribute_is_refused() -> None:
 )
 def test_activity_from_event_name(name: str, activity: int) -> None:
     assert ocsf.activity_for(name) == activity
+
+
+def test_access_that_outlived_its_grant_is_high_severity_with_the_request() -> None:
+    after = GRANT.end + timedelta(minutes=10)
+    raw = sign_in_record(
+        user="alice", account_id=ACCOUNT, permission_set="AdministratorAccess", at=after
+    )
+    correlation = Correlation(Outcome.OUTLIVED, grant=GRANT, outlived=Outlived.SIGN_IN_AFTER_END)
+    grace_until = GRANT.until(timedelta(hours=1))
+    doc = ocsf.api_activity(parse_record(raw), correlation, grace_until=grace_until)
+    assert doc["severity_id"] == 4
+    assert doc["metadata"]["labels"] == ["elevate:outlived-grant"]
+    assert doc["metadata"]["correlation_uid"] == GRANT.request_id
+    grant, outlived = doc["enrichments"]
+    assert grant["name"] == "elevate.grant"
+    assert outlived["name"] == "elevate.outlived-grant"
+    assert outlived["value"] == GRANT.grant_id
+    assert outlived["data"] == {
+        "request_id": GRANT.request_id,
+        "grant_id": GRANT.grant_id,
+        "window_end": GRANT.end.isoformat(),
+        "window_grace_until": grace_until.isoformat(),
+        "reason": "sign-in-after-end",
+        "session_created": after.isoformat(),
+        "event_time": after.isoformat(),
+    }
+    assert "outlived the grant" in doc["message"]
+
+
+def test_a_reused_event_id_is_flagged_and_kept_apart() -> None:
+    genuine = parse_record(record())
+    forged = parse_record({**record(), "eventID": genuine.event_id, "sourceIPAddress": "1.2.3.4"})
+    other = Conflict(digest=genuine.digest, delivery="s3://trail/AWSLogs/x.json.gz")
+    doc = ocsf.api_activity(forged, Correlation(Outcome.GRANT, grant=GRANT), conflicts=[other])
+    plain = ocsf.api_activity(genuine, Correlation(Outcome.GRANT, grant=GRANT))
+    assert doc["metadata"]["uid"] != plain["metadata"]["uid"]  # a SIEM keeps both
+    assert doc["metadata"]["original_event_uid"] == plain["metadata"]["original_event_uid"]
+    assert doc["severity_id"] == 4
+    assert doc["metadata"]["labels"] == ["elevate:grant", "elevate:event-id-conflict"]
+    conflict = doc["enrichments"][-1]
+    assert conflict["name"] == "elevate.event-id-conflict"
+    assert conflict["data"]["digest"] == forged.digest
+    assert conflict["data"]["others"] == [
+        {"digest": genuine.digest, "delivery": "s3://trail/AWSLogs/x.json.gz"}
+    ]
+
+
+def test_the_log_file_a_record_was_read_from_is_named() -> None:
+    key = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/03/02/f.json.gz"
+    raw = {**record(), DELIVERY_FIELD: {"s3Bucket": "acme-trail", "s3ObjectKey": key}}
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.UNCOVERED))
+    assert doc["metadata"]["log_source"] == f"s3://acme-trail/{key}"
+    delivery = doc["enrichments"][-1]
+    assert delivery["name"] == "elevate.delivery"
+    assert delivery["data"] == {"path": "s3", "bucket": "acme-trail", "key": key}
+
+
+def test_the_uid_of_a_very_long_event_id_fits_a_readers_dedupe_key() -> None:
+    doc = ocsf.api_activity(
+        parse_record(record(user="mallory") | {"eventID": "e" * 400}),
+        Correlation(Outcome.UNCOVERED),
+    )
+    assert len(doc["metadata"]["uid"]) <= 255
+    assert doc["metadata"]["original_event_uid"] == "e" * 400

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import pytest
 from elevate_audit_ingest.schemas import (
-    LogFileError,
     NoticeError,
     ObjectRef,
     is_log_file,
-    parse_log_file,
     parse_notice,
 )
 from elevate_audit_ingest.settings import AuditSettings
@@ -82,20 +79,6 @@ def test_s3_event_via_sns_and_test_events() -> None:
 def test_malformed_notices(body: str, message: str) -> None:
     with pytest.raises(NoticeError, match=message):
         parse_notice(body)
-
-
-def test_log_files() -> None:
-    records = [{"eventID": "1"}, {"eventID": "2"}]
-    assert parse_log_file(gzip.compress(json.dumps({"Records": records}).encode())) == records
-    assert parse_log_file(json.dumps({"Records": []}).encode()) == []
-    for bad in (
-        b"\x1f\x8b\x08garbage",
-        b"{",
-        json.dumps({"records": []}).encode(),
-        b'{"Records": [1]}',
-    ):
-        with pytest.raises(LogFileError):
-            parse_log_file(bad)
 
 
 def test_digest_files_are_not_log_files() -> None:

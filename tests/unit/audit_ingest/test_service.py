@@ -45,6 +45,7 @@ AUDIT_TABLES = {
     "audit_standing",
     "audit_pending_records",
     "audit_quarantined_files",
+    "audit_record_digests",
 }
 
 
@@ -74,7 +75,10 @@ def snapshot(user: str = "alice", request_id: uuid.UUID | None = None) -> Reques
 
 
 def activity(
-    user: str, at: datetime, permission_set: str = "AdministratorAccess"
+    user: str,
+    at: datetime,
+    permission_set: str = "AdministratorAccess",
+    session_start: datetime | None = None,
 ) -> dict[str, Any]:
     return call_record(
         user=user,
@@ -83,6 +87,7 @@ def activity(
         at=at,
         event_source="s3.amazonaws.com",
         event_name="ListBuckets",
+        session_start=session_start,
     )
 
 
@@ -135,8 +140,9 @@ async def test_grant_lifecycle_emits_user_access_and_correlates(db: Database) ->
         ),
         ended,
     )
-    # Inside the grace after an early revocation, then outside it (flagged after the wait).
-    assert str(await record(db, activity("alice", ended + timedelta(minutes=59)), ended)) == "grant"
+    # A session begun before the revocation, inside the grace; then outside it (it waits).
+    late = activity("alice", ended + timedelta(minutes=59), session_start=ended)
+    assert str(await record(db, late, ended)) == "grant"
     assert await record(db, activity("alice", ended + timedelta(minutes=61)), ended) is None
 
     rows = await audit_rows(db)
@@ -295,3 +301,67 @@ async def test_unmanaged_records_are_not_emitted(db: Database) -> None:
     }
     assert str(await record(db, data, T0)) == "unmanaged"
     assert await audit_rows(db) == []
+
+
+def timers(db: Database, clock: ManualClock) -> TimerRunner:
+    handler = pending_record_handler(outbox=OUTBOX, config=CONFIG, clock=clock)
+    return TimerRunner(db, {PENDING_TIMER: handler}, clock=clock)
+
+
+async def test_a_session_begun_after_the_end_is_flagged_as_outlived(db: Database) -> None:
+    snap = snapshot()
+    grant_id = uuid.uuid4()
+    await grant_event(db, GrantActivated(grant_id=grant_id, snapshot=snap, activated_at=T0), T0)
+    ended = T0 + timedelta(hours=2)
+    ended_event = GrantEnded(
+        grant_id=grant_id, snapshot=snap, reason="expired", ended_at=ended, assignment_removed=True
+    )
+    await grant_event(db, ended_event, ended)
+    before = len(await audit_rows(db))
+    clock = ManualClock(ended + timedelta(minutes=10))
+    # Inside the grace, but the session began after the end: it waits, then is flagged.
+    late = activity("alice", clock.now(), session_start=ended + timedelta(minutes=9))
+    assert await record(db, late, clock.now()) is None
+    clock.advance(CONFIG.wait)
+    assert await timers(db, clock).fire_due() == 1
+    ((key, document, headers),) = (await audit_rows(db))[before:]
+    assert key == str(snap.request_id)
+    assert headers["elevate_outcome"] == "outlived-grant"
+    assert headers["elevate_request_id"] == str(snap.request_id)
+    assert document["severity_id"] == 4
+    assert document["metadata"]["labels"] == ["elevate:outlived-grant"]
+    outlived = document["enrichments"][1]
+    assert outlived["data"]["reason"] == "session-began-after-end"
+    assert outlived["data"]["window_end"] == ended.isoformat()
+
+
+async def test_a_record_reusing_an_event_id_does_not_suppress_the_genuine(db: Database) -> None:
+    snap = snapshot()
+    await grant_event(db, GrantActivated(grant_id=uuid.uuid4(), snapshot=snap, activated_at=T0), T0)
+    before = len(await audit_rows(db))
+    genuine = activity("alice", T0 + timedelta(minutes=5))
+    forged = {**genuine, "eventName": "ListAccessKeys", "sourceIPAddress": "198.51.100.66"}
+    assert str(await record(db, genuine, T0 + timedelta(minutes=6))) == "grant"
+    assert str(await record(db, forged, T0 + timedelta(minutes=7))) == "grant"
+    (_, first, _), (_, second, _) = (await audit_rows(db))[before:]
+    assert first["metadata"]["original_event_uid"] == second["metadata"]["original_event_uid"]
+    assert first["metadata"]["uid"] != second["metadata"]["uid"]
+    assert first["api"]["operation"] == "ListBuckets"
+    assert second["api"]["operation"] == "ListAccessKeys"
+    assert "elevate:event-id-conflict" not in first["metadata"]["labels"]
+    assert "elevate:event-id-conflict" in second["metadata"]["labels"]
+    assert second["severity_id"] == 4
+
+
+async def test_records_sharing_an_event_id_wait_side_by_side(db: Database) -> None:
+    clock = ManualClock(T0)
+    genuine = activity("mallory", T0)
+    forged = {**genuine, "sourceIPAddress": "198.51.100.66"}
+    assert await record(db, genuine, clock.now()) is None
+    assert await record(db, forged, clock.now()) is None
+    clock.advance(CONFIG.wait)
+    assert await timers(db, clock).fire_due() == 2
+    rows = await audit_rows(db)
+    assert sorted(d["src_endpoint"]["ip"] for _, d, _ in rows) == ["198.51.100.66", "203.0.113.10"]
+    # Both were emitted once the second was known, so both carry the conflict.
+    assert all("elevate:event-id-conflict" in d["metadata"]["labels"] for _, d, _ in rows)

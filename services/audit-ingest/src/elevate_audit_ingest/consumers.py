@@ -1,5 +1,5 @@
 """Kafka handlers: grant events (CloudEvents) build the grant index; CloudTrail records
-(raw mode, deduplicated on `eventID`) are correlated and turned into OCSF records."""
+(raw mode, deduplicated on `eventID` and content) are correlated and turned into OCSF records."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from elevate_core.kafka.consumer import Handler
 from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_audit_ingest.domain import unwrap
+from elevate_audit_ingest.domain import record_key
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.service import CorrelationConfig, handle_record
 
 
 def cloudtrail_key(data: dict[str, Any]) -> str | None:
-    """Deduplication key of a raw record (or of the record inside an EventBridge envelope)."""
-    event_id = unwrap(data).get("eventID")
-    return event_id if isinstance(event_id, str) and event_id else None
+    """Deduplication key of a raw record (or of the record inside an EventBridge envelope):
+    eventID and content digest, so a record reusing another's eventID cannot suppress it."""
+    return record_key(data)
 
 
 def cloudtrail_handler(*, outbox: Outbox, config: CorrelationConfig, clock: Clock) -> Handler:

@@ -1,18 +1,25 @@
 """Which grant made a CloudTrail record possible — pure functions, no I/O.
 
 A record belongs to a grant when
-- the account matches (`recipientAccountId`, else `userIdentity.accountId`),
+- the role's account (from the Identity Center role ARN; `recipientAccountId` is only the
+  trail that received the copy) is the grant's account,
 - the role is an Identity Center role
   (`…:role/aws-reserved/sso.amazonaws.com/[region/]AWSReservedSSO_<PermissionSet>_<hash>`)
   of the grant's permission set,
 - the session name equals the grant's user name (case-insensitive, both cut to 64
   characters, as STS cuts it) or `userIdentity.onBehalfOf.userId` equals its user id,
-- and `eventTime` lies in [activation, end + grace] (both ends inclusive).
-`AssumeRoleWithSAML` sign-ins count: their role and session name come from the request.
+- and `eventTime` lies in [activation, end], or in (end, end + grace] for a session that
+  began (`sessionContext.attributes.creationDate`) at or before the end.
+`AssumeRoleWithSAML` sign-ins count: their role and session name come from the request, and
+the session begins with them — so a sign-in after the end is never covered.
+A record of that person and role after the end that the grant does not cover is OUTLIVED:
+access that survived its grant, flagged with the grant it outlived.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +30,10 @@ from typing import Any
 from elevate_core.errors import PermanentError
 
 MAX_SESSION_NAME = 64
+SIGN_IN = "AssumeRoleWithSAML"
+# Added by the S3/SQS path to each record it publishes; not CloudTrail's, so not content.
+DELIVERY_FIELD = "elevateDelivery"
+KEY_EVENT_ID = 180  # eventID characters in a record key: with the digest it fits 255
 
 # Role ARN (sessionIssuer / AssumeRoleWithSAML roleArn): the path proves Identity Center made it.
 _IC_ROLE_ARN = re.compile(
@@ -39,6 +50,16 @@ class Outcome(StrEnum):
     STANDING = "standing"  # covered by a standing (baseline/policy) assignment
     UNCOVERED = "uncovered"  # a managed Identity Center role, nothing covers it
     UNMANAGED = "unmanaged"  # not an Identity Center role (or not a managed permission set)
+    OUTLIVED = "outlived-grant"  # the grant's person and role, after its end, not covered
+
+
+class Outlived(StrEnum):
+    """Why a record after a grant's end is not covered by it."""
+
+    SIGN_IN_AFTER_END = "sign-in-after-end"
+    SESSION_AFTER_END = "session-began-after-end"
+    SESSION_START_UNKNOWN = "session-start-unknown"  # no creationDate: cannot prove it
+    BEYOND_GRACE = "beyond-grace"  # a session of the grant still used after end + grace
 
 
 class RecordError(PermanentError):
@@ -57,11 +78,31 @@ class TrailRecord:
     role_arn: str | None
     session_name: str | None
     on_behalf_of_user_id: str | None
+    session_started: datetime | None = None  # the sign-in's eventTime or creationDate
+    digest: str = ""  # of the record's content (content_digest)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def is_identity_center(self) -> bool:
         return self.permission_set is not None
+
+    @property
+    def key(self) -> str:
+        """Deduplication key: the same record twice is one, a reused eventID is not."""
+        return f"{self.event_id[:KEY_EVENT_ID]}:{self.digest}"
+
+    @property
+    def delivery(self) -> tuple[str, str] | None:
+        """(bucket, key) of the log file the S3/SQS path read this record from."""
+        found = self.raw.get(DELIVERY_FIELD)
+        if not isinstance(found, Mapping):
+            return None
+        bucket, key = found.get("s3Bucket"), found.get("s3ObjectKey")
+        return (bucket, key) if isinstance(bucket, str) and isinstance(key, str) else None
+
+    @property
+    def is_sign_in(self) -> bool:
+        return self.event_name == SIGN_IN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +133,19 @@ class StandingAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class Conflict:
+    """Another content seen under the same eventID."""
+
+    digest: str
+    delivery: str | None  # s3://bucket/key when it came by the S3 path
+
+
+@dataclass(frozen=True, slots=True)
 class Correlation:
     outcome: Outcome
-    grant: GrantWindow | None = None
+    grant: GrantWindow | None = None  # the covering grant, or the one OUTLIVED
     standing: StandingAccess | None = None
+    outlived: Outlived | None = None
 
 
 def unwrap(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -116,11 +166,61 @@ def parse_time(value: Any) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _ic_permission_set(role_arn: str | None) -> str | None:
-    if not role_arn:
+def _ic_role(role_arn: str | None) -> re.Match[str] | None:
+    return _IC_ROLE_ARN.match(role_arn) if role_arn else None
+
+
+def content_digest(data: Mapping[str, Any]) -> str:
+    """SHA-256 of the record's content (canonical JSON, delivery metadata left out): two
+    records that share an eventID but differ in anything else have different digests."""
+    record = {k: v for k, v in unwrap(data).items() if k != DELIVERY_FIELD}
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def record_key(data: Mapping[str, Any]) -> str | None:
+    """The deduplication key: eventID and content digest, so a copy of the same record is
+    dropped but another record reusing its eventID is not (fits the 255-character key)."""
+    event_id = unwrap(data).get("eventID")
+    if not isinstance(event_id, str) or not event_id:
         return None
-    match = _IC_ROLE_ARN.match(role_arn)
-    return match.group("ps") if match else None
+    return f"{event_id[:KEY_EVENT_ID]}:{content_digest(data)}"
+
+
+def _optional_time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except RecordError:
+        return None  # an unreadable creationDate: the session start is unknown
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sign_in_session(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Role ARN and session name of an `AssumeRoleWithSAML`, from its request/response."""
+    params = _mapping(record.get("requestParameters"))
+    role_arn, session = params.get("roleArn"), params.get("roleSessionName")
+    if session is None:
+        assumed = _mapping(_mapping(record.get("responseElements")).get("assumedRoleUser"))
+        m = _ASSUMED_ROLE_ARN.match(str(assumed.get("arn", "")))
+        session = m.group("session") if m else None
+    return role_arn, session
+
+
+def _role_session(
+    identity: Mapping[str, Any],
+) -> tuple[str | None, str | None, datetime | None]:
+    """Role ARN, session name and session start of a call made with a role session."""
+    context = _mapping(identity.get("sessionContext"))
+    role_arn = _mapping(context.get("sessionIssuer")).get("arn")
+    created = _optional_time(_mapping(context.get("attributes")).get("creationDate"))
+    m = _ASSUMED_ROLE_ARN.match(str(identity.get("arn", "")))
+    session: str | None = m.group("session") if m else None
+    if session is None and ":" in str(identity.get("principalId", "")):
+        session = str(identity["principalId"]).split(":", 1)[1]
+    return role_arn, session, created
 
 
 def parse_record(data: Mapping[str, Any]) -> TrailRecord:
@@ -128,42 +228,36 @@ def parse_record(data: Mapping[str, Any]) -> TrailRecord:
     event_id = record.get("eventID")
     if not isinstance(event_id, str) or not event_id:
         raise RecordError("eventID missing")
-    identity = record.get("userIdentity") or {}
-    if not isinstance(identity, Mapping):
-        identity = {}
-    account = record.get("recipientAccountId") or identity.get("accountId")
+    event_time = parse_time(record.get("eventTime"))
+    identity = _mapping(record.get("userIdentity"))
     event_name = str(record.get("eventName") or "")
     role_arn: str | None = None
     session: str | None = None
-    if event_name == "AssumeRoleWithSAML":
-        params = record.get("requestParameters") or {}
-        if isinstance(params, Mapping):
-            role_arn = params.get("roleArn")
-            session = params.get("roleSessionName")
-        if session is None and isinstance(record.get("responseElements"), Mapping):
-            assumed = record["responseElements"].get("assumedRoleUser") or {}
-            m = _ASSUMED_ROLE_ARN.match(str(assumed.get("arn", "")))
-            session = m.group("session") if m else None
+    started: datetime | None = None
+    if event_name == SIGN_IN:
+        role_arn, session = _sign_in_session(record)
+        started = event_time  # the sign-in is what begins the session
     elif identity.get("type") == "AssumedRole":
-        context = identity.get("sessionContext") or {}
-        issuer = context.get("sessionIssuer") or {} if isinstance(context, Mapping) else {}
-        role_arn = issuer.get("arn") if isinstance(issuer, Mapping) else None
-        m = _ASSUMED_ROLE_ARN.match(str(identity.get("arn", "")))
-        if m:
-            session = m.group("session")
-        elif ":" in str(identity.get("principalId", "")):
-            session = str(identity["principalId"]).split(":", 1)[1]
-    permission_set = _ic_permission_set(role_arn)
-    behalf = identity.get("onBehalfOf") or {}
+        role_arn, session, started = _role_session(identity)
+    role = _ic_role(role_arn)
+    # The role's own account, not the trail that received this copy: a cross-account call
+    # is delivered to the resource owner's trail too, under the same grant.
+    account = (
+        role.group("account")
+        if role
+        else (record.get("recipientAccountId") or identity.get("accountId"))
+    )
     return TrailRecord(
         event_id=event_id,
-        event_time=parse_time(record.get("eventTime")),
+        event_time=event_time,
         event_name=event_name,
         account_id=str(account) if account else None,
-        permission_set=permission_set,
+        permission_set=role.group("ps") if role else None,
         role_arn=role_arn,
         session_name=session,
-        on_behalf_of_user_id=behalf.get("userId") if isinstance(behalf, Mapping) else None,
+        on_behalf_of_user_id=_mapping(identity.get("onBehalfOf")).get("userId"),
+        session_started=started,
+        digest=content_digest(record),
         raw=record,
     )
 
@@ -181,14 +275,50 @@ def _same_person(record: TrailRecord, user_name: str | None, user_id: str | None
     return session_matches(record.session_name, user_name)
 
 
-def grant_covers(record: TrailRecord, grant: GrantWindow, *, grace: timedelta) -> bool:
+def _grant_matches(record: TrailRecord, grant: GrantWindow) -> bool:
+    """The grant's account, permission set and person, at or after its activation."""
     return (
         record.permission_set is not None
         and record.account_id == grant.account_id
         and record.permission_set == grant.permission_set_name
         and _same_person(record, grant.user_name, grant.user_id)
-        and grant.start <= record.event_time <= grant.until(grace)
+        and grant.start <= record.event_time
     )
+
+
+def _after_end(record: TrailRecord, grant: GrantWindow, grace: timedelta) -> Outlived | None:
+    """None when the grant covers this record from after its end, else why it does not."""
+    started = record.session_started
+    if record.is_sign_in:
+        return Outlived.SIGN_IN_AFTER_END
+    if started is None:
+        return Outlived.SESSION_START_UNKNOWN
+    if started > grant.end:
+        return Outlived.SESSION_AFTER_END
+    if record.event_time > grant.until(grace):
+        return Outlived.BEYOND_GRACE
+    return None
+
+
+def grant_covers(record: TrailRecord, grant: GrantWindow, *, grace: timedelta) -> bool:
+    if not _grant_matches(record, grant):
+        return False
+    return record.event_time <= grant.end or _after_end(record, grant, grace) is None
+
+
+def grant_outlived(record: TrailRecord, grant: GrantWindow, *, grace: timedelta) -> Outlived | None:
+    """Why `record` is access that outlived `grant`, or None if it is not.
+
+    Outlived: after the end, not covered, and either within the grace (a sign-in or a
+    session begun after the end) or of a session begun inside the grant (any time later).
+    """
+    if not _grant_matches(record, grant) or record.event_time <= grant.end:
+        return None
+    reason = _after_end(record, grant, grace)
+    if reason is None or record.event_time <= grant.until(grace):
+        return reason
+    started = record.session_started
+    return reason if started is not None and grant.start <= started <= grant.end else None
 
 
 def standing_covers(record: TrailRecord, access: StandingAccess) -> bool:
@@ -209,7 +339,8 @@ def correlate(
     managed_permission_sets: frozenset[str] | None = None,
     managed_pairs: frozenset[tuple[str, str]] | None = None,
 ) -> Correlation:
-    """The grant (latest activation first) or standing assignment covering `record`.
+    """The grant (latest activation first) or standing assignment covering `record`, else
+    the grant (latest end) whose access it outlived.
 
     `managed_permission_sets` None means every Identity Center permission set is managed;
     otherwise an uncovered record in another permission set's role is UNMANAGED (a
@@ -224,6 +355,11 @@ def correlate(
     for access in standing:
         if standing_covers(record, access):
             return Correlation(Outcome.STANDING, standing=access)
+    # An Elevate grant's own access living on is flagged whatever the managed scope says.
+    outlived = [(g, r) for g in grants if (r := grant_outlived(record, g, grace=grace))]
+    if outlived:
+        grant, reason = max(outlived, key=lambda pair: (pair[0].end, pair[0].grant_id))
+        return Correlation(Outcome.OUTLIVED, grant=grant, outlived=reason)
     if managed_pairs is not None and (record.account_id, record.permission_set) not in (
         managed_pairs
     ):

@@ -1,10 +1,12 @@
 """CloudTrail delivery → `elevate.cloudtrail.v1`: an SQS poller (a worker).
 
-For each notice: fetch each `.json.gz`, publish one message per record (key = account id)
-with the idempotent producer, and delete the SQS message only after Kafka acknowledged
-every record. A crash before the delete means SQS redelivers the notice after the
-visibility timeout and the file is published again; the consumer deduplicates on
-`eventID`, so nothing is lost and nothing is emitted twice.
+For each notice: stream each `.json.gz` (read, decompressed and parsed chunk by chunk, so
+memory is bounded whatever the file's size), publish one message per record (key =
+account id) with the idempotent producer, and delete the SQS message only after Kafka
+acknowledged every record. A crash before the delete means SQS redelivers the notice after
+the visibility timeout and the file is published again; the consumer deduplicates on
+`eventID` and content, so nothing is lost and nothing is emitted twice. Each record
+carries where it was read (`elevateDelivery`: bucket and key) into its OCSF record.
 
 Only objects within `ELEVATE_CLOUDTRAIL_SOURCES` are fetched (sources.py): a notice naming
 another bucket, a key outside the listed prefixes or a key with a `..` segment is
@@ -12,8 +14,9 @@ quarantined as below, counted in `elevate_audit_sources_refused_total`, and neve
 
 A malformed notice or an unreadable file (missing object, not gzip/JSON, no `Records`) is
 quarantined — a row in `audit_quarantined_files`, a counter, an error log with its key; the
-object stays in S3 — and the rest of the notice carries on. Transient failures (S3 5xx,
-throttling, Kafka away) leave the message on the queue to be retried.
+object stays in S3 — and the rest of the notice carries on; records read before a fault in
+a file are published (acknowledged) first. Transient failures (S3 5xx, throttling, Kafka
+away) leave the message on the queue to be retried.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -37,14 +40,14 @@ from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import DEFAULT_POLICY, Retrying
 from sqlalchemy import select
 
-from elevate_audit_ingest.domain import RecordError, parse_time
+from elevate_audit_ingest.domain import DELIVERY_FIELD, RecordError, parse_time
+from elevate_audit_ingest.logfile import LogFileReader
 from elevate_audit_ingest.models import QuarantinedFile
 from elevate_audit_ingest.schemas import (
     LogFileError,
     NoticeError,
     ObjectRef,
     is_log_file,
-    parse_log_file,
     parse_notice,
 )
 from elevate_audit_ingest.service import LAG, QUARANTINED, RECORDS_IN, RECORDS_OUT, REFUSED
@@ -88,6 +91,7 @@ class TrailIngestor:
         visibility_timeout: int = 300,
         max_messages: int = 10,
         publish_batch: int = 500,
+        read_chunk: int = 1 << 20,
         clock: Clock | None = None,
         producer_factory: Callable[[], Any] | None = None,
     ) -> None:
@@ -102,6 +106,7 @@ class TrailIngestor:
         self.visibility_timeout = visibility_timeout
         self.max_messages = max_messages
         self.publish_batch = publish_batch
+        self.read_chunk = read_chunk  # compressed bytes read from S3 at a time
         self.clock = clock or SystemClock()
         self._producer_factory = producer_factory or (
             lambda: idempotent_producer(kafka, client_id=client_id)
@@ -183,9 +188,11 @@ class TrailIngestor:
             log.info("cloudtrail ingest: skipping s3://%s/%s: not a log file", ref.bucket, ref.key)
             return
         try:
-            body = await asyncio.to_thread(self._get_object, ref)
-            records = parse_log_file(body)
+            # aclosing: the S3 body is closed at once, also when publishing fails midway.
+            async with contextlib.aclosing(self._records(ref)) as records:
+                sent = await self.publish(records, ref)
         except LogFileError as exc:
+            # What came before the fault is published (and acknowledged): kept, not lost.
             await self.quarantine(ref, exc, message_id)
             return
         except ClientError as exc:
@@ -194,45 +201,70 @@ class TrailIngestor:
                 raise
             await self.quarantine(ref, exc, message_id)
             return
-        await self.publish(records, ref)
+        log.debug("cloudtrail ingest: s3://%s/%s: %d records", ref.bucket, ref.key, sent)
 
-    def _get_object(self, ref: ObjectRef) -> bytes:
-        return self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+    async def _records(self, ref: ObjectRef) -> AsyncGenerator[dict[str, Any]]:
+        """The file's records as they are read: decompressed and parsed chunk by chunk."""
+        response = await asyncio.to_thread(self.s3.get_object, Bucket=ref.bucket, Key=ref.key)
+        body = response["Body"]
+        reader = LogFileReader()
+        try:
+            while True:
+                chunk = await asyncio.to_thread(body.read, self.read_chunk)
+                for record in reader.feed(chunk):
+                    yield record
+                if not chunk:
+                    return
+        finally:
+            body.close()
 
-    async def publish(self, records: list[dict[str, Any]], ref: ObjectRef) -> int:
+    async def publish(self, records: AsyncIterator[dict[str, Any]], ref: ObjectRef) -> int:
+        """Send the records in batches of `publish_batch`, each acknowledged before the next
+        is read: what is held is one batch, whatever the file's size."""
         producer = await self._producer.get()
+        # Overwrites whatever a file may claim: where it was read is the ingestor's to say.
+        delivery = {"s3Bucket": ref.bucket, "s3ObjectKey": ref.key}
+        batch: list[tuple[Any, Any]] = []  # (send future, eventTime)
         sent = 0
-        for start in range(0, len(records), self.publish_batch):
-            futures = []
-            times = []
-            for record in records[start : start + self.publish_batch]:
+        try:
+            async for record in records:
                 if not isinstance(record.get("eventID"), str):
                     log.warning("cloudtrail ingest: record without eventID in %s skipped", ref.key)
                     continue
                 account = record.get("recipientAccountId") or (
                     record.get("userIdentity") or {}
                 ).get("accountId")
-                futures.append(
-                    await producer.send(
-                        self.topic,
-                        value=json.dumps(record, separators=(",", ":")).encode(),
-                        key=str(account).encode() if account else None,
-                        headers=[("content-type", b"application/json")],
-                    )
+                future = await producer.send(
+                    self.topic,
+                    value=json.dumps(
+                        {**record, DELIVERY_FIELD: delivery}, separators=(",", ":")
+                    ).encode(),
+                    key=str(account).encode() if account else None,
+                    headers=[("content-type", b"application/json")],
                 )
-                times.append(record.get("eventTime"))
-            await asyncio.gather(*futures)
-            now = self.clock.now()
-            for value in times:
-                with contextlib.suppress(RecordError):
-                    LAG.labels("cloudtrail").observe(
-                        max(0.0, (now - parse_time(value)).total_seconds())
-                    )
-            RECORDS_IN.labels("s3").inc(len(futures))
-            RECORDS_OUT.labels(self.topic, "cloudtrail").inc(len(futures))
-            sent += len(futures)
-            failpoint("audit.mid_file")  # crash test: part of a file published, notice kept
-        return sent
+                batch.append((future, record.get("eventTime")))
+                if len(batch) >= self.publish_batch:
+                    sent += await self._acknowledged(batch)
+                    batch = []
+        except LogFileError:
+            await self._acknowledged(batch)  # before the file is quarantined
+            raise
+        return sent + await self._acknowledged(batch)
+
+    async def _acknowledged(self, batch: list[tuple[Any, Any]]) -> int:
+        if not batch:
+            return 0
+        await asyncio.gather(*(future for future, _ in batch))
+        now = self.clock.now()
+        for _, value in batch:
+            with contextlib.suppress(RecordError):
+                LAG.labels("cloudtrail").observe(
+                    max(0.0, (now - parse_time(value)).total_seconds())
+                )
+        RECORDS_IN.labels("s3").inc(len(batch))
+        RECORDS_OUT.labels(self.topic, "cloudtrail").inc(len(batch))
+        failpoint("audit.mid_file")  # crash test: part of a file published, notice kept
+        return len(batch)
 
     async def quarantine(self, ref: ObjectRef, error: Exception, message_id: str) -> None:
         detail = f"{type(error).__name__}: {error}"[:2000]

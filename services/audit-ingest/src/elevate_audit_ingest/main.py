@@ -1,10 +1,10 @@
 """Elevate audit ingest: process entry point (`elevate-audit-ingest`).
 
 Workers: the outbox relay (OCSF records → `elevate.audit.v1`), the grants consumer (grant
-index), the CloudTrail consumer (raw mode, deduplicated on `eventID`), the timer runner
-(records waiting for their grant) and, unless `ELEVATE_CLOUDTRAIL_QUEUE` is empty, the SQS
-poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1` — from the
-buckets and prefixes of `ELEVATE_CLOUDTRAIL_SOURCES` only.
+index), the CloudTrail consumer (raw mode, deduplicated on `eventID` and content), the
+timer runner (records waiting for their grant) and, unless `ELEVATE_CLOUDTRAIL_QUEUE` is
+empty, the SQS poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1` —
+from the buckets and prefixes of `ELEVATE_CLOUDTRAIL_SOURCES` only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """audit-ingest's own tables: the grant index, standing access, records waiting for their
-grant, and quarantined CloudTrail files."""
+grant, quarantined CloudTrail files and the contents seen per eventID."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ class PendingRecord(Base):
 
     __tablename__ = "audit_pending_records"
 
+    # The record key (eventID and content digest, domain.record_key): two records sharing
+    # an eventID wait side by side. Rows from before audit_0002 hold the bare eventID.
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(32), index=True)
     record: Mapped[dict[str, Any]] = mapped_column(SAJSON)
@@ -78,3 +80,16 @@ class QuarantinedFile(Base):
     error: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(255))
     quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecordDigest(Base):
+    """Each distinct content seen under an eventID: a second content under one eventID is
+    a conflict (a forged or altered copy), flagged on every record of that eventID emitted
+    after it is known, so neither copy hides the other."""
+
+    __tablename__ = "audit_record_digests"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivery: Mapped[str | None] = mapped_column(String(1400))  # s3://bucket/key, if any
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)

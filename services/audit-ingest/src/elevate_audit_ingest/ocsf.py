@@ -3,7 +3,8 @@
 - API Activity (6003) per CloudTrail record, mapped as AWS Security Lake maps CloudTrail,
   with Elevate's context (request id, justification, approvers, window) in
   `metadata.correlation_uid` and an `enrichments[]` entry named `elevate.grant`.
-- The same class at severity High for a managed Identity Center role nothing covers.
+- The same class at severity High for a managed Identity Center role nothing covers, for
+  access that outlived its grant, and for a record whose eventID another record reuses.
 - User Access Management (3005) Assign/Revoke Privileges per grant activated/ended.
 
 `validate_ocsf` refuses attributes the models do not know (the models accept extras), except
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,19 +25,23 @@ from ocsf.v1_7_0.events import ApiActivity, UserAccess
 from ocsf.v1_7_0.objects import Cloud
 
 from elevate_audit_ingest.domain import (
+    KEY_EVENT_ID,
+    Conflict,
     Correlation,
     GrantWindow,
     Outcome,
-    StandingAccess,
     TrailRecord,
     parse_time,
 )
+from elevate_audit_ingest.enrichments import LABEL_CONFLICT, elevate_context, grant_enrichment
 
 OCSF_VERSION = "1.7.0"
 API_ACTIVITY = 6003
 USER_ACCESS = 3005
 SEVERITY_INFORMATIONAL = 1
 SEVERITY_HIGH = 4
+_FLAGGED = {Outcome.UNCOVERED, Outcome.OUTLIVED}
+UID_DIGEST = 32  # hex digits of the content digest in metadata.uid (128 bits)
 ASSIGN, REVOKE = 1, 2
 _PROFILE_ATTRIBUTES = {"cloud": Cloud}
 _CLASSES: dict[int, type[OCSFBaseModel]] = {API_ACTIVITY: ApiActivity, USER_ACCESS: UserAccess}
@@ -107,32 +112,6 @@ def encode(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "request_id": grant.request_id,
-        "grant_id": grant.grant_id,
-        "user_name": grant.user_name,
-        "user_id": grant.user_id,
-        "account_id": grant.account_id,
-        "permission_set": grant.permission_set_name,
-        "justification": grant.justification,
-        "approvers": list(grant.approvers),
-        "window_start": grant.start.isoformat(),
-        "window_end": grant.end.isoformat(),
-        "break_glass": grant.break_glass,
-    }
-    if grace_until is not None:
-        data["window_grace_until"] = grace_until.isoformat()
-    if grant.ticket:
-        data["ticket"] = grant.ticket
-    return {
-        "name": "elevate.grant",
-        "value": grant.request_id,
-        "provider": "Elevate",
-        "data": data,
-    }
-
-
 def _src_endpoint(record: Mapping[str, Any]) -> dict[str, Any]:
     source = str(record.get("sourceIPAddress") or "")
     endpoint: dict[str, Any] = {}
@@ -193,12 +172,23 @@ def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
 
 
 def _metadata(
-    parsed: TrailRecord, correlation: Correlation, processed_at: datetime | None
+    parsed: TrailRecord,
+    correlation: Correlation,
+    processed_at: datetime | None,
+    conflicts: Sequence[Conflict],
 ) -> dict[str, Any]:
     record = parsed.raw
+    labels = [f"elevate:{correlation.outcome.value}"]
+    if conflicts:
+        labels.append(LABEL_CONFLICT)
+    delivery = parsed.delivery
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
-        "uid": parsed.event_id,
+        # The content is part of the uid: a SIEM deduplicating on it keeps a record and
+        # another reusing its eventID apart (original_event_uid is the eventID itself). Cut
+        # like the record key so that readers' 255-character dedupe keys hold it.
+        "uid": f"{parsed.event_id[:KEY_EVENT_ID]}:{parsed.digest[:UID_DIGEST]}",
+        "original_event_uid": parsed.event_id,
         "product": {
             "name": "CloudTrail",
             "vendor_name": "AWS",
@@ -206,8 +196,9 @@ def _metadata(
             "feature": {"name": str(record.get("eventCategory") or "Management")},
         },
         "profiles": ["cloud"],
-        "labels": [f"elevate:{correlation.outcome.value}"],
+        "labels": labels,
         "original_time": str(record.get("eventTime")),
+        "log_source": f"s3://{delivery[0]}/{delivery[1]}" if delivery else "kafka",
     }
     if record.get("eventType"):
         metadata["event_code"] = str(record["eventType"])
@@ -249,33 +240,8 @@ def _resources(record: Mapping[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def _elevate_context(
-    parsed: TrailRecord, correlation: Correlation, grace_until: datetime | None
-) -> dict[str, Any]:
-    """What in Elevate covers the call, or that nothing does (other outcomes add nothing)."""
-    grant, standing = correlation.grant, correlation.standing
-    if grant is not None:
-        return {
-            "enrichments": [_grant_enrichment(grant, grace_until)],
-            "message": (
-                f"{parsed.event_name} by {grant.user_name} under Elevate request {grant.request_id}"
-            ),
-        }
-    if standing is not None:
-        return {
-            "enrichments": [_standing_enrichment(standing)],
-            "message": f"{parsed.event_name} under a standing assignment",
-        }
-    if correlation.outcome is not Outcome.UNCOVERED:
-        return {}
-    return {
-        "message": (
-            f"{parsed.event_name} in Identity Center role of permission set "
-            f"{parsed.permission_set} by session {parsed.session_name!r}: "
-            "no Elevate grant or standing assignment covers it"
-        ),
-        "enrichments": [_uncovered_enrichment(parsed)],
-    }
+def _recipient(record: Mapping[str, Any], parsed: TrailRecord) -> str:
+    return str(record.get("recipientAccountId") or parsed.account_id or "")
 
 
 def api_activity(
@@ -284,28 +250,31 @@ def api_activity(
     *,
     grace_until: datetime | None = None,
     processed_at: datetime | None = None,
+    conflicts: Sequence[Conflict] = (),
 ) -> dict[str, Any]:
-    """The OCSF API Activity record for one CloudTrail record (validated)."""
+    """The OCSF API Activity record for one CloudTrail record (validated). `conflicts`: the
+    other contents known under its eventID."""
     record = parsed.raw
     activity = activity_for(parsed.event_name)
     failed = bool(record.get("errorCode"))
-    uncovered = correlation.outcome is Outcome.UNCOVERED
+    flagged = correlation.outcome in _FLAGGED or bool(conflicts)
     doc: dict[str, Any] = {
         "class_uid": API_ACTIVITY,
         "category_uid": 6,
         "activity_id": activity,
         "type_uid": API_ACTIVITY * 100 + activity,
-        "severity_id": SEVERITY_HIGH if uncovered else SEVERITY_INFORMATIONAL,
+        "severity_id": SEVERITY_HIGH if flagged else SEVERITY_INFORMATIONAL,
         "status_id": 2 if failed else 1,
         "time": millis(parsed.event_time),
-        "metadata": _metadata(parsed, correlation, processed_at),
+        "metadata": _metadata(parsed, correlation, processed_at, conflicts),
         "actor": _actor(record, parsed),
         "api": _api(parsed),
         "src_endpoint": _src_endpoint(record),
         "cloud": {
             "provider": "AWS",
             "region": str(record.get("awsRegion") or ""),
-            "account": {"uid": parsed.account_id or "", "type_id": 10},
+            # the trail's account, as Security Lake maps it (the role's is actor.user.account)
+            "account": {"uid": _recipient(record, parsed), "type_id": 10},
         },
     }
     if failed:
@@ -315,36 +284,8 @@ def api_activity(
     resources = _resources(record)
     if resources:
         doc["resources"] = resources
-    doc |= _elevate_context(parsed, correlation, grace_until)
+    doc |= elevate_context(parsed, correlation, grace_until, conflicts)
     return validate_ocsf(doc)
-
-
-def _uncovered_enrichment(parsed: TrailRecord) -> dict[str, Any]:
-    return {
-        "name": "elevate.uncovered",
-        "value": parsed.permission_set or "",
-        "provider": "Elevate",
-        "data": {
-            "account_id": parsed.account_id,
-            "permission_set": parsed.permission_set,
-            "session_name": parsed.session_name,
-            "on_behalf_of_user_id": parsed.on_behalf_of_user_id,
-        },
-    }
-
-
-def _standing_enrichment(access: StandingAccess) -> dict[str, Any]:
-    return {
-        "name": "elevate.standing",
-        "value": access.permission_set_name,
-        "provider": "Elevate",
-        "data": {
-            "account_id": access.account_id,
-            "permission_set": access.permission_set_name,
-            "user_id": access.user_id,
-            "user_name": access.user_name,
-        },
-    }
 
 
 def user_access(
@@ -392,7 +333,7 @@ def user_access(
             f"(request {grant.request_id}{', ' + reason if reason else ''})"
         ),
         "cloud": {"provider": "AWS", "account": {"uid": grant.account_id, "type_id": 10}},
-        "enrichments": [_grant_enrichment(grant, None)],
+        "enrichments": [grant_enrichment(grant, None)],
     }
     if permission_set_arn:
         doc["enrichments"][0]["data"]["permission_set_arn"] = permission_set_arn

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -23,7 +21,8 @@ class NoticeError(PermanentError):
 
 
 class LogFileError(PermanentError):
-    """The object is not a CloudTrail log file (`{"Records": [...]}`, gzip or plain)."""
+    """The object is not a CloudTrail log file (`{"Records": [...]}`, gzip or plain); it is
+    read by `logfile.LogFileReader`."""
 
 
 def _json(text: str | bytes, what: str, error: type[PermanentError]) -> Any:
@@ -78,18 +77,3 @@ def _s3_event_refs(records: list[Any]) -> list[ObjectRef]:
 def is_log_file(key: str) -> bool:
     """CloudTrail log files; digest files (and anything else) are not ingested."""
     return "/CloudTrail-Digest/" not in key and key.endswith((".json.gz", ".json"))
-
-
-def parse_log_file(body: bytes) -> list[dict[str, Any]]:
-    if body[:2] == b"\x1f\x8b":
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise LogFileError(f"gzip: {exc}") from None
-    data = _json(body, "log file", LogFileError)
-    if not isinstance(data, dict) or not isinstance(data.get("Records"), list):
-        raise LogFileError('log file has no "Records" list')
-    records: list[dict[str, Any]] = data["Records"]
-    if not all(isinstance(r, dict) for r in records):
-        raise LogFileError("a record is not a JSON object")
-    return records

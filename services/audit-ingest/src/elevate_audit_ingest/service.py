@@ -15,11 +15,13 @@ from elevate_core.events.topics import Topics
 from elevate_core.outbox import Outbox
 from elevate_core.timers import cancel, schedule
 from prometheus_client import Counter, Histogram
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest import ocsf
 from elevate_audit_ingest.domain import (
+    KEY_EVENT_ID,
+    Conflict,
     Correlation,
     GrantWindow,
     Outcome,
@@ -29,10 +31,12 @@ from elevate_audit_ingest.domain import (
     correlate,
     parse_record,
 )
-from elevate_audit_ingest.models import GrantRow, PendingRecord, StandingRow
+from elevate_audit_ingest.models import GrantRow, PendingRecord, RecordDigest, StandingRow
 
 log = logging.getLogger(__name__)
 PENDING_TIMER = "audit.pending_record"
+# Outcomes a grant not yet known could still turn into GRANT: they wait before being flagged.
+_WAITING = {Outcome.UNCOVERED, Outcome.OUTLIVED}
 
 RECORDS_IN = Counter("elevate_audit_records_in_total", "CloudTrail records read", ["source"])
 RECORDS_OUT = Counter(
@@ -44,6 +48,10 @@ LAG = Histogram(
     "eventTime to publish (cloudtrail: Kafka ack; audit: outbox commit)",
     ["stage"],
     buckets=(1, 5, 30, 60, 300, 600, 900, 1800, 3600, 7200, 21600),
+)
+CONFLICTS = Counter(
+    "elevate_audit_event_id_conflicts_total",
+    "Records emitted while another record with the same eventID but other content is known",
 )
 QUARANTINED = Counter("elevate_audit_quarantined_files_total", "CloudTrail files quarantined")
 # A security signal: every refusal counts, also of an object already quarantined.
@@ -100,11 +108,15 @@ def window_of(row: GrantRow) -> GrantWindow:
 async def candidates(
     session: AsyncSession, *, record: TrailRecord, grace: timedelta
 ) -> tuple[list[GrantWindow], list[StandingAccess]]:
-    """Grants whose window (plus grace) contains the record's time, and standing access,
-    for the record's account and permission set. Bounded by time so that the cost per
-    record does not grow with the years of grants an account accumulates."""
+    """Grants whose window (plus grace) contains the record's time or its session's start,
+    and standing access, for the record's account and permission set. Bounded by time so
+    that the cost per record does not grow with the years of grants an account accumulates."""
     if record.account_id is None or record.permission_set is None:
         return [], []
+    end = func.coalesce(GrantRow.ended_at, GrantRow.scheduled_end)
+    ends: list[ColumnElement[bool]] = [end >= record.event_time - grace]
+    if record.session_started is not None:  # a session begun in a grant, used long after
+        ends.append(end >= record.session_started)
     grant_rows = (
         await session.execute(
             select(GrantRow).where(
@@ -112,8 +124,7 @@ async def candidates(
                 GrantRow.permission_set_name == record.permission_set,
                 GrantRow.activated_at.is_not(None),
                 GrantRow.activated_at <= record.event_time,
-                func.coalesce(GrantRow.ended_at, GrantRow.scheduled_end)
-                >= record.event_time - grace,
+                or_(*ends),
             )
         )
     ).scalars()
@@ -172,32 +183,67 @@ async def handle_record(
     """Correlate one CloudTrail record and queue its OCSF record; None when it waits."""
     record = parse(data)
     RECORDS_IN.labels("kafka").inc()
+    await _remember_content(session, record, now)
     correlation = await _correlate(session, record, config)
-    if correlation.outcome is Outcome.UNCOVERED and config.wait > timedelta(0):
-        if await session.get(PendingRecord, record.event_id) is None:
-            deadline = now + config.wait
-            session.add(
-                PendingRecord(
-                    event_id=record.event_id,
-                    account_id=record.account_id or "",
-                    record=dict(record.raw),
-                    received_at=now,
-                    deadline=deadline,
-                )
-            )
-            await schedule(
-                session,
-                kind=PENDING_TIMER,
-                key=record.event_id,
-                due_at=deadline,
-                payload={"event_id": record.event_id},
-            )
+    if correlation.outcome in _WAITING and config.wait > timedelta(0):
+        await _wait(session, record, now + config.wait, now)
         CORRELATED.labels("waiting").inc()
         return None
     await emit_activity(
         session, outbox=outbox, record=record, correlation=correlation, config=config, now=now
     )
     return correlation.outcome
+
+
+async def _wait(
+    session: AsyncSession, record: TrailRecord, deadline: datetime, now: datetime
+) -> None:
+    """Park the record (keyed by content, so one reusing its eventID waits beside it)."""
+    if await session.get(PendingRecord, record.key) is not None:
+        return
+    session.add(
+        PendingRecord(
+            event_id=record.key,
+            account_id=record.account_id or "",
+            record=dict(record.raw),
+            received_at=now,
+            deadline=deadline,
+        )
+    )
+    await schedule(
+        session,
+        kind=PENDING_TIMER,
+        key=record.key,
+        due_at=deadline,
+        payload={"event_id": record.key},
+    )
+
+
+def _delivery(record: TrailRecord) -> str | None:
+    return f"s3://{record.delivery[0]}/{record.delivery[1]}"[:1400] if record.delivery else None
+
+
+async def _remember_content(session: AsyncSession, record: TrailRecord, now: datetime) -> None:
+    key = (record.event_id[:KEY_EVENT_ID], record.digest)
+    if await session.get(RecordDigest, key) is None:
+        session.add(
+            RecordDigest(event_id=key[0], digest=key[1], delivery=_delivery(record), first_seen=now)
+        )
+
+
+async def conflicts_of(session: AsyncSession, record: TrailRecord) -> list[Conflict]:
+    """The other contents seen under the record's eventID (a forged or altered copy)."""
+    rows = (
+        await session.execute(
+            select(RecordDigest)
+            .where(
+                RecordDigest.event_id == record.event_id[:KEY_EVENT_ID],
+                RecordDigest.digest != record.digest,
+            )
+            .order_by(RecordDigest.first_seen, RecordDigest.digest)
+        )
+    ).scalars()
+    return [Conflict(digest=r.digest, delivery=r.delivery) for r in rows]
 
 
 async def emit_activity(
@@ -213,12 +259,21 @@ async def emit_activity(
     if correlation.outcome is Outcome.UNMANAGED:
         return  # not an Elevate-managed role: the SIEM has CloudTrail itself
     grant = correlation.grant
+    conflicts = await conflicts_of(session, record)
     document = ocsf.api_activity(
         record,
         correlation,
         grace_until=grant.until(config.grace) if grant else None,
         processed_at=now,
+        conflicts=conflicts,
     )
+    if conflicts:
+        CONFLICTS.inc()
+        log.error(
+            "eventID %s: %d other record(s) with this eventID and other content",
+            record.event_id,
+            len(conflicts),
+        )
     key = grant.request_id if grant else (record.account_id or "")
     await publish(session, outbox, document, key=key, outcome=correlation.outcome.value, now=now)
     LAG.labels("audit").observe(max(0.0, (now - record.event_time).total_seconds()))
@@ -287,7 +342,7 @@ async def recheck_pending(
     for pending in rows:
         record = parse(pending.record)
         correlation = await _correlate(session, record, config)
-        if correlation.outcome is Outcome.UNCOVERED:
+        if correlation.outcome in _WAITING:
             continue
         await emit_activity(
             session, outbox=outbox, record=record, correlation=correlation, config=config, now=now

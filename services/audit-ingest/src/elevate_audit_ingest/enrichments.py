@@ -1,0 +1,170 @@
+"""Elevate's context on an OCSF API Activity record: which grant or standing assignment
+covers the call, or the finding that nothing does, that it outlived its grant, or that
+another record reuses its eventID — and where the record was read from.
+
+The names and fields here are what SIEM rules match on: docs/audit.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from elevate_audit_ingest.domain import (
+    Conflict,
+    Correlation,
+    GrantWindow,
+    Outcome,
+    StandingAccess,
+    TrailRecord,
+)
+
+LABEL_CONFLICT = "elevate:event-id-conflict"
+PROVIDER = "Elevate"
+
+
+def grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "request_id": grant.request_id,
+        "grant_id": grant.grant_id,
+        "user_name": grant.user_name,
+        "user_id": grant.user_id,
+        "account_id": grant.account_id,
+        "permission_set": grant.permission_set_name,
+        "justification": grant.justification,
+        "approvers": list(grant.approvers),
+        "window_start": grant.start.isoformat(),
+        "window_end": grant.end.isoformat(),
+        "break_glass": grant.break_glass,
+    }
+    if grace_until is not None:
+        data["window_grace_until"] = grace_until.isoformat()
+    if grant.ticket:
+        data["ticket"] = grant.ticket
+    return {"name": "elevate.grant", "value": grant.request_id, "provider": PROVIDER, "data": data}
+
+
+def _outlived_enrichment(
+    parsed: TrailRecord, grant: GrantWindow, correlation: Correlation, grace_until: datetime | None
+) -> dict[str, Any]:
+    started = parsed.session_started
+    data: dict[str, Any] = {
+        "request_id": grant.request_id,
+        "grant_id": grant.grant_id,
+        "window_end": grant.end.isoformat(),
+        "reason": correlation.outlived.value if correlation.outlived else "",
+        "session_created": started.isoformat() if started else None,
+        "event_time": parsed.event_time.isoformat(),
+    }
+    if grace_until is not None:
+        data["window_grace_until"] = grace_until.isoformat()
+    return {
+        "name": "elevate.outlived-grant",
+        "value": grant.grant_id,
+        "provider": PROVIDER,
+        "data": data,
+    }
+
+
+def _uncovered_enrichment(parsed: TrailRecord) -> dict[str, Any]:
+    return {
+        "name": "elevate.uncovered",
+        "value": parsed.permission_set or "",
+        "provider": PROVIDER,
+        "data": {
+            "account_id": parsed.account_id,
+            "permission_set": parsed.permission_set,
+            "session_name": parsed.session_name,
+            "on_behalf_of_user_id": parsed.on_behalf_of_user_id,
+        },
+    }
+
+
+def _standing_enrichment(access: StandingAccess) -> dict[str, Any]:
+    return {
+        "name": "elevate.standing",
+        "value": access.permission_set_name,
+        "provider": PROVIDER,
+        "data": {
+            "account_id": access.account_id,
+            "permission_set": access.permission_set_name,
+            "user_id": access.user_id,
+            "user_name": access.user_name,
+        },
+    }
+
+
+def _conflict_enrichment(parsed: TrailRecord, conflicts: Sequence[Conflict]) -> dict[str, Any]:
+    return {
+        "name": "elevate.event-id-conflict",
+        "value": parsed.event_id,
+        "provider": PROVIDER,
+        "data": {
+            "event_id": parsed.event_id,
+            "digest": parsed.digest,
+            "others": [{"digest": c.digest, "delivery": c.delivery} for c in conflicts],
+        },
+    }
+
+
+def delivery_enrichment(parsed: TrailRecord) -> dict[str, Any] | None:
+    if parsed.delivery is None:
+        return None
+    bucket, key = parsed.delivery
+    return {
+        "name": "elevate.delivery",
+        "value": f"s3://{bucket}/{key}",
+        "provider": PROVIDER,
+        "data": {"path": "s3", "bucket": bucket, "key": key},
+    }
+
+
+def _correlation_context(
+    parsed: TrailRecord, correlation: Correlation, grace_until: datetime | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    grant, standing = correlation.grant, correlation.standing
+    if correlation.outcome is Outcome.OUTLIVED and grant is not None:
+        return [
+            grant_enrichment(grant, grace_until),
+            _outlived_enrichment(parsed, grant, correlation, grace_until),
+        ], (
+            f"{parsed.event_name} by {grant.user_name} after Elevate request "
+            f"{grant.request_id} ended at {grant.end.isoformat()}: access outlived the grant"
+        )
+    if grant is not None:
+        return [grant_enrichment(grant, grace_until)], (
+            f"{parsed.event_name} by {grant.user_name} under Elevate request {grant.request_id}"
+        )
+    if standing is not None:
+        return [_standing_enrichment(standing)], (
+            f"{parsed.event_name} under a standing assignment"
+        )
+    if correlation.outcome is not Outcome.UNCOVERED:
+        return [], None
+    return [_uncovered_enrichment(parsed)], (
+        f"{parsed.event_name} in Identity Center role of permission set "
+        f"{parsed.permission_set} by session {parsed.session_name!r}: "
+        "no Elevate grant or standing assignment covers it"
+    )
+
+
+def elevate_context(
+    parsed: TrailRecord,
+    correlation: Correlation,
+    grace_until: datetime | None,
+    conflicts: Sequence[Conflict] = (),
+) -> dict[str, Any]:
+    """`enrichments` and `message` for the record (nothing for an unmanaged one)."""
+    enrichments, message = _correlation_context(parsed, correlation, grace_until)
+    if conflicts:
+        enrichments.append(_conflict_enrichment(parsed, conflicts))
+    delivery = delivery_enrichment(parsed)
+    if delivery is not None:
+        enrichments.append(delivery)
+    context: dict[str, Any] = {}
+    if enrichments:
+        context["enrichments"] = enrichments
+    if message is not None:
+        context["message"] = message
+    return context
