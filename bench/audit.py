@@ -8,7 +8,7 @@ realistic CloudTrail records of one Identity Center session on `elevate.cloudtra
 then measures, in the same run:
 
 1. baseline: consume the N records from Kafka and parse them (json + correlation parse);
-2. pipeline: the service's own consumer (dedupe on eventID, grant-index lookup,
+2. pipeline: the service's own consumer (dedupe on eventID and content, grant-index lookup,
    correlation, OCSF mapping + validation, outbox row, one transaction per record) and
    its outbox relay publishing the N OCSF records to `elevate.audit.v1`.
 

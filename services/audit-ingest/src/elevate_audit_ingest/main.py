@@ -18,6 +18,7 @@ from elevate_core.app import (
     ServiceSpec,
     add_consumer,
     add_outbox,
+    add_purge_hook,
     add_timers,
     bootstrap,
     create_service_app,
@@ -27,6 +28,7 @@ from elevate_core.events.topics import Topics
 from elevate_core.settings import Settings
 from fastapi import FastAPI
 
+from elevate_audit_ingest import purge
 from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key, grants_handler
 from elevate_audit_ingest.ingest import TrailIngestor, aws_clients
 from elevate_audit_ingest.scope import PolicyScope
@@ -80,6 +82,7 @@ def build(
         {PENDING_TIMER: pending_record_handler(outbox=outbox, config=config, clock=clock)},
         clock=clock,
     )
+    add_purge_hook(ctx, purge.TABLE, purge.purge_old_digests)  # bounded, like dedupe rows
     if settings.cloudtrail_queue:
         ctx.workers.append(_trail_ingestor(ctx, settings, clock))
 
