@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from elevate_core.events.base import Event
 from elevate_core.events.models import (
+    DecisionRecorded,
     GrantActivated,
     GrantEnded,
     GrantFailed,
@@ -242,3 +243,39 @@ async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
     async with api.client("alice") as alice:
         activity = (await alice.get(f"/v1/requests/{rid}")).json()["activity"]
     assert [(a["operation"], a["severity"]) for a in activity] == [("ListBuckets", "informational")]
+
+
+async def test_an_approver_sees_what_they_decided_by_user_id_not_by_name(api: Api) -> None:
+    """Names are mutable: a decision recorded for someone once called "erin" gives the
+    user called erin now nothing; erin's own decision (her user id) lets her see it, even
+    outside the approver groups."""
+    emit = Emitter(api)
+    rid, _ = await submit(api)
+
+    async def erin_sees() -> int:
+        async with api.client("erin") as erin:
+            return (await erin.get(f"/v1/requests/{rid}")).status_code
+
+    def decided_by(user_id: str) -> DecisionRecorded:
+        approver = Person(user_name="erin", user_id=user_id)
+        return DecisionRecorded(
+            request_id=uuid.UUID(rid),
+            approver=approver,
+            decision="approve",
+            approvals_so_far=1,
+            required_approvals=2,
+        )
+
+    await emit.send(decided_by("a-former-erin"))
+    prefix = api.settings.topic_prefix
+    # the read model has folded it: whatever it was going to make visible, it has
+    await processed_past(
+        api.kafka, f"{prefix}request-api.read-model", f"{prefix}elevate.decisions.v1"
+    )
+    assert await erin_sees() == 404
+    await emit.send(decided_by(api.seeded.user_ids["erin"]))
+
+    async def visible() -> bool:
+        return await erin_sees() == 200
+
+    await eventually(visible, timeout=60, what="erin's own decision makes it visible")

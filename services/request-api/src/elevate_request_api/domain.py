@@ -233,7 +233,8 @@ class View:
     approver_groups: list[str] = field(default_factory=list)
     required_approvals: int = 0
     status: Status = Status.PENDING
-    approvers: set[str] = field(default_factory=set)
+    approvers: set[str] = field(default_factory=set)  # names, for display
+    approver_ids: set[str] = field(default_factory=set)  # who may see it as its approver
     review: str | None = None
     timeline: list[TimelineItem] = field(default_factory=list)
 
@@ -293,6 +294,7 @@ def _apply(view: View, logged: Logged) -> None:
         view.required_approvals = event.required_approvals
     elif isinstance(event, DecisionRecorded) and event.decision == "approve":
         view.approvers.add(event.approver.user_name)
+        view.approver_ids.add(event.approver.user_id)
     elif isinstance(event, BreakGlassUsed):
         view.review = merge_review(view.review, event.review)
     elif isinstance(event, RequestApproved):

@@ -37,6 +37,8 @@ class AccessRequest(Base):
     review: Mapped[str | None] = mapped_column(String(16))  # break-glass: pending | done
     status: Mapped[str] = mapped_column(String(32), index=True)
     approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Identity Store user ids of the approvers: visibility goes by id (names are mutable).
+    approver_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -129,6 +129,7 @@ def _write_row(row: AccessRequest, view: View) -> None:
     row.review = domain.merge_review(row.review, view.review)
     row.status = view.status
     row.approvers = sorted(view.approvers)
+    row.approver_ids = sorted(view.approver_ids)
     row.created_at = view.created_at
     row.updated_at = view.updated_at
 
