@@ -38,7 +38,8 @@ class AccessRequest(Base):
     status: Mapped[str] = mapped_column(String(32), index=True)
     approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Identity Store user ids of the approvers: visibility goes by id (names are mutable).
-    approver_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Nullable only so the column could be added in place (SQLite would rebuild the table).
+    approver_ids: Mapped[list[str] | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -266,7 +266,7 @@ def may_view(policy: Policy, user: User, row: AccessRequest) -> bool:
     return (
         row.requester_user_id == user.user_id
         or bool(set(row.approver_groups) & user.groups)
-        or user.user_id in row.approver_ids
+        or user.user_id in (row.approver_ids or ())
         or policy.is_auditor(user)
         or policy.is_admin(user)
     )
@@ -371,7 +371,7 @@ async def revoke(
     policy = state.access.policy
     allowed = (
         row.requester_user_id == user.user_id
-        or user.user_id in row.approver_ids
+        or user.user_id in (row.approver_ids or ())
         or bool(set(row.approver_groups) & user.groups)
         or policy.is_admin(user)
     )

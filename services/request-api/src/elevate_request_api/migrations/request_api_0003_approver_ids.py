@@ -20,14 +20,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Existing rows get an empty list; the column then has no default, as the model says.
-    with op.batch_alter_table("requests", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("approver_ids", sa.JSON(), nullable=True))
+    # A plain ADD COLUMN (nullable): a batch rebuild of `requests` on SQLite would drop the
+    # table its timeline rows point at, which the foreign keys refuse once rows exist.
+    op.add_column("requests", sa.Column("approver_ids", sa.JSON(), nullable=True))
     op.execute("UPDATE requests SET approver_ids = '[]'")
-    with op.batch_alter_table("requests", schema=None) as batch_op:
-        batch_op.alter_column("approver_ids", existing_type=sa.JSON(), nullable=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("requests", schema=None) as batch_op:
-        batch_op.drop_column("approver_ids")
+        batch_op.drop_column("approver_ids")  # (a rebuild on SQLite: downgrades are offline)
