@@ -304,3 +304,13 @@ def test_the_uid_of_a_very_long_event_id_fits_a_readers_dedupe_key() -> None:
     )
     assert len(doc["metadata"]["uid"]) <= 255
     assert doc["metadata"]["original_event_uid"] == "e" * 400
+
+
+def test_an_unreadable_creation_date_maps_as_an_unknown_session_start() -> None:
+    raw = record(user="mallory")
+    identity = raw["userIdentity"]
+    assert isinstance(identity, dict)
+    identity["sessionContext"]["attributes"]["creationDate"] = "Mar 2, 2026, 9:05:00 AM"
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.UNCOVERED))
+    assert "created_time" not in doc["actor"]["session"]
+    assert doc["actor"]["session"]["is_mfa"] is False

@@ -31,7 +31,6 @@ from elevate_audit_ingest.domain import (
     GrantWindow,
     Outcome,
     TrailRecord,
-    parse_time,
 )
 from elevate_audit_ingest.enrichments import LABEL_CONFLICT, elevate_context, grant_enrichment
 
@@ -149,8 +148,9 @@ def _actor_session(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str
     if issuer:
         session["issuer"] = issuer
     attributes = context.get("attributes") or {}
-    if attributes.get("creationDate"):
-        session["created_time"] = millis(parse_time(attributes["creationDate"]))
+    # domain's reading of creationDate: an unreadable one is an unknown start, not an error
+    if parsed.session_started is not None and not parsed.is_sign_in:
+        session["created_time"] = millis(parsed.session_started)
     if "mfaAuthenticated" in attributes:
         session["is_mfa"] = str(attributes["mfaAuthenticated"]).lower() == "true"
     if identity.get("accessKeyId"):
