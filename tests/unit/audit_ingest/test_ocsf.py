@@ -141,15 +141,19 @@ def test_optional_cloudtrail_fields_are_mapped_when_present() -> None:
 
 
 def test_a_bare_record_maps_to_the_minimum() -> None:
+    role = f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_X_{'0' * 16}"
     bare = {
         "eventTime": "2026-03-02T09:30:00Z",
         "eventName": "GetThing",
         "eventID": "e-1",
-        "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "AssumedRole", "sessionContext": {"sessionIssuer": {"arn": role}}},
         "resources": [{"type": "no ARN"}, "junk"],
     }
     doc = ocsf.api_activity(parse_record(bare), Correlation(Outcome.UNCOVERED))
-    assert doc["actor"] == {"user": {"type": "Unknown", "type_id": 0}}
+    assert doc["actor"] == {
+        "user": {"type": "AssumedRole", "type_id": 99},
+        "session": {"issuer": role},
+    }
     assert doc["api"] == {
         "operation": "GetThing",
         "service": {"name": ""},
@@ -159,14 +163,6 @@ def test_a_bare_record_maps_to_the_minimum() -> None:
     for absent in ("status_code", "http_request", "resources"):
         assert absent not in doc
     assert "no Elevate grant or standing assignment covers it" in doc["message"]
-
-
-@pytest.mark.parametrize("outcome", [Outcome.GRANT, Outcome.STANDING, Outcome.UNMANAGED])
-def test_outcomes_without_grant_or_standing_add_no_context(outcome: Outcome) -> None:
-    doc = ocsf.api_activity(parse_record(record()), Correlation(outcome))
-    assert doc["severity_id"] == 1
-    assert "enrichments" not in doc
-    assert "message" not in doc
 
 
 def test_sign_in_from_a_service_principal_host() -> None:
@@ -304,3 +300,13 @@ def test_the_uid_of_a_very_long_event_id_fits_a_readers_dedupe_key() -> None:
     )
     assert len(doc["metadata"]["uid"]) <= 255
     assert doc["metadata"]["original_event_uid"] == "e" * 400
+
+
+def test_an_unreadable_creation_date_maps_as_an_unknown_session_start() -> None:
+    raw = record(user="mallory")
+    identity = raw["userIdentity"]
+    assert isinstance(identity, dict)
+    identity["sessionContext"]["attributes"]["creationDate"] = "Mar 2, 2026, 9:05:00 AM"
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.UNCOVERED))
+    assert "created_time" not in doc["actor"]["session"]
+    assert doc["actor"]["session"]["is_mfa"] is False

@@ -53,12 +53,12 @@ def _outlived_enrichment(
         "request_id": grant.request_id,
         "grant_id": grant.grant_id,
         "window_end": grant.end.isoformat(),
+        # the service always knows it (end + grace) for a grant; null like session_created
+        "window_grace_until": grace_until.isoformat() if grace_until else None,
         "reason": correlation.outlived.value if correlation.outlived else "",
         "session_created": started.isoformat() if started else None,
         "event_time": parsed.event_time.isoformat(),
     }
-    if grace_until is not None:
-        data["window_grace_until"] = grace_until.isoformat()
     return {
         "name": "elevate.outlived-grant",
         "value": grant.grant_id,
@@ -122,7 +122,7 @@ def delivery_enrichment(parsed: TrailRecord) -> dict[str, Any] | None:
 
 def _correlation_context(
     parsed: TrailRecord, correlation: Correlation, grace_until: datetime | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], str]:
     grant, standing = correlation.grant, correlation.standing
     if correlation.outcome is Outcome.OUTLIVED and grant is not None:
         return [
@@ -140,8 +140,7 @@ def _correlation_context(
         return [_standing_enrichment(standing)], (
             f"{parsed.event_name} under a standing assignment"
         )
-    if correlation.outcome is not Outcome.UNCOVERED:
-        return [], None
+    # Neither grant nor standing: uncovered (unmanaged records are never mapped).
     return [_uncovered_enrichment(parsed)], (
         f"{parsed.event_name} in Identity Center role of permission set "
         f"{parsed.permission_set} by session {parsed.session_name!r}: "
@@ -155,16 +154,12 @@ def elevate_context(
     grace_until: datetime | None,
     conflicts: Sequence[Conflict] = (),
 ) -> dict[str, Any]:
-    """`enrichments` and `message` for the record (nothing for an unmanaged one)."""
+    """`enrichments` and `message` for the record. Never called for an UNMANAGED one:
+    service.emit_activity emits nothing for those."""
     enrichments, message = _correlation_context(parsed, correlation, grace_until)
     if conflicts:
         enrichments.append(_conflict_enrichment(parsed, conflicts))
     delivery = delivery_enrichment(parsed)
     if delivery is not None:
         enrichments.append(delivery)
-    context: dict[str, Any] = {}
-    if enrichments:
-        context["enrichments"] = enrichments
-    if message is not None:
-        context["message"] = message
-    return context
+    return {"enrichments": enrichments, "message": message}

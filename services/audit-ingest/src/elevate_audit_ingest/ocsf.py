@@ -8,7 +8,8 @@
 - User Access Management (3005) Assign/Revoke Privileges per grant activated/ended.
 
 `validate_ocsf` refuses attributes the models do not know (the models accept extras), except
-the `cloud` profile attribute, which it validates against the `Cloud` object.
+the `cloud` profile attribute, which it validates against the `Cloud` object. The models
+check required attributes and `type_uid` themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from elevate_audit_ingest.domain import (
     GrantWindow,
     Outcome,
     TrailRecord,
-    parse_time,
 )
 from elevate_audit_ingest.enrichments import LABEL_CONFLICT, elevate_context, grant_enrichment
 
@@ -101,9 +101,6 @@ def validate_ocsf(document: Mapping[str, Any]) -> dict[str, Any]:
         unknown += _extras(obj, name)
     if unknown:
         raise OcsfValidationError(f"attributes outside OCSF {OCSF_VERSION}: {unknown}")
-    expected_type = int(document["class_uid"]) * 100 + int(document["activity_id"])
-    if document.get("type_uid") != expected_type:
-        raise OcsfValidationError(f"type_uid must be {expected_type}")
     dumped: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
     return dumped
 
@@ -144,13 +141,13 @@ def _actor_user(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str, A
 
 def _actor_session(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
     context = identity.get("sessionContext") or {}
-    session: dict[str, Any] = {}
-    issuer = (context.get("sessionIssuer") or {}).get("arn") or parsed.role_arn
-    if issuer:
-        session["issuer"] = issuer
+    # Only Identity Center roles are emitted, so the role ARN (sessionIssuer.arn, or a
+    # sign-in's roleArn) is always there.
+    session: dict[str, Any] = {"issuer": parsed.role_arn}
     attributes = context.get("attributes") or {}
-    if attributes.get("creationDate"):
-        session["created_time"] = millis(parse_time(attributes["creationDate"]))
+    # domain's reading of creationDate: an unreadable one is an unknown start, not an error
+    if parsed.session_started is not None and not parsed.is_sign_in:
+        session["created_time"] = millis(parsed.session_started)
     if "mfaAuthenticated" in attributes:
         session["is_mfa"] = str(attributes["mfaAuthenticated"]).lower() == "true"
     if identity.get("accessKeyId"):
@@ -161,9 +158,7 @@ def _actor_session(identity: Mapping[str, Any], parsed: TrailRecord) -> dict[str
 def _actor(record: Mapping[str, Any], parsed: TrailRecord) -> dict[str, Any]:
     identity = record.get("userIdentity") or {}
     actor: dict[str, Any] = {"user": _actor_user(identity, parsed)}
-    session = _actor_session(identity, parsed)
-    if session:
-        actor["session"] = session
+    actor["session"] = _actor_session(identity, parsed)
     if identity.get("invokedBy"):
         actor["invoked_by"] = identity["invokedBy"]
     if identity.get("identityProvider"):
