@@ -36,18 +36,28 @@ class HeldS3:
         self._s3, self._key, self._fail = s3, key, fail
         self.entered = threading.Event()
         self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.most_in_flight = 0  # GetObject calls under way at once, at most
 
     def release(self) -> None:
         self._released.set()
 
     def get_object(self, **kwargs: Any) -> Any:
-        if kwargs["Key"] == self._key:
-            self.entered.set()
-            self._released.wait()
-            if self._fail:
-                error = {"Error": {"Code": "InternalError", "Message": "S3 is unwell"}}
-                raise ClientError(error, "GetObject")  # type: ignore[arg-type]
-        return self._s3.get_object(**kwargs)
+        with self._lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            if kwargs["Key"] == self._key:
+                self.entered.set()
+                self._released.wait()
+                if self._fail:
+                    error = {"Error": {"Code": "InternalError", "Message": "S3 is unwell"}}
+                    raise ClientError(error, "GetObject")  # type: ignore[arg-type]
+            return self._s3.get_object(**kwargs)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._s3, name)
@@ -180,6 +190,36 @@ async def test_files_of_several_notices_are_read_at_once(
             assert await poll == 2
         finally:
             await trail_in.close()
+    assert s3.most_in_flight == 2
     assert trail.queued() == 0
     published = Counter(data_of(r)["eventID"] for r in await read_to_end(kafka.endpoint(), topic))
     assert published == Counter(r["eventID"] for r in slow + fast)
+
+
+async def test_no_more_files_than_the_setting_are_read_at_once(
+    kafka: KafkaBroker, pg_url: str, topics: dict[Topics, str], trail: Trail
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    first, second = calls(2, at), calls(3, at + timedelta(minutes=1))
+    s3 = HeldS3(trail.s3, send(trail, first, at))
+    send(trail, second, at + timedelta(minutes=1))
+    topic = topics[Topics.CLOUDTRAIL]
+    async with database(pg_url, SPEC.migrations) as db:
+        trail_in = ingestor(db, kafka, topic, trail, s3, parallel_files=1, max_messages=10)
+        poll = asyncio.create_task(trail_in.poll_once())
+        try:
+
+            async def held() -> bool:
+                return s3.entered.is_set()
+
+            await eventually(held, timeout=60, what="the first file being read")
+            assert trail.queued() == 2  # the other notice waits for the one slot
+        finally:
+            s3.release()
+        try:
+            assert await poll == 2
+        finally:
+            await trail_in.close()
+    assert s3.most_in_flight == 1
+    published = Counter(data_of(r)["eventID"] for r in await read_to_end(kafka.endpoint(), topic))
+    assert published == Counter(r["eventID"] for r in first + second)
