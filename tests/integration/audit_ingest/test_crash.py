@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,15 @@ from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
 from elevate_local.simulate_activity import deliver, session_records
 
-from tests.harness import data_of, database, eventually, outbox, read_all, spawn_service
+from tests.harness import (
+    data_of,
+    database,
+    eventually,
+    outbox,
+    read_all,
+    read_to_end,
+    spawn_service,
+)
 from tests.integration.audit_ingest.conftest import (
     ACCOUNT,
     PERMISSION_SET,
@@ -95,10 +104,18 @@ async def test_sigkill_mid_file_loses_nothing(
     finally:
         second.terminate()
         await asyncio.to_thread(second.wait, 60)
+    # Everything the relay ever published, not just the first 13: a duplicate would show.
+    audit = await read_to_end(kafka.endpoint(), topics[Topics.AUDIT])
     async with database(pg_url, SPEC.migrations) as db:
         rows = [e for e in await outbox(db) if e.topic == topics[Topics.AUDIT]]
 
     documents = [data_of(r) for r in audit]
+    per_record = Counter(
+        d["metadata"]["original_event_uid"]
+        for d in documents
+        if "original_event_uid" in d["metadata"]
+    )
+    assert per_record == dict.fromkeys(expected_ids, 1)  # every record exactly once
     assert {
         d["metadata"]["original_event_uid"] for d in documents if d["class_uid"] == 6003
     } == expected_ids

@@ -8,6 +8,12 @@ the visibility timeout and the file is published again; the consumer deduplicate
 `eventID` and content, so nothing is lost and nothing is emitted twice. Each record
 carries where it was read (`elevateDelivery`: bucket and key) into its OCSF record.
 
+The notices of one receive are handled concurrently, at most `parallel_files` files being
+read at once (each still bounded in memory). While a notice is handled its visibility is
+extended (ChangeMessageVisibility, every third of the timeout), so a long file never
+reappears to another replica midway; the extending stops once the notice is deleted or its
+handling failed — a failed notice reappears after the visibility timeout.
+
 Only objects within `ELEVATE_CLOUDTRAIL_SOURCES` are fetched (sources.py): a notice naming
 another bucket, a key outside the listed prefixes or a key with a `..` segment is
 quarantined as below, counted in `elevate_audit_sources_refused_total`, and never fetched.
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.db import Database
 from elevate_core.failpoints import failpoint
@@ -90,6 +96,7 @@ class TrailIngestor:
         wait_seconds: int = 20,
         visibility_timeout: int = 300,
         max_messages: int = 10,
+        parallel_files: int = 4,
         publish_batch: int = 500,
         read_chunk: int = 1 << 20,
         clock: Clock | None = None,
@@ -105,6 +112,7 @@ class TrailIngestor:
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.max_messages = max_messages
+        self._files = asyncio.Semaphore(parallel_files)  # files being read at once
         self.publish_batch = publish_batch
         self.read_chunk = read_chunk  # compressed bytes read from S3 at a time
         self.clock = clock or SystemClock()
@@ -117,6 +125,10 @@ class TrailIngestor:
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    async def close(self) -> None:
+        """Close the producer (run() does so itself; for callers of poll_once)."""
+        await self._producer.close()
 
     async def run(self) -> None:
         retrying = Retrying(DEFAULT_POLICY, component="cloudtrail-ingest", what="polling")
@@ -155,16 +167,54 @@ class TrailIngestor:
             WaitTimeSeconds=self.wait_seconds,
             VisibilityTimeout=self.visibility_timeout,
         )
-        done = 0
-        for message in response.get("Messages", []):
-            if self._stopping.is_set():
-                break
+        messages = response.get("Messages", [])
+        results = await asyncio.gather(
+            *(self._settle(url, m) for m in messages), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for extra in failures[1:]:
+            log.warning("cloudtrail ingest: another notice failed too: %s", extra)
+        if failures:
+            raise failures[0]  # run() backs off; the failed notices reappear
+        return sum(1 for r in results if r is True)
+
+    async def _settle(self, url: str, message: Any) -> bool:
+        """Handle one notice, kept invisible meanwhile; True once it is deleted."""
+        if self._stopping.is_set():
+            return False  # left on the queue: redelivered after the visibility timeout
+        handle = message["ReceiptHandle"]
+        async with self._kept_invisible(url, handle, str(message.get("MessageId", ""))):
             await self.handle_message(message)
-            await asyncio.to_thread(
-                self.sqs.delete_message, QueueUrl=url, ReceiptHandle=message["ReceiptHandle"]
-            )
-            done += 1
-        return done
+            await asyncio.to_thread(self.sqs.delete_message, QueueUrl=url, ReceiptHandle=handle)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _kept_invisible(self, url: str, handle: str, message_id: str) -> AsyncIterator[None]:
+        extender = asyncio.create_task(
+            self._extend_visibility(url, handle, message_id), name=f"sqs-visibility:{message_id}"
+        )
+        try:
+            yield
+        finally:
+            extender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await extender
+
+    async def _extend_visibility(self, url: str, handle: str, message_id: str) -> None:
+        # A third of the timeout: two more chances if one extension is slow or fails.
+        interval = self.visibility_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(
+                    self.sqs.change_message_visibility,
+                    QueueUrl=url,
+                    ReceiptHandle=handle,
+                    VisibilityTimeout=self.visibility_timeout,
+                )
+            except (ClientError, BotoCoreError) as exc:
+                # Not fatal: at worst another replica reads the file too (deduplicated).
+                log.warning("cloudtrail ingest: extending notice %s failed: %s", message_id, exc)
 
     async def handle_message(self, message: Any) -> None:
         """Publish every record the notice announces; raise to leave it on the queue."""
@@ -187,6 +237,10 @@ class TrailIngestor:
         if not is_log_file(ref.key):
             log.info("cloudtrail ingest: skipping s3://%s/%s: not a log file", ref.bucket, ref.key)
             return
+        async with self._files:
+            await self._read_object(ref, message_id)
+
+    async def _read_object(self, ref: ObjectRef, message_id: str) -> None:
         try:
             # aclosing: the S3 body is closed at once, also when publishing fails midway.
             async with contextlib.aclosing(self._records(ref)) as records:

@@ -108,6 +108,7 @@ def _trail_ingestor(ctx: ServiceContext, settings: AuditSettings, clock: Clock) 
         wait_seconds=settings.cloudtrail_wait_seconds,
         visibility_timeout=settings.cloudtrail_visibility_timeout,
         max_messages=settings.cloudtrail_max_messages,
+        parallel_files=settings.cloudtrail_parallel_files,
         publish_batch=settings.cloudtrail_publish_batch,
         clock=clock,
     )

@@ -22,6 +22,8 @@ class AuditSettings(Settings):
     cloudtrail_wait_seconds: int = Field(default=20, ge=0, le=20)  # SQS long polling
     cloudtrail_visibility_timeout: int = Field(default=300, ge=1, le=43200)
     cloudtrail_max_messages: int = Field(default=10, ge=1, le=10)
+    # Log files read and published at once (each holds a chunk and a publish batch).
+    cloudtrail_parallel_files: int = Field(default=4, ge=1, le=64)
     cloudtrail_publish_batch: int = Field(default=500, ge=1)
     # Role sessions outlive the assignment by up to the permission set's session duration.
     grant_grace: timedelta = timedelta(hours=1)

@@ -1,0 +1,110 @@
+"""Memory stays bounded whatever a log file's size: a 20,000-record file goes from S3 to
+the broker with about the peak memory of a 2,000-record one (issue 21; the 200,000-record
+figure is bench/audit_logfile.py's).
+
+moto runs in its own process here: in this one, tracemalloc would count moto holding
+and serving the whole object, which is S3's memory, not audit-ingest's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from elevate_audit_ingest.ingest import TrailIngestor
+from elevate_audit_ingest.main import SPEC
+from elevate_core.events.topics import Topics
+from elevate_core.kafka.acls import Principal
+from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import free_port, wait_for_port
+from elevate_local.simulate_activity import deliver, gzip_records
+
+from tests.harness import database, end_offsets
+from tests.integration.audit_ingest.conftest import ACCOUNT, Trail
+from tests.integration.audit_ingest.test_logfiles import calls
+
+SMALL, LARGE = 2_000, 20_000
+
+
+@pytest.fixture
+def own_moto() -> Iterator[Trail]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=60, what="moto")
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="x"
+        )
+        url = f"http://127.0.0.1:{port}"
+        s3, sqs = session.client("s3", endpoint_url=url), session.client("sqs", endpoint_url=url)
+        name = f"trail-{uuid.uuid4().hex[:10]}"
+        s3.create_bucket(Bucket=name)
+        queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+        yield Trail(s3=s3, sqs=sqs, bucket=name, queue_url=queue)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def file_of(n: int) -> tuple[list[dict[str, Any]], bytes]:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    records = calls(n, at)
+    return records, gzip_records(records)
+
+
+async def ingested_peak(ingestor: TrailIngestor, trail: Trail, body: bytes) -> int:
+    """Peak memory above what was held before, while the one file is ingested."""
+    deliver(
+        trail.s3,
+        trail.sqs,
+        bucket=trail.bucket,
+        queue_url=trail.queue_url,
+        account_id=ACCOUNT,
+        records=[],
+        body=body,
+    )
+    tracemalloc.reset_peak()
+    before, _ = tracemalloc.get_traced_memory()
+    assert await ingestor.poll_once() == 1
+    _, peak = tracemalloc.get_traced_memory()
+    return peak - before
+
+
+async def test_a_ten_times_larger_file_needs_no_more_memory(
+    kafka: KafkaBroker, pg_url: str, topics: dict[Topics, str], own_moto: Trail
+) -> None:
+    topic = topics[Topics.CLOUDTRAIL]
+    (_, warm), (_, small), (large_records, large) = file_of(50), file_of(SMALL), file_of(LARGE)
+    assert len(large) > 1 << 20  # several 1 MiB reads; ~25 MB decompressed
+    async with database(pg_url, SPEC.migrations) as db:
+        ingestor = TrailIngestor(
+            db,
+            s3=own_moto.s3,
+            sqs=own_moto.sqs,
+            queue=own_moto.queue_url,
+            topic=topic,
+            kafka=kafka.endpoint(Principal.AUDIT_INGEST),
+            sources=None,
+            wait_seconds=1,
+        )
+        tracemalloc.start()
+        try:
+            await ingested_peak(ingestor, own_moto, warm)  # producer, clients, threads
+            small_peak = await ingested_peak(ingestor, own_moto, small)
+            large_peak = await ingested_peak(ingestor, own_moto, large)
+        finally:
+            tracemalloc.stop()
+            await ingestor.close()
+    ends = await end_offsets(kafka.endpoint(), topic)
+    assert sum(ends.values()) == 50 + SMALL + len(large_records)
+    assert large_peak / small_peak < 2, (small_peak, large_peak)
