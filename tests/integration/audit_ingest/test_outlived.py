@@ -9,16 +9,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from elevate_audit_ingest.models import PendingRecord
 from elevate_audit_ingest.ocsf import validate_ocsf
 from elevate_core.db import Database
 from elevate_core.events.models import GrantEnded
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.dedupe import ProcessedEvent
-from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
 from elevate_local.simulate_activity import call_record, deliver, sign_in_record
-from sqlalchemy import func, select
 
 from tests.helpers import data_of, eventually, headers_of, read_all
 from tests.integration.audit_ingest.conftest import (
@@ -30,6 +26,7 @@ from tests.integration.audit_ingest.conftest import (
     publish_raw,
     running_service,
     settings_env,
+    settled,
     snapshot,
 )
 
@@ -46,11 +43,6 @@ def call(at: datetime, session_start: datetime, name: str = "GetObject") -> dict
         event_source="s3.amazonaws.com",
         event_name=name,
     )
-
-
-async def count(db: Database, stmt: Any) -> int:
-    async with db.sessions() as session:
-        return int((await session.execute(stmt)).scalar_one())
 
 
 async def test_access_after_the_end_cross_account_copies_and_reused_event_ids(
@@ -121,26 +113,11 @@ async def test_access_after_the_end_cross_account_copies_and_reused_event_ids(
     )
     try:
         async with running_service(**env):
-
-            async def settled() -> bool:
-                processed = (
-                    select(func.count())
-                    .select_from(ProcessedEvent)
-                    .where(ProcessedEvent.consumer.like("%audit-ingest.cloudtrail"))
-                )
-                unsent = (
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .where(OutboxMessage.sent_at.is_(None))
-                )
-                return (
-                    trail.queued() == 0
-                    and await count(db, processed) == distinct
-                    and await count(db, select(func.count()).select_from(PendingRecord)) == 0
-                    and await count(db, unsent) == 0
-                )
-
-            await eventually(settled, timeout=90, what="all records processed and emitted")
+            await eventually(
+                lambda: settled(db, trail, records=distinct),
+                timeout=90,
+                what="all records processed and emitted",
+            )
             records = await read_all(
                 kafka.endpoint(), topics[Topics.AUDIT], expect=expected, timeout=60
             )

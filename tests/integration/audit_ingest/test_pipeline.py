@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from elevate_audit_ingest.models import PendingRecord, QuarantinedFile
+from elevate_audit_ingest.models import QuarantinedFile
 from elevate_audit_ingest.ocsf import validate_ocsf
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.dedupe import ProcessedEvent
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
 from elevate_local.simulate_activity import call_record, deliver, session_records
@@ -22,17 +20,14 @@ from tests.integration.audit_ingest.conftest import (
     PERMISSION_SET,
     Trail,
     activated,
+    count,
     publish,
     publish_raw,
     running_service,
     settings_env,
+    settled,
     snapshot,
 )
-
-
-async def count(db: Database, stmt: Any) -> int:
-    async with db.sessions() as session:
-        return int((await session.execute(stmt)).scalar_one())
 
 
 async def test_trail_files_become_correlated_ocsf_records(
@@ -137,26 +132,11 @@ async def test_trail_files_become_correlated_ocsf_records(
     )
     try:
         async with running_service(**env):
-
-            async def settled() -> bool:
-                processed = (
-                    select(func.count())
-                    .select_from(ProcessedEvent)
-                    .where(ProcessedEvent.consumer.like("%audit-ingest.cloudtrail"))
-                )
-                unsent = (
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .where(OutboxMessage.sent_at.is_(None))
-                )
-                return (
-                    trail.queued() == 0
-                    and await count(db, processed) == len(all_ids)
-                    and await count(db, select(func.count()).select_from(PendingRecord)) == 0
-                    and await count(db, unsent) == 0
-                )
-
-            await eventually(settled, timeout=90, what="all files and records processed")
+            await eventually(
+                lambda: settled(db, trail, records=len(all_ids)),
+                timeout=90,
+                what="all files and records processed",
+            )
             records = await read_all(
                 kafka.endpoint(), topics[Topics.AUDIT], expect=expected, timeout=60
             )
