@@ -4,7 +4,7 @@ gets its own bucket, queue and topic prefix."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +24,7 @@ from elevate_core.kafka.dedupe import ProcessedEvent
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
+from elevate_local.simulate_activity import deliver
 from sqlalchemy import func, select
 
 from tests import harness
@@ -50,6 +51,28 @@ class Trail:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(
             attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def deliver(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        account_id: str = ACCOUNT,
+        bucket: str | None = None,
+        at: datetime | None = None,
+        body: bytes | None = None,
+    ) -> str:
+        """One log file of `account_id`'s trail (or `body` as given) and its notice, as
+        CloudTrail delivers them; returns the object key."""
+        return deliver(
+            self.s3,
+            self.sqs,
+            bucket=bucket or self.bucket,
+            queue_url=self.queue_url,
+            account_id=account_id,
+            records=records,
+            at=at,
+            body=body,
         )
 
 

@@ -12,7 +12,7 @@ from elevate_audit_ingest.main import SPEC
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
-from elevate_local.simulate_activity import deliver, session_records
+from elevate_local.simulate_activity import session_records
 
 from tests.harness import (
     data_of,
@@ -66,12 +66,7 @@ async def test_sigkill_mid_file_loses_nothing(
         calls=CALLS,
     )
     assert len(records) == 12  # three batches of 4
-    deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    trail.deliver(
         records=records,
     )
     settings = settings_env(

@@ -16,7 +16,7 @@ from elevate_audit_ingest.models import QuarantinedFile
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.acls import Principal
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import call_record, deliver
+from elevate_local.simulate_activity import call_record
 from sqlalchemy import select
 
 from tests.harness import data_of, database, eventually, read_to_end
@@ -47,20 +47,10 @@ async def test_files_are_streamed_and_a_cut_file_keeps_what_precedes_the_cut(
     fifth = json.dumps(cut[4])
     # The JSON stops halfway through the fifth record: four are complete.
     body = gzip.compress(text[: text.index(fifth) + len(fifth) // 2].encode())
-    whole_key = deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    whole_key = trail.deliver(
         records=whole,
     )
-    cut_key = deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    cut_key = trail.deliver(
         records=[],
         body=body,
         at=at,

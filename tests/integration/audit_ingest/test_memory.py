@@ -23,10 +23,10 @@ from elevate_core.events.topics import Topics
 from elevate_core.kafka.acls import Principal
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port, wait_for_port
-from elevate_local.simulate_activity import deliver, gzip_records
+from elevate_local.simulate_activity import gzip_records
 
 from tests.harness import database, end_offsets
-from tests.integration.audit_ingest.conftest import ACCOUNT, Trail
+from tests.integration.audit_ingest.conftest import Trail
 from tests.integration.audit_ingest.test_logfiles import calls
 
 SMALL, LARGE = 2_000, 20_000
@@ -64,12 +64,7 @@ def file_of(n: int) -> tuple[list[dict[str, Any]], bytes]:
 
 async def ingested_peak(ingestor: TrailIngestor, trail: Trail, body: bytes) -> int:
     """Peak memory above what was held before, while the one file is ingested."""
-    deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    trail.deliver(
         records=[],
         body=body,
     )

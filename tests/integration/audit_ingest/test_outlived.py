@@ -14,7 +14,7 @@ from elevate_core.db import Database
 from elevate_core.events.models import GrantEnded
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import call_record, deliver, sign_in_record
+from elevate_local.simulate_activity import call_record, sign_in_record
 
 from tests.helpers import data_of, eventually, headers_of, read_all
 from tests.integration.audit_ingest.conftest import (
@@ -81,19 +81,10 @@ async def test_access_after_the_end_cross_account_copies_and_reused_event_ids(
         "recipientAccountId": RESOURCE_OWNER,
         "sharedEventID": old_session["eventID"],
     }
-    key = deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    key = trail.deliver(
         records=[sign_in, new_session, old_session],
     )
-    deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
+    trail.deliver(
         account_id=RESOURCE_OWNER,
         records=[copy],
     )

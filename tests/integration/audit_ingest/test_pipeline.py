@@ -11,7 +11,7 @@ from elevate_core.db import Database
 from elevate_core.events.topics import Topics
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import call_record, deliver, session_records
+from elevate_local.simulate_activity import call_record, session_records
 from sqlalchemy import func, select
 
 from tests.helpers import data_of, eventually, headers_of, read_all
@@ -60,21 +60,11 @@ async def test_trail_files_become_correlated_ocsf_records(
         event_name="CreateAccessKey",
         read_only=False,
     )
-    deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    trail.deliver(
         records=[*session, session[2], mallory],
     )
     # File 2 is corrupt; file 3 (after it) must still be processed.
-    bad_key = deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    bad_key = trail.deliver(
         records=[],
         body=b"\x1f\x8b\x08\x00 this is not gzip",
     )
@@ -86,12 +76,7 @@ async def test_trail_files_become_correlated_ocsf_records(
         console=True,
         calls=[("s3.amazonaws.com", "ListBuckets", True, None)],
     )
-    deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    trail.deliver(
         records=console,
     )
     # Another producer writes raw records directly: an EventBridge envelope, and then the

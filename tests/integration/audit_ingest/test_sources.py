@@ -16,7 +16,7 @@ from elevate_audit_ingest.settings import AuditSettings
 from elevate_core.db import Database
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import call_record, deliver, gzip_records, trail_key
+from elevate_local.simulate_activity import call_record, gzip_records, trail_key
 from sqlalchemy import select
 
 from tests.harness import data_of, eventually, metric, read_to_end
@@ -88,12 +88,8 @@ async def test_only_listed_sources_are_fetched(
     other = f"other-{uuid.uuid4().hex[:10]}"
     trail.s3.create_bucket(Bucket=other)
     foreign = record(now - timedelta(minutes=4))
-    foreign_key = deliver(
-        trail.s3,
-        trail.sqs,
+    foreign_key = trail.deliver(
         bucket=other,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
         records=[foreign],
     )
     # In the trail's own bucket, beside the listed prefix: AWSLogs-evil/ is not AWSLogs/.
@@ -108,12 +104,7 @@ async def test_only_listed_sources_are_fetched(
     trail.sqs.send_message(QueueUrl=trail.queue_url, MessageBody=huge)
     # The trail's genuine delivery flows as before.
     genuine = record(now - timedelta(minutes=2))
-    genuine_key = deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
+    genuine_key = trail.deliver(
         records=[genuine],
     )
 
