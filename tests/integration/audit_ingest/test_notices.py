@@ -18,10 +18,9 @@ from elevate_core.db import Database
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.acls import Principal
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import deliver
 
 from tests.harness import data_of, database, eventually, read_to_end
-from tests.integration.audit_ingest.conftest import ACCOUNT, Trail
+from tests.integration.audit_ingest.conftest import Trail
 from tests.integration.audit_ingest.test_logfiles import calls
 
 if TYPE_CHECKING:
@@ -30,10 +29,14 @@ if TYPE_CHECKING:
 
 
 class HeldS3:
-    """The real S3 client, but GetObject of `key` waits until released (or fails)."""
+    """The real S3 client, but GetObject of `key` waits until released (or fails), and
+    GetObject of `behind` waits until `key`'s has begun: so two reads are under way at once
+    exactly when they are made in parallel, whichever the ingestor starts first."""
 
-    def __init__(self, s3: S3Client, key: str, *, fail: bool = False) -> None:
-        self._s3, self._key, self._fail = s3, key, fail
+    def __init__(
+        self, s3: S3Client, key: str, *, fail: bool = False, behind: str | None = None
+    ) -> None:
+        self._s3, self._key, self._fail, self._behind = s3, key, fail, behind
         self.entered = threading.Event()
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -48,6 +51,8 @@ class HeldS3:
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
         try:
+            if kwargs["Key"] == self._behind:
+                self.entered.wait(timeout=30)  # read one at a time: never set, go on
             if kwargs["Key"] == self._key:
                 self.entered.set()
                 self._released.wait()
@@ -99,24 +104,12 @@ def extenders() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("sqs-visibility:")]
 
 
-def send(trail: Trail, records: list[dict[str, Any]], at: datetime) -> str:
-    return deliver(
-        trail.s3,
-        trail.sqs,
-        bucket=trail.bucket,
-        queue_url=trail.queue_url,
-        account_id=ACCOUNT,
-        records=records,
-        at=at,
-    )
-
-
 async def test_a_long_file_keeps_its_notice_invisible_until_it_is_deleted(
     kafka: KafkaBroker, pg_url: str, topics: dict[Topics, str], trail: Trail
 ) -> None:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     records = calls(3, at)
-    s3 = HeldS3(trail.s3, send(trail, records, at))
+    s3 = HeldS3(trail.s3, trail.deliver(records, at=at))
     sqs = CountingSQS(trail.sqs)
     async with database(pg_url, SPEC.migrations) as db:
         trail_in = ingestor(
@@ -150,7 +143,7 @@ async def test_a_notice_that_fails_stops_being_extended_and_stays_queued(
     kafka: KafkaBroker, pg_url: str, topics: dict[Topics, str], trail: Trail
 ) -> None:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    s3 = HeldS3(trail.s3, send(trail, calls(2, at), at), fail=True)
+    s3 = HeldS3(trail.s3, trail.deliver(calls(2, at), at=at), fail=True)
     s3.release()  # fails at once: S3 5xx is transient, so the notice is kept
     async with database(pg_url, SPEC.migrations) as db:
         trail_in = ingestor(db, kafka, topics[Topics.CLOUDTRAIL], trail, s3, visibility_timeout=30)
@@ -168,8 +161,8 @@ async def test_files_of_several_notices_are_read_at_once(
 ) -> None:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     slow, fast = calls(4, at), calls(5, at + timedelta(minutes=1))
-    s3 = HeldS3(trail.s3, send(trail, slow, at))
-    send(trail, fast, at + timedelta(minutes=1))
+    slow_key = trail.deliver(slow, at=at)
+    s3 = HeldS3(trail.s3, slow_key, behind=trail.deliver(fast, at=at + timedelta(minutes=1)))
     topic = topics[Topics.CLOUDTRAIL]
     async with database(pg_url, SPEC.migrations) as db:
         trail_in = ingestor(db, kafka, topic, trail, s3, parallel_files=2, max_messages=10)
@@ -201,8 +194,8 @@ async def test_no_more_files_than_the_setting_are_read_at_once(
 ) -> None:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     first, second = calls(2, at), calls(3, at + timedelta(minutes=1))
-    s3 = HeldS3(trail.s3, send(trail, first, at))
-    send(trail, second, at + timedelta(minutes=1))
+    s3 = HeldS3(trail.s3, trail.deliver(first, at=at))
+    trail.deliver(second, at=at + timedelta(minutes=1))
     topic = topics[Topics.CLOUDTRAIL]
     async with database(pg_url, SPEC.migrations) as db:
         trail_in = ingestor(db, kafka, topic, trail, s3, parallel_files=1, max_messages=10)
