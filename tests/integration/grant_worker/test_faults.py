@@ -39,8 +39,16 @@ async def test_fifty_grants_through_throttling_conflicts_and_5xx(
         proxy.add_rule(FaultRule(fault=fault, rate=0.12))  # ≈ 32% of calls fail
     proxy.add_rule(FaultRule(fault="in_progress", polls=2))
     rate, cap = 40, 5
+    # A generous timeout: on a loaded machine a 2 s timeout lets moto accept a write the
+    # worker no longer knows about (it then finds the assignment and never polls it), so
+    # the proxy would count that write in flight for ever. This test is about the faults
+    # it injects, not about timeouts.
     settings = make_settings(
-        aws_calls_per_second=rate, aws_max_in_flight_writes=cap, revocation_attempts=50
+        aws_calls_per_second=rate,
+        aws_max_in_flight_writes=cap,
+        revocation_attempts=50,
+        aws_timeout_seconds=30.0,
+        leader_lease_seconds=90.0,
     )
     accounts = ["payments-staging", "sandbox-shared", "data-prod"]
     triples = [new_triple(seeded, account=accounts[n % 3]) for n in range(50)]
