@@ -49,6 +49,8 @@ def test_every_architecture_event_is_registered_on_its_writers_topic() -> None:
         "RequestCancelled",
         "DecisionSubmitted",
         "RevokeRequested",
+        "BreakGlassReviewed",
+        "AuditTrailRead",
     }
     assert by_topic[Topics.DECISIONS] == {
         "ApprovalRequested",

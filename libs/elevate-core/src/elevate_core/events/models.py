@@ -97,6 +97,29 @@ class RevokeRequested(_RequestsEvent):
     reason: str | None = None
 
 
+class BreakGlassReviewed(_RequestsEvent):
+    """A break-glass request's after-the-fact review, completed by an auditor or admin."""
+
+    security_relevant = True
+    request_id: UUID
+    reviewer: Person
+    comment: str
+    review: Literal["done"] = "done"
+
+
+class AuditTrailRead(_RequestsEvent):
+    """Somebody read Elevate's oversight surface: the request history (a page or a CSV
+    export) or the policy (as loaded, or explained). Who looks at the evidence is evidence."""
+
+    security_relevant = True
+    reader: Person
+    resource: Literal["requests", "policy", "policy-explain"]
+    format: Literal["json", "csv"] = "json"
+    filters: dict[str, str] = Field(
+        default_factory=dict, description="The query as asked (filters, cursor, limit)"
+    )
+
+
 # ---- elevate.decisions.v1 (writer: approval) ----
 
 
