@@ -36,11 +36,9 @@ from elevate_core import dlq
 from elevate_core.directory.models import Account, OrgUnit, User
 from elevate_core.errors import ConfigurationError, ElevateError
 from elevate_core.policy import (
-    Explanation,
     PolicyError,
     check_policy,
     explain,
-    format_duration,
     load_policy,
 )
 from elevate_core.policy.loader import GroupMembers, read_policy_bytes
@@ -119,38 +117,6 @@ def _account(args: argparse.Namespace) -> Account:
     return Account(id=account_id, name=name, ou_path=path, is_management=args.management)
 
 
-def _as_json(result: Explanation) -> dict[str, Any]:
-    terms = result.terms
-    payload: dict[str, Any] = {
-        "eligible": result.eligible,
-        "policy_version": result.policy_version,
-        "user": result.user,
-        "account": result.account,
-        "permission_set": result.permission_set,
-        "break_glass": result.break_glass,
-        "matched_rules": list(result.matched_rules),
-        "traces": [
-            {"rule": t.rule, "matched": t.matched, "reasons": list(t.reasons)}
-            for t in result.traces
-        ],
-        "hints": list(result.hints),
-    }
-    if terms is not None:
-        payload["terms"] = {
-            "rule": terms.rule,
-            "rules": list(terms.rules),
-            "max_duration": format_duration(terms.max_duration),
-            "approval_rule": terms.approval.name,
-            "auto_approve": terms.approval.auto_approve,
-            "approver_groups": list(terms.approval.approver_groups),
-            "required_approvals": terms.approval.needed,
-            "ticket_required": terms.ticket_required,
-            "ticket_patterns": list(terms.ticket_patterns),
-            "review_groups": list(terms.review_groups),
-        }
-    return payload
-
-
 def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         policy = load_policy(args.file)
@@ -169,7 +135,7 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     result = explain(policy, user, account, args.permission_set, break_glass=args.break_glass)
     if args.json:
-        print(json.dumps(_as_json(result), indent=2), file=out)
+        print(json.dumps(result.as_dict(), indent=2), file=out)
     else:
         print(result.render(), file=out)
     return 0 if result.eligible else 1

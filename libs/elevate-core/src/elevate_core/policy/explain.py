@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from elevate_core.directory.models import Account, User
 from elevate_core.policy.durations import format_duration
@@ -58,6 +59,39 @@ class Explanation:
         if t.break_glass:
             parts.append("reviewed afterwards by " + (", ".join(t.review_groups) or "nobody"))
         return f"ELIGIBLE{mode}: {what}: " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The explanation as JSON (`elevate policy explain --json`, `/v1/policy/explain`)."""
+        payload: dict[str, Any] = {
+            "eligible": self.eligible,
+            "summary": self.summary(),
+            "policy_version": self.policy_version,
+            "user": self.user,
+            "account": self.account,
+            "permission_set": self.permission_set,
+            "break_glass": self.break_glass,
+            "matched_rules": list(self.matched_rules),
+            "traces": [
+                {"rule": t.rule, "matched": t.matched, "reasons": list(t.reasons)}
+                for t in self.traces
+            ],
+            "hints": list(self.hints),
+        }
+        t = self.terms
+        if t is not None:
+            payload["terms"] = {
+                "rule": t.rule,
+                "rules": list(t.rules),
+                "max_duration": format_duration(t.max_duration),
+                "approval_rule": t.approval.name,
+                "auto_approve": t.approval.auto_approve,
+                "approver_groups": list(t.approval.approver_groups),
+                "required_approvals": t.approval.needed,
+                "ticket_required": t.ticket_required,
+                "ticket_patterns": list(t.ticket_patterns),
+                "review_groups": list(t.review_groups),
+            }
+        return payload
 
     def render(self) -> str:
         lines = [self.summary(), f"policy version {self.policy_version}"]
