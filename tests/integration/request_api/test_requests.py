@@ -50,7 +50,7 @@ async def submitted_events(api: Api, expect: int) -> list[Any]:
 
 async def test_eligibility_lists_what_the_policy_allows(api: Api) -> None:
     async with api.client("alice") as client:
-        items = (await client.get("/v1/eligibility")).json()
+        items = (await client.get("/v1/eligibility")).json()["items"]
     pairs = {(i["account_name"], i["permission_set"], i["break_glass"]) for i in items}
     assert ("payments-prod", "AdministratorAccess", False) in pairs
     assert ("sandbox-alice", "ReadOnlyAccess", False) in pairs
@@ -67,7 +67,7 @@ async def test_eligibility_lists_what_the_policy_allows(api: Api) -> None:
     assert prod["approval_needed"] is True
     assert prod["ticket_required"] is True
     async with api.client("carol") as client:
-        assert (await client.get("/v1/eligibility")).json() == []
+        assert (await client.get("/v1/eligibility")).json()["items"] == []
 
 
 async def test_submit_is_accepted_once_with_location(api: Api) -> None:

@@ -114,13 +114,13 @@ async def test_names_differing_only_by_case_folding_are_different_users(
     )
     api: Api = await start_api(pg_url, policy=policy)
     async with api.client(sam) as client:
-        assert (await client.get("/v1/eligibility")).json() != []
+        assert (await client.get("/v1/eligibility")).json()["items"] != []
         created = await client.post("/v1/requests", json=prod_admin(api, ticket=None))
         assert created.status_code == 202, created.text
         rid = created.json()["id"]
         assert (await client.get(f"/v1/requests/{rid}")).status_code == 200
     async with api.client(other) as client:
-        assert (await client.get("/v1/eligibility")).json() == []
+        assert (await client.get("/v1/eligibility")).json()["items"] == []
         refused = await client.post("/v1/requests", json=prod_admin(api, ticket=None))
         assert refused.status_code == 403, refused.text
         assert (await client.get(f"/v1/requests/{rid}")).status_code == 404

@@ -11,11 +11,12 @@ from elevate_core.problems import PROBLEM_JSON, PROBLEM_TYPE, problem_response
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from elevate_request_api import domain, service
+from elevate_request_api import catalog, domain, oversight, service
 from elevate_request_api.deps import AppState, CurrentClaims, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.schemas import (
     Accepted,
+    AccountOut,
     ActivityOut,
     Comment,
     EligibilityItem,
@@ -24,6 +25,7 @@ from elevate_request_api.schemas import (
     RequestCreate,
     RequestDetail,
     RequestOut,
+    Review,
     TimelineOut,
     UtcDateTime,
 )
@@ -50,6 +52,7 @@ _STATUS: dict[type[ElevateError], int] = {
     domain.NotAllowedError: 403,
     domain.RequestNotFoundError: 404,
     domain.StateConflictError: 409,
+    domain.UnknownSubjectError: 422,
     domain.TooManyStreamsError: 429,
     domain.DirectoryUnavailableError: 503,
 }
@@ -95,9 +98,41 @@ async def me(user: CurrentUser, state: AppState) -> Me:
     )
 
 
-@router.get("/eligibility", response_model=list[EligibilityItem])
-async def eligibility(user: CurrentUser, state: AppState) -> list[EligibilityItem]:
-    return await service.eligibility(state=state, user=user)
+Search = Annotated[
+    str | None, Query(min_length=1, max_length=128, description="substring of name, id, OU path")
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.get("/eligibility", response_model=Page[EligibilityItem], responses=ERRORS)
+async def eligibility(
+    user: CurrentUser,
+    state: AppState,
+    q: Search = None,
+    limit: Limit = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Page[EligibilityItem]:
+    """What the caller may request, by account name; `q` searches account name, id, OU
+    path and permission set."""
+    items, next_cursor = await catalog.eligibility(
+        state=state, user=user, q=q, cursor=cursor, limit=limit
+    )
+    return Page[EligibilityItem](items=items, next_cursor=next_cursor)
+
+
+@router.get("/accounts", response_model=Page[AccountOut], responses=ERRORS)
+async def accounts(
+    user: CurrentUser,
+    state: AppState,
+    q: Search = None,
+    limit: Limit = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Page[AccountOut]:
+    """Accounts for pickers: those the caller is eligible for (all for auditors, admins)."""
+    items, next_cursor = await catalog.accounts(
+        state=state, user=user, q=q, cursor=cursor, limit=limit
+    )
+    return Page[AccountOut](items=items, next_cursor=next_cursor)
 
 
 @router.post("/requests", status_code=202, response_model=Accepted, responses=ERRORS)
@@ -135,19 +170,29 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page[RequestOut]:
-    """Your requests, newest first (`scope=all` for auditors and admins)."""
-    rows, next_cursor = await service.list_requests(
-        session=session,
-        state=state,
-        user=user,
-        scope=scope,
-        status=status,
-        account_id=account_id,
-        created_after=created_after,
-        created_before=created_before,
-        cursor=cursor,
-        limit=limit,
-    )
+    """Your requests, newest first (`scope=all`: everyone's, for auditors and admins, as
+    `GET /v1/audit/requests` answers it, and recorded as it is)."""
+    if scope == "all":
+        filters = oversight.AuditFilters(
+            account_id=account_id,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        rows, next_cursor = await oversight.audit_requests(
+            session=session, state=state, user=user, filters=filters, cursor=cursor, limit=limit
+        )
+    else:
+        rows, next_cursor = await service.list_requests(
+            session=session,
+            user=user,
+            status=status,
+            account_id=account_id,
+            created_after=created_after,
+            created_before=created_before,
+            cursor=cursor,
+            limit=limit,
+        )
     return Page[RequestOut](items=[RequestOut.of(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -193,6 +238,25 @@ async def revoke(
         user=user,
         request_id=request_id,
         comment=body.comment if body else None,
+        now=state.clock.now(),
+    )
+    return Accepted(id=row.id, status=row.status)
+
+
+@router.post(
+    "/requests/{request_id}/review", status_code=202, response_model=Accepted, responses=ERRORS
+)
+async def review(
+    request_id: uuid.UUID, body: Review, user: CurrentUser, state: AppState, session: DbSession
+) -> Accepted:
+    """Complete a break-glass request's after-the-fact review (auditors and admins; never
+    the requester)."""
+    row = await oversight.review(
+        session=session,
+        state=state,
+        user=user,
+        request_id=request_id,
+        comment=body.comment,
         now=state.clock.now(),
     )
     return Accepted(id=row.id, status=row.status)

@@ -26,6 +26,7 @@ from elevate_core.errors import PermanentError, TransientError
 from elevate_core.events.base import Event
 from elevate_core.events.models import (
     ApprovalRequested,
+    BreakGlassReviewed,
     BreakGlassUsed,
     DecisionRecorded,
     DecisionRefused,
@@ -112,6 +113,12 @@ class StateConflictError(RequestError):
     slug = "conflict"
 
 
+class UnknownSubjectError(RequestError):
+    """An explanation asked about a user or account the directory does not have."""
+
+    slug = "unknown-subject"
+
+
 class TooManyStreamsError(RequestError):
     slug = "too-many-streams"
 
@@ -179,6 +186,7 @@ _RANK: dict[type[Event], int] = {
     RevokeRequested: 8,
     GrantRevocationFailed: 9,
     GrantEnded: 10,
+    BreakGlassReviewed: 11,
 }
 _ACTIONS: dict[type[Event], str] = {
     ApprovalRequested: "approval_requested",
@@ -193,6 +201,7 @@ _ACTIONS: dict[type[Event], str] = {
     GrantFailed: "grant_failed",
     GrantRevocationFailed: "revocation_failed",
     BreakGlassUsed: "break_glass_used",
+    BreakGlassReviewed: "break_glass_reviewed",
     RevokeRequested: "revoke_requested",
     RequestSubmitted: "submitted",
 }
@@ -295,7 +304,7 @@ def _apply(view: View, logged: Logged) -> None:
     elif isinstance(event, DecisionRecorded) and event.decision == "approve":
         view.approvers.add(event.approver.user_name)
         view.approver_ids.add(event.approver.user_id)
-    elif isinstance(event, BreakGlassUsed):
+    elif isinstance(event, BreakGlassUsed | BreakGlassReviewed):
         view.review = merge_review(view.review, event.review)
     elif isinstance(event, RequestApproved):
         view.approvers.update(event.snapshot.approvers)
@@ -325,7 +334,7 @@ def _action(event: Event) -> str | None:
 def _actor(event: Event) -> str:
     if isinstance(event, RequestSubmitted):
         return event.requester.user_name
-    for attr in ("approver", "rejected_by", "cancelled_by", "requested_by"):
+    for attr in ("approver", "rejected_by", "cancelled_by", "requested_by", "reviewer"):
         who = getattr(event, attr, None)
         if who is not None:
             return str(who.user_name)

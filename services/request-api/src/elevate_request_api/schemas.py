@@ -89,6 +89,12 @@ class EligibilityItem(_Out):
     break_glass: bool
 
 
+class AccountOut(_Out):
+    account_id: str
+    account_name: str
+    ou_path: str
+
+
 class RequestCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -224,6 +230,66 @@ class RequestOut(_Out):
 class RequestDetail(RequestOut):
     timeline: list[TimelineOut]
     activity: list[ActivityOut]
+
+
+class Review(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"comment": "Checked against INC-4211: justified"}]},
+    )
+
+    comment: Annotated[Paragraphs, Field(min_length=1, max_length=2000)]
+
+
+class ExplainQuery(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": "alice",
+                    "account": "payments-prod",
+                    "permission_set": "AdministratorAccess",
+                    "break_glass": False,
+                }
+            ]
+        },
+    )
+
+    user: Annotated[Text, Field(min_length=1, max_length=128, description="a user name")]
+    account: Annotated[Text, Field(min_length=1, max_length=255, description="an id or name")]
+    permission_set: Annotated[Text, Field(min_length=1, max_length=64)]
+    break_glass: bool = False
+
+
+class RuleTraceOut(BaseModel):
+    rule: str
+    matched: bool
+    reasons: list[str]
+
+
+class ExplanationOut(BaseModel):
+    eligible: bool
+    summary: str
+    policy_version: str
+    user: str
+    account: str
+    permission_set: str
+    break_glass: bool
+    matched_rules: list[str]
+    traces: list[RuleTraceOut]
+    hints: list[str]
+    terms: dict[str, Any] | None = None
+
+
+class PolicyOut(BaseModel):
+    version: str = Field(description="short sha256 of the policy file in force")
+    loaded_at: datetime | None = Field(description="when this replica loaded it")
+    names_resolved: bool = Field(
+        description="false while the policy's user and account names could not be "
+        "resolved through the directory (it then matches them exactly)"
+    )
+    document: dict[str, Any] = Field(description="the policy as parsed (docs/policy.md)")
 
 
 class Page(BaseModel, Generic[T]):

@@ -53,34 +53,11 @@ from elevate_request_api.domain import (
     Status,
 )
 from elevate_request_api.models import AccessRequest, ActivityRecord, IdempotencyKey, TimelineEntry
-from elevate_request_api.schemas import EligibilityItem, RequestCreate
+from elevate_request_api.schemas import RequestCreate
 
 
 def person(user: User) -> Person:
     return Person(user_name=user.user_name, user_id=user.user_id, email=user.email)
-
-
-async def eligibility(*, state: ApiState, user: User) -> list[EligibilityItem]:
-    evaluator = await state.access.evaluator()
-    items = []
-    for break_glass in (False, True):
-        for entry in evaluator.eligibility(user, break_glass=break_glass):
-            terms = entry.terms
-            items.append(
-                EligibilityItem(
-                    account_id=entry.account.id,
-                    account_name=entry.account.name,
-                    ou_path=entry.account.ou_path_names,
-                    permission_set=entry.permission_set,
-                    max_duration_minutes=int(terms.max_duration.total_seconds() // 60),
-                    approval_needed=terms.approval.needed > 0 and not break_glass,
-                    approval_rule=terms.approval.name,
-                    required_approvals=terms.approval.needed,
-                    ticket_required=terms.ticket_required,
-                    break_glass=break_glass,
-                )
-            )
-    return items
 
 
 def _body_hash(body: RequestCreate) -> str:
@@ -123,7 +100,7 @@ async def _claim_idempotency_key(
     return earlier.request_id
 
 
-async def _publish(
+async def publish(
     session: AsyncSession, state: ApiState, event: Event, *, request_id: uuid.UUID, now: datetime
 ) -> AccessRequest:
     """Queue the event and fold it into the read model in the same transaction (the
@@ -247,7 +224,7 @@ async def submit(
         approver_groups=tuple(terms.approval.approver_groups),
         required_approvals=terms.approval.needed,
     )
-    return await _publish(session, state, event, request_id=request_id, now=now), True
+    return await publish(session, state, event, request_id=request_id, now=now), True
 
 
 def roles(policy: Policy, user: User) -> list[Literal["requester", "approver", "auditor", "admin"]]:
@@ -303,10 +280,10 @@ async def cancel(
             + ("; revoke it instead" if row.status in REVOCABLE else "")
         )
     event = RequestCancelled(request_id=row.id, cancelled_by=person(user))
-    return await _publish(session, state, event, request_id=row.id, now=now)
+    return await publish(session, state, event, request_id=row.id, now=now)
 
 
-async def _requester(state: ApiState, row: AccessRequest) -> Requester:
+async def requester_of(state: ApiState, row: AccessRequest) -> Requester:
     """The row's requester with the person key the directory has for them now, so their
     other accounts cannot decide for them; unknown, or the name now someone else's: no
     key (compared by user id only)."""
@@ -336,7 +313,7 @@ async def decide(
     row = await load_visible(
         session=session, state=state, user=user, request_id=request_id, for_update=True
     )
-    requester = await _requester(state, row)
+    requester = await requester_of(state, row)
     policy = state.access.policy
     rule = policy.approval_rules.get(row.approval_rule)
     if rule is None:
@@ -353,7 +330,7 @@ async def decide(
         comment=comment,
         policy_version=policy.version,
     )
-    return await _publish(session, state, event, request_id=row.id, now=now)
+    return await publish(session, state, event, request_id=row.id, now=now)
 
 
 async def revoke(
@@ -380,7 +357,7 @@ async def revoke(
     if row.status not in REVOCABLE:
         raise StateConflictError(f"a {row.status} request has no access to revoke")
     event = RevokeRequested(request_id=row.id, requested_by=person(user), reason=comment)
-    return await _publish(session, state, event, request_id=row.id, now=now)
+    return await publish(session, state, event, request_id=row.id, now=now)
 
 
 # ---- reading ------------------------------------------------------------------------
@@ -390,7 +367,7 @@ def encode_cursor(row: AccessRequest) -> str:
     return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         at, _, rid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         when = datetime.fromisoformat(at)
@@ -404,9 +381,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 async def list_requests(
     *,
     session: AsyncSession,
-    state: ApiState,
     user: User,
-    scope: Literal["mine", "all"],
     status: Status | None,
     account_id: str | None,
     created_after: datetime | None,
@@ -414,18 +389,15 @@ async def list_requests(
     cursor: str | None,
     limit: int,
 ) -> tuple[Sequence[AccessRequest], str | None]:
-    """A page of requests, newest first, and the cursor of the next page (if any)."""
-    policy = state.access.policy
-    if scope == "all" and not (policy.is_auditor(user) or policy.is_admin(user)):
-        raise NotAllowedError("scope=all is for auditors and admins")
+    """A page of the caller's own requests, newest first, and the next page's cursor."""
     rows = await store.page(
         session,
-        requester_user_id=user.user_id if scope == "mine" else None,
+        requester_user_id=user.user_id,
         status=status,
         account_id=account_id,
         created_after=created_after,
         created_before=created_before,
-        after=_decode_cursor(cursor) if cursor else None,
+        after=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
     more = len(rows) > limit
@@ -448,6 +420,6 @@ async def approvals(*, session: AsyncSession, state: ApiState, user: User) -> li
         rule = policy.approval_rules.get(row.approval_rule)
         if rule is None:
             continue
-        if may_decide(rule, requester=await _requester(state, row), decider=user):
+        if may_decide(rule, requester=await requester_of(state, row), decider=user):
             out.append(row)
     return out

@@ -1,0 +1,112 @@
+"""What a caller may pick from: their eligibility (searchable, paginated) and the accounts
+it covers. A user eligible for thousands of (account, permission set) pairs gets a page
+without the server building the rest: the policy index answers the whole set cheaply
+(`Evaluator.eligibility`), and only one page of it becomes response objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from elevate_core.directory.models import Account, User
+from elevate_core.policy import Entitlement
+
+from elevate_request_api.deps import ApiState
+from elevate_request_api.domain import InvalidCursorError
+from elevate_request_api.schemas import AccountOut, EligibilityItem
+
+T = TypeVar("T")
+Key = tuple[str, ...]
+
+
+def _encode(key: Key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def _decode(cursor: str) -> Key:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        raise InvalidCursorError("cursor: not a cursor this API returned") from None
+    if not (isinstance(key, list) and all(isinstance(part, str) for part in key)):
+        raise InvalidCursorError("cursor: not a cursor this API returned")
+    return tuple(key)
+
+
+def _page(
+    items: Iterable[tuple[Key, T]], *, cursor: str | None, limit: int
+) -> tuple[list[T], str | None]:
+    """The `limit` items after `cursor` in key order, and the cursor of the next page.
+    Keyset, not offset: a page stays right while the policy or organisation changes."""
+    after = _decode(cursor) if cursor else None
+    ordered = sorted((kv for kv in items if after is None or kv[0] > after), key=lambda kv: kv[0])
+    chosen = ordered[:limit]
+    more = len(ordered) > limit
+    return [value for _, value in chosen], _encode(chosen[-1][0]) if more else None
+
+
+def _matches(account: Account, q: str | None, *extra: str) -> bool:
+    if not q:
+        return True
+    needle = q.lower()
+    haystack = (account.id, account.name, account.ou_path_names, *extra)
+    return any(needle in part.lower() for part in haystack)
+
+
+def _item(entry: Entitlement, *, break_glass: bool) -> EligibilityItem:
+    terms = entry.terms
+    return EligibilityItem(
+        account_id=entry.account.id,
+        account_name=entry.account.name,
+        ou_path=entry.account.ou_path_names,
+        permission_set=entry.permission_set,
+        max_duration_minutes=int(terms.max_duration.total_seconds() // 60),
+        approval_needed=terms.approval.needed > 0 and not break_glass,
+        approval_rule=terms.approval.name,
+        required_approvals=terms.approval.needed,
+        ticket_required=terms.ticket_required,
+        break_glass=break_glass,
+    )
+
+
+async def eligibility(
+    *, state: ApiState, user: User, q: str | None, cursor: str | None, limit: int
+) -> tuple[list[EligibilityItem], str | None]:
+    """What `user` may request, ordered by account name, account, permission set, then
+    break-glass last; `q` searches account name, id, OU path and permission set."""
+    evaluator = await state.access.evaluator()
+    found: list[tuple[Key, tuple[Entitlement, bool]]] = []
+    for break_glass in (False, True):
+        for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
+            account = entry.account
+            if _matches(account, q, entry.permission_set):
+                key = (account.name, account.id, entry.permission_set, str(int(break_glass)))
+                found.append((key, (entry, break_glass)))
+    chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
+    return [_item(e, break_glass=bg) for e, bg in chosen], next_cursor
+
+
+async def accounts(
+    *, state: ApiState, user: User, q: str | None, cursor: str | None, limit: int
+) -> tuple[list[AccountOut], str | None]:
+    """The accounts `user` may request something on (every account for auditors and
+    admins), by name then id; `q` searches name, id and OU path."""
+    evaluator = await state.access.evaluator()
+    policy = state.access.policy
+    pool: Sequence[Account]
+    if policy.is_auditor(user) or policy.is_admin(user):
+        pool = evaluator.accounts
+    else:
+        seen: dict[str, Account] = {}
+        for break_glass in (False, True):
+            for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
+                seen.setdefault(entry.account.id, entry.account)
+        pool = list(seen.values())
+    found = [((a.name, a.id), a) for a in pool if _matches(a, q)]
+    chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
+    return [
+        AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names) for a in chosen
+    ], next_cursor
