@@ -114,7 +114,7 @@ def run_phases(stack: Stack, args: argparse.Namespace, work: Path) -> dict[str, 
 
     # Warm-up (connections, caches, the JIT-less interpreter's first paths); not reported.
     go("warmup-healthz", health, 3)
-    go("warmup-submit", submit_targets(stack, token, 5_000, offset=10**6), 3)
+    go("warmup-submit", submit_targets(stack, token, 5_000, offset=int(seconds * 1500)), 3)
     attacks = [go("healthz-before", health)]
     attacks.append(go("submit", submit_targets(stack, token, int(seconds * 1500))))
     probe = probe_eligibility(stack, token)
