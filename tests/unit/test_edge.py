@@ -129,24 +129,38 @@ async def test_validation_refusals_have_a_stable_type(tmp_path: Path) -> None:
             "/echo", content=b"{not json", headers={"content-type": "application/json"}
         )
         missing = await client.post("/echo", json={})
+        # Not UTF-8: FastAPI raises its own 400 "error parsing the body" for this one.
+        undecodable = await client.post(
+            "/echo", content=b"\x10\x04\xff{", headers={"content-type": "application/json"}
+        )
+    assert (undecodable.status_code, undecodable.json()["type"]) == (
+        422,
+        "urn:elevate:problem:malformed-json",
+    )
     assert malformed.status_code == 422
     assert malformed.json()["type"] == "urn:elevate:problem:malformed-json"
     assert missing.json()["type"] == "urn:elevate:problem:invalid-input"
 
 
-async def test_docs_are_served_outside_production_only(
+async def test_docs_are_served_in_dev_only_and_the_document_by_services_with_an_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, _ = _app(tmp_path)
-    async with _client(app) as client:
+    dev, _ = _app(tmp_path, mode=Mode.DEV)
+    async with _client(dev) as client:
         assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200
+    test, _ = _app(tmp_path)
+    async with _client(test) as client:
+        # The docs pages load their assets from a CDN and fetch the document without a
+        # token: outside dev they do not exist, nor does a probes-only service's document.
+        assert (await client.get("/docs")).status_code == 404
+        assert (await client.get("/openapi.json")).status_code == 404
     set_production_env(monkeypatch, tmp_path)
-    prod, _ = _app(tmp_path, mode=Mode.PROD)
+    prod, _ = _app(tmp_path, mode=Mode.PROD, api=True)
     async with _client(prod) as client:
-        # The docs pages load their assets from a CDN: not in production.
         assert (await client.get("/docs")).status_code == 404
         assert (await client.get("/redoc")).status_code == 404
-        assert (await client.get("/openapi.json")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200  # (its edge guards it)
 
 
 async def test_healthz_tells_anonymous_callers_only_its_status(tmp_path: Path) -> None:

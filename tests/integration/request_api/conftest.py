@@ -33,6 +33,7 @@ from elevate_local.ports import free_port, wait_for_port
 from elevate_local.seed_data import external_id
 from elevate_request_api.main import create_app
 from elevate_request_api.settings import RequestApiSettings
+from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from tests import harness
@@ -139,6 +140,7 @@ class Api:
     issuer: Issuer
     seeded: SeededOrganisation
     kafka: KafkaEndpoint  # the test's own view (it plays the other services): super user
+    app: FastAPI  # (its routes, for the tests that enumerate them)
 
     def client(self, user: str | None = "alice") -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.issuer.token(user)}"} if user else {}
@@ -201,6 +203,7 @@ async def start_api(
             issuer=issuer,
             seeded=seeded,
             kafka=kafka.endpoint(),
+            app=app,
         )
 
     yield start

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +32,11 @@ from elevate_core.events.models import (
 )
 
 from tests.harness import eventually, publish_events
+from tests.integration.request_api import authz_table
 from tests.integration.request_api.conftest import Api
 from tests.integration.request_api.schema_fuzz import (
     Budget,
     Caller,
-    Finding,
     Operation,
     Seeds,
     Tally,
@@ -48,44 +49,29 @@ from tests.integration.request_api.schema_fuzz import (
 pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 
 ROLES = {"requester": "alice", "approver": "bob", "auditor": "carol", "admin": "dave"}
-EVERYONE = frozenset(ROLES)
 
-# Who gets a 2xx from each operation of the document ("METHOD /path", as schemathesis
-# labels it) — with the requests seeded below: the requester's own, which the approver
-# may decide (sre-leads). The route-enumerating test's table in docs/request-api.md is
-# the fuller one (anonymous, another user, requester as approver).
-ALLOWED: dict[str, frozenset[str]] = {
-    "GET /v1/me": EVERYONE,
-    "GET /v1/eligibility": EVERYONE,  # (an empty list for those eligible for nothing)
-    "POST /v1/requests": frozenset({"requester"}),  # the only role the policy covers
-    "GET /v1/requests": EVERYONE,  # (their own; scope=all for auditor and admin)
-    "GET /v1/requests/{request_id}": EVERYONE,
-    "POST /v1/requests/{request_id}/cancel": frozenset({"requester"}),
-    "POST /v1/requests/{request_id}/revoke": frozenset({"requester", "approver", "admin"}),
-    "POST /v1/requests/{request_id}/{decision}": frozenset({"approver"}),
-    "GET /v1/approvals": EVERYONE,  # (an empty list for those who decide nothing)
-    "GET /v1/requests/{request_id}/stream": EVERYONE,
-}
+
+def allowed() -> dict[str, frozenset[str]]:
+    """Who gets a 2xx from each operation of the document ("METHOD /path", as schemathesis
+    labels it): from the authorisation table of docs/request-api.md (its requester,
+    approver, auditor and admin columns; approve and reject are one operation here)."""
+    out: dict[str, set[str]] = {}
+    for row in authz_table.rows():
+        if not row.path.startswith("/v1/"):
+            continue  # the probes and the document are not in the document
+        label = re.sub(r"/(approve|reject)$", "/{decision}", row.label)
+        roles = {r for r in ROLES if 200 <= row.expected[r] < 300}
+        out.setdefault(label, set()).update(roles)
+    return {label: frozenset(roles) for label, roles in out.items()}
+
+
+ALLOWED = allowed()
 
 # Generated calls per operation and role (fixed seed: the same every run), besides one
 # per seeded value.
 BUDGET = Budget(examples=25, per_seed=1)
 STREAM_TOKEN_SECONDS = 0.25  # a stream lasts until its token expires
 NOW = datetime.now(UTC)
-
-
-def non_utf8_body(finding: Finding) -> bool:
-    """A JSON body that is not UTF-8 (`-d $'\\x10\\x04\\xff…'`) on any operation with a
-    body: FastAPI's own 400 "There was an error parsing the body" (about:blank), a status
-    the document does not declare, where a body that is not JSON is documented as 422
-    `malformed-json` (test_a_json_body_that_is_not_utf8_is_malformed_json)."""
-    return finding.status == 400 and "There was an error parsing the body" in finding.problem
-
-
-# Defects the fuzzer found, left out of its verdict until they are fixed: each has a
-# strict xfail test below that passes — and so fails the run — once the app is right;
-# then delete both.
-KNOWN_DEFECTS: list[Callable[[Finding], bool]] = [non_utf8_body]
 
 
 async def test_the_live_openapi_holds_for_every_role(api: Api) -> None:
@@ -96,8 +82,7 @@ async def test_the_live_openapi_holds_for_every_role(api: Api) -> None:
 
     assert sorted(labels - ALLOWED.keys()) == [], "operations ALLOWED does not list"
     assert sorted(ALLOWED.keys() - labels) == [], "ALLOWED lists operations the app lacks"
-    findings = [f for f in tally.findings if not any(known(f) for known in KNOWN_DEFECTS)]
-    assert findings == [], "\n\n".join(map(str, findings))
+    assert tally.findings == [], "\n\n".join(map(str, tally.findings))
     # Both ways, so neither a blanket 4xx nor a blanket 2xx passes.
     wrong = [
         f"{label} as {role}: {'allowed' if role in roles else 'not allowed'}, got "
@@ -109,12 +94,8 @@ async def test_the_live_openapi_holds_for_every_role(api: Api) -> None:
     assert wrong == [], "2xx where ALLOWED does not say so, or none where it does"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT non_utf8_body: a JSON body that is not UTF-8 gets FastAPI's undocumented "
-    "400 about:blank instead of 422 malformed-json",
-)
 async def test_a_json_body_that_is_not_utf8_is_malformed_json(api: Api) -> None:
+    """Found by the fuzzer: FastAPI answered its own undocumented 400 (about:blank)."""
     rid = await submit(api)
     async with api.client("alice") as alice:
         for path in ("/v1/requests", f"/v1/requests/{rid}/revoke", f"/v1/requests/{rid}/approve"):
@@ -129,7 +110,10 @@ def run(
     api: Api, seeded: dict[str, list[str]], bodies: dict[str, list[Any]]
 ) -> tuple[Tally, set[str]]:
     """The fuzzing proper, in a thread: the server runs on the test's event loop."""
-    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+    token = api.issuer.token("alice")  # the document, too, is for signed-in callers
+    schema = schemathesis.openapi.from_url(
+        f"{api.url}/openapi.json", headers={"Authorization": f"Bearer {token}"}
+    )
     tally = Tally()
     ops = operations(schema)
     for role, user in ROLES.items():

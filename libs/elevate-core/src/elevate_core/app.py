@@ -71,17 +71,21 @@ def create_service_app(
     routers: list[Any] | None = None,
     edge: list[Middleware] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api: bool = False,
 ) -> FastAPI:
     """The service's app. `edge` is the service's own middleware (authentication), run
-    after the security headers are arranged and before any body is read."""
+    after the security headers are arranged and before any body is read. `api`: the
+    service has an API, whose OpenAPI document it serves (its `edge` must guard it);
+    the others serve only their probes (and a document of them in dev)."""
     ctx.workers.append(_purger(ctx))
     dev = ctx.settings.mode is Mode.DEV
-    # The docs pages load their assets from a CDN: not in production (openapi.json stays).
-    docs = ctx.settings.mode is not Mode.PROD
+    # The docs pages load their assets from a CDN, and fetch the document without a
+    # token: dev only.
+    docs = dev
     app = FastAPI(
         title=title,
         lifespan=_lifespan(ctx, migrations),
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if api or dev else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         middleware=[

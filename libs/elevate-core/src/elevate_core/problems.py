@@ -15,6 +15,8 @@ PROBLEM_TYPE = "urn:elevate:problem:"  # + a stable slug, per kind of refusal
 INVALID_INPUT = PROBLEM_TYPE + "invalid-input"
 # Input refusals a client may want to tell apart, by pydantic error type; any other
 # validation error is INVALID_INPUT.
+# FastAPI's own 400 for a body it cannot decode before validating it (fastapi/routing.py).
+_UNPARSABLE_BODY = "There was an error parsing the body"
 VALIDATION_TYPES = {
     "timezone_aware": PROBLEM_TYPE + "naive-datetime",
     "datetime_range": PROBLEM_TYPE + "datetime-out-of-range",
@@ -92,6 +94,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            # A body FastAPI cannot even decode (not UTF-8): malformed JSON like any other.
+            return problem_response(
+                422,
+                "the body is not JSON (not UTF-8 text)",
+                instance=request.url.path,
+                type_=VALIDATION_TYPES["json_invalid"],
+            )
         return problem_response(
             exc.status_code,
             str(exc.detail),

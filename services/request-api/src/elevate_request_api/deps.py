@@ -66,15 +66,18 @@ class BearerAuth:
     decodes bodies before it solves dependencies): a caller without a good token gets
     its 401 without one byte of its body parsed. The claims go on to `get_claims`."""
 
-    def __init__(self, app: ASGIApp, *, prefix: str = "/v1") -> None:
+    def __init__(self, app: ASGIApp, *, prefix: str = "/v1", document: bool = True) -> None:
         self.app = app
         self.prefix = prefix
+        self.document = document  # guard /openapi.json as well
+
+    def _guards(self, path: str) -> bool:
+        if self.document and path == "/openapi.json":
+            return True
+        return path == self.prefix or path.startswith(self.prefix + "/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (
-            path == self.prefix or path.startswith(self.prefix + "/")
-        ):
+        if scope["type"] != "http" or not self._guards(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         state: ApiState = scope["app"].state.api

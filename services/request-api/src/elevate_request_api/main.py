@@ -113,8 +113,10 @@ def create_app(
         title=SPEC.title,
         migrations=SPEC.migrations,
         routers=[router, audit_api.router],
-        edge=[Middleware(BearerAuth)],
+        # The OpenAPI document needs a token too, but in dev (its docs page fetches it).
+        edge=[Middleware(BearerAuth, document=settings.mode is not Mode.DEV)],
         max_body_bytes=settings.max_body_bytes,
+        api=True,
     )
     install_error_mapping(app)
     app.state.api = state

@@ -156,10 +156,12 @@ async def review(
     now: datetime,
 ) -> AccessRequest:
     """Complete a break-glass request's after-the-fact review (auditors and admins)."""
-    _overseer(state.access.policy, user)
+    # Not found before not allowed, as on every route: a request the caller cannot see
+    # answers 404 whoever they are.
     row = await load_visible(
         session=session, state=state, user=user, request_id=request_id, for_update=True
     )
+    _overseer(state.access.policy, user)
     if is_same_person(await requester_of(state, row), user):
         raise NotAllowedError("nobody may review their own break-glass access")
     if not row.break_glass:
