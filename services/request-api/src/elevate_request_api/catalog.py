@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TypeVar
 
 from elevate_core.directory.models import Account, User
-from elevate_core.policy import Entitlement
+from elevate_core.policy import Entitlement, Evaluator
 
 from elevate_request_api.deps import ApiState
 from elevate_request_api.domain import InvalidCursorError
@@ -20,6 +22,7 @@ from elevate_request_api.schemas import AccountOut, EligibilityItem
 
 T = TypeVar("T")
 Key = tuple[str, ...]
+_Found = tuple[Key, tuple[Entitlement, bool]]
 
 
 def _encode(key: Key) -> str:
@@ -37,14 +40,16 @@ def _decode(cursor: str) -> Key:
 
 
 def _page(
-    items: Iterable[tuple[Key, T]], *, cursor: str | None, limit: int
+    items: Sequence[tuple[Key, T]], *, cursor: str | None, limit: int, ordered: bool = False
 ) -> tuple[list[T], str | None]:
-    """The `limit` items after `cursor` in key order, and the cursor of the next page.
-    Keyset, not offset: a page stays right while the policy or organisation changes."""
+    """The `limit` items after `cursor` in key order (`ordered`: `items` already are),
+    and the cursor of the next page. Keyset, not offset: a page stays right while the
+    policy or organisation changes."""
     after = _decode(cursor) if cursor else None
-    ordered = sorted((kv for kv in items if after is None or kv[0] > after), key=lambda kv: kv[0])
-    chosen = ordered[:limit]
-    more = len(ordered) > limit
+    pool = list(items) if ordered else sorted(items, key=lambda kv: kv[0])
+    start = bisect_right(pool, after, key=lambda kv: kv[0]) if after is not None else 0
+    chosen = pool[start : start + limit]
+    more = len(pool) > start + limit
     return [value for _, value in chosen], _encode(chosen[-1][0]) if more else None
 
 
@@ -72,20 +77,39 @@ def _item(entry: Entitlement, *, break_glass: bool) -> EligibilityItem:
     )
 
 
+_SORTED_CAP = 4096  # users whose sorted eligibility is kept (the index is per replica)
+_sorted: OrderedDict[tuple[str, frozenset[str]], tuple[Evaluator, list[_Found]]] = OrderedDict()
+
+
+def _all_sorted(evaluator: Evaluator, user: User) -> list[_Found]:
+    """The user's whole eligibility in page order, computed once per policy index and
+    user (the index is a new object whenever the policy or the organisation changes)."""
+    key = (user.user_id, frozenset(user.groups))
+    cached = _sorted.get(key)
+    if cached is not None and cached[0] is evaluator:
+        _sorted.move_to_end(key)
+        return cached[1]
+    found: list[_Found] = []
+    for break_glass in (False, True):
+        for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
+            account = entry.account
+            order = (account.name, account.id, entry.permission_set, str(int(break_glass)))
+            found.append((order, (entry, break_glass)))
+    found.sort(key=lambda kv: kv[0])
+    _sorted[key] = (evaluator, found)
+    while len(_sorted) > _SORTED_CAP:
+        _sorted.popitem(last=False)
+    return found
+
+
 async def eligibility(
     *, state: ApiState, user: User, q: str | None, cursor: str | None, limit: int
 ) -> tuple[list[EligibilityItem], str | None]:
     """What `user` may request, ordered by account name, account, permission set, then
     break-glass last; `q` searches account name, id, OU path and permission set."""
     evaluator = await state.access.evaluator()
-    found: list[tuple[Key, tuple[Entitlement, bool]]] = []
-    for break_glass in (False, True):
-        for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
-            account = entry.account
-            if _matches(account, q, entry.permission_set):
-                key = (account.name, account.id, entry.permission_set, str(int(break_glass)))
-                found.append((key, (entry, break_glass)))
-    chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
+    found = [kv for kv in _all_sorted(evaluator, user) if _matches(kv[1][0].account, q, kv[0][2])]
+    chosen, next_cursor = _page(found, cursor=cursor, limit=limit, ordered=True)
     return [_item(e, break_glass=bg) for e, bg in chosen], next_cursor
 
 

@@ -57,8 +57,12 @@ async def record(session: AsyncSession, envelope: Envelope) -> AccessRequest | N
 async def fold_in(
     session: AsyncSession, envelope: Envelope, request_id: uuid.UUID
 ) -> AccessRequest | None:
-    """`record` for a caller that already holds the request's `lock` (the API's writes)."""
-    await session.execute(
+    """`record` for a caller that already holds the request's `lock` (the API's writes).
+
+    An event the log already has changes nothing — the fold is a function of the set of
+    events — so it is not folded again: the API's own events, consumed back from Kafka,
+    cost one insert that does nothing."""
+    result = await session.execute(
         insert_for(session, RequestEvent)
         .values(
             event_id=envelope.id,
@@ -69,6 +73,8 @@ async def fold_in(
         )
         .on_conflict_do_nothing()
     )
+    if not getattr(result, "rowcount", 1):
+        return await session.get(AccessRequest, request_id)
     return await refold(session, request_id)
 
 
