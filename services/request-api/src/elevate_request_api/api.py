@@ -111,13 +111,15 @@ async def eligibility(
     q: Search = None,
     limit: Limit = 100,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
-) -> Page[EligibilityItem]:
+) -> Response:
     """What the caller may request, by account name; `q` searches account name, id, OU
     path and permission set."""
     items, next_cursor = await catalog.eligibility(
         state=state, user=user, q=q, cursor=cursor, limit=limit
     )
-    return Page[EligibilityItem](items=items, next_cursor=next_cursor)
+    # Built from validated items: serialised once, not validated again on the way out.
+    page = Page[EligibilityItem](items=items, next_cursor=next_cursor)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/accounts", response_model=Page[AccountOut], responses=ERRORS)

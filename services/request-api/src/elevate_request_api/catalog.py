@@ -22,7 +22,7 @@ from elevate_request_api.schemas import AccountOut, EligibilityItem
 
 T = TypeVar("T")
 Key = tuple[str, ...]
-_Found = tuple[Key, tuple[Entitlement, bool]]
+_Found = tuple[Key, tuple[Account, EligibilityItem]]
 
 
 def _encode(key: Key) -> str:
@@ -46,7 +46,7 @@ def _page(
     and the cursor of the next page. Keyset, not offset: a page stays right while the
     policy or organisation changes."""
     after = _decode(cursor) if cursor else None
-    pool = list(items) if ordered else sorted(items, key=lambda kv: kv[0])
+    pool = items if ordered else sorted(items, key=lambda kv: kv[0])
     start = bisect_right(pool, after, key=lambda kv: kv[0]) if after is not None else 0
     chosen = pool[start : start + limit]
     more = len(pool) > start + limit
@@ -82,8 +82,9 @@ _sorted: OrderedDict[tuple[str, frozenset[str]], tuple[Evaluator, list[_Found]]]
 
 
 def _all_sorted(evaluator: Evaluator, user: User) -> list[_Found]:
-    """The user's whole eligibility in page order, computed once per policy index and
-    user (the index is a new object whenever the policy or the organisation changes)."""
+    """The user's whole eligibility in page order, as response items, computed once per
+    policy index and user (the index is a new object whenever the policy or the
+    organisation changes)."""
     key = (user.user_id, frozenset(user.groups))
     cached = _sorted.get(key)
     if cached is not None and cached[0] is evaluator:
@@ -94,7 +95,7 @@ def _all_sorted(evaluator: Evaluator, user: User) -> list[_Found]:
         for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
             account = entry.account
             order = (account.name, account.id, entry.permission_set, str(int(break_glass)))
-            found.append((order, (entry, break_glass)))
+            found.append((order, (account, _item(entry, break_glass=break_glass))))
     found.sort(key=lambda kv: kv[0])
     _sorted[key] = (evaluator, found)
     while len(_sorted) > _SORTED_CAP:
@@ -108,9 +109,10 @@ async def eligibility(
     """What `user` may request, ordered by account name, account, permission set, then
     break-glass last; `q` searches account name, id, OU path and permission set."""
     evaluator = await state.access.evaluator()
-    found = [kv for kv in _all_sorted(evaluator, user) if _matches(kv[1][0].account, q, kv[0][2])]
+    everything = _all_sorted(evaluator, user)
+    found = [kv for kv in everything if _matches(kv[1][0], q, kv[0][2])] if q else everything
     chosen, next_cursor = _page(found, cursor=cursor, limit=limit, ordered=True)
-    return [_item(e, break_glass=bg) for e, bg in chosen], next_cursor
+    return [item for _, item in chosen], next_cursor
 
 
 async def accounts(
