@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from elevate_core.events.models import Person, RequestApproved, RequestSnapshot
+from elevate_core.events.models import RequestApproved
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
@@ -26,6 +24,7 @@ from tests.harness import eventually, publish_events
 from tests.integration.request_api import authz_table
 from tests.integration.request_api.authz_table import Row
 from tests.integration.request_api.conftest import ROOT, Api
+from tests.integration.request_api.test_schema_fuzz import snapshot_of
 
 USERS: dict[str, str | None] = {
     "anonymous": None,
@@ -115,22 +114,7 @@ async def approved(api: Api, owner: str) -> str:
     rid = await submit(api, owner)
     async with api.client(owner) as client:
         d = (await client.get(f"/v1/requests/{rid}")).json()
-    snapshot = RequestSnapshot(
-        request_id=uuid.UUID(rid),
-        requester=Person(user_name=owner, user_id=api.seeded.user_ids[owner]),
-        account_id=d["account_id"],
-        account_name=d["account_name"],
-        permission_set_name=d["permission_set"],
-        permission_set_arn=api.seeded.permission_set_arns[d["permission_set"]],
-        start=datetime.fromisoformat(d["start"]),
-        end=datetime.fromisoformat(d["end"]),
-        justification=d["justification"],
-        ticket=d["ticket"],
-        matched_rule="(approved by the test)",
-        policy_version=d["policy_version"],
-        approvers=("grace",),
-        approval_rule=d["approval_rule"],
-    )
+    snapshot = snapshot_of(api, d, approvers=("grace",))
     await publish_events(
         api.kafka, RequestApproved(snapshot=snapshot), prefix=api.settings.topic_prefix
     )

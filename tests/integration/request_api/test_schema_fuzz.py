@@ -197,9 +197,12 @@ async def approved(api: Api, rid: str, *, active: bool) -> str:
 
 
 def snapshot_of(api: Api, detail: dict[str, Any], *, approvers: Iterable[str]) -> RequestSnapshot:
+    """The snapshot approval would publish for the request `detail` shows."""
     return RequestSnapshot(
         request_id=uuid.UUID(detail["id"]),
-        requester=Person(user_name="alice", user_id=api.seeded.user_ids["alice"]),
+        requester=Person(
+            user_name=detail["requester"], user_id=api.seeded.user_ids[detail["requester"]]
+        ),
         account_id=detail["account_id"],
         account_name=detail["account_name"],
         permission_set_name=detail["permission_set"],
