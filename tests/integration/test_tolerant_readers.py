@@ -31,6 +31,8 @@ from elevate_core.events.base import Event, registered_events
 from elevate_core.events.envelope import Envelope, decode, encode, new_envelope
 from elevate_core.events.models import (
     ApprovalRequested,
+    AuditTrailRead,
+    BreakGlassReviewed,
     BreakGlassUsed,
     DecisionRecorded,
     DecisionRefused,
@@ -132,6 +134,8 @@ def story(seeded: SeededOrganisation) -> list[Event]:
         RequestCancelled(request_id=rid, cancelled_by=alice),
         RequestRejected(request_id=rid, rejected_by=grace),
         RequestExpired(request_id=rid, pending_since=NOW, expired_at=NOW),
+        BreakGlassReviewed(request_id=rid, reviewer=grace, comment="justified"),
+        AuditTrailRead(reader=grace, resource="requests", format="csv", filters={"limit": "5"}),
         DriftDetected(**triple, kind="unexpected_assignment", action="reported"),
         StandingAssignmentRecorded(**triple, user_name="alice", source="baseline"),
         StandingAssignmentDropped(

@@ -4,7 +4,7 @@ generated from these (`python -m elevate_core.events.schemas`); a test fails on 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -115,7 +115,9 @@ class AuditTrailRead(_RequestsEvent):
     reader: Person
     resource: Literal["requests", "policy", "policy-explain"]
     format: Literal["json", "csv"] = "json"
-    filters: dict[str, str] = Field(
+    # Any JSON value: a later release may record a filter that is not a string, and this
+    # one must still read it (tolerant reader).
+    filters: dict[str, Any] = Field(
         default_factory=dict, description="The query as asked (filters, cursor, limit)"
     )
 
