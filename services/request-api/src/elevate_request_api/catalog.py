@@ -40,13 +40,12 @@ def _decode(cursor: str) -> Key:
 
 
 def _page(
-    items: Sequence[tuple[Key, T]], *, cursor: str | None, limit: int, ordered: bool = False
+    pool: Sequence[tuple[Key, T]], *, cursor: str | None, limit: int
 ) -> tuple[list[T], str | None]:
-    """The `limit` items after `cursor` in key order (`ordered`: `items` already are),
-    and the cursor of the next page. Keyset, not offset: a page stays right while the
-    policy or organisation changes."""
+    """The `limit` items after `cursor` of `pool` (in key order), and the cursor of the
+    next page. Keyset, not offset: a page stays right while the policy or organisation
+    changes."""
     after = _decode(cursor) if cursor else None
-    pool = items if ordered else sorted(items, key=lambda kv: kv[0])
     start = bisect_right(pool, after, key=lambda kv: kv[0]) if after is not None else 0
     chosen = pool[start : start + limit]
     more = len(pool) > start + limit
@@ -111,7 +110,7 @@ async def eligibility(
     evaluator = await state.access.evaluator()
     everything = _all_sorted(evaluator, user)
     found = [kv for kv in everything if _matches(kv[1][0], q, kv[0][2])] if q else everything
-    chosen, next_cursor = _page(found, cursor=cursor, limit=limit, ordered=True)
+    chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
     return [item for _, item in chosen], next_cursor
 
 
@@ -131,7 +130,7 @@ async def accounts(
             for entry in evaluator.eligibility(user, break_glass=break_glass).entries():
                 seen.setdefault(entry.account.id, entry.account)
         pool = list(seen.values())
-    found = [((a.name, a.id), a) for a in pool if _matches(a, q)]
+    found = sorted((((a.name, a.id), a) for a in pool if _matches(a, q)), key=lambda kv: kv[0])
     chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
     return [
         AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names) for a in chosen

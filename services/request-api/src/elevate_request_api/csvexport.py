@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -22,11 +21,9 @@ def _time(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
 
 
-def _names(value: list[str] | str | None) -> str:
-    """A list of names as a JSON array (as the export's rows carry it, or from a list)."""
-    if value is None:
-        return "[]"
-    return value if isinstance(value, str) else json.dumps(value)
+def _names(value: str | None) -> str:
+    """A list of names: the JSON array text the export's rows carry (`store.page_rows`)."""
+    return value or "[]"
 
 
 COLUMNS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
@@ -75,5 +72,5 @@ def header() -> str:
 
 
 def rows(requests: Iterable[Any]) -> str:
-    """CSV lines of requests: `AccessRequest`s or rows with its columns' names."""
+    """CSV lines of `store.page_rows` rows."""
     return _lines([get(r) for _, get in COLUMNS] for r in requests)

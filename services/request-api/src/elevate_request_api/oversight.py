@@ -34,8 +34,8 @@ from elevate_request_api.domain import (
 from elevate_request_api.models import AccessRequest
 from elevate_request_api.service import (
     decode_cursor,
-    encode_cursor,
     load_visible,
+    page_of,
     person,
     publish,
     requester_of,
@@ -113,9 +113,7 @@ async def audit_requests(
     asked = filters.asked() | {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
     await _record_read(session, state, user, resource="requests", asked=asked)
     rows = await store.page(session, **_query(filters), after=after, limit=limit)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1]) if more and rows else None
+    return page_of(rows, limit)
 
 
 async def start_export(

@@ -400,6 +400,13 @@ async def list_requests(
         after=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
+    return page_of(rows, limit)
+
+
+def page_of(
+    rows: Sequence[AccessRequest], limit: int
+) -> tuple[Sequence[AccessRequest], str | None]:
+    """A page from `store.page`'s `limit + 1` rows, and the next page's cursor (if any)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1]) if more and rows else None
