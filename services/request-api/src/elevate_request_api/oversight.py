@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from elevate_core.db import Database
 from elevate_core.directory.errors import DirectoryError, UserNotFoundError
@@ -28,7 +27,6 @@ from elevate_request_api.domain import (
     DirectoryUnavailableError,
     NotAllowedError,
     StateConflictError,
-    Status,
     UnknownSubjectError,
 )
 from elevate_request_api.models import AccessRequest
@@ -44,31 +42,21 @@ from elevate_request_api.service import (
 EXPORT_BATCH = 2000  # rows per query while exporting: memory stays flat at any size
 
 
-@dataclass(frozen=True, slots=True)
-class AuditFilters:
-    """The filters of the request history (all optional; each narrows the result)."""
+# The history's filters are the store's (each narrows it; None: not asked).
+AuditFilters = store.HistoryFilters
 
-    requester: str | None = None  # Identity Store user name, exactly
-    account_id: str | None = None
-    permission_set: str | None = None
-    status: Status | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    break_glass: bool | None = None
-    review: Literal["pending", "done"] | None = None
 
-    def asked(self) -> dict[str, str]:
-        """The filters as strings, for the record of who asked for what."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                out[f.name] = "true" if value else "false"
-            else:
-                out[f.name] = value.isoformat() if isinstance(value, datetime) else str(value)
-        return out
+def _asked(filters: AuditFilters) -> dict[str, str]:
+    """The filters as strings, for the record of who asked for what."""
+    out: dict[str, str] = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        else:
+            out[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return out
 
 
 def _overseer(policy: Policy, user: User) -> None:
@@ -94,10 +82,6 @@ async def _record_read(
     )
 
 
-def _query(filters: AuditFilters) -> dict[str, Any]:
-    return {f.name: getattr(filters, f.name) for f in fields(filters)}
-
-
 async def audit_requests(
     *,
     session: AsyncSession,
@@ -110,9 +94,9 @@ async def audit_requests(
     """A page of every request (newest first) matching `filters`, and the next cursor."""
     _overseer(state.access.policy, user)
     after = decode_cursor(cursor) if cursor else None
-    asked = filters.asked() | {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
+    asked = _asked(filters) | {"limit": str(limit)} | ({"cursor": cursor} if cursor else {})
     await _record_read(session, state, user, resource="requests", asked=asked)
-    rows = await store.page(session, **_query(filters), after=after, limit=limit)
+    rows = await store.page(session, **filters, after=after, limit=limit)
     return page_of(rows, limit)
 
 
@@ -122,7 +106,7 @@ async def start_export(
     """Check and record a CSV export; it is committed before the first row is sent."""
     _overseer(state.access.policy, user)
     await _record_read(
-        session, state, user, resource="requests", asked=filters.asked(), format="csv"
+        session, state, user, resource="requests", asked=_asked(filters), format="csv"
     )
 
 
@@ -133,9 +117,7 @@ async def export_rows(db: Database, filters: AuditFilters) -> AsyncIterator[str]
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
         async with db.sessions() as session:
-            rows = await store.page_rows(
-                session, **_query(filters), after=after, limit=EXPORT_BATCH
-            )
+            rows = await store.page_rows(session, **filters, after=after, limit=EXPORT_BATCH)
             chunk = csvexport.rows(rows[:EXPORT_BATCH])
         yield chunk
         if len(rows) <= EXPORT_BATCH:
