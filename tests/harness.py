@@ -347,7 +347,9 @@ async def read_to_end(kafka: KafkaEndpoint, topic: str) -> list[Any]:
     remaining = {TopicPartition(topic, p): end for p, end in ends.items() if end > 0}
     if not remaining:
         return []
-    consumer = kafka.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = kafka.consumer(
+        auto_offset_reset="earliest", enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -375,6 +377,8 @@ class TopicReader:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
+            # as a SIEM must: outputs of aborted Kafka transactions are not records
+            isolation_level="read_committed",
         )
 
     async def __aenter__(self) -> TopicReader:
@@ -406,7 +410,8 @@ class TopicReader:
 async def end_offsets(kafka: KafkaEndpoint, topic: str) -> dict[int, int]:
     """The end offset of each partition of `topic`, now (the topic must exist)."""
     admin = kafka.admin(client_id="test-offsets")
-    consumer = kafka.consumer(enable_auto_commit=False)
+    # read_committed: the end is the last stable offset (open transactions not counted)
+    consumer = kafka.consumer(enable_auto_commit=False, isolation_level="read_committed")
     await admin.start()
     await consumer.start()
     try:

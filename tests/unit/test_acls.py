@@ -14,6 +14,7 @@ from elevate_core.events.topics import Topics
 from elevate_core.kafka import acls
 from elevate_core.kafka.acls import ACL_TABLE, GROUP_PREFIXES, SERVICES, Principal
 from elevate_core.kafka.consumer import Consumer
+from elevate_core.kafka.transactional import TransactionalConsumer
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "t."
@@ -38,7 +39,15 @@ def test_no_service_may_create_or_alter_anything() -> None:
     granted = acls.grants(topic_prefix=PREFIX)
     services = [g for g in granted if g.principal is not Principal.ADMIN]
     assert {g.operation for g in services} == {"READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"}
-    assert {g.resource for g in granted} == {"TOPIC", "GROUP"}  # no CLUSTER: no ACL changes
+    # no CLUSTER: no ACL changes; transactional ids for audit-ingest's consumer alone
+    assert {g.resource for g in granted} == {"TOPIC", "GROUP", "TRANSACTIONAL_ID"}
+    transactional = {g for g in granted if g.resource == "TRANSACTIONAL_ID"}
+    assert transactional == {
+        acls.Grant(
+            Principal.AUDIT_INGEST, op, "TRANSACTIONAL_ID", f"{PREFIX}audit-ingest.", "PREFIXED"
+        )
+        for op in ("WRITE", "DESCRIBE")
+    }
     admin = {g.operation for g in granted if g.principal is Principal.ADMIN}
     assert "WRITE" not in admin
     assert "CREATE" in admin
@@ -101,4 +110,10 @@ def test_each_service_reads_exactly_what_the_table_lets_it(
         group = consumer.config.group_id or consumer.config.name
         assert group.startswith(PREFIX + GROUP_PREFIXES[principal]), group
         assert consumer.config.dlq_topic == f"{PREFIX}{Topics.DLQ}"
+    # Transactional ids only where the table grants them, and under the granted prefix.
+    transactional = [c for c in consumers if isinstance(c, TransactionalConsumer)]
+    if principal in acls.TRANSACTIONAL_PREFIXES:
+        assert transactional
+    for consumer in transactional:
+        assert consumer.output.prefix.startswith(PREFIX + acls.TRANSACTIONAL_PREFIXES[principal])
     assert principal in acls.access_of(Topics.DLQ).writers

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from elevate_audit_ingest.main import create_app
-from elevate_audit_ingest.models import PendingRecord
+from elevate_audit_ingest.models import PendingRecord, RecordDigest
 from elevate_audit_ingest.settings import AuditSettings
 from elevate_core.db import Database
 from elevate_core.events.base import Event
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
 from elevate_core.events.topics import Topics
 from elevate_core.kafka.acls import Principal
-from elevate_core.kafka.dedupe import ProcessedEvent
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
@@ -170,11 +169,7 @@ async def count(db: Database, stmt: Any) -> int:
 async def settled(db: Database, trail: Trail, *, records: int) -> bool:
     """Every notice handled, `records` distinct CloudTrail records processed, none waiting
     for its grant, and every OCSF record sent: whatever the run was going to emit, it has."""
-    processed = (
-        select(func.count())
-        .select_from(ProcessedEvent)
-        .where(ProcessedEvent.consumer.like("%audit-ingest.cloudtrail"))
-    )
+    processed = select(func.count()).select_from(RecordDigest)  # one claim per record
     unsent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
     return (
         trail.queued() == 0

@@ -30,6 +30,11 @@ from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.admin import longest_stay, missing_topics
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKey
+from elevate_core.kafka.transactional import (
+    BatchHandler,
+    TransactionalConsumer,
+    TransactionalOutput,
+)
 from elevate_core.migrate import upgrade
 from elevate_core.notify import PgListener
 from elevate_core.outbox import CHANNEL as OUTBOX_CHANNEL
@@ -300,6 +305,39 @@ def add_consumer(
         ),
         handler,
         on_committed=on_committed,
+    )
+    ctx.workers.append(consumer)
+    return consumer
+
+
+def add_transactional_consumer(
+    ctx: ServiceContext,
+    *,
+    name: str,
+    topics: list[Topics],
+    handler: BatchHandler,
+    raw_key: RawKey | None = None,
+    max_records: int = 2000,
+) -> TransactionalConsumer:
+    """Consume `topics` a partition's batch at a time into `handler`, whose outputs and the
+    consumed offsets commit in one Kafka transaction (`kafka/transactional.py`); the
+    transactional ids start with the consumer group, so the ACL table grants them by prefix.
+    Large batches: a Kafka transaction costs a few round trips whatever its size."""
+    settings = ctx.settings
+    group = consumer_group(settings, name)
+    consumer = TransactionalConsumer(
+        ctx.db,
+        ConsumerConfig(
+            name=group,
+            topics=tuple(settings.topic(t) for t in topics),
+            kafka=settings.kafka,
+            dlq_topic=settings.topic(Topics.DLQ),
+            raw_key=raw_key,
+            max_records=max_records,
+            max_partition_fetch_bytes=8 << 20,
+        ),
+        handler,
+        output=TransactionalOutput(settings.kafka, transactional_prefix=group, group_id=group),
     )
     ctx.workers.append(consumer)
     return consumer

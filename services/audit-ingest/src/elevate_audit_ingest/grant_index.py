@@ -21,8 +21,9 @@ from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest import ocsf
+from elevate_audit_ingest.lookups import window_of
 from elevate_audit_ingest.models import GrantRow, StandingRow
-from elevate_audit_ingest.service import CorrelationConfig, publish, recheck_pending, window_of
+from elevate_audit_ingest.service import CorrelationConfig, publish, recheck_pending
 
 
 def _apply_snapshot(row: GrantRow, snapshot: RequestSnapshot) -> None:

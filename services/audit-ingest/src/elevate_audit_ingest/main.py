@@ -1,7 +1,8 @@
 """Elevate audit ingest: process entry point (`elevate-audit-ingest`).
 
-Workers: the outbox relay (OCSF records → `elevate.audit.v1`), the grants consumer (grant
-index), the CloudTrail consumer (raw mode, deduplicated on `eventID` and content), the
+Workers: the outbox relay (the OCSF records of grants and timers → `elevate.audit.v1`), the
+grants consumer (grant index), the CloudTrail consumer (raw mode, claimed by `eventID`,
+content and position; its OCSF records and offsets commit in Kafka transactions), the
 timer runner (records waiting for their grant) and, unless `ELEVATE_CLOUDTRAIL_QUEUE` is
 empty, the SQS poller that brings CloudTrail's S3 deliveries onto `elevate.cloudtrail.v1` —
 from the buckets and prefixes of `ELEVATE_CLOUDTRAIL_SOURCES` only.
@@ -20,6 +21,7 @@ from elevate_core.app import (
     add_outbox,
     add_purge_hook,
     add_timers,
+    add_transactional_consumer,
     bootstrap,
     create_service_app,
 )
@@ -70,11 +72,13 @@ def build(
         topics=[Topics.GRANTS],
         handler=grants_handler(outbox=outbox, config=config, clock=clock),
     )
-    add_consumer(
+    add_transactional_consumer(
         ctx,
         name="audit-ingest.cloudtrail",
         topics=[Topics.CLOUDTRAIL],
-        handler=cloudtrail_handler(outbox=outbox, config=config, clock=clock),
+        handler=cloudtrail_handler(
+            topic=ctx.settings.topic(Topics.AUDIT), config=config, clock=clock
+        ),
         raw_key=cloudtrail_key,
     )
     add_timers(

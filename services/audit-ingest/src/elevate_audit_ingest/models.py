@@ -93,3 +93,5 @@ class RecordDigest(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     delivery: Mapped[str | None] = mapped_column(String(1400))  # s3://bucket/key, if any
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    # topic:partition:offset of the delivery that first brought it (None before audit_0003)
+    claimed_by: Mapped[str | None] = mapped_column(String(300))

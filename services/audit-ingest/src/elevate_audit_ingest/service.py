@@ -5,33 +5,32 @@ the correlation reads is kept by `grant_index`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter as TallyCounter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from elevate_core.errors import ElevateError
 from elevate_core.events.topics import Topics
+from elevate_core.kafka.transactional import Output
 from elevate_core.outbox import Outbox
 from elevate_core.timers import cancel, schedule
 from prometheus_client import Counter, Histogram
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_audit_ingest import ocsf
+from elevate_audit_ingest import lookups, ocsf
 from elevate_audit_ingest.domain import (
-    KEY_EVENT_ID,
     Conflict,
     Correlation,
-    GrantWindow,
     Outcome,
     RecordError,
-    StandingAccess,
     TrailRecord,
-    correlate,
     parse_record,
 )
-from elevate_audit_ingest.models import GrantRow, PendingRecord, RecordDigest, StandingRow
+from elevate_audit_ingest.lookups import Candidates, Received
+from elevate_audit_ingest.models import PendingRecord
 
 log = logging.getLogger(__name__)
 PENDING_TIMER = "audit.pending_record"
@@ -84,85 +83,13 @@ class CorrelationConfig:
     scope: ManagedScope | None = None  # from the policy, when no explicit list is set
 
 
-def window_of(row: GrantRow) -> GrantWindow:
-    """The grant's window: from activation (the scheduled start if it never activated)."""
-    return GrantWindow(
-        grant_id=row.grant_id,
-        request_id=row.request_id,
-        user_name=row.user_name,
-        user_id=row.user_id,
-        account_id=row.account_id,
-        permission_set_name=row.permission_set_name,
-        start=row.activated_at or row.scheduled_start,
-        end=row.ended_at or row.scheduled_end,
-        justification=row.justification,
-        approvers=tuple(row.approvers),
-        ticket=row.ticket,
-        break_glass=row.break_glass,
-    )
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """A record to emit, with what its OCSF record says about it."""
 
-
-# ---- correlation of CloudTrail records ----
-
-
-async def candidates(
-    session: AsyncSession, *, record: TrailRecord, grace: timedelta
-) -> tuple[list[GrantWindow], list[StandingAccess]]:
-    """Grants whose window (plus grace) contains the record's time or its session's start,
-    and standing access, for the record's account and permission set. Bounded by time so
-    that the cost per record does not grow with the years of grants an account accumulates."""
-    if record.account_id is None or record.permission_set is None:
-        return [], []
-    end = func.coalesce(GrantRow.ended_at, GrantRow.scheduled_end)
-    ends: list[ColumnElement[bool]] = [end >= record.event_time - grace]
-    if record.session_started is not None:  # a session begun in a grant, used long after
-        ends.append(end >= record.session_started)
-    grant_rows = (
-        await session.execute(
-            select(GrantRow).where(
-                GrantRow.account_id == record.account_id,
-                GrantRow.permission_set_name == record.permission_set,
-                GrantRow.activated_at.is_not(None),
-                GrantRow.activated_at <= record.event_time,
-                or_(*ends),
-            )
-        )
-    ).scalars()
-    standing_rows = (
-        await session.execute(
-            select(StandingRow).where(
-                StandingRow.account_id == record.account_id,
-                or_(
-                    StandingRow.permission_set_name == record.permission_set,
-                    StandingRow.permission_set_name.is_(None),
-                ),
-            )
-        )
-    ).scalars()
-    standing = [
-        StandingAccess(
-            account_id=s.account_id,
-            permission_set_name=s.permission_set_name or "",
-            user_id=s.principal_id,
-            user_name=s.user_name,
-        )
-        for s in standing_rows
-    ]
-    return [window_of(r) for r in grant_rows], standing
-
-
-async def _correlate(
-    session: AsyncSession, record: TrailRecord, config: CorrelationConfig
-) -> Correlation:
-    grants, standing = await candidates(session, record=record, grace=config.grace)
-    return correlate(
-        record,
-        grants,
-        standing,
-        grace=config.grace,
-        managed_permission_sets=config.managed,
-        managed_pairs=config.scope.pairs if config.scope is not None else None,
-    )
+    record: TrailRecord
+    correlation: Correlation
+    conflicts: list[Conflict]
 
 
 def parse(data: Mapping[str, Any]) -> TrailRecord:
@@ -172,6 +99,102 @@ def parse(data: Mapping[str, Any]) -> TrailRecord:
         raise UnreadableRecordError(str(exc)) from None
 
 
+def _correlate(found: Candidates, record: TrailRecord, config: CorrelationConfig) -> Correlation:
+    return found.correlate(
+        record,
+        grace=config.grace,
+        managed=config.managed,
+        managed_pairs=config.scope.pairs if config.scope is not None else None,
+    )
+
+
+async def correlate_batch(
+    session: AsyncSession, batch: Sequence[Received], *, config: CorrelationConfig, now: datetime
+) -> list[Emission]:
+    """Claim the batch's records, correlate the ones not seen before and park those that
+    wait for a grant: the records decided now, in order (a few statements per batch).
+    Unmanaged ones are among them, and emit nothing: the SIEM has CloudTrail itself."""
+    claims = await lookups.claim(session, batch, now)
+    fresh = [r for r in batch if claims.is_ours(r)]
+    found = await lookups.candidates(session, [r.record for r in fresh], grace=config.grace)
+    emissions: list[Emission] = []
+    outcomes: TallyCounter[str] = TallyCounter()
+    for received in fresh:
+        record = received.record
+        correlation = _correlate(found, record, config)
+        if correlation.outcome in _WAITING and config.wait > timedelta(0):
+            await _wait(session, record, now + config.wait, now)
+            outcomes["waiting"] += 1
+            continue
+        outcomes[correlation.outcome.value] += 1
+        unmanaged = correlation.outcome is Outcome.UNMANAGED  # emitted as nothing
+        conflicts = [] if unmanaged else claims.conflicts(record, received.position)
+        emissions.append(Emission(record, correlation, conflicts))
+    RECORDS_IN.labels("kafka").inc(len(fresh))
+    for outcome, n in outcomes.items():
+        CORRELATED.labels(outcome).inc(n)
+    return emissions
+
+
+def render(emission: Emission, *, config: CorrelationConfig, now: datetime) -> tuple[str, Any]:
+    """(Kafka key, OCSF document) of an emission: keyed by request, else by account."""
+    record, correlation, conflicts = emission.record, emission.correlation, emission.conflicts
+    grant = correlation.grant
+    document = ocsf.api_activity(
+        record,
+        correlation,
+        grace_until=grant.until(config.grace) if grant else None,
+        processed_at=now,
+        conflicts=conflicts,
+    )
+    if conflicts:
+        CONFLICTS.inc()
+        log.error(
+            "eventID %s: %d other record(s) with this eventID and other content",
+            record.event_id,
+            len(conflicts),
+        )
+    LAG.labels("audit").observe(max(0.0, (now - record.event_time).total_seconds()))
+    return (grant.request_id if grant else (record.account_id or "")), document
+
+
+def headers_for(document: Mapping[str, Any], outcome: str) -> list[tuple[str, str]]:
+    class_uid = str(document["class_uid"])
+    headers = [
+        ("content-type", "application/json"),
+        ("ocsf_version", ocsf.OCSF_VERSION),
+        ("ocsf_class_uid", class_uid),
+        ("elevate_outcome", outcome),
+    ]
+    correlation_uid = document["metadata"].get("correlation_uid")
+    if correlation_uid:
+        headers.append(("elevate_request_id", str(correlation_uid)))
+    return headers
+
+
+async def handle_batch(
+    session: AsyncSession,
+    batch: Sequence[Received],
+    *,
+    config: CorrelationConfig,
+    topic: str,
+    now: datetime,
+) -> list[Output]:
+    """The CloudTrail consumer's batch: the OCSF records to produce in its Kafka
+    transaction (on `topic`, the prefixed audit topic)."""
+    outputs: list[Output] = []
+    for emission in await correlate_batch(session, batch, config=config, now=now):
+        if emission.correlation.outcome is Outcome.UNMANAGED:
+            continue
+        key, document = render(emission, config=config, now=now)
+        outcome = emission.correlation.outcome.value
+        headers = tuple((k, v.encode()) for k, v in headers_for(document, outcome))
+        outputs.append(Output(topic, key.encode(), ocsf.encode(document), headers))
+    if outputs:
+        RECORDS_OUT.labels(Topics.AUDIT.value, str(ocsf.API_ACTIVITY)).inc(len(outputs))
+    return outputs
+
+
 async def handle_record(
     session: AsyncSession,
     *,
@@ -179,20 +202,15 @@ async def handle_record(
     outbox: Outbox,
     config: CorrelationConfig,
     now: datetime,
+    position: str = "direct",
 ) -> Outcome | None:
-    """Correlate one CloudTrail record and queue its OCSF record; None when it waits."""
-    record = parse(data)
-    RECORDS_IN.labels("kafka").inc()
-    await _remember_content(session, record, now)
-    correlation = await _correlate(session, record, config)
-    if correlation.outcome in _WAITING and config.wait > timedelta(0):
-        await _wait(session, record, now + config.wait, now)
-        CORRELATED.labels("waiting").inc()
-        return None
-    await emit_activity(
-        session, outbox=outbox, record=record, correlation=correlation, config=config, now=now
-    )
-    return correlation.outcome
+    """One record through the same steps, its OCSF record queued in the outbox; the
+    outcome, or None when it waits (or was already claimed at another position)."""
+    received = Received(parse(data), position)
+    emissions = await correlate_batch(session, [received], config=config, now=now)
+    for emission in emissions:
+        await emit(session, outbox=outbox, emission=emission, config=config, now=now)
+    return emissions[0].correlation.outcome if emissions else None
 
 
 async def _wait(
@@ -219,64 +237,22 @@ async def _wait(
     )
 
 
-def _delivery(record: TrailRecord) -> str | None:
-    return f"s3://{record.delivery[0]}/{record.delivery[1]}"[:1400] if record.delivery else None
-
-
-async def _remember_content(session: AsyncSession, record: TrailRecord, now: datetime) -> None:
-    key = (record.event_id[:KEY_EVENT_ID], record.digest)
-    if await session.get(RecordDigest, key) is None:
-        session.add(
-            RecordDigest(event_id=key[0], digest=key[1], delivery=_delivery(record), first_seen=now)
-        )
-
-
-async def conflicts_of(session: AsyncSession, record: TrailRecord) -> list[Conflict]:
-    """The other contents seen under the record's eventID (a forged or altered copy)."""
-    rows = (
-        await session.execute(
-            select(RecordDigest)
-            .where(
-                RecordDigest.event_id == record.event_id[:KEY_EVENT_ID],
-                RecordDigest.digest != record.digest,
-            )
-            .order_by(RecordDigest.first_seen, RecordDigest.digest)
-        )
-    ).scalars()
-    return [Conflict(digest=r.digest, delivery=r.delivery) for r in rows]
-
-
-async def emit_activity(
+async def emit(
     session: AsyncSession,
     *,
     outbox: Outbox,
-    record: TrailRecord,
-    correlation: Correlation,
+    emission: Emission,
     config: CorrelationConfig,
     now: datetime,
 ) -> None:
-    CORRELATED.labels(correlation.outcome.value).inc()
-    if correlation.outcome is Outcome.UNMANAGED:
-        return  # not an Elevate-managed role: the SIEM has CloudTrail itself
-    grant = correlation.grant
-    conflicts = await conflicts_of(session, record)
-    document = ocsf.api_activity(
-        record,
-        correlation,
-        grace_until=grant.until(config.grace) if grant else None,
-        processed_at=now,
-        conflicts=conflicts,
+    """Queue an emission's OCSF record in the outbox (timers and grant events: the rare
+    paths; the CloudTrail consumer produces in its Kafka transaction instead)."""
+    if emission.correlation.outcome is Outcome.UNMANAGED:
+        return
+    key, document = render(emission, config=config, now=now)
+    await publish(
+        session, outbox, document, key=key, outcome=emission.correlation.outcome.value, now=now
     )
-    if conflicts:
-        CONFLICTS.inc()
-        log.error(
-            "eventID %s: %d other record(s) with this eventID and other content",
-            record.event_id,
-            len(conflicts),
-        )
-    key = grant.request_id if grant else (record.account_id or "")
-    await publish(session, outbox, document, key=key, outcome=correlation.outcome.value, now=now)
-    LAG.labels("audit").observe(max(0.0, (now - record.event_time).total_seconds()))
 
 
 async def publish(
@@ -288,20 +264,14 @@ async def publish(
     outcome: str,
     now: datetime | None,
 ) -> None:
-    class_uid = str(document["class_uid"])
-    headers = [
-        ("content-type", "application/json"),
-        ("ocsf_version", ocsf.OCSF_VERSION),
-        ("ocsf_class_uid", class_uid),
-        ("elevate_outcome", outcome),
-    ]
-    correlation_uid = document["metadata"].get("correlation_uid")
-    if correlation_uid:
-        headers.append(("elevate_request_id", str(correlation_uid)))
     await outbox.add_raw(
-        session, topic=Topics.AUDIT, key=key, value=ocsf.encode(document), headers=headers
+        session,
+        topic=Topics.AUDIT,
+        key=key,
+        value=ocsf.encode(document),
+        headers=headers_for(document, outcome),
     )
-    RECORDS_OUT.labels(Topics.AUDIT.value, class_uid).inc()
+    RECORDS_OUT.labels(Topics.AUDIT.value, str(document["class_uid"])).inc()
 
 
 async def fire_pending(
@@ -317,10 +287,12 @@ async def fire_pending(
     if pending is None:
         return  # a grant event covered it meanwhile
     record = parse(pending.record)
-    correlation = await _correlate(session, record, config)
-    await emit_activity(
-        session, outbox=outbox, record=record, correlation=correlation, config=config, now=now
-    )
+    found = await lookups.candidates(session, [record], grace=config.grace)
+    correlation = _correlate(found, record, config)
+    conflicts = (await lookups.known(session, [record])).conflicts(record)
+    emission = Emission(record, correlation, conflicts)
+    CORRELATED.labels(correlation.outcome.value).inc()
+    await emit(session, outbox=outbox, emission=emission, config=config, now=now)
     await session.delete(pending)
 
 
@@ -338,15 +310,17 @@ async def recheck_pending(
         .scalars()
         .all()
     )
+    records = [parse(pending.record) for pending in rows]
+    found = await lookups.candidates(session, records, grace=config.grace)
+    claims = await lookups.known(session, records)
     emitted = 0
-    for pending in rows:
-        record = parse(pending.record)
-        correlation = await _correlate(session, record, config)
+    for pending, record in zip(rows, records, strict=True):
+        correlation = _correlate(found, record, config)
         if correlation.outcome in _WAITING:
             continue
-        await emit_activity(
-            session, outbox=outbox, record=record, correlation=correlation, config=config, now=now
-        )
+        CORRELATED.labels(correlation.outcome.value).inc()
+        emission = Emission(record, correlation, claims.conflicts(record))
+        await emit(session, outbox=outbox, emission=emission, config=config, now=now)
         await session.delete(pending)
         await cancel(session, kind=PENDING_TIMER, key=pending.event_id)
         emitted += 1

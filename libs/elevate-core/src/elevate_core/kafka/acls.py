@@ -5,8 +5,9 @@ refused by the broker, not noticed later — and the readers that consume it. Tw
 explicit exceptions: `elevate.dlq.v1`, written by every service that consumes, and
 `elevate.cloudtrail.v1`, written by audit-ingest's ingest and, optionally, by one external
 CloudTrail producer. Consumer groups are granted by prefix (a replay's new
-`ELEVATE_CONSUMER_GROUP_SUFFIX` stays inside it); no service uses transactions, so no
-transactional id is granted. Creating topics is the admin principal's alone, and no
+`ELEVATE_CONSUMER_GROUP_SUFFIX` stays inside it), and so are transactional ids: only
+audit-ingest produces in Kafka transactions (its CloudTrail consumer, one id per input
+partition, `kafka/transactional.py`). Creating topics is the admin principal's alone, and no
 principal of the table may change ACLs (the broker's operator does, from this table).
 
 This table is the only declaration: the local broker's ACLs, the docs and (later) the
@@ -99,6 +100,10 @@ GROUP_PREFIXES: dict[Principal, str] = {
 }
 
 
+#: Transactional-id prefix each principal may use (WRITE + DESCRIBE on TRANSACTIONAL_ID).
+TRANSACTIONAL_PREFIXES: dict[Principal, str] = {Principal.AUDIT_INGEST: "audit-ingest."}
+
+
 def access_of(topic: Topics) -> TopicAccess:
     return next(row for row in ACL_TABLE if row.topic is topic)
 
@@ -124,7 +129,7 @@ class Grant:
 
     principal: Principal
     operation: str  # READ | WRITE | DESCRIBE | DESCRIBE_CONFIGS | CREATE | ALTER_CONFIGS
-    resource: str  # TOPIC | GROUP
+    resource: str  # TOPIC | GROUP | TRANSACTIONAL_ID
     name: str
     pattern: str = "LITERAL"  # LITERAL | PREFIXED
 
@@ -143,6 +148,12 @@ def grants(*, topic_prefix: str = "") -> list[Grant]:
             out |= {Grant(principal, op, "TOPIC", name) for op in ops}
     for principal, group in GROUP_PREFIXES.items():
         out.add(Grant(principal, "READ", "GROUP", f"{topic_prefix}{group}", "PREFIXED"))
+    for principal, txn in TRANSACTIONAL_PREFIXES.items():
+        name = f"{topic_prefix}{txn}"
+        out |= {
+            Grant(principal, op, "TRANSACTIONAL_ID", name, "PREFIXED")
+            for op in ("WRITE", "DESCRIBE")
+        }
     namespace = f"{topic_prefix}{TOPIC_NAMESPACE}"
     out |= {
         Grant(Principal.ADMIN, op, "TOPIC", namespace, "PREFIXED") for op in ADMIN_TOPIC_OPERATIONS

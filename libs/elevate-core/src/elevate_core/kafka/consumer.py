@@ -74,6 +74,8 @@ class ConsumerConfig:
     # to check it with; with no verifier every event of those topics is refused.
     signed: Mapping[str, Topics] = field(default_factory=dict)
     verifier: Verifier | None = None
+    max_records: int = 200  # per fetch: a partition's batch is handled in one transaction
+    max_partition_fetch_bytes: int = 1 << 20
 
 
 class Consumer:
@@ -138,6 +140,7 @@ class Consumer:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             isolation_level="read_committed",
+            max_partition_fetch_bytes=self.config.max_partition_fetch_bytes,
         )
         try:
             await consumer.start()
@@ -161,7 +164,9 @@ class Consumer:
     async def _loop(self) -> None:
         assert self._consumer is not None
         while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+            batches = await self._consumer.getmany(
+                timeout_ms=500, max_records=self.config.max_records
+            )
             for tp, messages in batches.items():
                 if self._stopping.is_set():
                     break
@@ -322,7 +327,7 @@ class Consumer:
             while True:
                 try:
                     with self._span(message, envelope):
-                        outcome = await self._handle(envelope)
+                        outcome = await self._handle(message, envelope)
                     HANDLED.labels(self.config.name, outcome).inc()
                     return
                 except asyncio.CancelledError:
@@ -349,7 +354,7 @@ class Consumer:
         )
         return await self.retry.wait(decision, self._stopping)
 
-    async def _handle(self, envelope: Envelope) -> str:
+    async def _handle(self, message: Any, envelope: Envelope) -> str:
         async with self.db.transaction() as session:
             if not await claim_event(session, consumer=self.config.name, event_id=envelope.id):
                 return "duplicate"

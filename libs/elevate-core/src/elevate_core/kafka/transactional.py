@@ -1,0 +1,231 @@
+"""Consume-transform-produce in Kafka transactions: a batch's outputs and the offsets it
+consumed commit together, or neither does (exactly once on Kafka, without an outbox row
+per output).
+
+What stays atomic, and with what:
+- **Kafka**: the outputs of a partition's batch and its consumed offsets (one transaction
+  per batch, on a transactional id of that input partition — a zombie still holding the
+  partition after a rebalance is fenced when the new owner's producer starts).
+- **Database**: the handler's state changes (one database transaction per batch),
+  committed *before* the Kafka transaction. A crash between the two leaves the database
+  ahead of Kafka: the batch is read again from the committed offset and the handler must
+  then produce the same outputs again. Handlers make that so by recording *where* they
+  first saw each input (`Delivery.position`): an input seen again at the same position is
+  the same delivery being retried, not a duplicate (audit-ingest's digest claims).
+
+Readers of the output topics must read with `isolation.level=read_committed`; otherwise
+they also see the outputs of aborted transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
+from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from elevate_core.db import Database
+from elevate_core.errors import ElevateError
+from elevate_core.events.envelope import Envelope
+from elevate_core.failpoints import failpoint
+from elevate_core.health import health
+from elevate_core.kafka.consumer import HANDLED, Consumer, ConsumerConfig
+from elevate_core.kafka.security import KafkaEndpoint
+from elevate_core.retry import DEFAULT_POLICY, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One consumed record and where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    envelope: Envelope
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce in the batch's transaction."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+BatchHandler = Callable[[AsyncSession, Sequence[Delivery]], Awaitable[Sequence[Output]]]
+
+
+class FencedError(ElevateError):
+    """Another producer took this partition's transactional id (the partition moved to
+    another replica): retrying re-reads from the committed offset once it is ours again."""
+
+    retryable = True
+
+
+class TransactionalOutput:
+    """One transactional producer per input partition, started on first use."""
+
+    def __init__(
+        self,
+        kafka: KafkaEndpoint,
+        *,
+        transactional_prefix: str,
+        group_id: str,
+        max_batch_bytes: int = 1 << 20,
+    ) -> None:
+        self.kafka = kafka
+        self.prefix = transactional_prefix
+        self.group_id = group_id
+        self.max_batch_bytes = max_batch_bytes
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._partitioner = DefaultPartitioner()
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self.prefix}.{tp.topic}.{tp.partition}"
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self._producers.get(tp)
+        if producer is None:
+            producer = self.kafka.producer(
+                client_id=self.transactional_id(tp),
+                transactional_id=self.transactional_id(tp),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=0,
+                max_batch_size=self.max_batch_bytes,
+                retry_backoff_ms=20,
+                request_timeout_ms=15000,
+            )
+            try:
+                await producer.start()  # fences any earlier producer of this id
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producers[tp] = producer
+        return producer
+
+    async def commit(self, tp: TopicPartition, next_offset: int, outputs: Sequence[Output]) -> None:
+        """Produce `outputs` and commit `next_offset` for `tp` in one transaction."""
+        producer = await self._producer(tp)
+        try:
+            await producer.begin_transaction()
+            acks = await self._send(producer, outputs)
+            await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
+            for ack in acks:
+                await ack
+            await producer.commit_transaction()
+        except BaseException as exc:
+            await self._drop(tp)  # aborts what it had open: nothing of it becomes visible
+            if isinstance(exc, ProducerFenced):
+                raise FencedError(f"transactional id {self.transactional_id(tp)} fenced") from exc
+            raise
+
+    async def _send(self, producer: AIOKafkaProducer, outputs: Sequence[Output]) -> list[Any]:
+        """The outputs as one record batch per (topic, partition): far cheaper per record
+        than a send() each."""
+        acks: list[Any] = []
+        builders: dict[tuple[str, int], Any] = {}
+        partitions_of: dict[str, list[int]] = {}
+        for output in outputs:
+            partitions = partitions_of.get(output.topic)
+            if partitions is None:
+                partitions = sorted(await producer.partitions_for(output.topic))
+                partitions_of[output.topic] = partitions
+            # the same murmur2 partitioner as send() and the Java client: keys stay put
+            partition = self._partitioner(output.key, partitions, partitions)
+            where = (output.topic, partition)
+            builder = builders.get(where) or producer.create_batch()
+            headers = list(output.headers)
+            if builder.append(key=output.key, value=output.value, timestamp=None, headers=headers):
+                builders[where] = builder
+                continue
+            acks.append(await producer.send_batch(builder, output.topic, partition=partition))
+            builder = producer.create_batch()
+            builder.append(key=output.key, value=output.value, timestamp=None, headers=headers)
+            builders[where] = builder
+        for (topic, partition), builder in builders.items():
+            acks.append(await producer.send_batch(builder, topic, partition=partition))
+        return acks
+
+    async def _drop(self, tp: TopicPartition) -> None:
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def close(self) -> None:
+        for tp in list(self._producers):
+            await self._drop(tp)
+
+
+class TransactionalConsumer(Consumer):
+    """The idempotent consumer (`Consumer`: decoding, DLQ, the one retry policy, one by one
+    after a failed batch) with a batch handler whose outputs and offsets commit in one Kafka
+    transaction. The handler owns deduplication (it sees each delivery's position)."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: ConsumerConfig,
+        handler: BatchHandler,
+        *,
+        output: TransactionalOutput,
+        retry: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        super().__init__(db, config, _no_handler, retry=retry)
+        self.batch_handler = handler
+        self.output = output
+
+    async def _try_together(
+        self, run: list[tuple[Any, Envelope]]
+    ) -> tuple[int | None, BaseException | None]:
+        try:
+            outcome = await self._transact(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return None, exc  # not one message's fault that we could tell: one by one
+        HANDLED.labels(self.config.name, outcome).inc(len(run))
+        health.ok(self._component, "consuming")
+        return None, None
+
+    async def _handle(self, message: Any, envelope: Envelope) -> str:
+        outcome = await self._transact([(message, envelope)])
+        health.ok(self._component, "consuming")
+        return outcome
+
+    async def _transact(self, run: list[tuple[Any, Envelope]]) -> str:
+        first = run[0][0]
+        tp = TopicPartition(first.topic, first.partition)
+        if self._consumer is not None and tp not in self._consumer.assignment():
+            return "revoked"  # rebalanced away meanwhile: its new owner handles it
+        deliveries = [Delivery(m.topic, m.partition, m.offset, e) for m, e in run]
+        async with self.db.transaction() as session:
+            outputs = await self.batch_handler(session, deliveries)
+        failpoint("consumer.between_commits")  # crash test: database ahead of Kafka
+        await self.output.commit(tp, run[-1][0].offset + 1, outputs)
+        return "handled"
+
+    async def _close(self) -> None:
+        await super()._close()
+        await self.output.close()
+
+
+async def _no_handler(session: AsyncSession, envelope: Envelope) -> None:
+    raise AssertionError("TransactionalConsumer handles batches only")  # pragma: no cover

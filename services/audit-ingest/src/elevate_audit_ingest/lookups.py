@@ -1,0 +1,235 @@
+"""What correlating a batch of CloudTrail records reads and writes, set-based: one statement
+claims every record's content, one reads what is known under their eventIDs, one reads the
+candidate grants and one the standing access, whatever the batch's size. What remains per
+record is pure work (domain.correlate, the OCSF mapping).
+
+A record's claim is where it was first read (`topic:partition:offset`): a record read again
+at the position that claimed it is the same delivery retried after a crash between the
+database commit and the Kafka transaction's (emit it again); at any other position it is a
+duplicate (a file read twice, a replayed producer) and is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from elevate_core.db import insert_for
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from elevate_audit_ingest.domain import (
+    KEY_EVENT_ID,
+    Conflict,
+    Correlation,
+    GrantWindow,
+    StandingAccess,
+    TrailRecord,
+    correlate,
+)
+from elevate_audit_ingest.models import GrantRow, RecordDigest, StandingRow
+
+_DIGESTS = RecordDigest.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A parsed record and the position it was read at."""
+
+    record: TrailRecord
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    digest: str
+    delivery: str | None
+    first_seen: datetime
+    claimed_by: str | None
+
+
+def delivery_of(record: TrailRecord) -> str | None:
+    return f"s3://{record.delivery[0]}/{record.delivery[1]}"[:1400] if record.delivery else None
+
+
+def _event_key(record: TrailRecord) -> str:
+    return record.event_id[:KEY_EVENT_ID]
+
+
+class Claims:
+    """The contents known under a batch's eventIDs, and which position claimed each."""
+
+    def __init__(self, rows: Iterable[Any], batch: Sequence[Received] = ()) -> None:
+        self._by_event: dict[str, list[_Known]] = defaultdict(list)
+        for row in rows:
+            known = _Known(row.digest, row.delivery, row.first_seen, row.claimed_by)
+            self._by_event[row.event_id].append(known)
+        # Order within the batch: a record is judged as if the batch ran one by one.
+        self._order = {r.position: n for n, r in enumerate(batch)}
+
+    def is_ours(self, received: Received) -> bool:
+        record = received.record
+        return any(
+            k.digest == record.digest and k.claimed_by == received.position
+            for k in self._by_event.get(_event_key(record), ())
+        )
+
+    def conflicts(self, record: TrailRecord, position: str | None = None) -> list[Conflict]:
+        """The other contents known under the record's eventID before it (a forged or
+        altered copy): not those a later record of the same batch brought."""
+        mine = self._order.get(position, -1) if position is not None else len(self._order)
+        others = [
+            k
+            for k in self._by_event.get(_event_key(record), ())
+            if k.digest != record.digest
+            and not (k.claimed_by in self._order and self._order[k.claimed_by] > mine)
+        ]
+        others.sort(key=lambda k: (k.first_seen, k.digest))
+        return [Conflict(digest=k.digest, delivery=k.delivery) for k in others]
+
+
+async def known(session: AsyncSession, records: Iterable[TrailRecord]) -> Claims:
+    """What is known under the records' eventIDs (no claim: for records already claimed)."""
+    return Claims(await _known_rows(session, {_event_key(r) for r in records}))
+
+
+async def _known_rows(session: AsyncSession, event_ids: set[str]) -> Sequence[Any]:
+    if not event_ids:
+        return []
+    columns = (
+        RecordDigest.event_id,
+        RecordDigest.digest,
+        RecordDigest.delivery,
+        RecordDigest.first_seen,
+        RecordDigest.claimed_by,
+    )
+    stmt = select(*columns).where(RecordDigest.event_id.in_(sorted(event_ids)))
+    return (await session.execute(stmt)).all()
+
+
+async def claim(session: AsyncSession, batch: Sequence[Received], now: datetime) -> Claims:
+    """Claim each record's content for its position unless already claimed, then read back
+    everything known under the batch's eventIDs (one insert, one select)."""
+    if not batch:
+        return Claims((), batch)
+    rows = [
+        {
+            "event_id": _event_key(r.record),
+            "digest": r.record.digest,
+            "delivery": delivery_of(r.record),
+            "first_seen": now,
+            "claimed_by": r.position,
+        }
+        for r in batch
+    ]
+    await session.execute(insert_for(session, _DIGESTS).on_conflict_do_nothing(), rows)
+    found = await _known_rows(session, {_event_key(r.record) for r in batch})
+    return Claims(found, batch)
+
+
+class Candidates:
+    """The grants and standing access the records of a batch may belong to, by account and
+    permission set; `domain.correlate` decides among them."""
+
+    def __init__(self, grants: Iterable[GrantWindow], standing: Iterable[StandingAccess]) -> None:
+        self._grants: dict[tuple[str, str], list[GrantWindow]] = defaultdict(list)
+        for grant in grants:
+            self._grants[(grant.account_id, grant.permission_set_name)].append(grant)
+        self._standing: dict[str, list[StandingAccess]] = defaultdict(list)
+        for access in standing:
+            self._standing[access.account_id].append(access)
+
+    def correlate(
+        self,
+        record: TrailRecord,
+        *,
+        grace: timedelta,
+        managed: frozenset[str] | None,
+        managed_pairs: frozenset[tuple[str, str]] | None,
+    ) -> Correlation:
+        account, permission_set = record.account_id or "", record.permission_set or ""
+        standing = [
+            s
+            for s in self._standing.get(account, ())
+            if s.permission_set_name in (permission_set, "")
+        ]
+        return correlate(
+            record,
+            self._grants.get((account, permission_set), ()),
+            standing,
+            grace=grace,
+            managed_permission_sets=managed,
+            managed_pairs=managed_pairs,
+        )
+
+
+def _earliest(records: Sequence[TrailRecord], grace: timedelta) -> datetime:
+    """Grants ending before this cannot cover or be outlived by any record of the batch."""
+    return min(
+        min(r.event_time - grace, r.session_started or r.event_time - grace) for r in records
+    )
+
+
+async def candidates(
+    session: AsyncSession,
+    records: Sequence[TrailRecord],
+    *,
+    grace: timedelta,
+) -> Candidates:
+    """Grants active by the batch's last record that did not end before its earliest
+    relevance, and standing access, for the batch's Identity Center (account, permission
+    set) pairs. Bounded by time: the cost does not grow with years of grants."""
+    relevant = [r for r in records if r.account_id is not None and r.permission_set is not None]
+    if not relevant:
+        return Candidates((), ())
+    pairs = sorted({(r.account_id or "", r.permission_set or "") for r in relevant})
+    end = func.coalesce(GrantRow.ended_at, GrantRow.scheduled_end)
+    grant_rows = (
+        await session.execute(
+            select(GrantRow).where(
+                tuple_(GrantRow.account_id, GrantRow.permission_set_name).in_(pairs),
+                GrantRow.activated_at.is_not(None),
+                GrantRow.activated_at <= max(r.event_time for r in relevant),
+                end >= _earliest(relevant, grace),
+            )
+        )
+    ).scalars()
+    standing_rows = (
+        await session.execute(
+            select(StandingRow).where(StandingRow.account_id.in_(sorted({p[0] for p in pairs})))
+        )
+    ).scalars()
+    return Candidates(
+        [window_of(row) for row in grant_rows],
+        [_standing(row) for row in standing_rows],
+    )
+
+
+def window_of(row: GrantRow) -> GrantWindow:
+    """The grant's window: from activation (the scheduled start if it never activated)."""
+    return GrantWindow(
+        grant_id=row.grant_id,
+        request_id=row.request_id,
+        user_name=row.user_name,
+        user_id=row.user_id,
+        account_id=row.account_id,
+        permission_set_name=row.permission_set_name,
+        start=row.activated_at or row.scheduled_start,
+        end=row.ended_at or row.scheduled_end,
+        justification=row.justification,
+        approvers=tuple(row.approvers),
+        ticket=row.ticket,
+        break_glass=row.break_glass,
+    )
+
+
+def _standing(row: StandingRow) -> StandingAccess:
+    return StandingAccess(
+        account_id=row.account_id,
+        permission_set_name=row.permission_set_name or "",
+        user_id=row.principal_id,
+        user_name=row.user_name,
+    )
