@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from elevate_audit_ingest.main import SPEC
-from elevate_audit_ingest.models import RecordDigest
+from elevate_audit_ingest.models import GrantRow, RecordDigest
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
@@ -32,6 +33,7 @@ from tests.integration.audit_ingest.conftest import (
     activated,
     count,
     publish,
+    publish_raw,
     settings_env,
     snapshot,
 )
@@ -127,3 +129,67 @@ async def test_sigkill_mid_file_loses_nothing(
     # The re-read file went onto elevate.cloudtrail.v1 again (at least once): all 12 there.
     again = await read_all(kafka.endpoint(), topics[Topics.CLOUDTRAIL], expect=20, timeout=30)
     assert {data_of(r)["eventID"] for r in again} == expected_ids
+
+
+async def test_sigkill_between_the_database_and_the_kafka_commit_emits_each_record_once(
+    kafka: KafkaBroker,
+    pg_url: str,
+    moto_endpoint: str,
+    topic_prefix: str,
+    topics: dict[Topics, str],
+    trail: Trail,
+) -> None:
+    """The hardest point of a batch: its claims are committed, its Kafka transaction (the
+    OCSF records and the offsets) is not. After the restart the batch is read again at the
+    same positions, recognised as the same delivery, and emitted exactly once."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
+    await publish(
+        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
+    )
+    records = session_records(
+        user="alice",
+        account_id=ACCOUNT,
+        permission_set=PERMISSION_SET,
+        start=now - timedelta(minutes=20),
+        calls=CALLS,
+    )
+    settings = settings_env(
+        pg_url=pg_url,
+        kafka=kafka,
+        topic_prefix=topic_prefix,
+        moto_endpoint=moto_endpoint,
+        trail=trail,
+    )
+    first = start_service(settings, fail_points="consumer.between_commits@1")
+    async with database(pg_url, SPEC.migrations) as db:
+
+        async def indexed() -> bool:  # so the records correlate at once, in the transaction
+            return await count(db, select(func.count()).select_from(GrantRow)) == 1
+
+        await eventually(indexed, timeout=60, what="the grant indexed")
+        await publish_raw(
+            kafka.endpoint(), topics[Topics.CLOUDTRAIL], *(json.dumps(r).encode() for r in records)
+        )
+        code = await asyncio.to_thread(first.wait, 120)
+        assert code == -9, first.stderr.read().decode()[-3000:] if first.stderr else ""
+        assert await count(db, select(func.count()).select_from(RecordDigest)) > 0  # claimed
+    committed = await read_to_end(kafka.endpoint(), topics[Topics.AUDIT])
+    assert [d for d in map(data_of, committed) if d["class_uid"] == 6003] == []  # none yet
+
+    second = start_service(settings)
+    try:
+        await read_all(kafka.endpoint(), topics[Topics.AUDIT], expect=1 + len(records), timeout=90)
+    finally:
+        second.terminate()
+        await asyncio.to_thread(second.wait, 60)
+    documents = [data_of(r) for r in await read_to_end(kafka.endpoint(), topics[Topics.AUDIT])]
+    per_record = Counter(
+        d["metadata"]["original_event_uid"] for d in documents if d["class_uid"] == 6003
+    )
+    assert per_record == dict.fromkeys((r["eventID"] for r in records), 1)
+    assert all(d["metadata"].get("correlation_uid") == str(alice.request_id) for d in documents)
+    async with database(pg_url, SPEC.migrations) as db:
+        audit_outbox = [e for e in await outbox(db) if e.topic == topics[Topics.AUDIT]]
+    # None of them waited for the grant: all went out in the consumer's Kafka transactions.
+    assert [e.data["class_uid"] for e in audit_outbox] == [3005]
