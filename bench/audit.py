@@ -1,212 +1,365 @@
-"""audit-ingest throughput: correlation + publishing vs. merely consuming and parsing.
+"""audit-ingest at line rate: the service's pipeline vs. merely consuming and parsing.
 
-    uv run python bench/audit.py [--records 5000] [--database-url URL | --database-url postgres]
+    uv run python bench/audit.py [--records 200000] [--backends postgres,sqlite]
 
-Starts its own Kafka broker (SQLite unless a database URL is given; `postgres` starts a
-throwaway PostgreSQL cluster, as the tests do), puts N
-realistic CloudTrail records of one Identity Center session on `elevate.cloudtrail.v1`,
-then measures, in the same run:
+Starts its own Kafka broker (TLS + SASL/SCRAM with the table's ACLs, as `make dev` runs
+it) and PostgreSQL cluster. Per database backend it puts a warm-up of records and then
+`--records` realistic CloudTrail records (an Identity Center session in each of twelve
+accounts, each covered by a grant) on `elevate.cloudtrail.v1`, starts the real service
+(`elevate-audit-ingest`, its own process, as its own Kafka principal) and measures, once
+the warm-up is behind it, until every record's OCSF record is committed:
 
-1. baseline: consume the N records from Kafka and parse them (json + correlation parse);
-2. pipeline: the service's own consumer (dedupe on eventID and content, grant-index lookup,
-   correlation, OCSF mapping + validation, outbox row, one transaction per record) and
-   its outbox relay publishing the N OCSF records to `elevate.audit.v1`.
+1. pipeline: consume, claim (dedupe), correlate, map to OCSF and produce in Kafka
+   transactions — records per second of wall time, and per second of CPU time of the
+   service process *and* its PostgreSQL (postmaster and every backend) together;
+2. baseline, in the same run: consuming the same records with the same consumer settings
+   and JSON codec and parsing them as the service does (decode, dedupe key, parse_record);
+3. their ratio, and the service's peak RSS over the run.
 
-Each rate is timed from its first record to its last, so group joins are not counted.
+Issue 22's goals: ≥ 20,000 records/s per core on PostgreSQL, and ≥ 0.5 x the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from elevate_audit_ingest.consumers import cloudtrail_handler, cloudtrail_key
+import orjson
+from aiokafka import TopicPartition
+from elevate_audit_ingest.consumers import cloudtrail_key
 from elevate_audit_ingest.domain import parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
 from elevate_audit_ingest.service import CorrelationConfig
-from elevate_core.clock import SystemClock
 from elevate_core.db import Database
-from elevate_core.events.envelope import Envelope
+from elevate_core.events.envelope import parse_json_object
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
+from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
-from elevate_core.kafka.consumer import Consumer, ConsumerConfig
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.migrate import upgrade
-from elevate_core.outbox import Outbox, OutboxMessage
-from elevate_core.relay import OutboxRelay
+from elevate_core.outbox import Outbox
+from elevate_local import runs
 from elevate_local.kafka import KafkaBroker
+from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
 from elevate_local.simulate_activity import call_record
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-ACCOUNT = "210987654321"
+from bench.procstat import cpu_seconds, peak_rss_mib, tree_cpu_seconds
+
+ACCOUNTS = [f"2109876543{n:02d}" for n in range(12)]
 PS = "AdministratorAccess"
+WARMUP = 4000
+GROUP = "audit-ingest.cloudtrail"
+# The service's CloudTrail consumer settings (elevate_core.app.add_transactional_consumer).
+MAX_RECORDS = 2000
+FETCH_BYTES = 8 << 20
 
 
-def make_records(n: int, start: datetime) -> list[bytes]:
-    return [
-        json.dumps(
-            call_record(
-                user="alice",
-                account_id=ACCOUNT,
-                permission_set=PS,
-                at=start + timedelta(milliseconds=10 * i),
-                event_source="s3.amazonaws.com",
-                event_name="GetObject",
-                request_parameters={"bucketName": "data", "key": f"obj/{i}"},
-            )
-        ).encode()
-        for i in range(n)
-    ]
+def make_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
+    """(key, value) of n records: alice's session calls, round robin over the accounts."""
+    out = []
+    for i in range(n):
+        account = ACCOUNTS[i % len(ACCOUNTS)]
+        record = call_record(
+            user="alice",
+            account_id=account,
+            permission_set=PS,
+            at=start + timedelta(microseconds=50 * i),
+            event_source="s3.amazonaws.com",
+            event_name="GetObject",
+            request_parameters={"bucketName": "data", "key": f"obj/{i}"},
+        )
+        out.append((account.encode(), orjson.dumps(record)))
+    return out
 
 
-async def produce(kafka: KafkaEndpoint, topic: str, values: list[bytes]) -> None:
-    producer = kafka.producer(linger_ms=20)
+async def produce(kafka: KafkaEndpoint, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = kafka.producer(linger_ms=20, max_batch_size=1 << 20, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=v, key=ACCOUNT.encode()) for v in values]
+        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> float:
-    consumer = kafka.consumer(topic, auto_offset_reset="earliest", group_id=None)
+@dataclass
+class Figures:
+    records: int
+    seconds: float
+    cpu: float  # service (+ database) CPU seconds
+    database_cpu: float = 0.0
+    rss_mib: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def per_core(self) -> float:
+        return self.records / self.cpu
+
+
+async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> Figures:
+    """Consume and parse as the service's consumer does: same settings, same codec."""
+    consumer = kafka.consumer(
+        topic,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=FETCH_BYTES,
+    )
     await consumer.start()
-    seen, first = 0, 0.0
+    seen, first, cpu = 0, 0.0, 0.0
     try:
         while seen < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
             for messages in batch.values():
                 for message in messages:
                     if seen == 0:
-                        first = time.perf_counter()
-                    parse_record(json.loads(message.value))
+                        first, cpu = time.perf_counter(), time.process_time()
+                    data = parse_json_object(message.value)
+                    parse_record(data, digest=_digest_of(cloudtrail_key(data)))
                     seen += 1
     finally:
+        elapsed, used = time.perf_counter() - first, time.process_time() - cpu
         await consumer.stop()
-    return n / (time.perf_counter() - first)
+    return Figures(n, elapsed, used)
 
 
-async def _index_grant(db: Database, outbox: Outbox, config: CorrelationConfig) -> None:
-    """An active grant for alice in the account, so every record correlates to it."""
+def _digest_of(key: str | None) -> str | None:
+    return key.rsplit(":", 1)[1] if key else None
+
+
+async def seed_grants(db: Database, prefix: str) -> None:
+    """An active grant for alice in every account, so every record correlates to one."""
     now = datetime.now(UTC)
-    snapshot = RequestSnapshot(
-        request_id=uuid.uuid4(),
-        requester=Person(user_name="alice", user_id="uid-alice"),
-        account_id=ACCOUNT,
-        permission_set_name=PS,
-        permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
-        start=now - timedelta(hours=1),
-        end=now + timedelta(hours=1),
-        justification="bench",
-        matched_rule="bench",
-        policy_version="v1",
-        approvers=("bob",),
-    )
-    async with db.transaction() as session:
-        await record_grant_event(
-            session,
-            event=GrantActivated(
-                grant_id=uuid.uuid4(), snapshot=snapshot, activated_at=now - timedelta(hours=1)
-            ),
-            event_uid=str(uuid.uuid4()),
-            outbox=outbox,
-            config=config,
-            now=now,
-        )
-
-
-async def _wait_until_published(db: Database, n: int) -> None:
-    sent = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.isnot(None))
-    while True:
-        async with db.sessions() as session:
-            if int((await session.execute(sent)).scalar_one()) >= n:
-                return
-        await asyncio.sleep(0.05)
-
-
-async def pipeline(db: Database, kafka: KafkaEndpoint, prefix: str, n: int) -> float:
     outbox = Outbox(source="elevate/audit-ingest", topic_prefix=prefix)
     config = CorrelationConfig(grace=timedelta(hours=1), wait=timedelta(minutes=15))
-    await _index_grant(db, outbox, config)
-    inner = cloudtrail_handler(outbox=outbox, config=config, clock=SystemClock())
-    started: list[float] = []
+    for account in ACCOUNTS:
+        snapshot = RequestSnapshot(
+            request_id=uuid.uuid4(),
+            requester=Person(user_name="alice", user_id="uid-alice"),
+            account_id=account,
+            permission_set_name=PS,
+            permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
+            start=now - timedelta(hours=1),
+            end=now + timedelta(hours=2),
+            justification="bench",
+            matched_rule="bench",
+            policy_version="v1",
+            approvers=("bob",),
+        )
+        event = GrantActivated(
+            grant_id=uuid.uuid4(), snapshot=snapshot, activated_at=now - timedelta(hours=1)
+        )
+        async with db.transaction() as session:
+            await record_grant_event(
+                session,
+                event=event,
+                event_uid=str(uuid.uuid4()),
+                outbox=outbox,
+                config=config,
+                now=now,
+            )
 
-    async def handler(session: AsyncSession, envelope: Envelope) -> None:
-        if not started:
-            started.append(time.perf_counter())
-        await inner(session, envelope)
 
-    consumer = Consumer(
-        db,
-        ConsumerConfig(
-            name=f"{prefix}bench",
-            topics=(f"{prefix}elevate.cloudtrail.v1",),
-            kafka=kafka,
-            dlq_topic=f"{prefix}elevate.dlq.v1",
-            raw_key=cloudtrail_key,
-        ),
-        handler,
+def start_service(
+    kafka: KafkaEndpoint, database_url: str, prefix: str, workdir: Path
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    env.update(
+        {f"ELEVATE_{k.upper()}": str(v) for k, v in kafka.as_settings().items()},
+        ELEVATE_MODE="test",
+        ELEVATE_SERVICE_NAME="audit-ingest",
+        ELEVATE_DATABASE_URL=database_url,
+        ELEVATE_TOPIC_PREFIX=prefix,
+        ELEVATE_HTTP_PORT=str(free_port()),
+        ELEVATE_MANAGED_PERMISSION_SETS=PS,
+        ELEVATE_CLOUDTRAIL_QUEUE="",
+        ELEVATE_LOG_JSON="false",
     )
-    relay = OutboxRelay(db, kafka=kafka, client_id="bench-relay")
-    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    log = (workdir / f"audit-ingest-{prefix}log").open("wb")
+    proc: subprocess.Popen[bytes] = runs.spawn(
+        [sys.executable, "-m", "elevate_audit_ingest.main"],
+        name="audit-ingest",
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc
+
+
+class Progress:
+    """The service consumer group's committed offsets on the CloudTrail topic: records
+    whose OCSF records are committed (offsets commit in the same Kafka transaction)."""
+
+    def __init__(self, kafka: KafkaEndpoint, group: str, topic: str) -> None:
+        self.admin = kafka.admin(client_id="bench-progress")
+        self.group, self.topic = group, topic
+
+    async def __aenter__(self) -> Progress:
+        await self.admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.admin.close()
+
+    async def done(self) -> int:
+        offsets = await self.admin.list_consumer_group_offsets(self.group)
+        return sum(o.offset for tp, o in offsets.items() if tp.topic == self.topic and o.offset > 0)
+
+
+def _cost(service: int, postmaster: int | None) -> tuple[float, float]:
+    return cpu_seconds(service), tree_cpu_seconds(postmaster) if postmaster else 0.0
+
+
+async def pipeline(
+    kafka: KafkaEndpoint,
+    proc: subprocess.Popen[bytes],
+    prefix: str,
+    total: int,
+    postmaster: int | None,
+) -> Figures:
+    """From the first observation past the warm-up to the last record committed."""
+    topic = f"{prefix}elevate.cloudtrail.v1"
+    async with Progress(kafka, f"{prefix}{GROUP}", topic) as progress:
+        start: tuple[float, int, float, float] | None = None
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"audit-ingest exited with {proc.returncode} (see its log)")
+            done = await progress.done()
+            now = time.perf_counter()
+            if start is None and done >= WARMUP:
+                start = (now, done, *_cost(proc.pid, postmaster))
+            if done >= total and start is not None:
+                service, database = _cost(proc.pid, postmaster)
+                return Figures(
+                    records=total - start[1],
+                    seconds=now - start[0],
+                    cpu=service - start[2] + database - start[3],
+                    database_cpu=database - start[3],
+                    rss_mib=peak_rss_mib(proc.pid),
+                )
+            await asyncio.sleep(0.01)
+    raise TimeoutError("the pipeline did not finish in 30 minutes")
+
+
+async def committed_activity(kafka: KafkaEndpoint, topic: str) -> int:
+    """API Activity records committed on the audit topic (none lost, none twice)."""
+    consumer = kafka.consumer(
+        auto_offset_reset="earliest", group_id=None, isolation_level="read_committed"
+    )
+    await consumer.start()
+    seen: set[bytes] = set()
+    count = 0
     try:
-        await _wait_until_published(db, n + 1)  # + the grant's 3005
-        elapsed = time.perf_counter() - started[0]
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            await consumer.topics()  # loads the metadata
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    if dict(message.headers).get("ocsf_class_uid") == b"6003":
+                        count += 1
+                        seen.add(orjson.loads(message.value)["metadata"]["uid"].encode())
     finally:
         await consumer.stop()
-        await relay.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return n / elapsed
+    if len(seen) != count:
+        raise AssertionError(f"{count - len(seen)} OCSF records published twice")
+    return count
 
 
-async def main_async(records: int, database_url: str | None, workdir: Path) -> None:
+async def run_backend(
+    broker: KafkaBroker, database_url: str, postmaster: int | None, records: int, workdir: Path
+) -> tuple[Figures, Figures]:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    broker.allow(prefix)
+    admin = broker.endpoint()
+    await ensure_topics(admin, prefix=prefix)
+    db = Database(database_url)
+    await upgrade(db, SPEC.migrations)
+    await seed_grants(db, prefix)
+    await db.dispose()
+    topic = f"{prefix}elevate.cloudtrail.v1"
+    total = WARMUP + records
+    await produce(admin, topic, make_records(total, datetime.now(UTC) - timedelta(minutes=30)))
+    service = broker.endpoint(Principal.AUDIT_INGEST)
+    proc = start_service(service, database_url, prefix, workdir)
+    try:
+        figures = await pipeline(admin, proc, prefix, total, postmaster)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 60)
+    emitted = await committed_activity(admin, f"{prefix}elevate.audit.v1")
+    if emitted != total:
+        raise AssertionError(f"{emitted} OCSF records for {total} CloudTrail records")
+    return figures, await baseline(service, topic, total)
+
+
+def report(backend: str, pipe: Figures, base: Figures) -> None:
+    print(f"--- {backend}: {pipe.records} records after a warm-up of {WARMUP}")
+    print(
+        f"consume + parse (baseline):      {base.rate:9.0f} records/s  "
+        f"{base.per_core:9.0f} records/s/core"
+    )
+    print("pipeline (claim, correlate, OCSF, Kafka transactions):")
+    print(f"  wall:                          {pipe.rate:9.0f} records/s")
+    print(
+        f"  per core (service + database): {pipe.per_core:9.0f} records/s/core  "
+        f"(database {pipe.database_cpu / pipe.cpu:.0%} of {pipe.cpu:.1f} s CPU)"
+    )
+    print(f"ratio pipeline / baseline:       {pipe.rate / base.rate:9.2f}")
+    print(f"service peak RSS:                {pipe.rss_mib:9.0f} MiB")
+
+
+async def main_async(records: int, backends: list[str], workdir: Path) -> None:
     broker = KafkaBroker(workdir / "kafka")
     broker.start()
+    cluster: PostgresCluster | None = None
     try:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        # The whole pipeline as the broker's super user: this measures throughput, not ACLs.
-        kafka = broker.endpoint()
-        await ensure_topics(kafka, prefix=prefix)
-        topic = f"{prefix}elevate.cloudtrail.v1"
-        await produce(kafka, topic, make_records(records, datetime.now(UTC)))
-        cluster = None
-        if database_url == "postgres":  # a throwaway cluster of our own
-            cluster = PostgresCluster(workdir / "postgres")
-            cluster.start()
-            database_url = cluster.create_database("bench")
-        db = Database(database_url or f"sqlite+aiosqlite:///{workdir / 'audit.db'}")
-        await upgrade(db, SPEC.migrations)
-        consume_rate = await baseline(kafka, topic, records)
-        pipeline_rate = await pipeline(db, kafka, prefix, records)
-        await db.dispose()
+        for backend in backends:
+            if backend == "postgres":
+                cluster = PostgresCluster(workdir / "postgres")
+                cluster.start()
+                url = cluster.create_database(f"bench{uuid.uuid4().hex[:6]}")
+                postmaster = cluster._postmaster_pid()
+                pipe, base = await run_backend(broker, url, postmaster, records, workdir)
+                report("PostgreSQL", pipe, base)
+            else:
+                url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
+                pipe, base = await run_backend(broker, url, None, records, workdir)
+                report("SQLite", pipe, base)
+    finally:
         if cluster is not None:
             cluster.stop()
-    finally:
         broker.stop()
-    backend = "PostgreSQL" if database_url and "postgresql" in database_url else "SQLite"
-    print(f"records: {records} (database: {backend})")
-    print(f"consume + parse from Kafka:         {consume_rate:10.0f} records/s")
-    print(f"correlate + OCSF + outbox + publish: {pipeline_rate:10.0f} records/s")
-    print(f"ratio pipeline / consume:           {pipeline_rate / consume_rate:10.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--records", type=int, default=5000)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--backends", default="postgres,sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="elevate-bench-") as tmp:
-        asyncio.run(main_async(args.records, args.database_url, Path(tmp)))
+        asyncio.run(main_async(args.records, args.backends.split(","), Path(tmp)))
 
 
 if __name__ == "__main__":
