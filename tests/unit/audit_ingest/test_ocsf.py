@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from elevate_audit_ingest.domain import (
     StandingAccess,
     parse_record,
 )
+from elevate_audit_ingest.enrichments import WHITESPACE
 from elevate_local.simulate_activity import call_record, sign_in_record
 
 ACCOUNT = "111122223333"
@@ -310,3 +313,84 @@ def test_an_unreadable_creation_date_maps_as_an_unknown_session_start() -> None:
     doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.UNCOVERED))
     assert "created_time" not in doc["actor"]["session"]
     assert doc["actor"]["session"]["is_mfa"] is False
+
+
+# The service emits the mappers' output unvalidated: it must be what validation returns.
+PADDING = " \u3000\x0b"  # what the models strip (Unicode White_Space) …
+KEPT = "\x1c"  # … and what they keep, though str.isspace() says it is whitespace
+
+
+def _padded(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _padded(v) for k, v in value.items()}
+    return f"{PADDING}{value}{KEPT}{PADDING}" if isinstance(value, str) else value
+
+
+def test_strings_are_stripped_as_validation_strips_them() -> None:
+    raw = record(error_code="AccessDenied")
+    for name in ("userAgent", "eventSource", "errorCode", "errorMessage", "awsRegion"):
+        raw[name] = _padded(raw[name])
+    raw["sourceIPAddress"] = _padded("ec2.amazonaws.com")
+    raw["userIdentity"] = {**raw["userIdentity"], "invokedBy": _padded("ec2.amazonaws.com")}  # type: ignore[dict-item]
+    raw["resources"] = [{"ARN": _padded("arn:aws:ec2:x"), "type": _padded("AWS::EC2::Instance")}]
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.GRANT, grant=GRANT))
+    assert ocsf.validate_ocsf(doc) == doc
+    assert doc["http_request"]["user_agent"] == str(raw["userAgent"]).strip(WHITESPACE)
+    assert doc["status_code"] == f"AccessDenied{KEPT}"
+    assert doc["resources"] == [
+        {"uid": _padded("arn:aws:ec2:x"), "type": f"AWS::EC2::Instance{KEPT}"}  # uid: kept
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "type_id"),
+    [("SAMLUser", 99), ("Unknown", 0), ("user", 1), ("SERVICE", 4), (" User", 99), (None, 0)],
+)
+def test_the_actor_type_id_is_what_validation_derives_from_the_label(
+    kind: str | None, type_id: int
+) -> None:
+    raw = sign_in_record(
+        user="alice", account_id=ACCOUNT, permission_set="AdministratorAccess", at=AT
+    )
+    raw["userIdentity"] = {**raw["userIdentity"], "type": kind}
+    doc = ocsf.api_activity(parse_record(raw), Correlation(Outcome.GRANT, grant=GRANT))
+    assert doc["actor"]["user"]["type_id"] == type_id
+    assert ocsf.validate_ocsf(doc) == doc
+
+
+@pytest.mark.parametrize("break_glass", [False, True])
+def test_user_access_is_what_validation_returns(break_glass: bool) -> None:
+    grant = dataclasses.replace(GRANT, break_glass=break_glass)
+    for activity in (ocsf.ASSIGN, ocsf.REVOKE):
+        doc = ocsf.user_access(
+            grant,
+            activity=activity,
+            at=AT,
+            event_uid=f"{PADDING}ce-1{PADDING}",
+            reason="ended",
+        )
+        assert ocsf.validate_ocsf(doc) == doc
+
+
+def test_validation_does_not_change_the_document_it_is_given() -> None:
+    # the models fill labels into nested dicts: comparing with the input must mean something
+    doc = ocsf.api_activity(parse_record(record()), Correlation(Outcome.GRANT, grant=GRANT))
+    del doc["actor"]["user"]["type_id"], doc["cloud"]["account"]["type"]
+    before = json.loads(json.dumps(doc))
+    validated = ocsf.validate_ocsf(doc)
+    assert doc == before
+    assert validated["actor"]["user"]["type_id"] == 99
+    assert validated["cloud"]["account"]["type"] == "AWS Account"
+
+
+def test_encode_is_the_json_value_the_sorted_compact_json_encoding_gave() -> None:
+    doc = ocsf.api_activity(parse_record(record()), Correlation(Outcome.GRANT, grant=GRANT))
+    doc["api"]["request"]["data"] = {"ключ": 'знач\u2028\x00"\\', "n": [1, 2.5, None, True]}
+    encoded = ocsf.encode(doc)
+    old = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    assert json.loads(encoded) == json.loads(old) == doc
+    # sorted and compact too: only non-ASCII is written as UTF-8 rather than \u escapes
+    assert (
+        encoded
+        == json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    )

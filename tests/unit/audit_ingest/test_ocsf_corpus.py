@@ -2,14 +2,18 @@
 
 Every record is mapped the way the service maps it (parse, correlate, `api_activity` or
 `user_access`, `encode`), and each output is validated against pydantic-ocsf's model of
-its class. The mapping module — ocsf.py and enrichments.py, which builds its enrichments —
-is measured while the corpus runs: branch coverage must be 100 %, so a mapping branch no
-corpus record reaches fails here (add a record, or remove the branch if no valid record can
-reach it).
+its class. The service does not validate at run time (it costs ten times the mapping), so
+each output must also be a fixed point of validation — `validate_ocsf(doc) == doc`: every
+label, derived id and stripped string the model would add or change is already there.
+The mapping module — ocsf.py and enrichments.py, which builds its enrichments — is
+measured while the corpus runs: branch coverage must be 100 %, so a mapping branch no corpus
+record reaches fails here (add a record, or remove the branch if no valid record can reach
+it).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import json
@@ -55,6 +59,7 @@ CASES = {case["name"]: case for case in LISTED}
 @dataclass
 class Run:
     outputs: dict[str, dict[str, Any] | Exception | None]  # None: not emitted
+    validated: dict[str, dict[str, Any] | Exception]  # validate_ocsf of each emitted output
     refusals: dict[str, str]  # the error validate_ocsf gave, or "" if it accepted
     percent: float
     report: str
@@ -128,6 +133,14 @@ def _changed(document: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
     return changed
 
 
+def _validated(mapping: ModuleType, document: dict[str, Any]) -> dict[str, Any] | Exception:
+    try:
+        validated: dict[str, Any] = mapping.validate_ocsf(document)
+    except Exception as exc:  # reported by the case's own test
+        return exc
+    return validated
+
+
 def _refusals(mapping: ModuleType, base: dict[str, Any]) -> dict[str, str]:
     found = {}
     for case in REFUSALS["cases"]:
@@ -162,6 +175,11 @@ def run() -> Run:
         try:
             mapping = _fresh_mapping(patch)
             outputs = {name: _map(mapping, case) for name, case in CASES.items()}
+            validated = {
+                name: _validated(mapping, document)
+                for name, document in outputs.items()
+                if isinstance(document, dict)
+            }
             base = outputs[REFUSALS["base"]]
             assert isinstance(base, dict), f"refusals' base case: {base!r}"
             refusals = _refusals(mapping, base)
@@ -169,7 +187,7 @@ def run() -> Run:
             measured.stop()
     report = io.StringIO()
     percent = measured.report(morfs=files, file=report, show_missing=True)
-    return Run(outputs, refusals, percent, report.getvalue())
+    return Run(outputs, validated, refusals, percent, report.getvalue())
 
 
 def _unknown(model: Any, path: str = "") -> list[str]:
@@ -215,11 +233,14 @@ def test_each_corpus_record_maps_to_its_valid_ocsf_class(run: Run, name: str) ->
         assert document is None, f"{name}: emitted, but Elevate does not manage this access"
         return
     assert document is not None, f"{name}: not emitted"
-    model = MODELS[expect["class_uid"]].model_validate(document)
-    cloud = Cloud.model_validate(document["cloud"])
+    # copies: the models' validators fill labels into the dicts they are given
+    model = MODELS[expect["class_uid"]].model_validate(copy.deepcopy(document))
+    cloud = Cloud.model_validate(copy.deepcopy(document["cloud"]))
     unknown = [u for u in _unknown(model) if u != "cloud"] + _unknown(cloud, "cloud")
     assert unknown == [], f"{name}: attributes outside OCSF 1.7: {unknown}"
     assert document["metadata"]["version"] == "1.7.0"
+    # what the service emits unvalidated is what validation would return
+    assert run.validated[name] == document, f"{name}: validation adds or changes attributes"
     for key in ("class_uid", "activity_id", "severity_id", "status_id"):
         assert document[key] == expect[key], f"{name}: {key}"
     assert document["type_uid"] == expect["class_uid"] * 100 + expect["activity_id"]

@@ -8,7 +8,8 @@ The names and fields here are what SIEM rules match on: docs/audit.md lists them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from elevate_audit_ingest.domain import (
@@ -22,6 +23,28 @@ from elevate_audit_ingest.domain import (
 
 LABEL_CONFLICT = "elevate:event-id-conflict"
 PROVIDER = "Elevate"
+# What pydantic-ocsf's str_strip_whitespace strips (Rust's trim: Unicode White_Space, which
+# unlike str.isspace() leaves U+001C..U+001F): the mapping emits what validation would.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+@lru_cache(maxsize=1024)
+def _iso(when: datetime, offset: timedelta | None) -> str:
+    return when.isoformat()
+
+
+def iso(when: datetime) -> str:
+    """isoformat, once per instant: every record of a grant repeats its window. Keyed on
+    the offset too, as equal instants in other zones compare (and hash) equal."""
+    return _iso(when, when.utcoffset())
+
+
+def text(value: object) -> str:
+    """A string attribute of an OCSF object as the model normalises it (stripped)."""
+    return str(value).strip(WHITESPACE)
 
 
 def grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[str, Any]:
@@ -34,15 +57,20 @@ def grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[s
         "permission_set": grant.permission_set_name,
         "justification": grant.justification,
         "approvers": list(grant.approvers),
-        "window_start": grant.start.isoformat(),
-        "window_end": grant.end.isoformat(),
+        "window_start": iso(grant.start),
+        "window_end": iso(grant.end),
         "break_glass": grant.break_glass,
     }
     if grace_until is not None:
-        data["window_grace_until"] = grace_until.isoformat()
+        data["window_grace_until"] = iso(grace_until)
     if grant.ticket:
         data["ticket"] = grant.ticket
-    return {"name": "elevate.grant", "value": grant.request_id, "provider": PROVIDER, "data": data}
+    return {
+        "name": "elevate.grant",
+        "value": text(grant.request_id),
+        "provider": PROVIDER,
+        "data": data,
+    }
 
 
 def _outlived_enrichment(
@@ -52,16 +80,16 @@ def _outlived_enrichment(
     data: dict[str, Any] = {
         "request_id": grant.request_id,
         "grant_id": grant.grant_id,
-        "window_end": grant.end.isoformat(),
+        "window_end": iso(grant.end),
         # the service always knows it (end + grace) for a grant; null like session_created
-        "window_grace_until": grace_until.isoformat() if grace_until else None,
+        "window_grace_until": iso(grace_until) if grace_until else None,
         "reason": correlation.outlived.value if correlation.outlived else "",
         "session_created": started.isoformat() if started else None,
         "event_time": parsed.event_time.isoformat(),
     }
     return {
         "name": "elevate.outlived-grant",
-        "value": grant.grant_id,
+        "value": text(grant.grant_id),
         "provider": PROVIDER,
         "data": data,
     }
@@ -70,7 +98,7 @@ def _outlived_enrichment(
 def _uncovered_enrichment(parsed: TrailRecord) -> dict[str, Any]:
     return {
         "name": "elevate.uncovered",
-        "value": parsed.permission_set or "",
+        "value": text(parsed.permission_set or ""),
         "provider": PROVIDER,
         "data": {
             "account_id": parsed.account_id,
@@ -84,7 +112,7 @@ def _uncovered_enrichment(parsed: TrailRecord) -> dict[str, Any]:
 def _standing_enrichment(access: StandingAccess) -> dict[str, Any]:
     return {
         "name": "elevate.standing",
-        "value": access.permission_set_name,
+        "value": text(access.permission_set_name),
         "provider": PROVIDER,
         "data": {
             "account_id": access.account_id,
@@ -98,7 +126,7 @@ def _standing_enrichment(access: StandingAccess) -> dict[str, Any]:
 def _conflict_enrichment(parsed: TrailRecord, conflicts: Sequence[Conflict]) -> dict[str, Any]:
     return {
         "name": "elevate.event-id-conflict",
-        "value": parsed.event_id,
+        "value": text(parsed.event_id),
         "provider": PROVIDER,
         "data": {
             "event_id": parsed.event_id,
@@ -114,7 +142,7 @@ def delivery_enrichment(parsed: TrailRecord) -> dict[str, Any] | None:
     bucket, key = parsed.delivery
     return {
         "name": "elevate.delivery",
-        "value": f"s3://{bucket}/{key}",
+        "value": text(f"s3://{bucket}/{key}"),
         "provider": PROVIDER,
         "data": {"path": "s3", "bucket": bucket, "key": key},
     }
@@ -130,7 +158,7 @@ def _correlation_context(
             _outlived_enrichment(parsed, grant, correlation, grace_until),
         ], (
             f"{parsed.event_name} by {grant.user_name} after Elevate request "
-            f"{grant.request_id} ended at {grant.end.isoformat()}: access outlived the grant"
+            f"{grant.request_id} ended at {iso(grant.end)}: access outlived the grant"
         )
     if grant is not None:
         return [grant_enrichment(grant, grace_until)], (
@@ -162,4 +190,4 @@ def elevate_context(
     delivery = delivery_enrichment(parsed)
     if delivery is not None:
         enrichments.append(delivery)
-    return {"enrichments": enrichments, "message": message}
+    return {"enrichments": enrichments, "message": text(message)}
