@@ -1,6 +1,6 @@
 """audit-ingest at line rate: the service's pipeline vs. merely consuming and parsing.
 
-    uv run python bench/audit.py [--records 200000] [--backends postgres,sqlite]
+    uv run python -m bench.audit [--records 200000] [--backends postgres,sqlite]
 
 Starts its own Kafka broker (TLS + SASL/SCRAM with the table's ACLs, as `make dev` runs
 it) and PostgreSQL cluster. Per database backend it puts a warm-up of records and then
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from elevate_audit_ingest.consumers import cloudtrail_key
 from elevate_audit_ingest.domain import parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
@@ -44,6 +45,7 @@ from elevate_audit_ingest.service import CorrelationConfig
 from elevate_core.db import Database
 from elevate_core.events.envelope import parse_json_object
 from elevate_core.events.models import GrantActivated, Person, RequestSnapshot
+from elevate_core.events.topics import CATALOG, Topics
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.security import KafkaEndpoint
@@ -182,7 +184,7 @@ def start_service(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
     env.update(
         {f"ELEVATE_{k.upper()}": str(v) for k, v in kafka.as_settings().items()},
-        ELEVATE_MODE="test",
+        ELEVATE_MODE="dev",  # as `make dev` runs it
         ELEVATE_SERVICE_NAME="audit-ingest",
         ELEVATE_DATABASE_URL=database_url,
         ELEVATE_TOPIC_PREFIX=prefix,
@@ -218,7 +220,10 @@ class Progress:
         await self.admin.close()
 
     async def done(self) -> int:
-        offsets = await self.admin.list_consumer_group_offsets(self.group)
+        try:
+            offsets = await self.admin.list_consumer_group_offsets(self.group)
+        except KafkaError:  # the group (or the offsets topic) does not exist yet
+            return 0
         return sum(o.offset for tp, o in offsets.items() if tp.topic == self.topic and o.offset > 0)
 
 
@@ -240,7 +245,7 @@ async def pipeline(
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"audit-ingest exited with {proc.returncode} (see its log)")
+                raise RuntimeError(f"audit-ingest exited with {proc.returncode}")
             done = await progress.done()
             now = time.perf_counter()
             if start is None and done >= WARMUP:
@@ -267,10 +272,8 @@ async def committed_activity(kafka: KafkaEndpoint, topic: str) -> int:
     seen: set[bytes] = set()
     count = 0
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not parts:
-            await consumer.topics()  # loads the metadata
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        spec = next(t for t in CATALOG if t.name is Topics.AUDIT)
+        parts = [TopicPartition(topic, p) for p in range(spec.partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -305,6 +308,10 @@ async def run_backend(
     proc = start_service(service, database_url, prefix, workdir)
     try:
         figures = await pipeline(admin, proc, prefix, total, postmaster)
+    except BaseException:
+        log = (workdir / f"audit-ingest-{prefix}log").read_text(errors="replace")
+        print(log[-4000:], file=sys.stderr)
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 60)

@@ -31,7 +31,11 @@ def cloudtrail_handler(*, topic: str, config: CorrelationConfig, clock: Clock) -
     transaction; the OCSF records (on `topic`) go out in the batch's Kafka transaction."""
 
     async def handle(session: AsyncSession, deliveries: Sequence[Delivery]) -> Sequence[Output]:
-        batch = [Received(parse(d.envelope.data), d.position) for d in deliveries]
+        # The envelope's id is the dedupe key cloudtrail_key made: eventID:digest.
+        batch = [
+            Received(parse(d.envelope.data, d.envelope.id.rsplit(":", 1)[1]), d.position)
+            for d in deliveries
+        ]
         return await handle_batch(session, batch, config=config, topic=topic, now=clock.now())
 
     return handle

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from elevate_core.db import insert_for
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import String, any_, cast, func, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest.domain import (
@@ -106,8 +107,13 @@ async def _known_rows(session: AsyncSession, event_ids: set[str]) -> Sequence[An
         RecordDigest.first_seen,
         RecordDigest.claimed_by,
     )
-    stmt = select(*columns).where(RecordDigest.event_id.in_(sorted(event_ids)))
-    return (await session.execute(stmt)).all()
+    ids = sorted(event_ids)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # one array parameter: no statement with thousands of placeholders to compile
+        where = RecordDigest.event_id == any_(cast(ids, ARRAY(String)))
+    else:
+        where = RecordDigest.event_id.in_(ids)
+    return (await session.execute(select(*columns).where(where))).all()
 
 
 async def claim(session: AsyncSession, batch: Sequence[Received], now: datetime) -> Claims:

@@ -8,11 +8,13 @@ consumer must send what it cannot trust to the dead-letter topic, not guess.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from elevate_core.errors import ElevateError
@@ -148,11 +150,22 @@ def decode(value: bytes | None, headers: Any) -> Envelope:
     )
 
 
+# orjson turns an integer beyond 64 bits into a float (it would lose digits): such values,
+# and anything orjson refuses, are read by json, as before.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def parse_json_object(value: bytes | None) -> dict[str, Any]:
     if value is None:
         raise EnvelopeError("empty message value")
     try:
-        data = json.loads(value)
+        if _LONG_DIGITS.search(value):
+            data = json.loads(value)
+        else:
+            try:
+                data = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                data = json.loads(value)  # what json accepts stays accepted (NaN, surrogates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnvelopeError(f"value is not JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -142,13 +142,17 @@ class TransactionalOutput:
         acks: list[Any] = []
         builders: dict[tuple[str, int], Any] = {}
         partitions_of: dict[str, list[int]] = {}
+        partition_of: dict[tuple[str, bytes | None], int] = {}  # outputs share few keys
         for output in outputs:
             partitions = partitions_of.get(output.topic)
             if partitions is None:
                 partitions = sorted(await producer.partitions_for(output.topic))
                 partitions_of[output.topic] = partitions
-            # the same murmur2 partitioner as send() and the Java client: keys stay put
-            partition = self._partitioner(output.key, partitions, partitions)
+            partition = partition_of.get((output.topic, output.key), -1)
+            if partition < 0 or output.key is None:
+                # the same murmur2 partitioner as send() and the Java client: keys stay put
+                partition = self._partitioner(output.key, partitions, partitions)
+                partition_of[(output.topic, output.key)] = partition
             where = (output.topic, partition)
             builder = builders.get(where) or producer.create_batch()
             headers = list(output.headers)
