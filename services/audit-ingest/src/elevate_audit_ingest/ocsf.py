@@ -40,6 +40,7 @@ from elevate_audit_ingest.domain import (
     GrantWindow,
     Outcome,
     TrailRecord,
+    is_mapping,
 )
 from elevate_audit_ingest.enrichments import (
     LABEL_CONFLICT,
@@ -265,10 +266,10 @@ def _api(parsed: TrailRecord, error: Any) -> dict[str, Any]:
         "request": request,
     }
     params, elements = record.get("requestParameters"), record.get("responseElements")
-    if isinstance(params, Mapping):
+    if is_mapping(params):
         request["data"] = dict(params)
     response: dict[str, Any] = {}
-    if isinstance(elements, Mapping):
+    if is_mapping(elements):
         response["data"] = dict(elements)
     if error:
         response["error"] = text(error)
@@ -287,7 +288,7 @@ def _resources(record: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {"uid": str(r["ARN"]), "type": text(r.get("type") or "")}
         for r in record.get("resources") or []
-        if isinstance(r, Mapping) and r.get("ARN")
+        if is_mapping(r) and r.get("ARN")
     ]
 
 
