@@ -345,6 +345,17 @@ def api_activity(
     return doc
 
 
+def _grant_metadata(grant: GrantWindow, event_uid: str) -> dict[str, Any]:
+    return {
+        "version": OCSF_VERSION,
+        "uid": text(event_uid),
+        "correlation_uid": text(grant.request_id),
+        "product": {"name": "Elevate", "vendor_name": "Elevate"},
+        "profiles": ["cloud"],
+        "labels": ["elevate:grant"],
+    }
+
+
 def user_access(
     grant: GrantWindow,
     *,
@@ -370,14 +381,6 @@ def user_access(
     resource: dict[str, Any] = {"uid": grant.account_id, "type": "AWS::Organizations::Account"}
     if account_name:
         resource["name"] = text(account_name)
-    metadata: dict[str, Any] = {
-        "version": OCSF_VERSION,
-        "uid": text(event_uid),
-        "correlation_uid": text(grant.request_id),
-        "product": {"name": "Elevate", "vendor_name": "Elevate"},
-        "profiles": ["cloud"],
-        "labels": ["elevate:grant"],
-    }
     severity = 3 if grant.break_glass else SEVERITY_INFORMATIONAL
     enrichment = grant_enrichment(grant, None)
     doc: dict[str, Any] = {
@@ -391,7 +394,7 @@ def user_access(
         "status_id": 1,
         "status": _STATUSES[1],
         "time": millis(at),
-        "metadata": metadata,
+        "metadata": _grant_metadata(grant, event_uid),
         "user": user,
         "privileges": [text(grant.permission_set_name)],
         "resource": resource,
