@@ -519,3 +519,23 @@ def test_the_key_and_the_parsed_record_share_one_digest() -> None:
     assert parse_record(record, digest=digest) == parse_record(record)
     assert parse_record(record, digest=digest).key == key
     assert keyed({"eventID": ""}) is None
+
+
+@pytest.mark.parametrize("role", [["arn:aws:iam::1:role/x"], 12, None, ""], ids=repr)
+def test_a_role_arn_that_is_no_string_is_no_identity_center_role(role: object) -> None:
+    record = saml("alice", START)
+    record["requestParameters"]["roleArn"] = role
+    assert not parse_record(record).is_identity_center
+
+
+def test_times_and_roles_read_from_the_caches_are_the_same() -> None:
+    first, again = parse_record(cli("alice", START)), parse_record(cli("alice", START))
+    assert (first.event_time, first.permission_set, first.session_name) == (
+        again.event_time,
+        again.permission_set,
+        again.session_name,
+    )
+    with pytest.raises(RecordError):  # a refusal is not cached as a value
+        parse_record({**cli("alice", START), "eventTime": "yesterday"})
+    with pytest.raises(RecordError):
+        parse_record({**cli("alice", START), "eventTime": "yesterday"})

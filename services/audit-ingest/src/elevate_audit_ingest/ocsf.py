@@ -40,6 +40,7 @@ from elevate_audit_ingest.domain import (
     GrantWindow,
     Outcome,
     TrailRecord,
+    is_mapping,
 )
 from elevate_audit_ingest.enrichments import (
     LABEL_CONFLICT,
@@ -265,10 +266,10 @@ def _api(parsed: TrailRecord, error: Any) -> dict[str, Any]:
         "request": request,
     }
     params, elements = record.get("requestParameters"), record.get("responseElements")
-    if isinstance(params, Mapping):
+    if is_mapping(params):
         request["data"] = dict(params)
     response: dict[str, Any] = {}
-    if isinstance(elements, Mapping):
+    if is_mapping(elements):
         response["data"] = dict(elements)
     if error:
         response["error"] = text(error)
@@ -287,7 +288,7 @@ def _resources(record: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {"uid": str(r["ARN"]), "type": text(r.get("type") or "")}
         for r in record.get("resources") or []
-        if isinstance(r, Mapping) and r.get("ARN")
+        if is_mapping(r) and r.get("ARN")
     ]
 
 
@@ -344,6 +345,17 @@ def api_activity(
     return doc
 
 
+def _grant_metadata(grant: GrantWindow, event_uid: str) -> dict[str, Any]:
+    return {
+        "version": OCSF_VERSION,
+        "uid": text(event_uid),
+        "correlation_uid": text(grant.request_id),
+        "product": {"name": "Elevate", "vendor_name": "Elevate"},
+        "profiles": ["cloud"],
+        "labels": ["elevate:grant"],
+    }
+
+
 def user_access(
     grant: GrantWindow,
     *,
@@ -369,14 +381,6 @@ def user_access(
     resource: dict[str, Any] = {"uid": grant.account_id, "type": "AWS::Organizations::Account"}
     if account_name:
         resource["name"] = text(account_name)
-    metadata: dict[str, Any] = {
-        "version": OCSF_VERSION,
-        "uid": text(event_uid),
-        "correlation_uid": text(grant.request_id),
-        "product": {"name": "Elevate", "vendor_name": "Elevate"},
-        "profiles": ["cloud"],
-        "labels": ["elevate:grant"],
-    }
     severity = 3 if grant.break_glass else SEVERITY_INFORMATIONAL
     enrichment = grant_enrichment(grant, None)
     doc: dict[str, Any] = {
@@ -390,7 +394,7 @@ def user_access(
         "status_id": 1,
         "status": _STATUSES[1],
         "time": millis(at),
-        "metadata": metadata,
+        "metadata": _grant_metadata(grant, event_uid),
         "user": user,
         "privileges": [text(grant.permission_set_name)],
         "resource": resource,
