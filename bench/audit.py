@@ -49,6 +49,7 @@ from elevate_core.events.topics import CATALOG, Topics
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.security import KafkaEndpoint
+from elevate_core.kafka.transactional import FETCH_RECORDS, PARTITION_FETCH_BYTES
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import Outbox
 from elevate_local import runs
@@ -63,9 +64,6 @@ ACCOUNTS = [f"2109876543{n:02d}" for n in range(12)]
 PS = "AdministratorAccess"
 WARMUP = 4000
 GROUP = "audit-ingest.cloudtrail"
-# The service's CloudTrail consumer settings (elevate_core.app.add_transactional_consumer).
-MAX_RECORDS = 2000
-FETCH_BYTES = 8 << 20
 
 
 def make_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
@@ -121,13 +119,13 @@ async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> Figures:
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
-        max_partition_fetch_bytes=FETCH_BYTES,
+        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
     )
     await consumer.start()
     seen, first, cpu = 0, 0.0, 0.0
     try:
         while seen < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS)
+            batch = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
             for messages in batch.values():
                 for message in messages:
                     if seen == 0:

@@ -44,12 +44,9 @@ class Received:
     position: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    digest: str
-    delivery: str | None
-    first_seen: datetime
-    claimed_by: str | None
+# One known content: (digest, delivery, first_seen, claimed_by); plain tuples, thousands
+# per batch.
+_Known = tuple[str, str | None, datetime, str | None]
 
 
 def delivery_of(record: TrailRecord) -> str | None:
@@ -65,31 +62,30 @@ class Claims:
 
     def __init__(self, rows: Iterable[Any], batch: Sequence[Received] = ()) -> None:
         self._by_event: dict[str, list[_Known]] = defaultdict(list)
-        for row in rows:
-            known = _Known(row.digest, row.delivery, row.first_seen, row.claimed_by)
-            self._by_event[row.event_id].append(known)
+        self._claimed: dict[tuple[str, str], str | None] = {}
+        for event_id, digest, delivery, first_seen, claimed_by in rows:
+            self._by_event[event_id].append((digest, delivery, first_seen, claimed_by))
+            self._claimed[(event_id, digest)] = claimed_by
         # Order within the batch: a record is judged as if the batch ran one by one.
         self._order = {r.position: n for n, r in enumerate(batch)}
 
     def is_ours(self, received: Received) -> bool:
         record = received.record
-        return any(
-            k.digest == record.digest and k.claimed_by == received.position
-            for k in self._by_event.get(_event_key(record), ())
-        )
+        return self._claimed.get((_event_key(record), record.digest), "") == received.position
 
     def conflicts(self, record: TrailRecord, position: str | None = None) -> list[Conflict]:
         """The other contents known under the record's eventID before it (a forged or
         altered copy): not those a later record of the same batch brought."""
-        mine = self._order.get(position, -1) if position is not None else len(self._order)
+        known = self._by_event.get(_event_key(record), ())
+        if len(known) == 1 and known[0][0] == record.digest:
+            return []  # (nearly always) only its own content
+        order = self._order
+        mine = order.get(position, -1) if position is not None else len(order)
         others = [
-            k
-            for k in self._by_event.get(_event_key(record), ())
-            if k.digest != record.digest
-            and not (k.claimed_by in self._order and self._order[k.claimed_by] > mine)
+            k for k in known if k[0] != record.digest and not (k[3] in order and order[k[3]] > mine)
         ]
-        others.sort(key=lambda k: (k.first_seen, k.digest))
-        return [Conflict(digest=k.digest, delivery=k.delivery) for k in others]
+        others.sort(key=lambda k: (k[2], k[0]))
+        return [Conflict(digest=k[0], delivery=k[1]) for k in others]
 
 
 async def known(session: AsyncSession, records: Iterable[TrailRecord]) -> Claims:

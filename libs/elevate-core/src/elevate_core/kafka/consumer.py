@@ -170,14 +170,17 @@ class Consumer:
             for tp, messages in batches.items():
                 if self._stopping.is_set():
                     break
-                try:
-                    await self.process_batch(messages)
-                except ShuttingDownError as stopped:
-                    # Commit what was finished; the rest is read again after restart.
-                    if stopped.args and isinstance(stopped.args[0], int):
-                        await self._commit(tp, stopped.args[0])
-                    raise
-                await self._commit(tp, messages[-1].offset + 1)
+                await self._partition_batch(tp, messages)
+
+    async def _partition_batch(self, tp: TopicPartition, messages: list[Any]) -> None:
+        try:
+            await self.process_batch(messages)
+        except ShuttingDownError as stopped:
+            # Commit what was finished; the rest is read again after restart.
+            if stopped.args and isinstance(stopped.args[0], int):
+                await self._commit(tp, stopped.args[0])
+            raise
+        await self._commit(tp, messages[-1].offset + 1)
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
         assert self._consumer is not None

@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -41,6 +41,10 @@ from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.retry import DEFAULT_POLICY, RetryPolicy
 
 log = logging.getLogger(__name__)
+# Per fetch, over all partitions, and per partition: a transaction costs a few round trips
+# whatever its size, so few large ones (bench/audit.py uses the same settings).
+FETCH_RECORDS = 6000
+PARTITION_FETCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,26 @@ class TransactionalConsumer(Consumer):
         super().__init__(db, config, _no_handler, retry=retry)
         self.batch_handler = handler
         self.output = output
+        # Per partition, the last of its queued Kafka steps (commits run in order, behind).
+        self._pending: dict[TopicPartition, asyncio.Task[None]] = {}
+
+    async def _loop(self) -> None:
+        """The partitions of a fetch concurrently: each has its own database session and
+        transactional producer, so one's round trips (the database's, the transaction's
+        commit) overlap the others' work instead of adding up."""
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            self._raise_failed()
+            batches = await self._consumer.getmany(
+                timeout_ms=500, max_records=self.config.max_records
+            )
+            results = await asyncio.gather(
+                *(self._partition_batch(tp, messages) for tp, messages in batches.items()),
+                return_exceptions=True,
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:  # after every partition finished what it could
+                raise failures[0]
 
     async def _try_together(
         self, run: list[tuple[Any, Envelope]]
@@ -223,10 +247,49 @@ class TransactionalConsumer(Consumer):
         async with self.db.transaction() as session:
             outputs = await self.batch_handler(session, deliveries)
         failpoint("consumer.between_commits")  # crash test: database ahead of Kafka
-        await self.output.commit(tp, run[-1][0].offset + 1, outputs)
+        next_offset = run[-1][0].offset + 1
+        self._queue(tp, lambda: self.output.commit(tp, next_offset, outputs))
         return "handled"
 
+    async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        # Behind the partition's transactions, never before them: an offset committed
+        # ahead of its batch's transaction would skip the batch if that transaction failed.
+        self._queue(tp, lambda: Consumer._commit(self, tp, next_offset))
+
+    def _queue(self, tp: TopicPartition, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` after the partition's earlier steps, in the background: the next batch
+        is read and worked on while this one's transaction commits. A step whose earlier
+        one failed does not run; the loop raises that failure (`_raise_failed`) and the
+        consumer restarts from the last committed offset: the claims make re-reading it
+        emit the same records again, once."""
+        previous = self._pending.get(tp)
+
+        async def chained() -> None:
+            if previous is not None:
+                await previous
+            await step()
+
+        self._pending[tp] = asyncio.create_task(chained(), name=f"kafka-commit:{tp}")
+
+    def _raise_failed(self) -> None:
+        for tp, task in list(self._pending.items()):
+            if task.done():
+                del self._pending[tp]
+                if not task.cancelled() and task.exception() is not None:
+                    raise cast(BaseException, task.exception())
+
     async def _close(self) -> None:
+        pending, self._pending = list(self._pending.values()), {}
+        if pending:  # what was handled gets committed, within the producers' timeouts
+            await asyncio.wait(pending, timeout=30)
+            for task in pending:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.warning(
+                        "consumer %s: commit failed at close: %s",
+                        self.config.name,
+                        task.exception(),
+                    )
+                task.cancel()
         await super()._close()
         await self.output.close()
 
