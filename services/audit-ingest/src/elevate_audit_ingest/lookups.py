@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from elevate_core.db import insert_for
-from sqlalchemy import String, any_, cast, func, select, tuple_
+from elevate_core.db import UTCDateTime, insert_for
+from sqlalchemy import String, any_, bindparam, cast, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -112,11 +112,45 @@ async def _known_rows(session: AsyncSession, event_ids: set[str]) -> Sequence[An
     return (await session.execute(select(*columns).where(where))).all()
 
 
+# PostgreSQL: the whole claim in one statement, the batch as four array parameters (no
+# per-row statement executions). The final SELECT sees the table as it was before the
+# INSERT, so the union is the newly claimed rows plus what was known before, each once.
+_PG_CLAIM = text(
+    """
+    WITH batch AS (
+      SELECT * FROM unnest(
+        CAST(:event_ids AS varchar[]), CAST(:digests AS varchar[]),
+        CAST(:deliveries AS varchar[]), CAST(:positions AS varchar[])
+      ) AS b(event_id, digest, delivery, claimed_by)
+    ), claimed AS (
+      INSERT INTO audit_record_digests (event_id, digest, delivery, first_seen, claimed_by)
+      SELECT event_id, digest, delivery, :now, claimed_by FROM batch
+      ON CONFLICT DO NOTHING
+      RETURNING event_id, digest, delivery, first_seen, claimed_by
+    )
+    SELECT event_id, digest, delivery, first_seen, claimed_by FROM claimed
+    UNION ALL
+    SELECT d.event_id, d.digest, d.delivery, d.first_seen, d.claimed_by
+    FROM audit_record_digests AS d
+    WHERE d.event_id = ANY(CAST(:event_ids AS varchar[]))
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 async def claim(session: AsyncSession, batch: Sequence[Received], now: datetime) -> Claims:
-    """Claim each record's content for its position unless already claimed, then read back
-    everything known under the batch's eventIDs (one insert, one select)."""
+    """Claim each record's content for its position unless already claimed, and read
+    everything known under the batch's eventIDs (PostgreSQL: one statement)."""
     if not batch:
         return Claims((), batch)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        params = {
+            "event_ids": [_event_key(r.record) for r in batch],
+            "digests": [r.record.digest for r in batch],
+            "deliveries": [delivery_of(r.record) for r in batch],
+            "positions": [r.position for r in batch],
+            "now": now,
+        }
+        return Claims((await session.execute(_PG_CLAIM, params)).all(), batch)
     rows = [
         {
             "event_id": _event_key(r.record),

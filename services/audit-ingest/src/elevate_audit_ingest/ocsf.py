@@ -139,9 +139,9 @@ def validate_ocsf(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode(document: Mapping[str, Any]) -> bytes:
-    """Compact JSON with sorted keys: the same JSON value json.dumps(sort_keys=True) gave,
-    at a tenth of the cost."""
-    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    """Compact JSON, keys in the mapper's order: the same JSON value json.dumps gave, at a
+    tenth of the cost (sorting the keys would add a third)."""
+    return orjson.dumps(document)
 
 
 @lru_cache(maxsize=4096)  # a session calls from few addresses; parsing one costs ~3 µs
