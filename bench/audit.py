@@ -58,6 +58,7 @@ from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
 from elevate_local.simulate_activity import call_record
 
+from bench import audit_floors as floors
 from bench.procstat import cpu_seconds, peak_rss_mib, tree_cpu_seconds
 
 ACCOUNTS = [f"2109876543{n:02d}" for n in range(12)]
@@ -235,8 +236,10 @@ async def pipeline(
     prefix: str,
     total: int,
     postmaster: int | None,
+    profile: Path | None = None,
 ) -> Figures:
-    """From the first observation past the warm-up to the last record committed."""
+    """From the first observation past the warm-up to the last record committed (with
+    `profile`, py-spy samples the service for the first part of that)."""
     topic = f"{prefix}elevate.cloudtrail.v1"
     async with Progress(kafka, f"{prefix}{GROUP}", topic) as progress:
         start: tuple[float, int, float, float] | None = None
@@ -248,6 +251,8 @@ async def pipeline(
             now = time.perf_counter()
             if start is None and done >= WARMUP:
                 start = (now, done, *_cost(proc.pid, postmaster))
+                if profile is not None:
+                    floors.start_profile(proc.pid, (total - done) / 20_000, profile)
             if done >= total and start is not None:
                 service, database = _cost(proc.pid, postmaster)
                 return Figures(
@@ -257,7 +262,7 @@ async def pipeline(
                     database_cpu=database - start[3],
                     rss_mib=peak_rss_mib(proc.pid),
                 )
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
     raise TimeoutError("the pipeline did not finish in 30 minutes")
 
 
@@ -288,9 +293,22 @@ async def committed_activity(kafka: KafkaEndpoint, topic: str) -> int:
     return count
 
 
+@dataclass
+class Floors:
+    consume_rate: float
+    consume_us: float
+    produce_rate: float
+    produce_us: float
+
+
 async def run_backend(
-    broker: KafkaBroker, database_url: str, postmaster: int | None, records: int, workdir: Path
-) -> tuple[Figures, Figures]:
+    broker: KafkaBroker,
+    database_url: str,
+    postmaster: int | None,
+    records: int,
+    workdir: Path,
+    profile: Path | None,
+) -> tuple[Figures, Figures, Floors]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     broker.allow(prefix)
     admin = broker.endpoint()
@@ -305,7 +323,7 @@ async def run_backend(
     service = broker.endpoint(Principal.AUDIT_INGEST)
     proc = start_service(service, database_url, prefix, workdir)
     try:
-        figures = await pipeline(admin, proc, prefix, total, postmaster)
+        figures = await pipeline(admin, proc, prefix, total, postmaster, profile)
     except BaseException:
         log = (workdir / f"audit-ingest-{prefix}log").read_text(errors="replace")
         print(log[-4000:], file=sys.stderr)
@@ -313,13 +331,19 @@ async def run_backend(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 60)
-    emitted = await committed_activity(admin, f"{prefix}elevate.audit.v1")
+    audit = f"{prefix}elevate.audit.v1"
+    emitted = await committed_activity(admin, audit)
     if emitted != total:
         raise AssertionError(f"{emitted} OCSF records for {total} CloudTrail records")
-    return figures, await baseline(service, topic, total)
+    base = await baseline(service, topic, total)
+    outputs = await floors.sample_outputs(admin, audit, floors.SAMPLE)  # SIEM-like reader
+    per_transaction = FETCH_RECORDS // 6  # a partition's share of a fetch
+    produced = await floors.produce_only(service, prefix, outputs, per_transaction=per_transaction)
+    consumed = await floors.consume_only(service, topic, total)
+    return figures, base, Floors(*consumed, *produced)
 
 
-def report(backend: str, pipe: Figures, base: Figures) -> None:
+def report(backend: str, pipe: Figures, base: Figures, floor: Floors) -> None:
     print(f"--- {backend}: {pipe.records} records after a warm-up of {WARMUP}")
     print(
         f"consume + parse (baseline):      {base.rate:9.0f} records/s  "
@@ -333,25 +357,42 @@ def report(backend: str, pipe: Figures, base: Figures) -> None:
     )
     print(f"ratio pipeline / baseline:       {pipe.rate / base.rate:9.2f}")
     print(f"service peak RSS:                {pipe.rss_mib:9.0f} MiB")
+    print("floors (not Elevate's code), CPU per record:")
+    print(
+        f"  consume only (aiokafka, TLS):  {floor.consume_us:9.1f} µs  "
+        f"({floor.consume_rate:.0f} records/s)"
+    )
+    print(
+        f"  produce only (transactions):   {floor.produce_us:9.1f} µs  "
+        f"({floor.produce_rate:.0f} records/s)"
+    )
+    print(f"  pipeline, all included:        {1e6 / pipe.per_core:9.1f} µs  (goal: 50.0 µs)")
+    print(f"  of which the database:         {pipe.database_cpu / pipe.records * 1e6:9.1f} µs")
 
 
-async def main_async(records: int, backends: list[str], workdir: Path) -> None:
+async def main_async(
+    records: int, backends: list[str], workdir: Path, profile: Path | None
+) -> None:
     broker = KafkaBroker(workdir / "kafka")
     broker.start()
     cluster: PostgresCluster | None = None
     try:
         for backend in backends:
+            postmaster = None
             if backend == "postgres":
                 cluster = PostgresCluster(workdir / "postgres")
                 cluster.start()
                 url = cluster.create_database(f"bench{uuid.uuid4().hex[:6]}")
-                postmaster = cluster._postmaster_pid()
-                pipe, base = await run_backend(broker, url, postmaster, records, workdir)
-                report("PostgreSQL", pipe, base)
+                postmaster = cluster.postmaster_pid()
             else:
                 url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
-                pipe, base = await run_backend(broker, url, None, records, workdir)
-                report("SQLite", pipe, base)
+            raw = workdir / f"profile-{backend}.txt" if profile else None
+            pipe, base, floor = await run_backend(broker, url, postmaster, records, workdir, raw)
+            report("PostgreSQL" if postmaster else "SQLite", pipe, base, floor)
+            if raw is not None and profile is not None and raw.exists():
+                (profile.parent / f"{profile.name}.{backend}.txt").write_bytes(raw.read_bytes())
+                print("where the service's busy CPU went (py-spy, main thread):")
+                print(floors.summarise(raw))
     finally:
         if cluster is not None:
             cluster.stop()
@@ -362,9 +403,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="also profile the service (py-spy) to FILE.*"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="elevate-bench-") as tmp:
-        asyncio.run(main_async(args.records, args.backends.split(","), Path(tmp)))
+        asyncio.run(main_async(args.records, args.backends.split(","), Path(tmp), args.profile))
 
 
 if __name__ == "__main__":

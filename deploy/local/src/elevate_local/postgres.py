@@ -144,7 +144,7 @@ class PostgresCluster:
         )
         return self.url(name)
 
-    def _postmaster_pid(self) -> int | None:
+    def postmaster_pid(self) -> int | None:
         try:
             return int((self.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -154,7 +154,7 @@ class PostgresCluster:
         """Fast shutdown (SIGINT to the postmaster: clients are disconnected, as on a
         server restart), then make sure the postmaster is gone. Signals go to the
         postmaster itself: `runuser` in between does not pass them on."""
-        pid = self._postmaster_pid()
+        pid = self.postmaster_pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
