@@ -58,20 +58,40 @@ def _event_key(record: TrailRecord) -> str:
 
 
 class Claims:
-    """The contents known under a batch's eventIDs, and which position claimed each."""
+    """The contents known under a batch's eventIDs, and which position claimed each: the
+    rows known before the batch, then the batch's own records in order (the first position
+    of a content new to the table claims it), so each record is judged as if the batch ran
+    one by one."""
 
-    def __init__(self, rows: Iterable[Any], batch: Sequence[Received] = ()) -> None:
-        self._by_event: dict[str, list[_Known]] = defaultdict(list)
-        self._claimed: dict[tuple[str, str], str | None] = {}
+    def __init__(
+        self,
+        rows: Iterable[Any],
+        batch: Sequence[Received] = (),
+        deliveries: Sequence[str | None] = (),
+        now: datetime | None = None,
+        inserted: Iterable[str] = (),
+    ) -> None:
+        """`rows`: what was known before the batch; `inserted`: the positions whose claim
+        the batch's insert made (the database's word, also against a concurrent writer)."""
+        by_event: dict[str, list[_Known]] = defaultdict(list)
+        ours: set[str] = set(inserted)
         for event_id, digest, delivery, first_seen, claimed_by in rows:
-            self._by_event[event_id].append((digest, delivery, first_seen, claimed_by))
-            self._claimed[(event_id, digest)] = claimed_by
-        # Order within the batch: a record is judged as if the batch ran one by one.
+            by_event[event_id].append((digest, delivery, first_seen, claimed_by))
+            if claimed_by is not None:
+                ours.add(claimed_by)  # claimed by this position before: retried, its own
+        batch_positions = {r.position for r in batch}
+        self._ours = ours & batch_positions if batch else ours
+        if now is not None:  # the newly claimed are known to the records after them
+            for received, delivery in zip(batch, deliveries, strict=True):
+                if received.position in self._ours:
+                    record = received.record
+                    entry = (record.digest, delivery, now, received.position)
+                    by_event[_event_key(record)].append(entry)
+        self._by_event = by_event
         self._order = {r.position: n for n, r in enumerate(batch)}
 
     def is_ours(self, received: Received) -> bool:
-        record = received.record
-        return self._claimed.get((_event_key(record), record.digest), "") == received.position
+        return received.position in self._ours
 
     def conflicts(self, record: TrailRecord, position: str | None = None) -> list[Conflict]:
         """The other contents known under the record's eventID before it (a forged or
@@ -113,24 +133,23 @@ async def _known_rows(session: AsyncSession, event_ids: set[str]) -> Sequence[An
 
 
 # PostgreSQL: the whole claim in one statement, the batch as four array parameters (no
-# per-row statement executions). The final SELECT sees the table as it was before the
-# INSERT, so the union is the newly claimed rows plus what was known before, each once.
+# per-row statement executions). Its SELECT sees the table as it was before the INSERT:
+# it returns the positions the INSERT claimed (kind 'new') and what was known before the
+# batch (kind 'known', normally nothing).
 _PG_CLAIM = text(
     """
-    WITH batch AS (
-      SELECT * FROM unnest(
+    WITH claimed AS (
+      INSERT INTO audit_record_digests (event_id, digest, delivery, first_seen, claimed_by)
+      SELECT event_id, digest, delivery, :now, claimed_by FROM unnest(
         CAST(:event_ids AS varchar[]), CAST(:digests AS varchar[]),
         CAST(:deliveries AS varchar[]), CAST(:positions AS varchar[])
       ) AS b(event_id, digest, delivery, claimed_by)
-    ), claimed AS (
-      INSERT INTO audit_record_digests (event_id, digest, delivery, first_seen, claimed_by)
-      SELECT event_id, digest, delivery, :now, claimed_by FROM batch
       ON CONFLICT DO NOTHING
-      RETURNING event_id, digest, delivery, first_seen, claimed_by
+      RETURNING claimed_by
     )
-    SELECT event_id, digest, delivery, first_seen, claimed_by FROM claimed
+    SELECT 'new', NULL, NULL, NULL, NULL, claimed_by FROM claimed
     UNION ALL
-    SELECT d.event_id, d.digest, d.delivery, d.first_seen, d.claimed_by
+    SELECT 'known', d.event_id, d.digest, d.delivery, d.first_seen, d.claimed_by
     FROM audit_record_digests AS d
     WHERE d.event_id = ANY(CAST(:event_ids AS varchar[]))
     """
@@ -139,31 +158,38 @@ _PG_CLAIM = text(
 
 async def claim(session: AsyncSession, batch: Sequence[Received], now: datetime) -> Claims:
     """Claim each record's content for its position unless already claimed, and read
-    everything known under the batch's eventIDs (PostgreSQL: one statement)."""
+    what was known under the batch's eventIDs before (PostgreSQL: one statement)."""
     if not batch:
-        return Claims((), batch)
+        return Claims(())
+    event_ids = [_event_key(r.record) for r in batch]
+    deliveries = [delivery_of(r.record) for r in batch]
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         params = {
-            "event_ids": [_event_key(r.record) for r in batch],
+            "event_ids": event_ids,
             "digests": [r.record.digest for r in batch],
-            "deliveries": [delivery_of(r.record) for r in batch],
+            "deliveries": deliveries,
             "positions": [r.position for r in batch],
             "now": now,
         }
-        return Claims((await session.execute(_PG_CLAIM, params)).all(), batch)
+        result = (await session.execute(_PG_CLAIM, params)).all()
+        inserted = [row[5] for row in result if row[0] == "new"]
+        before = [row[1:] for row in result if row[0] == "known"]
+        return Claims(before, batch, deliveries, now, inserted)
+    known_before = await _known_rows(session, set(event_ids))
     rows = [
         {
-            "event_id": _event_key(r.record),
+            "event_id": event_id,
             "digest": r.record.digest,
-            "delivery": delivery_of(r.record),
+            "delivery": delivery,
             "first_seen": now,
             "claimed_by": r.position,
         }
-        for r in batch
+        for event_id, r, delivery in zip(event_ids, batch, deliveries, strict=True)
     ]
     await session.execute(insert_for(session, _DIGESTS).on_conflict_do_nothing(), rows)
-    found = await _known_rows(session, {_event_key(r.record) for r in batch})
-    return Claims(found, batch)
+    # SQLite: whose claim each content is now, read back after the insert (same transaction)
+    owners = [row[4] for row in await _known_rows(session, set(event_ids)) if row[4]]
+    return Claims(known_before, batch, deliveries, now, owners)
 
 
 class Candidates:
