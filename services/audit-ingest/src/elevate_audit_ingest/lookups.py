@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from elevate_core.db import UTCDateTime, insert_for
 from sqlalchemy import String, any_, bindparam, cast, func, select, text, tuple_
@@ -36,8 +35,7 @@ from elevate_audit_ingest.models import GrantRow, RecordDigest, StandingRow
 _DIGESTS = RecordDigest.__table__
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):  # a tuple: one per record
     """A parsed record and the position it was read at."""
 
     record: TrailRecord

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from elevate_core.errors import ElevateError
 from elevate_core.events.topics import Topics
@@ -86,8 +86,7 @@ class CorrelationConfig:
     scope: ManagedScope | None = None  # from the policy, when no explicit list is set
 
 
-@dataclass(frozen=True, slots=True)
-class Emission:
+class Emission(NamedTuple):  # a tuple: one per record
     """A record to emit, with what its OCSF record says about it."""
 
     record: TrailRecord

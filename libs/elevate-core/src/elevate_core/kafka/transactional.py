@@ -23,8 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -47,8 +46,7 @@ FETCH_RECORDS = 6000
 PARTITION_FETCH_BYTES = 8 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):  # tuples: built for every record, at a fraction of the cost
     """One consumed record and where it was read."""
 
     topic: str
@@ -61,8 +59,7 @@ class Delivery:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """One record to produce in the batch's transaction."""
 
     topic: str
