@@ -47,6 +47,24 @@ def text(value: object) -> str:
     return str(value).strip(WHITESPACE)
 
 
+def _shared_grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[str, Any]:
+    """The same for every record of a grant: built once and shared by their documents,
+    which nothing changes after they are built (they are encoded, then dropped)."""
+    offsets = (
+        grant.start.utcoffset(),
+        grant.end.utcoffset(),
+        grace_until and grace_until.utcoffset(),
+    )
+    return _cached_grant_enrichment(grant, grace_until, offsets)
+
+
+@lru_cache(maxsize=4096)  # grants active at once; keyed on the offsets too, as in iso()
+def _cached_grant_enrichment(
+    grant: GrantWindow, grace_until: datetime | None, _offsets: object
+) -> dict[str, Any]:
+    return grant_enrichment(grant, grace_until)
+
+
 def grant_enrichment(grant: GrantWindow, grace_until: datetime | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "request_id": grant.request_id,
@@ -154,14 +172,14 @@ def _correlation_context(
     grant, standing = correlation.grant, correlation.standing
     if correlation.outcome is Outcome.OUTLIVED and grant is not None:
         return [
-            grant_enrichment(grant, grace_until),
+            _shared_grant_enrichment(grant, grace_until),
             _outlived_enrichment(parsed, grant, correlation, grace_until),
         ], (
             f"{parsed.event_name} by {grant.user_name} after Elevate request "
             f"{grant.request_id} ended at {iso(grant.end)}: access outlived the grant"
         )
     if grant is not None:
-        return [grant_enrichment(grant, grace_until)], (
+        return [_shared_grant_enrichment(grant, grace_until)], (
             f"{parsed.event_name} by {grant.user_name} under Elevate request {grant.request_id}"
         )
     if standing is not None:

@@ -79,14 +79,33 @@ class Claims:
                 ours.add(claimed_by)  # claimed by this position before: retried, its own
         batch_positions = {r.position for r in batch}
         self._ours = ours & batch_positions if batch else ours
-        if now is not None:  # the newly claimed are known to the records after them
-            for received, delivery in zip(batch, deliveries, strict=True):
-                if received.position in self._ours:
-                    record = received.record
-                    entry = (record.digest, delivery, now, received.position)
-                    by_event[_event_key(record)].append(entry)
+        if now is not None:
+            self._add_newly_claimed(batch, deliveries, now, by_event)
         self._by_event = by_event
         self._order = {r.position: n for n, r in enumerate(batch)}
+
+    def _add_newly_claimed(
+        self,
+        batch: Sequence[Received],
+        deliveries: Sequence[str | None],
+        now: datetime,
+        by_event: dict[str, list[_Known]],
+    ) -> None:
+        """The batch's new claims are known to the records after them: needed only under
+        an eventID that is known already or that the batch holds more than once."""
+        first: dict[str, int] = {}
+        shared = {
+            event_id
+            for n, r in enumerate(batch)
+            if first.setdefault(event_id := _event_key(r.record), n) != n or event_id in by_event
+        }
+        if not shared:
+            return
+        for received, delivery in zip(batch, deliveries, strict=True):
+            record = received.record
+            event_id = _event_key(record)
+            if event_id in shared and received.position in self._ours:
+                by_event[event_id].append((record.digest, delivery, now, received.position))
 
     def is_ours(self, received: Received) -> bool:
         return received.position in self._ours
@@ -95,8 +114,8 @@ class Claims:
         """The other contents known under the record's eventID before it (a forged or
         altered copy): not those a later record of the same batch brought."""
         known = self._by_event.get(_event_key(record), ())
-        if len(known) == 1 and known[0][0] == record.digest:
-            return []  # (nearly always) only its own content
+        if not known or (len(known) == 1 and known[0][0] == record.digest):
+            return []  # (nearly always) nothing else known under its eventID
         order = self._order
         mine = order.get(position, -1) if position is not None else len(order)
         others = [
