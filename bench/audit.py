@@ -49,7 +49,7 @@ from elevate_core.events.topics import CATALOG, Topics
 from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.admin import ensure_topics
 from elevate_core.kafka.security import KafkaEndpoint
-from elevate_core.kafka.transactional import FETCH_RECORDS, PARTITION_FETCH_BYTES
+from elevate_core.kafka.transactional import FETCH_RECORDS
 from elevate_core.migrate import upgrade
 from elevate_core.outbox import Outbox
 from elevate_local import runs
@@ -67,11 +67,13 @@ WARMUP = 4000
 GROUP = "audit-ingest.cloudtrail"
 
 
-def make_records(n: int, start: datetime) -> list[tuple[bytes, bytes]]:
+def make_records(
+    n: int, start: datetime, accounts: list[str] = ACCOUNTS
+) -> list[tuple[bytes, bytes]]:
     """(key, value) of n records: alice's session calls, round robin over the accounts."""
     out = []
     for i in range(n):
-        account = ACCOUNTS[i % len(ACCOUNTS)]
+        account = accounts[i % len(accounts)]
         record = call_record(
             user="alice",
             account_id=account,
@@ -114,14 +116,7 @@ class Figures:
 
 async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> Figures:
     """Consume and parse as the service's consumer does: same settings, same codec."""
-    consumer = kafka.consumer(
-        topic,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-    )
+    consumer = floors.reader(kafka, topic)
     await consumer.start()
     seen, first, cpu = 0, 0.0, 0.0
     try:

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.kafka.transactional import (
     FETCH_RECORDS,
@@ -33,9 +33,9 @@ SAMPLE = 50_000  # records the floors are measured over (the values are held in 
 _FRAME = re.compile(r"\((?P<path>[^:()]+):\d+\)$")
 
 
-async def consume_only(kafka: KafkaEndpoint, topic: str, n: int) -> tuple[float, float]:
-    """(records/s of wall time, CPU µs per record) to fetch n records, as the service does."""
-    consumer = kafka.consumer(
+def reader(kafka: KafkaEndpoint, topic: str) -> AIOKafkaConsumer:
+    """`topic` from the start with the service's CloudTrail consumer settings."""
+    return kafka.consumer(
         topic,
         auto_offset_reset="earliest",
         group_id=None,
@@ -43,6 +43,11 @@ async def consume_only(kafka: KafkaEndpoint, topic: str, n: int) -> tuple[float,
         isolation_level="read_committed",
         max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
     )
+
+
+async def consume_only(kafka: KafkaEndpoint, topic: str, n: int) -> tuple[float, float]:
+    """(records/s of wall time, CPU µs per record) to fetch n records, as the service does."""
+    consumer = reader(kafka, topic)
     await consumer.start()
     seen, first, cpu = 0, 0.0, 0.0
     try:

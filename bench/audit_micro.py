@@ -1,6 +1,6 @@
 """audit-ingest's per-record CPU cost, stage by stage (issue #22: 20,000 records/s/core).
 
-    uv run python bench/audit_micro.py [--records 20000]
+    uv run python -m bench.audit_micro [--records 20000]
 
 No broker, no database: N realistic CloudTrail records (bench/audit.py's S3 GetObject
 calls of one Identity Center session under one grant) go through each stage the consumer
@@ -28,7 +28,8 @@ from elevate_audit_ingest.domain import (
     parse_record,
     record_key,
 )
-from elevate_local.simulate_activity import call_record
+
+from bench.audit import make_records as records_of
 
 ACCOUNT = "210987654321"
 PS = "AdministratorAccess"
@@ -37,20 +38,8 @@ ROUNDS = 5
 
 
 def make_records(n: int) -> list[bytes]:
-    return [
-        orjson.dumps(
-            call_record(
-                user="alice",
-                account_id=ACCOUNT,
-                permission_set=PS,
-                at=START + timedelta(milliseconds=10 * i),
-                event_source="s3.amazonaws.com",
-                event_name="GetObject",
-                request_parameters={"bucketName": "data", "key": f"obj/{i}"},
-            )
-        )
-        for i in range(n)
-    ]
+    """bench/audit.py's records, in one account."""
+    return [value for _, value in records_of(n, START, accounts=[ACCOUNT])]
 
 
 def timed(label: str, items: Sequence[Any], stage: Callable[[Any], Any]) -> list[Any]:

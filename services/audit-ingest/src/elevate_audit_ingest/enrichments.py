@@ -201,7 +201,7 @@ def elevate_context(
     conflicts: Sequence[Conflict] = (),
 ) -> dict[str, Any]:
     """`enrichments` and `message` for the record. Never called for an UNMANAGED one:
-    service.emit_activity emits nothing for those."""
+    service.emit and handle_batch emit nothing for those."""
     enrichments, message = _correlation_context(parsed, correlation, grace_until)
     if conflicts:
         enrichments.append(_conflict_enrichment(parsed, conflicts))
