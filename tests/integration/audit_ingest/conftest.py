@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -23,7 +23,7 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import deliver
+from elevate_local.simulate_activity import deliver, session_records
 from sqlalchemy import func, select
 
 from tests import harness
@@ -155,6 +155,26 @@ async def publish(endpoint: KafkaEndpoint, topic: str, *events: Event) -> None:
     """grant-worker's events, as grant-worker publishes them."""
     envelopes = [harness.envelope(e, source="elevate/grant-worker") for e in events]
     await harness.publish(endpoint, topic, *envelopes)
+
+
+async def alice_session(
+    kafka: KafkaBroker, topics: dict[Topics, str], calls: Sequence[Any]
+) -> tuple[RequestSnapshot, list[dict[str, Any]]]:
+    """Alice's grant (active since 30 minutes, published on the grants topic) and the
+    records of her session in it (begun 20 minutes ago, one call per entry of `calls`)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
+    await publish(
+        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
+    )
+    records = session_records(
+        user="alice",
+        account_id=ACCOUNT,
+        permission_set=PERMISSION_SET,
+        start=now - timedelta(minutes=20),
+        calls=calls,
+    )
+    return alice, records
 
 
 async def publish_raw(endpoint: KafkaEndpoint, topic: str, *values: bytes) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from elevate_audit_ingest.main import SPEC
@@ -14,7 +13,6 @@ from elevate_audit_ingest.models import GrantRow, RecordDigest
 from elevate_core.events.topics import Topics
 from elevate_local.kafka import KafkaBroker
 from elevate_local.ports import free_port
-from elevate_local.simulate_activity import session_records
 from sqlalchemy import func, select
 
 from tests.harness import (
@@ -27,15 +25,11 @@ from tests.harness import (
     spawn_service,
 )
 from tests.integration.audit_ingest.conftest import (
-    ACCOUNT,
-    PERMISSION_SET,
     Trail,
-    activated,
+    alice_session,
     count,
-    publish,
     publish_raw,
     settings_env,
-    snapshot,
 )
 
 CALLS = [("s3.amazonaws.com", f"GetObject{n}", True, {"key": f"k{n}"}) for n in range(11)]
@@ -58,18 +52,7 @@ async def test_sigkill_mid_file_loses_nothing(
     topics: dict[Topics, str],
     trail: Trail,
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
-    await publish(
-        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
-    )
-    records = session_records(
-        user="alice",
-        account_id=ACCOUNT,
-        permission_set=PERMISSION_SET,
-        start=now - timedelta(minutes=20),
-        calls=CALLS,
-    )
+    alice, records = await alice_session(kafka, topics, CALLS)
     assert len(records) == 12  # three batches of 4
     trail.deliver(
         records=records,
@@ -142,18 +125,7 @@ async def test_sigkill_between_the_database_and_the_kafka_commit_emits_each_reco
     """The hardest point of a batch: its claims are committed, its Kafka transaction (the
     OCSF records and the offsets) is not. After the restart the batch is read again at the
     same positions, recognised as the same delivery, and emitted exactly once."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    alice = snapshot(user="alice", start=now - timedelta(minutes=30), end=now + timedelta(hours=1))
-    await publish(
-        kafka.endpoint(), topics[Topics.GRANTS], activated(alice, now - timedelta(minutes=30))
-    )
-    records = session_records(
-        user="alice",
-        account_id=ACCOUNT,
-        permission_set=PERMISSION_SET,
-        start=now - timedelta(minutes=20),
-        calls=CALLS,
-    )
+    alice, records = await alice_session(kafka, topics, CALLS)
     settings = settings_env(
         pg_url=pg_url,
         kafka=kafka,
