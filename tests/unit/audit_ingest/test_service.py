@@ -11,11 +11,20 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from elevate_audit_ingest.domain import parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
+from elevate_audit_ingest.lookups import Received
 from elevate_audit_ingest.main import SPEC
 from elevate_audit_ingest.models import PendingRecord, StandingRow
 from elevate_audit_ingest.ocsf import validate_ocsf
-from elevate_audit_ingest.service import PENDING_TIMER, CorrelationConfig, handle_record
+from elevate_audit_ingest.service import (
+    MAX_OUTPUT_BYTES,
+    PENDING_TIMER,
+    CorrelationConfig,
+    OversizedRecordError,
+    handle_batch,
+    handle_record,
+)
 from elevate_audit_ingest.timers import pending_record_handler
 from elevate_core.clock import ManualClock
 from elevate_core.db import Base, Database
@@ -365,3 +374,28 @@ async def test_records_sharing_an_event_id_wait_side_by_side(db: Database) -> No
     assert sorted(d["src_endpoint"]["ip"] for _, d, _ in rows) == ["198.51.100.66", "203.0.113.10"]
     # Both were emitted once the second was known, so both carry the conflict.
     assert all("elevate:event-id-conflict" in d["metadata"]["labels"] for _, d, _ in rows)
+
+
+async def test_a_record_too_large_for_kafka_is_refused_before_the_transaction(
+    db: Database,
+) -> None:
+    """Its OCSF record would exceed what the broker takes: the batch fails before any
+    Kafka work (so the consumer dead-letters that one record and goes on), not inside the
+    transaction at every attempt."""
+    await grant_event(
+        db, GrantActivated(grant_id=uuid.uuid4(), snapshot=snapshot(), activated_at=T0), T0
+    )
+    small = activity("alice", T0 + timedelta(minutes=1))
+    large = activity("alice", T0 + timedelta(minutes=2))
+    large["requestParameters"] = {"policy": "x" * MAX_OUTPUT_BYTES}
+    async with db.transaction() as session:
+        outputs = await handle_batch(
+            session, [Received(parse_record(small), "t:0:1")], config=CONFIG, topic="a", now=T0
+        )
+    assert len(outputs) == 1
+    assert len(outputs[0].value) < MAX_OUTPUT_BYTES
+    batch = [Received(parse_record(large), "t:0:2")]
+    async with db.transaction() as session:
+        with pytest.raises(OversizedRecordError):
+            await handle_batch(session, batch, config=CONFIG, topic="a", now=T0)
+    assert not OversizedRecordError("x").retryable  # dead-lettered, never retried

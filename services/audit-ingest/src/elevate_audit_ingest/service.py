@@ -70,6 +70,18 @@ class UnreadableRecordError(ElevateError):
     retryable = False
 
 
+class OversizedRecordError(ElevateError):
+    """An OCSF record Kafka would refuse (over `MAX_OUTPUT_BYTES`): refused here, before the
+    batch's transaction, so that its CloudTrail record is dead-lettered and the rest goes on
+    (a refusal inside the transaction would fail the batch again at every attempt)."""
+
+    retryable = False
+
+
+# Under the broker's default message.max.bytes (1 MiB) with room for headers and batch.
+MAX_OUTPUT_BYTES = 900_000
+
+
 class ManagedScope:
     """The (account id, permission set) pairs the policy makes requestable, kept current
     by `PolicyScope` in main; None until known (then every Identity Center role counts)."""
@@ -194,7 +206,12 @@ async def handle_batch(
             emission.correlation.outcome.value,
             document["metadata"].get("correlation_uid"),
         )
-        outputs.append(Output(topic, key.encode(), ocsf.encode(document), headers))
+        value = ocsf.encode(document)
+        if len(value) > MAX_OUTPUT_BYTES:
+            raise OversizedRecordError(
+                f"eventID {emission.record.event_id}: OCSF record of {len(value)} bytes"
+            )
+        outputs.append(Output(topic, key.encode(), value, headers))
     if outputs:
         RECORDS_OUT.labels(Topics.AUDIT.value, str(ocsf.API_ACTIVITY)).inc(len(outputs))
     if emissions:  # per batch, its oldest record: a histogram observation costs ~1 µs

@@ -134,7 +134,9 @@ class TransactionalOutput:
                 await ack
             await producer.commit_transaction()
         except BaseException as exc:
-            await self._drop(tp)  # aborts what it had open: nothing of it becomes visible
+            # Nothing of it becomes visible: the next producer of this transactional id aborts
+            # what this one left open (and the broker does at the transaction timeout).
+            await self._drop(tp)
             if isinstance(exc, ProducerFenced):
                 raise FencedError(f"transactional id {self.transactional_id(tp)} fenced") from exc
             raise
@@ -164,8 +166,11 @@ class TransactionalOutput:
                 continue
             acks.append(await producer.send_batch(builder, output.topic, partition=partition))
             builder = producer.create_batch()
-            builder.append(key=output.key, value=output.value, timestamp=None, headers=headers)
-            builders[where] = builder
+            # an empty batch takes any first record (aiokafka): never dropped here
+            if builder.append(key=output.key, value=output.value, timestamp=None, headers=headers):
+                builders[where] = builder
+            else:  # pragma: no cover - aiokafka's contract
+                raise RuntimeError("an empty record batch refused a record")
         for (topic, partition), builder in builders.items():
             acks.append(await producer.send_batch(builder, topic, partition=partition))
         return acks
