@@ -203,8 +203,10 @@ class TransactionalConsumer(Consumer):
         super().__init__(db, config, _no_handler, retry=retry)
         self.batch_handler = handler
         self.output = output
-        # Per partition, the last of its queued Kafka steps (commits run in order, behind).
+        # Per partition, the last of its queued Kafka steps (commits run in order, behind),
+        # and the offset its last queued transaction commits.
         self._pending: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._in_transaction: dict[TopicPartition, int] = {}
 
     async def _loop(self) -> None:
         """The partitions of a fetch concurrently: each has its own database session and
@@ -253,11 +255,15 @@ class TransactionalConsumer(Consumer):
         failpoint("consumer.between_commits")  # crash test: database ahead of Kafka
         next_offset = run[-1][0].offset + 1
         self._queue(tp, lambda: self.output.commit(tp, next_offset, outputs))
+        self._in_transaction[tp] = next_offset
         return "handled"
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        if self._in_transaction.get(tp) == next_offset:
+            return  # the batch's transaction commits this offset itself
         # Behind the partition's transactions, never before them: an offset committed
-        # ahead of its batch's transaction would skip the batch if that transaction failed.
+        # ahead of its batch's transaction would skip the batch if that transaction failed
+        # (this one follows messages that were dead-lettered, outside any transaction).
         self._queue(tp, lambda: Consumer._commit(self, tp, next_offset))
 
     def _queue(self, tp: TopicPartition, step: Callable[[], Awaitable[None]]) -> None:
@@ -284,6 +290,7 @@ class TransactionalConsumer(Consumer):
 
     async def _close(self) -> None:
         pending, self._pending = list(self._pending.values()), {}
+        self._in_transaction = {}
         if pending:  # what was handled gets committed, within the producers' timeouts
             await asyncio.wait(pending, timeout=30)
             for task in pending:
