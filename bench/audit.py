@@ -38,7 +38,7 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from elevate_audit_ingest.consumers import cloudtrail_key
-from elevate_audit_ingest.domain import parse_record
+from elevate_audit_ingest.domain import digest_of_key, parse_record
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.main import SPEC
 from elevate_audit_ingest.service import CorrelationConfig
@@ -127,16 +127,13 @@ async def baseline(kafka: KafkaEndpoint, topic: str, n: int) -> Figures:
                     if seen == 0:
                         first, cpu = time.perf_counter(), time.process_time()
                     data = parse_json_object(message.value)
-                    parse_record(data, digest=_digest_of(cloudtrail_key(data)))
+                    key = cloudtrail_key(data)
+                    parse_record(data, digest=digest_of_key(key) if key else None)
                     seen += 1
     finally:
         elapsed, used = time.perf_counter() - first, time.process_time() - cpu
         await consumer.stop()
     return Figures(n, elapsed, used)
-
-
-def _digest_of(key: str | None) -> str | None:
-    return key.rsplit(":", 1)[1] if key else None
 
 
 async def seed_grants(db: Database, prefix: str) -> None:

@@ -14,7 +14,7 @@ from elevate_core.kafka.transactional import BatchHandler, Delivery, Output
 from elevate_core.outbox import Outbox
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from elevate_audit_ingest.domain import record_key
+from elevate_audit_ingest.domain import digest_of_key, record_key
 from elevate_audit_ingest.grant_index import record_grant_event
 from elevate_audit_ingest.lookups import Received
 from elevate_audit_ingest.service import CorrelationConfig, handle_batch, parse
@@ -31,9 +31,9 @@ def cloudtrail_handler(*, topic: str, config: CorrelationConfig, clock: Clock) -
     transaction; the OCSF records (on `topic`) go out in the batch's Kafka transaction."""
 
     async def handle(session: AsyncSession, deliveries: Sequence[Delivery]) -> Sequence[Output]:
-        # The envelope's id is the dedupe key cloudtrail_key made: eventID:digest.
+        # The envelope's id is the dedupe key cloudtrail_key made: its digest is reused.
         batch = [
-            Received(parse(d.envelope.data, d.envelope.id.rsplit(":", 1)[1]), d.position)
+            Received(parse(d.envelope.data, digest_of_key(d.envelope.id)), d.position)
             for d in deliveries
         ]
         return await handle_batch(session, batch, config=config, topic=topic, now=clock.now())

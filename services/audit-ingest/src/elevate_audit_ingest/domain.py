@@ -84,7 +84,7 @@ class TrailRecord(NamedTuple):
     on_behalf_of_user_id: str | None
     session_started: datetime | None = None  # the sign-in's eventTime or creationDate
     digest: str = ""  # of the record's content (content_digest)
-    raw: Mapping[str, Any] = MappingProxyType({})
+    raw: Mapping[str, Any] = _EMPTY
 
     @property
     def is_identity_center(self) -> bool:

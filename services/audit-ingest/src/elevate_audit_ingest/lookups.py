@@ -17,8 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from elevate_core.db import UTCDateTime, insert_for
-from sqlalchemy import String, any_, bindparam, cast, func, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_audit_ingest.domain import (
@@ -140,12 +139,7 @@ async def _known_rows(session: AsyncSession, event_ids: set[str]) -> Sequence[An
         RecordDigest.first_seen,
         RecordDigest.claimed_by,
     )
-    ids = sorted(event_ids)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        # one array parameter: no statement with thousands of placeholders to compile
-        where = RecordDigest.event_id == any_(cast(ids, ARRAY(String)))
-    else:
-        where = RecordDigest.event_id.in_(ids)
+    where = RecordDigest.event_id.in_(sorted(event_ids))  # PostgreSQL's claims: _PG_CLAIM
     return (await session.execute(select(*columns).where(where))).all()
 
 

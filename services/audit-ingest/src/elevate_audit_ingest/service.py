@@ -171,18 +171,28 @@ def render(emission: Emission, *, config: CorrelationConfig, now: datetime) -> t
     return (grant.request_id if grant else (record.account_id or "")), document
 
 
-def headers_for(document: Mapping[str, Any], outcome: str) -> list[tuple[str, str]]:
-    class_uid = str(document["class_uid"])
+def headers_for(document: Mapping[str, Any], outcome: str) -> tuple[tuple[str, str], ...]:
+    return _headers(document["class_uid"], outcome, document["metadata"].get("correlation_uid"))
+
+
+@lru_cache(maxsize=4096)  # a few outcomes times the grants active at once
+def _headers(
+    class_uid: int, outcome: str, correlation_uid: str | None
+) -> tuple[tuple[str, str], ...]:
     headers = [
         ("content-type", "application/json"),
         ("ocsf_version", ocsf.OCSF_VERSION),
-        ("ocsf_class_uid", class_uid),
+        ("ocsf_class_uid", str(class_uid)),
         ("elevate_outcome", outcome),
     ]
-    correlation_uid = document["metadata"].get("correlation_uid")
     if correlation_uid:
         headers.append(("elevate_request_id", str(correlation_uid)))
-    return headers
+    return tuple(headers)
+
+
+@lru_cache(maxsize=4096)
+def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v.encode()) for k, v in headers)
 
 
 async def handle_batch(
@@ -201,11 +211,7 @@ async def handle_batch(
         if emission.correlation.outcome is Outcome.UNMANAGED:
             continue
         key, document = render(emission, config=config, now=now)
-        headers = _encoded_headers(
-            document["class_uid"],
-            emission.correlation.outcome.value,
-            document["metadata"].get("correlation_uid"),
-        )
+        headers = _encoded(headers_for(document, emission.correlation.outcome.value))
         value = ocsf.encode(document)
         if len(value) > MAX_OUTPUT_BYTES:
             raise OversizedRecordError(
@@ -218,14 +224,6 @@ async def handle_batch(
         oldest = min(e.record.event_time for e in emissions)
         _AUDIT_LAG.observe(max(0.0, (now - oldest).total_seconds()))
     return outputs
-
-
-@lru_cache(maxsize=4096)  # a few outcomes times the grants active at once
-def _encoded_headers(
-    class_uid: int, outcome: str, correlation_uid: str | None
-) -> tuple[tuple[str, bytes], ...]:
-    document = {"class_uid": class_uid, "metadata": {"correlation_uid": correlation_uid}}
-    return tuple((k, v.encode()) for k, v in headers_for(document, outcome))
 
 
 async def handle_record(
