@@ -70,6 +70,7 @@ def test_every_architecture_event_is_registered_on_its_writers_topic() -> None:
         "DriftDetected",
         "StandingAssignmentRecorded",
         "StandingAssignmentDropped",
+        "SessionCutRefused",
     }
 
 

@@ -253,6 +253,7 @@ async def running(
     standing: StandingProvider | None = None,
     hold_back: Callable[[Any], bool] = lambda _w: False,
     scope: set[tuple[str, str]] | None = None,
+    cut_sessions: set[str] | None = None,
 ) -> AsyncIterator[Running]:
     """grant-worker's workers in this process. `hold_back` names workers not to start yet
     (`Running.start_held` starts them), so a test can order them deterministically."""
@@ -263,7 +264,14 @@ async def running(
     async def scoped() -> set[tuple[str, str]]:
         return set(scope or ())
 
-    build(ctx, settings, clock=clock, standing=standing, scope=scoped if scope else None)
+    build(
+        ctx,
+        settings,
+        clock=clock,
+        standing=standing,
+        scope=scoped if scope else None,
+        cut_sessions=(lambda name: name in cut_sessions) if cut_sessions else None,
+    )
     try:
         # Tests cut workers off their database or AWS: a straggler is cancelled, not an error.
         async with harness.running_service(

@@ -107,7 +107,7 @@ eligibility:
     result = check_policy(text, source="a.yaml")
     assert [str(i) for i in result.errors] == [
         "a.yaml:5: x-defaults: unknown field (allowed here: admin_groups, approval_rules, "
-        "auditor_groups, eligibility, schema_version, standing_assignments)",
+        "auditor_groups, cut_sessions, eligibility, schema_version, standing_assignments)",
         "a.yaml:14: eligibility[0].max_duration: invalid duration '1x': use e.g. '30m', '1h', "
         "'8h', '1h30m' or '2d' (units d, h, m, s, largest first)",
     ]

@@ -64,6 +64,9 @@ from elevate_local.identity_emulation import NOT_FOUND, ExternalIds
 from elevate_local.ports import free_port
 
 __all__ = ["AwsFaultProxy", "Call", "Fault", "FaultRule", "Hold"]
+_POLICY_CHANGES = frozenset(
+    {"PutInlinePolicyToPermissionSet", "DeleteInlinePolicyFromPermissionSet"}
+)
 
 
 @dataclass
@@ -268,10 +271,8 @@ class AwsFaultProxy:
         by_external_id, _ = self.external_ids.request(operation, params)
 
         status, headers, payload = self._forward(req, by_external_id or body)
-        if status < 400 and operation == "ListAccountAssignments":
-            payload = page(payload, params, "AccountAssignments", self.moto_gaps.page_size)
         if status < 400:
-            payload = self.external_ids.response(operation, payload)
+            payload = self._emulated(operation, params, payload)
         outcome = "ok" if status < 400 else f"error:{_error_code(payload)}"
         if status < 400 and operation in WRITES:
             self._write_accepted(operation, body, payload)
@@ -293,13 +294,30 @@ class AwsFaultProxy:
             status, code, message = _ERRORS[error.fault]
             payload = json.dumps({"__type": code, "message": message}).encode()
             return error.fault, status, payload, {"x-amzn-ErrorType": code}
+        json_type = {"Content-Type": "application/x-amz-json-1.1"}
         if operation == "ListAccountsForProvisionedPermissionSet":
             payload = self.moto_gaps.provisioned_accounts(params)
-            return "ok", 200, payload, {"Content-Type": "application/x-amz-json-1.1"}
+            return "ok", 200, payload, json_type
+        if operation == "DescribePermissionSetProvisioningStatus":
+            status, payload = self.moto_gaps.provisioning_status(params)
+            if status >= 400:
+                code = "ResourceNotFoundException"
+                return f"error:{code}", status, payload, {"x-amzn-ErrorType": code}
+            return "ok", 200, payload, json_type
         if self.external_ids.request(operation, params)[1]:
             code = "ResourceNotFoundException"
             return f"error:{code}", 400, NOT_FOUND, {"x-amzn-ErrorType": code}
         return None
+
+    def _emulated(self, operation: str, params: dict[str, Any], payload: bytes) -> bytes:
+        """moto's answer, amended where moto differs from AWS (FIELD-NOTES)."""
+        if operation == "ListAccountAssignments":
+            payload = page(payload, params, "AccountAssignments", self.moto_gaps.page_size)
+        elif operation == "ProvisionPermissionSet":
+            payload = self.moto_gaps.provision(params, payload)
+        elif operation in _POLICY_CHANGES:
+            self.moto_gaps.changed(str(params.get("PermissionSetArn")))
+        return self.external_ids.response(operation, payload)
 
     def _forward(
         self, req: BaseHTTPRequestHandler, body: bytes

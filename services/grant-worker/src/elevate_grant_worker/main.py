@@ -32,6 +32,7 @@ from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.cuts import OptedIn
 from elevate_grant_worker.recheck import GrantRecheck, policy_recheck
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
@@ -90,6 +91,7 @@ def build(
     user_names: UserNames | None = None,
     scope: ScopeProvider | None = None,
     recheck: GrantRecheck | None = None,
+    cut_sessions: OptedIn | None = None,
 ) -> AssignmentWorker:
     """The composition root: grant-worker's consumers, timers and assignment worker onto
     `ctx`, all on the same injected clock; only tests may leave out the re-check."""
@@ -105,11 +107,7 @@ def build(
         consumers.requests_handler(clock=clock),
         on_committed=functools.partial(wake, service.WORK_CHANNEL),
     )
-    progress = TopicProgress(
-        kafka=settings.kafka,
-        topic=settings.topic(Topics.REQUESTS),
-        group=stops_group,
-    )
+    progress = _progress(settings, Topics.REQUESTS, stops_group)
     _consumer(
         ctx,
         settings,
@@ -120,9 +118,7 @@ def build(
     history_group = _consumer(
         ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
     )
-    history = TopicProgress(
-        kafka=settings.kafka, topic=settings.topic(Topics.GRANTS), group=history_group
-    )
+    history = _progress(settings, Topics.GRANTS, history_group)
     worker = AssignmentWorker(
         ctx.db,
         aws=IdentityCenter(settings),
@@ -134,12 +130,17 @@ def build(
         user_names=user_names,
         scope=scope,
         recheck=recheck,
+        cut_sessions=cut_sessions,
     )
     ctx.workers.append(worker)
     add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
     if standing is not None:
         ctx.startup.append(_standing_recorder(ctx, standing, outbox, clock))
     return worker
+
+
+def _progress(settings: GrantWorkerSettings, topic: Topics, group: str) -> TopicProgress:
+    return TopicProgress(kafka=settings.kafka, topic=settings.topic(topic), group=group)
 
 
 def _standing_recorder(
@@ -212,6 +213,8 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
         user_names=access.directory.user_name_of,
         scope=scope,
         recheck=policy_recheck(access, scope, horizon=settings.request_horizon),
+        # Read at each cut: a policy reload that opts a permission set out stops its cuts.
+        cut_sessions=lambda name: name is not None and name in access.policy.cut_sessions,
     )
     ctx.workers += [
         access,

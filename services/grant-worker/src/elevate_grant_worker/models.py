@@ -115,3 +115,43 @@ class Standing(Base):
     principal_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     source: Mapped[str] = mapped_column(String(16))  # baseline | policy
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SessionCut(Base):
+    """A session cut to put in place (docs/grant-worker.md): recorded in the transaction
+    that records an assignment's removal, applied by `elevate_grant_worker.cuts`.
+
+    `state`: `pending` → `applied` (the Deny is in the inline policy and provisioned to the
+    account), `held` (another grant, a standing entry or a group assignment still backs the
+    user's role there: nothing cut), `off` (the permission set is no longer opted in) or
+    `refused` (size limit, foreign unprovisioned changes, an unreadable policy: alerted)."""
+
+    __tablename__ = "gw_session_cuts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    account_id: Mapped[str] = mapped_column(String(32))
+    permission_set_arn: Mapped[str] = mapped_column(String(255))
+    principal_id: Mapped[str] = mapped_column(String(128))
+    cut_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_gw_session_cuts_pending", "state", "permission_set_arn"),)
+
+
+class PermissionSetPolicy(Base):
+    """Per permission set whose inline policy Elevate wrote: what it wrote last (and the
+    text it is about to write), so an unprovisioned change that is not Elevate's is told
+    apart from Elevate's own; and when its next statement expires."""
+
+    __tablename__ = "gw_permission_set_policies"
+
+    permission_set_arn: Mapped[str] = mapped_column(String(255), primary_key=True)
+    written: Mapped[str] = mapped_column(Text)  # "": no inline policy
+    intended: Mapped[str | None] = mapped_column(Text)  # None: no write in progress
+    next_expiry: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -260,9 +260,16 @@ def confirmed(row: Assignment, state: AssignmentState, *, now: datetime) -> None
 
 
 async def settle(
-    session: AsyncSession, ts: TripleState, plan: Plan, *, outbox: Outbox, now: datetime
+    session: AsyncSession,
+    ts: TripleState,
+    plan: Plan,
+    *,
+    outbox: Outbox,
+    now: datetime,
+    sessions_cut: bool = False,
 ) -> None:
-    """Activate the grants the present assignment now serves; end those that are over."""
+    """Activate the grants the present assignment now serves; end those that are over
+    (`sessions_cut`: their removal, in this transaction, recorded a session cut)."""
     for grant_id in plan.activate:
         grant = ts.grant(grant_id)
         _move(grant, GrantState.ACTIVE)
@@ -292,6 +299,7 @@ async def settle(
                 reason=ending.reason,
                 ended_at=now,
                 assignment_removed=ending.removed,
+                sessions_cut=sessions_cut and ending.removed,
             ),
         )
 

@@ -264,6 +264,7 @@ class AwsSteps:
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
             service.confirmed(ts.assignment, AssignmentState.ABSENT, now=now)
+            cut = await self.w.cutter.record(session, triple, now=now)
             for grant in ts.grants:
                 if grant.state == GrantState.ACTIVE.value:
                     since = grant.stop_at or grant.end_at or now
@@ -276,7 +277,8 @@ class AwsSteps:
                     action="removed",
                     outbox=self.w.outbox,
                 )
-            after = await self.w.advance(session, ts, now=now)  # end its grants, here
+            # end its grants, here
+            after = await self.w.advance(session, ts, now=now, sessions_cut=cut)
             ts.assignment.epoch = await self.w.lease.check(session)
         return after.step is not Step.WAIT
 

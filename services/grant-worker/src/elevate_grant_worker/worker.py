@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import recheck, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
+from elevate_grant_worker.cuts import OptedIn, SessionCutter
 from elevate_grant_worker.domain import AssignmentState, GrantState, Plan, Step, gated, plan
 from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
@@ -73,6 +74,7 @@ class AssignmentWorker:
         user_names: Callable[[str], Awaitable[str | None]] | None = None,
         scope: ScopeProvider | None = None,
         recheck: GrantRecheck | None = None,
+        cut_sessions: OptedIn | None = None,
     ) -> None:
         self.db = db
         self.aws = aws
@@ -92,6 +94,8 @@ class AssignmentWorker:
             base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
         )
         self.steps = AwsSteps(self)
+        self.cutter = SessionCutter(self, opted_in=cut_sessions)
+        self._cut_task: asyncio.Task[None] | None = None
         self.sweeper = Sweeper(self, scope=scope)
         self._last_full_pass = 0.0
         # Triples that failed, waiting out their backoff outside the task cap.
@@ -160,11 +164,15 @@ class AssignmentWorker:
         """The lease is gone: stop every task now (none may outlive leadership)."""
         for task in list(self._tasks.values()):
             task.cancel()
+        if self._cut_task is not None:
+            self._cut_task.cancel()
         self.sweeper.cancel()
         wake(service.WORK_CHANNEL)
 
     async def _cancel_tasks(self) -> None:
         tasks = list(self._tasks.values())
+        if self._cut_task is not None:
+            tasks.append(self._cut_task)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -224,6 +232,7 @@ class AssignmentWorker:
         if everything:
             self._last_full_pass = time.monotonic()
         self.sweeper.maybe_start()
+        self._maybe_cut()
         self._last_scan = time.monotonic()
         due = await self.due_triples(now=self.clock.now(), everything=everything)
         clock = time.monotonic()
@@ -235,6 +244,23 @@ class AssignmentWorker:
             if t not in self._tasks and (t not in self._backoff or self._backoff[t].due <= clock)
         ]
         return self._fill()
+
+    def _maybe_cut(self) -> None:
+        """Session cuts run beside the triples, one pass at a time (their failures are
+        retried by the next scan: a delay, never a dropped cut)."""
+        if self._cut_task is not None and not self._cut_task.done():
+            return
+        self._cut_task = asyncio.create_task(self._cut_pass(), name="session-cuts")
+
+    async def _cut_pass(self) -> None:
+        try:
+            if await self.cutter.run_once():
+                wake(service.WORK_CHANNEL)  # look again soon: more may be due
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("session cuts: %r; retried at the next scan", exc)
+            await asyncio.sleep(self.settings.retry_base_seconds)
 
     def _fill(self) -> int:
         started = 0
@@ -294,7 +320,12 @@ class AssignmentWorker:
         return await self.progress.committed() if self.progress is not None else {}
 
     async def advance(
-        self, session: AsyncSession, ts: service.TripleState, *, now: datetime
+        self,
+        session: AsyncSession,
+        ts: service.TripleState,
+        *,
+        now: datetime,
+        sessions_cut: bool = False,
     ) -> Plan:
         """Inside a transaction: settle what can be settled without AWS (activations,
         endings, drift reports) and, when the triple only has to wait, record when to look
@@ -307,7 +338,9 @@ class AssignmentWorker:
             p = plan(facts, now)
             if p.step is not Step.SETTLE:
                 break
-            await service.settle(session, ts, p, outbox=self.outbox, now=now)
+            await service.settle(
+                session, ts, p, outbox=self.outbox, now=now, sessions_cut=sessions_cut
+            )
         if p.step is Step.WAIT:
             service.looked_at(ts, next_check_at=p.look_again_at, keep=gated(facts, now))
             if p.report_drift:

@@ -250,6 +250,15 @@ class GrantEnded(_GrantEvent):
     assignment_removed: bool = Field(
         description="False when another grant or a standing assignment still holds it"
     )
+    sessions_cut: bool = Field(
+        default=False,
+        description=(
+            "True when the permission set is opted in to the session cut: role sessions "
+            "issued before ended_at are being denied (SessionCutRefused says if that fails). "
+            "False: sessions already open work until the permission set's session duration "
+            "from their issue runs out"
+        ),
+    )
 
 
 class GrantRevocationFailed(_GrantEvent):
@@ -289,3 +298,13 @@ class StandingAssignmentDropped(_AssignmentEvent):
     user_name: str | None = None
     source: Literal["baseline", "policy"]
     reason: Literal["assignment_gone", "policy_removed"]
+
+
+class SessionCutRefused(_AssignmentEvent):
+    """The sessions already issued for a removed assignment could not be cut: they keep
+    working until the permission set's session duration runs out. An operator must act."""
+
+    security_relevant = True
+    cut_at: AwareDatetime
+    reason: Literal["policy_too_large", "foreign_changes_pending", "policy_unreadable"]
+    detail: str

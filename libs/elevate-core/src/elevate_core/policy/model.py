@@ -98,6 +98,11 @@ class Policy:
         return self.document.standing_assignments
 
     @property
+    def cut_sessions(self) -> frozenset[str]:
+        """Permission sets (names) opted in to the session cut."""
+        return frozenset(self.document.cut_sessions)
+
+    @property
     def auditor_groups(self) -> frozenset[str]:
         return frozenset(self.document.auditor_groups)
 

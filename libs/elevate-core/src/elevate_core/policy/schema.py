@@ -191,3 +191,7 @@ class PolicyDocument(_Model):
     approval_rules: tuple[ApprovalRule, ...] = ()
     eligibility: tuple[EligibilityRule, ...] = ()
     standing_assignments: tuple[StandingAssignment, ...] = ()
+    # Permission sets whose already-issued role sessions are cut when Elevate removes an
+    # assignment (a Deny in their inline policy; docs/grant-worker.md). Opt-in: Elevate
+    # writes the inline policy of these permission sets only.
+    cut_sessions: tuple[Name, ...] = ()
