@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -254,6 +254,7 @@ async def running(
     hold_back: Callable[[Any], bool] = lambda _w: False,
     scope: set[tuple[str, str]] | None = None,
     cut_sessions: set[str] | None = None,
+    session_durations: dict[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """grant-worker's workers in this process. `hold_back` names workers not to start yet
     (`Running.start_held` starts them), so a test can order them deterministically."""
@@ -271,6 +272,7 @@ async def running(
         standing=standing,
         scope=scoped if scope else None,
         cut_sessions=(lambda name: name in cut_sessions) if cut_sessions else None,
+        session_durations=_durations(session_durations) if session_durations else None,
     )
     try:
         # Tests cut workers off their database or AWS: a straggler is cancelled, not an error.
@@ -280,6 +282,13 @@ async def running(
             yield Running(ctx, clock, workers)
     finally:
         await ctx.db.dispose()
+
+
+def _durations(known: dict[str, str]) -> Callable[[str], Awaitable[str | None]]:
+    async def duration(name: str) -> str | None:
+        return known.get(name)
+
+    return duration
 
 
 async def caught_up(endpoint: KafkaEndpoint, group: str, topic: str, timeout: float = 60) -> None:

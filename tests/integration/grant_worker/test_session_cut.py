@@ -175,7 +175,8 @@ async def test_revoke_cuts_the_users_sessions_in_that_account_only(
         w.advance(timedelta(minutes=10, seconds=30, microseconds=500))
         await _revoke_active(w, publish, approved)
         await _cut_settled(w, world, "applied")
-        assert (await _ended(w, approved))["sessions_cut"] is True
+        ended = await _ended(w, approved)
+        assert (ended["sessions_cut"], ended["sessions_valid_until"]) == (True, None)
 
     document = json.loads(world.inline_policy())
     assert document["Statement"][:2] == FOREIGN["Statement"]  # equal, in order
@@ -194,10 +195,19 @@ async def test_not_opted_in_is_never_touched(
     world.put_policy(FOREIGN)
     before = world.inline_policy()
     approved = world.approval(start=T0 - timedelta(minutes=1), end=T0 + HOUR)
-    async with running(make_settings(), cut_sessions={"SomeOtherPermissionSet"}) as w:
+    async with running(
+        make_settings(),
+        cut_sessions={"SomeOtherPermissionSet"},
+        session_durations={world.name: "PT2H"},
+    ) as w:
         await publish(approved)
+        w.advance(timedelta(minutes=5))
         await _revoke_active(w, publish, approved)
-        assert (await _ended(w, approved))["sessions_cut"] is False
+        ended = await _ended(w, approved)
+        assert ended["sessions_cut"] is False
+        # Sessions issued before the end keep working for the session duration (PT2H).
+        assert ended["ended_at"] == "2026-03-02T09:05:00Z"
+        assert ended["sessions_valid_until"] == "2026-03-02T11:05:00Z"
         assert await _cuts(w, world) == []
     assert world.inline_policy() == before
     assert not any(_ours(proxy, world, op) for op in POLICY_CALLS)

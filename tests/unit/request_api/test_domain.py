@@ -235,3 +235,26 @@ def test_a_review_once_done_is_never_reopened() -> None:
     assert view.review == "pending"
     assert merge_review("done", view.review) == "done"
     assert merge_review(None, "pending") == "pending"
+
+
+@pytest.mark.parametrize(
+    ("cut", "valid_until"),
+    [(False, T0 + timedelta(hours=4)), (True, None)],
+    ids=["no-cut: sessions outlive the end", "cut: nothing outlives it"],
+)
+def test_the_request_says_until_when_sessions_outlive_the_access(
+    cut: bool, valid_until: datetime | None
+) -> None:
+    ended = GrantEnded(
+        **GRANT,
+        reason="revoked",
+        ended_at=T0,
+        assignment_removed=True,
+        sessions_cut=cut,
+        sessions_valid_until=valid_until,
+    )
+    events = [*_lifecycle()[:-1], Logged("end", T0 + timedelta(minutes=5), ended)]
+    view = fold(events)
+    assert view is not None
+    assert view.status is S.REVOKED
+    assert view.sessions_valid_until == valid_until

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from elevate_core.events.models import SessionCutRefused
@@ -35,6 +35,7 @@ from elevate_grant_worker.aws import AwsError, Triple
 from elevate_grant_worker.models import Grant, PermissionSetPolicy, SessionCut, Standing
 from elevate_grant_worker.provisioning import PermissionSets
 from elevate_grant_worker.sessions import (
+    LONGEST_SESSION,
     Cut,
     ForeignPolicyError,
     PolicyTooLargeError,
@@ -50,16 +51,37 @@ log = logging.getLogger(__name__)
 Refusal = Literal["policy_too_large", "foreign_changes_pending", "policy_unreadable"]
 # Whether a permission set (by name) is opted in; None: nobody is (cuts off).
 OptedIn = Callable[[str | None], bool]
+# A permission set's session duration (ISO 8601) by name, from the directory's listing.
+Durations = Callable[[str], Awaitable[str | None]]
 
 
 class SessionCutter:
-    def __init__(self, worker: AssignmentWorker, *, opted_in: OptedIn | None = None) -> None:
+    def __init__(
+        self,
+        worker: AssignmentWorker,
+        *,
+        opted_in: OptedIn | None = None,
+        durations: Durations | None = None,
+    ) -> None:
         self.w = worker
         self.opted_in: OptedIn = opted_in or (lambda _name: False)
+        self.durations = durations
         self.api = PermissionSets(worker.aws)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # ---- recording, inside the removal's transaction ----
+
+    async def session_duration(self, triple: Triple) -> timedelta:
+        """How long sessions issued before a removal may still work without a cut (read
+        before the removal's transaction; AWS's longest when it cannot be told)."""
+        try:
+            async with self.w.db.sessions() as session:
+                name = await service.permission_set_name(session, triple)
+            iso = await self.durations(name) if self.durations and name else None
+            return session_duration(iso) if iso else LONGEST_SESSION
+        except Exception as exc:  # a nicety for the API: never blocks a revocation
+            log.info("no session duration for %s: %r", triple.permission_set_arn, exc)
+            return LONGEST_SESSION
 
     async def enabled(self, session: AsyncSession, triple: Triple) -> bool:
         return self.opted_in(await service.permission_set_name(session, triple))

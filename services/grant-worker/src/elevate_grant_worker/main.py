@@ -32,7 +32,7 @@ from fastapi import FastAPI
 
 from elevate_grant_worker import consumers, purge, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
-from elevate_grant_worker.cuts import OptedIn
+from elevate_grant_worker.cuts import Durations, OptedIn
 from elevate_grant_worker.recheck import GrantRecheck, policy_recheck
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.standing import PolicyStanding
@@ -92,6 +92,7 @@ def build(
     scope: ScopeProvider | None = None,
     recheck: GrantRecheck | None = None,
     cut_sessions: OptedIn | None = None,
+    session_durations: Durations | None = None,
 ) -> AssignmentWorker:
     """The composition root: grant-worker's consumers, timers and assignment worker onto
     `ctx`, all on the same injected clock; only tests may leave out the re-check."""
@@ -131,6 +132,7 @@ def build(
         scope=scope,
         recheck=recheck,
         cut_sessions=cut_sessions,
+        session_durations=session_durations,
     )
     ctx.workers.append(worker)
     add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
@@ -215,12 +217,20 @@ def create_app(settings: Settings, *, access: AccessControl | None = None) -> Fa
         recheck=policy_recheck(access, scope, horizon=settings.request_horizon),
         # Read at each cut: a policy reload that opts a permission set out stops its cuts.
         cut_sessions=lambda name: name is not None and name in access.policy.cut_sessions,
+        session_durations=_durations(access),
     )
     ctx.workers += [
         access,
         PolicyStanding(ctx.db, access, outbox=worker.outbox, clock=SystemClock()),
     ]
     return _create_service_app(ctx, title=SPEC.title, migrations=SPEC.migrations)
+
+
+def _durations(access: AccessControl) -> Durations:
+    async def duration(name: str) -> str | None:
+        return (await access.directory.get_permission_set(name)).session_duration
+
+    return duration
 
 
 def run() -> None:

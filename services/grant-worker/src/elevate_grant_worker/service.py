@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from elevate_core.db import insert_for
@@ -48,6 +48,7 @@ from elevate_grant_worker.domain import (
 )
 from elevate_grant_worker.metrics import DRIFT, GRANT_TRANSITIONS
 from elevate_grant_worker.models import Assignment, Grant, ManagedPair, Standing
+from elevate_grant_worker.sessions import LONGEST_SESSION
 
 log = logging.getLogger(__name__)
 WORK_CHANNEL = "elevate_grant_worker"
@@ -267,9 +268,11 @@ async def settle(
     outbox: Outbox,
     now: datetime,
     sessions_cut: bool = False,
+    session_duration: timedelta = LONGEST_SESSION,
 ) -> None:
     """Activate the grants the present assignment now serves; end those that are over
-    (`sessions_cut`: their removal, in this transaction, recorded a session cut)."""
+    (`sessions_cut`: their removal, in this transaction, recorded a session cut; else
+    sessions already issued work for up to `session_duration` more)."""
     for grant_id in plan.activate:
         grant = ts.grant(grant_id)
         _move(grant, GrantState.ACTIVE)
@@ -300,6 +303,9 @@ async def settle(
                 ended_at=now,
                 assignment_removed=ending.removed,
                 sessions_cut=sessions_cut and ending.removed,
+                sessions_valid_until=(
+                    now + session_duration if ending.removed and not sessions_cut else None
+                ),
             ),
         )
 

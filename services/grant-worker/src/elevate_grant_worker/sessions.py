@@ -29,6 +29,7 @@ from elevate_core.errors import PermanentError
 
 SID_PREFIX = "ElevateCut"
 INLINE_POLICY_LIMIT = 32_768  # characters, AWS's limit for a permission set's inline policy
+LONGEST_SESSION = timedelta(hours=12)  # AWS's longest permission set session duration
 _SID = re.compile(rf"^{SID_PREFIX}(?P<expiry>\d{{14}})(?P<key>[0-9a-f]{{16}})$")
 _EXPIRY = "%Y%m%d%H%M%S"
 _DURATION = re.compile(r"^PT(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?$")

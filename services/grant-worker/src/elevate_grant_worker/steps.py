@@ -260,6 +260,7 @@ class AwsSteps:
         return await self._deleted(triple)
 
     async def _deleted(self, triple: Triple) -> bool:
+        duration = await self.w.cutter.session_duration(triple)
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
@@ -278,7 +279,9 @@ class AwsSteps:
                     outbox=self.w.outbox,
                 )
             # end its grants, here
-            after = await self.w.advance(session, ts, now=now, sessions_cut=cut)
+            after = await self.w.advance(
+                session, ts, now=now, sessions_cut=cut, session_duration=duration
+            )
             ts.assignment.epoch = await self.w.lease.check(session)
         return after.step is not Step.WAIT
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from elevate_core.clock import Clock
@@ -39,11 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import recheck, service
 from elevate_grant_worker.aws import IdentityCenter, Triple
-from elevate_grant_worker.cuts import OptedIn, SessionCutter
+from elevate_grant_worker.cuts import Durations, OptedIn, SessionCutter
 from elevate_grant_worker.domain import AssignmentState, GrantState, Plan, Step, gated, plan
 from elevate_grant_worker.metrics import EXPIRED_NOT_REVOKED
 from elevate_grant_worker.models import Assignment, Grant
 from elevate_grant_worker.recheck import GrantRecheck
+from elevate_grant_worker.sessions import LONGEST_SESSION
 from elevate_grant_worker.settings import GrantWorkerSettings
 from elevate_grant_worker.steps import AwsSteps
 from elevate_grant_worker.sweep import ScopeProvider, Sweeper
@@ -75,6 +76,7 @@ class AssignmentWorker:
         scope: ScopeProvider | None = None,
         recheck: GrantRecheck | None = None,
         cut_sessions: OptedIn | None = None,
+        session_durations: Durations | None = None,
     ) -> None:
         self.db = db
         self.aws = aws
@@ -94,7 +96,7 @@ class AssignmentWorker:
             base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
         )
         self.steps = AwsSteps(self)
-        self.cutter = SessionCutter(self, opted_in=cut_sessions)
+        self.cutter = SessionCutter(self, opted_in=cut_sessions, durations=session_durations)
         self._cut_task: asyncio.Task[None] | None = None
         self.sweeper = Sweeper(self, scope=scope)
         self._last_full_pass = 0.0
@@ -326,6 +328,7 @@ class AssignmentWorker:
         *,
         now: datetime,
         sessions_cut: bool = False,
+        session_duration: timedelta = LONGEST_SESSION,
     ) -> Plan:
         """Inside a transaction: settle what can be settled without AWS (activations,
         endings, drift reports) and, when the triple only has to wait, record when to look
@@ -339,7 +342,13 @@ class AssignmentWorker:
             if p.step is not Step.SETTLE:
                 break
             await service.settle(
-                session, ts, p, outbox=self.outbox, now=now, sessions_cut=sessions_cut
+                session,
+                ts,
+                p,
+                outbox=self.outbox,
+                now=now,
+                sessions_cut=sessions_cut,
+                session_duration=session_duration,
             )
         if p.step is Step.WAIT:
             service.looked_at(ts, next_check_at=p.look_again_at, keep=gated(facts, now))

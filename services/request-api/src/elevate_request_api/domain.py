@@ -246,6 +246,8 @@ class View:
     approver_ids: set[str] = field(default_factory=set)  # who may see it as its approver
     review: str | None = None
     timeline: list[TimelineItem] = field(default_factory=list)
+    # Where the session cut is off: until when sessions issued before the end still work.
+    sessions_valid_until: datetime | None = None
 
 
 def request_id_of(event: Event) -> Any:
@@ -306,6 +308,8 @@ def _apply(view: View, logged: Logged) -> None:
         view.approver_ids.add(event.approver.user_id)
     elif isinstance(event, BreakGlassUsed | BreakGlassReviewed):
         view.review = merge_review(view.review, event.review)
+    elif isinstance(event, GrantEnded):
+        view.sessions_valid_until = event.sessions_valid_until
     elif isinstance(event, RequestApproved):
         view.approvers.update(event.snapshot.approvers)
         view.approval_rule = view.approval_rule or event.snapshot.approval_rule or ""

@@ -40,6 +40,8 @@ class AccessRequest(Base):
     # Identity Store user ids of the approvers: visibility goes by id (names are mutable).
     # Nullable only so the column could be added in place (SQLite would rebuild the table).
     approver_ids: Mapped[list[str] | None] = mapped_column(JSON, default=list)
+    # GrantEnded.sessions_valid_until: the end of sessions that outlive the access (no cut).
+    sessions_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -201,6 +201,13 @@ class RequestOut(_Out):
     policy_version: str
     created_at: datetime
     updated_at: datetime
+    sessions_valid_until: datetime | None = Field(
+        default=None,
+        description=(
+            "Once access ended without a session cut (its permission set is not opted in): "
+            "until when role sessions issued before the end could still work"
+        ),
+    )
 
     @classmethod
     def of(cls, row: Any) -> RequestOut:
@@ -224,6 +231,7 @@ class RequestOut(_Out):
             policy_version=row.policy_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            sessions_valid_until=row.sessions_valid_until,
         )
 
 

@@ -348,5 +348,6 @@ class Directory:
                     InstanceArn=instance_arn, PermissionSetArn=arn
                 )["PermissionSet"]
                 name = described.get("Name", arn)
-                by_name.setdefault(name, PermissionSet(name=name, arn=arn))
+                duration = described.get("SessionDuration")
+                by_name.setdefault(name, PermissionSet(name, arn, duration))
         return by_name

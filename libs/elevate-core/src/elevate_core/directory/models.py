@@ -49,3 +49,4 @@ class User:
 class PermissionSet:
     name: str
     arn: str
+    session_duration: str | None = None  # ISO 8601 (PT1H to PT12H), as Identity Center says

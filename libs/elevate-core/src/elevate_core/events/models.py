@@ -259,6 +259,14 @@ class GrantEnded(_GrantEvent):
             "from their issue runs out"
         ),
     )
+    sessions_valid_until: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "When sessions_cut is false and the assignment was removed: until when role "
+            "sessions already issued could still work (ended_at plus the permission set's "
+            "session duration, or AWS's longest, 12 hours, when it could not be read)"
+        ),
+    )
 
 
 class GrantRevocationFailed(_GrantEvent):
