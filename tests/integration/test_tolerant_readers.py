@@ -51,6 +51,7 @@ from elevate_core.events.models import (
     RequestSnapshot,
     RequestSubmitted,
     RevokeRequested,
+    SessionCutRefused,
     StandingAssignmentDropped,
     StandingAssignmentRecorded,
 )
@@ -140,6 +141,9 @@ def story(seeded: SeededOrganisation) -> list[Event]:
         StandingAssignmentRecorded(**triple, user_name="alice", source="baseline"),
         StandingAssignmentDropped(
             **triple, user_name="alice", source="baseline", reason="assignment_gone"
+        ),
+        SessionCutRefused(
+            **triple, cut_at=NOW, reason="foreign_changes_pending", detail="not Elevate's"
         ),
     ]
 

@@ -13,7 +13,7 @@ from elevate_core.db import Database
 from elevate_core.migrate import upgrade
 from elevate_core.purge import Horizons, Purger
 from elevate_grant_worker.main import SPEC, build
-from elevate_grant_worker.models import Grant
+from elevate_grant_worker.models import Grant, SessionCut
 from elevate_grant_worker.service import grant_id_for
 from elevate_grant_worker.settings import GrantWorkerSettings
 from sqlalchemy import select
@@ -98,3 +98,37 @@ async def test_only_grants_no_replay_could_serve_again_are_purged(database_url: 
         left = set((await session.execute(select(Grant.request_id))).scalars())
     await ctx.db.dispose()
     assert {name for name in ROWS if request_id_of(name) in left} == set(ROWS) - GONE
+
+
+async def test_settled_session_cuts_go_pending_ones_stay(database_url: str) -> None:
+    settings = GrantWorkerSettings(
+        mode="test", database_url=database_url, aws_endpoint_url="http://127.0.0.1:1"
+    )
+    ctx = ServiceContext(settings=settings, db=Database(database_url))
+    await upgrade(ctx.db, SPEC.migrations)
+    build(ctx, settings)
+    cuts = {  # name: (state, last change, days from NOW)
+        "applied-40d-ago": ("applied", -40),
+        "refused-40d-ago": ("refused", -40),
+        "applied-2d-ago": ("applied", -2),
+        "pending-40d-ago": ("pending", -40),  # never dropped: it has not been applied
+    }
+    async with ctx.db.transaction() as session:
+        session.add_all(
+            SessionCut(
+                account_id="111111111111",
+                permission_set_arn="arn:aws:sso:::permissionSet/ssoins-1/ps-1",
+                principal_id=name,
+                cut_at=NOW + days * DAY,
+                state=state,
+                updated_at=NOW + days * DAY,
+            )
+            for name, (state, days) in cuts.items()
+        )
+    purger = Purger(ctx.db, HORIZONS, broker_stay=nothing_consumed, hooks=ctx.purge_hooks)
+    purged = await purger.purge_once(now=NOW)
+    async with ctx.db.sessions() as session:
+        left = set((await session.execute(select(SessionCut.principal_id))).scalars())
+    await ctx.db.dispose()
+    assert purged["gw_session_cuts"] == 2
+    assert left == {"applied-2d-ago", "pending-40d-ago"}

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from elevate_core.events.models import Person, RequestApproved, RevokeRequested
 from elevate_grant_worker.aws import Triple
-from elevate_grant_worker.models import SessionCut
+from elevate_grant_worker.models import PermissionSetPolicy, SessionCut
 from elevate_grant_worker.sessions import cut_key
 from elevate_local.aws_proxy import AwsFaultProxy, Fault, FaultRule
 from elevate_local.moto_seed import SeededOrganisation
@@ -249,13 +249,17 @@ async def test_a_group_assignment_of_the_user_holds_the_role(
         PrincipalType="GROUP",
         PrincipalId=group,
     )
+    world.put_policy(FOREIGN, through_proxy=True)  # unprovisioned, and not Elevate's
+    puts = len(_ours(proxy, world, "PutInlinePolicyToPermissionSet"))  # that one
     approved = world.approval(start=T0 - timedelta(minutes=1), end=T0 + HOUR)
     async with running(make_settings(), cut_sessions={world.name}) as w:
         await publish(approved)
         await _revoke_active(w, publish, approved)
         await _cut_settled(w, world, "held")
-    assert world.inline_policy() == ""
-    assert not _ours(proxy, world, "PutInlinePolicyToPermissionSet")
+        async with w.db.sessions() as s:  # nothing written: the policy is not claimed
+            assert await s.get(PermissionSetPolicy, world.arn) is None
+    assert json.loads(world.inline_policy()) == FOREIGN
+    assert len(_ours(proxy, world, "PutInlinePolicyToPermissionSet")) == puts
     assert not _ours(proxy, world, "ProvisionPermissionSet")
 
 

@@ -52,6 +52,7 @@ def rows(count: int, offset: int) -> Iterator[tuple[object, ...]]:
             "status": "ended",
             "approvers": '["grace"]',
             "approver_ids": '["id-grace"]',
+            "sessions_valid_until": None,
             "created_at": at,
             "updated_at": at,
         }

@@ -115,10 +115,16 @@ class SessionCutter:
         return sorted(set(rows))
 
     async def run_once(self) -> int:
-        """Apply every due permission set; returns how many were looked at."""
+        """Apply every due permission set; returns how many were looked at. One that
+        fails is logged and looked at again at the next scan; the others go on."""
         arns = await self.due(self.w.clock.now())
         for arn in arns:
-            await self.apply(arn)
+            try:
+                await self.apply(arn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("session cut on %s: %r; retried at the next scan", arn, exc)
         return len(arns)
 
     async def apply(self, permission_set_arn: str) -> None:
@@ -152,7 +158,11 @@ class SessionCutter:
         if merged.changed:
             await self._intend(arn, merged.text, now=now)
             await self.api.write_inline_policy(arn, merged.text)
-        await self._wrote(arn, merged.text, next_expiry=merged.next_expiry, now=now)
+            await self._wrote(arn, merged.text, next_expiry=merged.next_expiry, now=now)
+        else:  # nothing written: nothing claimed as Elevate's
+            await self._remember(
+                arn, lambda r: setattr(r, "next_expiry", merged.next_expiry), now=now
+            )
         for account in accounts:
             await self._provision(arn, account)
         await self._settle(cuts, {c.key: c.expires_at for c in wanted})
@@ -192,7 +202,7 @@ class SessionCutter:
             record = await session.get(PermissionSetPolicy, arn)
         if record is None:
             return False
-        return current in {record.written, record.intended}
+        return current in {t for t in (record.written, record.intended) if t is not None}
 
     async def _intend(self, arn: str, text: str | None, *, now: datetime) -> None:
         await self._remember(arn, lambda r: setattr(r, "intended", text or ""), now=now)
@@ -211,7 +221,7 @@ class SessionCutter:
         async with self.w.db.transaction() as session:
             record = await session.get(PermissionSetPolicy, arn, with_for_update=True)
             if record is None:
-                record = PermissionSetPolicy(permission_set_arn=arn, written="")
+                record = PermissionSetPolicy(permission_set_arn=arn)
                 session.add(record)
             change(record)
             record.updated_at = now

@@ -136,6 +136,7 @@ def build(
     )
     ctx.workers.append(worker)
     add_purge_hook(ctx, purge.TABLE, purge.purge_ended_grants)  # grants over for good
+    add_purge_hook(ctx, purge.CUTS_TABLE, purge.purge_settled_cuts)
     if standing is not None:
         ctx.startup.append(_standing_recorder(ctx, standing, outbox, clock))
     return worker

@@ -151,7 +151,9 @@ class PermissionSetPolicy(Base):
     __tablename__ = "gw_permission_set_policies"
 
     permission_set_arn: Mapped[str] = mapped_column(String(255), primary_key=True)
-    written: Mapped[str] = mapped_column(Text)  # "": no inline policy
-    intended: Mapped[str | None] = mapped_column(Text)  # None: no write in progress
+    # The inline policy Elevate last wrote ("": it deleted it; None: nothing yet) and the
+    # one it is about to write (None: no write in progress).
+    written: Mapped[str | None] = mapped_column(Text)
+    intended: Mapped[str | None] = mapped_column(Text)
     next_expiry: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -25,9 +25,10 @@ from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker.domain import GrantState
-from elevate_grant_worker.models import Grant
+from elevate_grant_worker.models import Grant, SessionCut
 
 TABLE = "gw_grants"
+CUTS_TABLE = "gw_session_cuts"
 
 
 async def purge_ended_grants(
@@ -41,3 +42,13 @@ async def purge_ended_grants(
         or_(Grant.ended_at.is_(None), Grant.ended_at < long_ago),
     )
     return await delete_batch(session, Grant, (Grant.grant_id,), over, limit)
+
+
+async def purge_settled_cuts(
+    session: AsyncSession, horizons: Horizons, now: datetime, limit: int
+) -> int:
+    """Session cuts settled (applied, held, off or refused) longer ago than the dedupe
+    horizon: an applied cut's statement lives in the inline policy and expires from
+    there; a pending cut is never dropped."""
+    settled = and_(SessionCut.state != "pending", SessionCut.updated_at < now - horizons.dedupe)
+    return await delete_batch(session, SessionCut, (SessionCut.id,), settled, limit)

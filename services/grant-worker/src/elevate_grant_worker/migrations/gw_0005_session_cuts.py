@@ -41,7 +41,7 @@ def upgrade() -> None:
     op.create_table(
         "gw_permission_set_policies",
         sa.Column("permission_set_arn", sa.String(255), primary_key=True),
-        sa.Column("written", sa.Text(), nullable=False),
+        sa.Column("written", sa.Text(), nullable=True),
         sa.Column("intended", sa.Text(), nullable=True),
         sa.Column("next_expiry", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
