@@ -21,6 +21,7 @@ from elevate_grant_worker.models import PermissionSetPolicy, SessionCut
 from elevate_grant_worker.sessions import cut_key
 from elevate_local.aws_proxy import AwsFaultProxy, Fault, FaultRule
 from elevate_local.moto_seed import SeededOrganisation
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from tests.helpers import eventually
@@ -230,6 +231,26 @@ async def test_an_overlapping_grant_keeps_the_sessions_until_the_last_ends(
     assert len(json.loads(world.inline_policy())["Statement"]) == 1
 
 
+async def test_a_standing_entry_keeps_the_role_and_its_sessions(
+    make_settings: Factory, publish: Publisher, proxy: AwsFaultProxy, world: World
+) -> None:
+    approved = world.approval(start=T0 - timedelta(minutes=1), end=T0 + HOUR)
+    async with running(
+        make_settings(), standing=lambda: [world.triple], cut_sessions={world.name}
+    ) as w:
+        await publish(approved)
+        await _revoke_active(w, publish, approved)
+        ended = await _ended(w, approved)
+        # The policy's standing list still grants the role: nothing is removed or cut.
+        assert (ended["assignment_removed"], ended["sessions_cut"]) == (False, False)
+        assert ended["sessions_valid_until"] is None
+        w.advance(timedelta(minutes=1))
+        await w.passed_a_scan(publish, world.seeded)
+        assert await _cuts(w, world) == []
+    assert not any(_ours(proxy, world, op) for op in POLICY_CALLS[1:])
+    assert world.inline_policy() == ""
+
+
 async def test_a_group_assignment_of_the_user_holds_the_role(
     make_settings: Factory, publish: Publisher, proxy: AwsFaultProxy, world: World
 ) -> None:
@@ -298,6 +319,48 @@ async def test_throttling_and_conflicts_are_retried(
         await _cut_settled(w, world, "applied")
     assert proxy.count("PutInlinePolicyToPermissionSet", "throttle") == 2
     assert proxy.count("ProvisionPermissionSet", "conflict") == 2
+    assert len(json.loads(world.inline_policy())["Statement"]) == 1
+
+
+def _denied_passes() -> float:
+    labels = {"reason": "AccessDeniedException"}
+    return REGISTRY.get_sample_value("elevate_grant_session_cut_failures_total", labels) or 0.0
+
+
+async def test_aws_refusing_the_write_alerts_and_the_cut_waits_pending(
+    make_settings: Factory,
+    publish: Publisher,
+    proxy: AwsFaultProxy,
+    world: World,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proxy.add_rule(
+        FaultRule(fault="denied", operations=frozenset({"PutInlinePolicyToPermissionSet"}))
+    )
+    before = _denied_passes()
+    approved = world.approval(start=T0 - timedelta(minutes=1), end=T0 + HOUR)
+    # A long backoff: the refused permission set must not be tried again in this run.
+    settings = make_settings(retry_base_seconds=3600, retry_max_seconds=3600)
+    async with running(settings, cut_sessions={world.name}) as w:
+        await publish(approved)
+        await _revoke_active(w, publish, approved)
+
+        async def refused() -> bool:
+            return proxy.count("PutInlinePolicyToPermissionSet", "denied") >= 1
+
+        await eventually(refused, what="the inline-policy write refused by AWS")
+        for _ in range(2):  # scans go on; the refused permission set waits out its backoff
+            await w.passed_a_scan(publish, world.seeded)
+        assert proxy.count("PutInlinePolicyToPermissionSet", "denied") == 1
+        assert await _cuts(w, world) == ["pending"]
+        assert _denied_passes() == before + 1
+        # The service logs to stdout (its own handler, so not caplog): the operator's alert.
+        alert = f" ERROR   elevate_grant_worker.cuts: SECURITY: session cut on {world.arn} "
+        assert alert + "refused by AWS (AccessDeniedException)" in capsys.readouterr().out
+        assert not _ours(proxy, world, "ProvisionPermissionSet")
+    proxy.clear_rules()  # the operator grants the permission; a restart tries again
+    async with running(settings, cut_sessions={world.name}) as w:
+        await _cut_settled(w, world, "applied")
     assert len(json.loads(world.inline_policy())["Statement"]) == 1
 
 
