@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Fault = Literal["throttle", "conflict", "http500", "latency", "in_progress", "failed"]
+Fault = Literal["throttle", "conflict", "http500", "denied", "latency", "in_progress", "failed"]
 
 WRITES = {"CreateAccountAssignment": "create", "DeleteAccountAssignment": "delete"}
 STATUS = {
@@ -21,6 +21,8 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     "throttle": (400, "ThrottlingException", "Rate exceeded"),
     "conflict": (409, "ConflictException", "An operation is in progress for this assignment"),
     "http500": (500, "InternalServerException", "Internal failure (injected)"),
+    # The caller's IAM role lacks the permission: permanent until an operator fixes it.
+    "denied": (400, "AccessDeniedException", "Not authorized to perform this action (injected)"),
 }
 
 
@@ -51,7 +53,8 @@ class FaultRule:
 @dataclass(frozen=True)
 class Call:
     operation: str
-    outcome: str  # "ok", "throttle", "conflict", "http500", "in_progress", "failed", "error:<code>"
+    # "ok", a fault ("throttle", "denied", "in_progress", …), or "error:<code>" from moto
+    outcome: str
     at: float  # arrival, time.monotonic()
     params: dict[str, Any] = field(default_factory=dict)  # the request's JSON body
     answered: float = 0.0  # when the answer left, time.monotonic()

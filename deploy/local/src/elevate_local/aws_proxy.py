@@ -289,7 +289,7 @@ class AwsFaultProxy:
     ) -> tuple[str, int, bytes, dict[str, str]] | None:
         """(outcome, status, payload, headers) of a call answered without moto: an
         injected error, or what the proxy emulates entirely."""
-        error = self._pick(operation, ("throttle", "conflict", "http500"))
+        error = self._pick(operation, ("throttle", "conflict", "http500", "denied"))
         if error is not None:
             status, code, message = _ERRORS[error.fault]
             payload = json.dumps({"__type": code, "message": message}).encode()

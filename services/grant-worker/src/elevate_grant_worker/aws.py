@@ -123,20 +123,20 @@ class IdentityCenter:
         )
         self.client.meta.events.register("before-send", SendPacer(rate, 1.0 + JITTER_GUARD))
         # Last, right before the request leaves (after any pacing wait): fencing.
-        self.client.meta.events.register("before-send", self._fence_hook)
+        self.client.meta.events.register("before-send", self.fence_hook)
         self.fence: Callable[[], None] | None = None
         self.calls_made = 0  # every request sent
         self.calls_by_lane: dict[int, int] = {}  # … per lane (sweeps count theirs)
         self.instance_arn = settings.sso_instance_arn or ""
 
-    def _fence_hook(self, **_kwargs: Any) -> None:
+    def fence_hook(self, **_kwargs: Any) -> None:
         if self.fence is not None:
             self.fence()  # raises FencedError: this worker no longer leads
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _call(self, operation: str, priority: int, fn: Callable[[], T]) -> T:
+    async def call(self, operation: str, priority: int, fn: Callable[[], T]) -> T:
         """One API call in its lane; throttling and conflicts are waited out, in the lane."""
         loop = asyncio.get_running_loop()
         waits = 0
@@ -173,7 +173,7 @@ class IdentityCenter:
 
     async def discover(self) -> str:
         if not self.instance_arn:
-            instances = await self._call(
+            instances = await self.call(
                 "ListInstances", ACTIVATE, lambda: self.client.list_instances()["Instances"]
             )
             if not instances:
@@ -197,7 +197,7 @@ class IdentityCenter:
             }
             if token:
                 kwargs["NextToken"] = token
-            page = await self._call(
+            page = await self.call(
                 "ListAccountAssignmentsForPrincipal",
                 priority,
                 lambda kw=kwargs: self.client.list_account_assignments_for_principal(**kw),  # type: ignore[misc]
@@ -216,9 +216,15 @@ class IdentityCenter:
         self, account_id: str, permission_set_arn: str, *, priority: int
     ) -> set[str]:
         """The principal ids of every USER assignment of the pair (all pages)."""
+        return await self.principals(account_id, permission_set_arn, "USER", priority=priority)
+
+    async def principals(
+        self, account_id: str, permission_set_arn: str, principal_type: str, *, priority: int
+    ) -> set[str]:
+        """The ids of every `principal_type` (USER | GROUP) assigned the pair (all pages)."""
         arn = await self.discover()
         token: str | None = None
-        users: set[str] = set()
+        found: set[str] = set()
         while True:
             kwargs: dict[str, Any] = {
                 "InstanceArn": arn,
@@ -228,19 +234,19 @@ class IdentityCenter:
             }
             if token:
                 kwargs["NextToken"] = token
-            page = await self._call(
+            page = await self.call(
                 "ListAccountAssignments",
                 priority,
                 lambda kw=kwargs: self.client.list_account_assignments(**kw),  # type: ignore[misc]
             )
-            users.update(
+            found.update(
                 str(item["PrincipalId"])
                 for item in page.get("AccountAssignments", [])
-                if item.get("PrincipalType") == "USER" and item.get("PrincipalId")
+                if item.get("PrincipalType") == principal_type and item.get("PrincipalId")
             )
             token = page.get("NextToken")
             if not token:
-                return users
+                return found
 
     async def provisioned_accounts(self, permission_set_arn: str, *, priority: int) -> set[str]:
         """Accounts the permission set is provisioned to (all pages): only there can it
@@ -256,7 +262,7 @@ class IdentityCenter:
             }
             if token:
                 kwargs["NextToken"] = token
-            page = await self._call(
+            page = await self.call(
                 "ListAccountsForProvisionedPermissionSet",
                 priority,
                 lambda kw=kwargs: self.client.list_accounts_for_provisioned_permission_set(**kw),  # type: ignore[misc]
@@ -280,7 +286,7 @@ class IdentityCenter:
         """Submit CreateAccountAssignment; returns AWS's request id."""
         await self.discover()
         kwargs = self._target(triple)
-        out = await self._call(
+        out = await self.call(
             "CreateAccountAssignment",
             ACTIVATE,
             lambda: self.client.create_account_assignment(**kwargs),
@@ -292,7 +298,7 @@ class IdentityCenter:
         await self.discover()
         kwargs = self._target(triple)
         try:
-            out = await self._call(
+            out = await self.call(
                 "DeleteAccountAssignment",
                 REVOKE,
                 lambda: self.client.delete_account_assignment(**kwargs),
@@ -307,7 +313,7 @@ class IdentityCenter:
         """(IN_PROGRESS | FAILED | SUCCEEDED, failure reason) of a write."""
         arn = await self.discover()
         if kind == "create":
-            out = await self._call(
+            out = await self.call(
                 "DescribeAccountAssignmentCreationStatus",
                 ACTIVATE,
                 lambda: self.client.describe_account_assignment_creation_status(
@@ -315,7 +321,7 @@ class IdentityCenter:
                 )["AccountAssignmentCreationStatus"],
             )
         else:
-            out = await self._call(
+            out = await self.call(
                 "DescribeAccountAssignmentDeletionStatus",
                 REVOKE,
                 lambda: self.client.describe_account_assignment_deletion_status(

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from elevate_core.events.models import SessionCutRefused
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_grant_worker import service
 from elevate_grant_worker.aws import AwsError, Triple
+from elevate_grant_worker.metrics import SESSION_CUT_FAILURES, SESSION_CUT_OLDEST_PENDING
 from elevate_grant_worker.models import Grant, PermissionSetPolicy, SessionCut, Standing
 from elevate_grant_worker.provisioning import PermissionSets
 from elevate_grant_worker.sessions import (
@@ -39,6 +41,7 @@ from elevate_grant_worker.sessions import (
     Cut,
     ForeignPolicyError,
     PolicyTooLargeError,
+    cut_key,
     merge,
     session_duration,
 )
@@ -68,27 +71,35 @@ class SessionCutter:
         self.durations = durations
         self.api = PermissionSets(worker.aws)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A permission set whose pass failed waits out a backoff (failures, due on the
+        # monotonic clock): a permanent refusal must not spend the revocation lane.
+        self._backoff: dict[str, tuple[int, float]] = {}
 
     # ---- recording, inside the removal's transaction ----
 
-    async def session_duration(self, triple: Triple) -> timedelta:
-        """How long sessions issued before a removal may still work without a cut (read
-        before the removal's transaction; AWS's longest when it cannot be told)."""
+    async def name_of(self, triple: Triple) -> str | None:
+        """The permission set's name, read once before a removal's transaction."""
+        async with self.w.db.sessions() as session:
+            return await service.permission_set_name(session, triple)
+
+    async def session_duration(self, name: str | None) -> timedelta:
+        """How long sessions issued before a removal may still work without a cut (AWS's
+        longest when it cannot be told)."""
         try:
-            async with self.w.db.sessions() as session:
-                name = await service.permission_set_name(session, triple)
             iso = await self.durations(name) if self.durations and name else None
             return session_duration(iso) if iso else LONGEST_SESSION
         except Exception as exc:  # a nicety for the API: never blocks a revocation
-            log.info("no session duration for %s: %r", triple.permission_set_arn, exc)
+            log.info("no session duration for %s: %r", name, exc)
             return LONGEST_SESSION
 
     async def enabled(self, session: AsyncSession, triple: Triple) -> bool:
         return self.opted_in(await service.permission_set_name(session, triple))
 
-    async def record(self, session: AsyncSession, triple: Triple, *, now: datetime) -> bool:
+    def record(
+        self, session: AsyncSession, triple: Triple, *, name: str | None, now: datetime
+    ) -> bool:
         """Record a pending cut for a removed assignment; whether one was recorded."""
-        if not await self.enabled(session, triple):
+        if not self.opted_in(name):
             return False
         session.add(
             SessionCut(
@@ -105,8 +116,14 @@ class SessionCutter:
     # ---- applying ----
 
     async def due(self, now: datetime) -> list[str]:
-        """Permission sets with pending cuts or a statement past its expiry."""
+        """Permission sets with pending cuts or a statement past its expiry (and the age of
+        the oldest pending cut, for the alert)."""
         async with self.w.db.sessions() as session:
+            oldest = await session.scalar(
+                select(func.min(SessionCut.cut_at)).where(SessionCut.state == "pending")
+            )
+            age = (now - oldest).total_seconds() if oldest is not None else 0.0
+            SESSION_CUT_OLDEST_PENDING.set(max(0.0, age))
             pending = select(SessionCut.permission_set_arn).where(SessionCut.state == "pending")
             expiring = select(PermissionSetPolicy.permission_set_arn).where(
                 PermissionSetPolicy.next_expiry <= now
@@ -116,16 +133,34 @@ class SessionCutter:
 
     async def run_once(self) -> int:
         """Apply every due permission set; returns how many were looked at. One that
-        fails is logged and looked at again at the next scan; the others go on."""
-        arns = await self.due(self.w.clock.now())
+        fails is logged, and looked at again after a backoff; the others go on."""
+        clock = time.monotonic()
+        arns = [
+            arn
+            for arn in await self.due(self.w.clock.now())
+            if self._backoff.get(arn, (0, 0.0))[1] <= clock
+        ]
         for arn in arns:
             try:
                 await self.apply(arn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("session cut on %s: %r; retried at the next scan", arn, exc)
+                _failed(arn, exc)
+                failures = self._backoff.get(arn, (0, 0.0))[0] + 1
+                settings = self.w.settings
+                delay = min(
+                    settings.retry_max_seconds,
+                    settings.retry_base_seconds * 2 ** min(failures - 1, 20),
+                )
+                self._backoff[arn] = (failures, time.monotonic() + delay)
+            else:
+                self._backoff.pop(arn, None)
         return len(arns)
+
+    def retry_due(self) -> float | None:
+        """When (monotonic) the first backed-off permission set may be tried again."""
+        return min((due for _, due in self._backoff.values()), default=None)
 
     async def apply(self, permission_set_arn: str) -> None:
         async with self._locks[permission_set_arn]:  # inline-policy changes serialised
@@ -169,31 +204,35 @@ class SessionCutter:
 
     async def _to_cut(self, arn: str) -> list[SessionCut]:
         """The pending cuts of the permission set that nobody still holds (the others are
-        settled as `held` or `off` here)."""
+        settled as `held` or `off` here). The database is read in one session, and AWS
+        asked about group assignments after it is closed."""
+        off: list[SessionCut] = []
+        held: list[SessionCut] = []
+        unheld: list[SessionCut] = []
         async with self.w.db.sessions() as session:
             rows = (
-                (
-                    await session.execute(
-                        select(SessionCut).where(
-                            SessionCut.state == "pending", SessionCut.permission_set_arn == arn
-                        )
+                await session.execute(
+                    select(SessionCut).where(
+                        SessionCut.state == "pending", SessionCut.permission_set_arn == arn
                     )
                 )
-                .scalars()
-                .all()
-            )
+            ).scalars()
+            for row in rows:
+                triple = Triple(row.account_id, row.permission_set_arn, row.principal_id)
+                if not await self.enabled(session, triple):
+                    off.append(row)
+                elif await _held_here(session, triple, row.cut_at):
+                    held.append(row)
+                else:
+                    unheld.append(row)
         out: list[SessionCut] = []
-        for row in rows:
-            triple = Triple(row.account_id, row.permission_set_arn, row.principal_id)
-            async with self.w.db.sessions() as session:
-                enabled = await self.enabled(session, triple)
-                held = enabled and await _held_here(session, triple, row.cut_at)
-            if not enabled:
-                await self._mark([row], "off", "the permission set is no longer opted in")
-            elif held or await self.api.group_holds(*_pair(triple), row.principal_id):
-                await self._mark([row], "held", "another grant, standing entry or group holds it")
+        for row in unheld:
+            if await self.api.group_holds(row.account_id, arn, row.principal_id):
+                held.append(row)
             else:
                 out.append(row)
+        await self._mark(off, "off", "the permission set is no longer opted in")
+        await self._mark(held, "held", "another grant, standing entry or group holds it")
         return out
 
     async def _ours(self, arn: str, current: str) -> bool:
@@ -249,9 +288,7 @@ class SessionCutter:
                 row = await session.get(SessionCut, cut.id, with_for_update=True)
                 if row is not None and row.state == "pending":
                     row.state, row.updated_at = "applied", now
-                    row.expires_at = expiry.get(
-                        Cut(row.principal_id, row.account_id, row.cut_at, now).key
-                    )
+                    row.expires_at = expiry.get(cut_key(row.principal_id, row.account_id))
             await self.w.lease.check(session)
         for cut in cuts:
             log.warning(
@@ -263,6 +300,8 @@ class SessionCutter:
             )
 
     async def _mark(self, cuts: list[SessionCut], state: str, detail: str) -> None:
+        if not cuts:
+            return
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             for cut in cuts:
@@ -298,8 +337,22 @@ class SessionCutter:
             await self.w.lease.check(session)
 
 
-def _pair(triple: Triple) -> tuple[str, str]:
-    return triple.account_id, triple.permission_set_arn
+def _failed(arn: str, exc: Exception) -> None:
+    """Count and log a failed pass. AWS refusing outright (no permission, a bad request)
+    is an error an operator must fix, not a blip: the cut waits, pending, until then."""
+    cause = exc.__cause__ if isinstance(exc, Retry) else exc
+    if isinstance(cause, AwsError) and not cause.retryable:
+        SESSION_CUT_FAILURES.labels(cause.code).inc()
+        log.error(
+            "SECURITY: session cut on %s refused by AWS (%s); sessions issued before the "
+            "removal keep working until this is fixed: %s",
+            arn,
+            cause.code,
+            cause.message,
+        )
+        return
+    SESSION_CUT_FAILURES.labels(cause.code if isinstance(cause, AwsError) else "other").inc()
+    log.warning("session cut on %s: %r; retried at the next scan", arn, exc)
 
 
 async def _held_here(session: AsyncSession, triple: Triple, cut_at: datetime) -> bool:

@@ -40,3 +40,12 @@ DRIFT = Counter(
 SWEEP_CALLS = Counter("elevate_grant_sweep_aws_calls_total", "AWS calls made by sweeps")
 SWEEPS = Counter("elevate_grant_sweeps_total", "Reconciler sweeps completed")
 GRANT_TRANSITIONS = Counter("elevate_grant_transitions_total", "Grant state changes", ["state"])
+SESSION_CUT_FAILURES = Counter(
+    "elevate_grant_session_cut_failures_total",
+    "Passes over a permission set's session cuts that failed and are retried at the next scan",
+    ["reason"],
+)
+SESSION_CUT_OLDEST_PENDING = Gauge(
+    "elevate_grant_session_cut_oldest_pending_seconds",
+    "Age of the oldest session cut not yet applied, held or refused (0: none); alert on it",
+)

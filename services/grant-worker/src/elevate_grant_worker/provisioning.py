@@ -1,7 +1,7 @@
 """The Identity Center calls of the session cut: a permission set's inline policy, its
 session duration, provisioning it to one account (and that provisioning's status), the
 accounts where it has unprovisioned changes, and whether a group assignment of the pair
-serves the user too. All go through `IdentityCenter._call` — the same budget, lanes,
+serves the user too. All go through `IdentityCenter.call` — the same budget, lanes,
 fencing and waiting out of throttling and conflicts as the assignment writes — at
 revocation priority."""
 
@@ -35,12 +35,12 @@ class PermissionSets:
                 read_timeout=s.aws_timeout_seconds,
             ),
         )
-        self.store.meta.events.register("before-send", ic._fence_hook)
+        self.store.meta.events.register("before-send", ic.fence_hook)
 
     async def _sso(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         kwargs["InstanceArn"] = await self.ic.discover()
         method = getattr(self.ic.client, _snake(operation))
-        out: dict[str, Any] = await self.ic._call(operation, REVOKE, lambda: method(**kwargs))
+        out: dict[str, Any] = await self.ic.call(operation, REVOKE, lambda: method(**kwargs))
         return out
 
     async def session_duration(self, permission_set_arn: str) -> str | None:
@@ -102,25 +102,9 @@ class PermissionSets:
     async def group_holds(self, account_id: str, permission_set_arn: str, user_id: str) -> bool:
         """Whether a GROUP assignment of the pair includes the user (the same role serves
         it, so cutting the user's sessions would cut access that group still grants)."""
-        groups: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "AccountId": account_id,
-                "PermissionSetArn": permission_set_arn,
-                "MaxResults": 100,
-            }
-            if token:
-                kwargs["NextToken"] = token
-            page = await self._sso("ListAccountAssignments", **kwargs)
-            groups += [
-                str(a["PrincipalId"])
-                for a in page.get("AccountAssignments", [])
-                if a.get("PrincipalType") == "GROUP"
-            ]
-            token = page.get("NextToken")
-            if not token:
-                break
+        groups = sorted(
+            await self.ic.principals(account_id, permission_set_arn, "GROUP", priority=REVOKE)
+        )
         for start in range(0, len(groups), 100):  # IsMemberInGroups takes up to 100 ids
             if await self._member(user_id, groups[start : start + 100]):
                 return True
@@ -128,7 +112,7 @@ class PermissionSets:
 
     async def _member(self, user_id: str, group_ids: list[str]) -> bool:
         store = await self._store_id()
-        out: Any = await self.ic._call(
+        out: Any = await self.ic.call(
             "IsMemberInGroups",
             REVOKE,
             lambda: self.store.is_member_in_groups(
@@ -139,7 +123,7 @@ class PermissionSets:
 
     async def _store_id(self) -> str:
         if not self.identity_store_id:
-            out = await self.ic._call(
+            out = await self.ic.call(
                 "ListInstances", REVOKE, lambda: self.ic.client.list_instances()
             )
             instances = out.get("Instances", [])

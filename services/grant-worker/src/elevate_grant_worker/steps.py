@@ -260,12 +260,13 @@ class AwsSteps:
         return await self._deleted(triple)
 
     async def _deleted(self, triple: Triple) -> bool:
-        duration = await self.w.cutter.session_duration(triple)
+        name = await self.w.cutter.name_of(triple)
+        duration = await self.w.cutter.session_duration(name)
         now = self.w.clock.now()
         async with self.w.db.transaction() as session:
             ts = await service.load(session, triple, now=now)
             service.confirmed(ts.assignment, AssignmentState.ABSENT, now=now)
-            cut = await self.w.cutter.record(session, triple, now=now)
+            cut = self.w.cutter.record(session, triple, name=name, now=now)
             for grant in ts.grants:
                 if grant.state == GrantState.ACTIVE.value:
                     since = grant.stop_at or grant.end_at or now

@@ -151,9 +151,11 @@ class AssignmentWorker:
             until = self._next_check
             until = until if until.tzinfo else until.replace(tzinfo=UTC)
             wait = max(0.001, min(wait, (until - self.clock.now()).total_seconds()))
-        if self._backoff:
-            due = min(b.due for b in self._backoff.values())
-            wait = max(0.01, min(wait, due - time.monotonic()))
+        dues = [b.due for b in self._backoff.values()]
+        if (cut_due := self.cutter.retry_due()) is not None:
+            dues.append(cut_due)
+        if dues:
+            wait = max(0.01, min(wait, min(dues) - time.monotonic()))
         return wait
 
     async def _keep_lease(self) -> None:
