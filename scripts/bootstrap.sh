@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what a machine with Python 3.11+ and Java 17+ lacks for Elevate:
 # uv (from PyPI), the locked Python workspace, the Kafka broker jars (Maven Central),
-# and — with --with-postgres, for the tests — Debian's postgresql.
+# and — with --with-postgres, for the tests — Debian's postgresql, and Debian's chromium and
+# axe-core for the portal's browser tests (axe goes into the tool cache, outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
+# axe-core, the accessibility engine the browser tests inject (tests/integration/browser
+# reads this pin): the npm registry's tarball, checked against the registry's dist.integrity.
+AXE_VERSION=4.14.1
+AXE_INTEGRITY=sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/elevate/tools"   # as bench/vegeta.py
 export UV_PYTHON_DOWNLOADS=never   # uv's own Python downloads are not reachable here
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "bootstrap: $1 needs root (or install it yourself)" >&2; exit 1; }; }
@@ -34,4 +40,11 @@ fi
 
 if [ "${1:-}" = "--with-postgres" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+  # The browser tests drive Debian's chromium (never a browser build of Playwright's own).
+  [ -x /usr/lib/chromium/chromium ] || apt_install chromium
+  axe="$TOOLS/axe-core-$AXE_VERSION/axe.min.js"
+  if [ ! -f "$axe" ]; then
+    echo "bootstrap: fetching axe-core $AXE_VERSION from the npm registry …"
+    python3 scripts/npm_fetch.py axe-core "$AXE_VERSION" "$AXE_INTEGRITY" axe.min.js "$axe"
+  fi
 fi
