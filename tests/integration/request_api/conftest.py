@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import jwt
@@ -43,10 +44,14 @@ AUDIENCE = "elevate-portal"
 
 
 class Issuer:
-    """Discovery + JWKS over HTTP, with keys the test can rotate."""
+    """Discovery + JWKS over HTTP, with keys the test can rotate; and a token endpoint
+    for the portal's code flow, answering a code the test registered in `codes` (its
+    ID token's claims: `user` plus overrides, e.g. another `nonce`)."""
 
     def __init__(self) -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.redeemed: list[dict[str, str]] = []  # the token requests, as sent
         self.rotate()
         issuer = self
 
@@ -54,7 +59,12 @@ class Issuer:
             def do_GET(self) -> None:
                 body: dict[str, Any]
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                    body = {
+                        "issuer": issuer.url,
+                        "jwks_uri": f"{issuer.url}/jwks",
+                        "authorization_endpoint": f"{issuer.url}/authorize",
+                        "token_endpoint": f"{issuer.url}/token",
+                    }
                 elif self.path == "/jwks":
                     body = {"keys": [issuer.public_jwk(kid) for kid in issuer.keys]}
                 else:
@@ -62,6 +72,22 @@ class Issuer:
                     self.end_headers()
                     return
                 data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                issuer.redeemed.append(form)
+                claims = dict(issuer.codes.pop(form.get("code", ""), {}))
+                if self.path != "/token" or not claims:
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                data = json.dumps({"id_token": issuer.token(**claims)}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

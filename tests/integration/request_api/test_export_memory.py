@@ -53,6 +53,7 @@ def rows(count: int, offset: int) -> Iterator[tuple[object, ...]]:
             "approvers": '["grace"]',
             "approver_ids": '["id-grace"]',
             "sessions_valid_until": None,
+            "sessions_cut": None,
             "created_at": at,
             "updated_at": at,
         }

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from elevate_core.errors import ElevateError
 from elevate_core.problems import PROBLEM_JSON, PROBLEM_TYPE, problem_response
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from elevate_request_api import catalog, domain, oversight, service
 from elevate_request_api.deps import AppState, CurrentClaims, CurrentUser, DbSession
 from elevate_request_api.domain import Status
+from elevate_request_api.portal.render import error_page
 from elevate_request_api.schemas import (
     Accepted,
     AccountOut,
@@ -58,12 +59,24 @@ _STATUS: dict[type[ElevateError], int] = {
 }
 
 
+_TITLES = {
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not possible now",
+    422: "Not accepted",
+    429: "Too many open pages",
+    503: "Try again shortly",
+}
+
+
 def install_error_mapping(app: FastAPI) -> None:
     """Answer every domain error a use case raises with its RFC 9457 problem."""
 
-    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, domain.RequestError | domain.DirectoryUnavailableError)
         status = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        if not request.url.path.startswith("/v1/"):  # a portal page: answered as a page
+            return error_page(request, status, _TITLES.get(status, "Refused"), str(exc))
         headers = None
         extensions: dict[str, Any] = {}
         if isinstance(exc, domain.RequestError):

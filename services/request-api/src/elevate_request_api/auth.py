@@ -101,6 +101,7 @@ class JwksCache:
         self._loaded = False
         self._attempted_at: float | None = None
         self._jwks_uri: str | None = None
+        self._document: dict[str, Any] = {}
         self._lock = asyncio.Lock()
 
     async def _discover(self) -> str:
@@ -108,10 +109,27 @@ class JwksCache:
             url = f"{self.issuer}/.well-known/openid-configuration"
             response = await self._client.get(url)
             response.raise_for_status()
+            document = response.json()
             self._jwks_uri = _checked_discovery(
-                response.json(), self.issuer, require_https=self.require_https
+                document, self.issuer, require_https=self.require_https
             )
+            self._document = document
         return self._jwks_uri
+
+    async def endpoint(self, name: str) -> str:
+        """An endpoint the issuer's checked discovery document names (the portal's
+        `authorization_endpoint` and `token_endpoint`); https outside dev and test."""
+        await self._discover()
+        url = self._document.get(name)
+        if not isinstance(url, str) or not url:
+            raise DiscoveryError(f"the discovery document names no {name}")
+        if self.require_https and urlsplit(url).scheme.lower() != "https":
+            raise DiscoveryError(f"{name} {url!r} is not https")
+        return url
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._client
 
     async def refresh(self) -> None:
         """Fetch the key set, at most once per `min_refresh_seconds`: attempts count, failed

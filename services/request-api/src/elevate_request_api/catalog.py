@@ -135,3 +135,30 @@ async def accounts(
     return [
         AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names) for a in chosen
     ], next_cursor
+
+
+async def requestable_accounts(
+    *, state: ApiState, user: User, q: str | None, limit: int
+) -> tuple[list[AccountOut], bool]:
+    """The portal's picker: up to `limit` accounts `user` may request something on whose
+    name, id or OU path contains `q`, by name; and whether more match. Served from the
+    user's cached eligibility, so each keystroke costs a scan, not a policy evaluation."""
+    evaluator = await state.access.evaluator()
+    seen: dict[str, Account] = {}
+    for _, (account, _item) in _all_sorted(evaluator, user):
+        if account.id not in seen and _matches(account, q):
+            seen[account.id] = account
+            if len(seen) > limit:
+                break
+    chosen = list(seen.values())
+    return [
+        AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names)
+        for a in chosen[:limit]
+    ], len(chosen) > limit
+
+
+async def options(*, state: ApiState, user: User, account_id: str) -> list[EligibilityItem]:
+    """What `user` may request on one account (each permission set, then its break-glass
+    variant where the policy allows it)."""
+    evaluator = await state.access.evaluator()
+    return [item for _, (a, item) in _all_sorted(evaluator, user) if a.id == account_id]

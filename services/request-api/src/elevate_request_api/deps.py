@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from elevate_request_api.auth import AuthError, Claims, IdentityMapping, TokenVerifier
+from elevate_request_api.portal.signin import OidcClient
 from elevate_request_api.settings import RequestApiSettings
 from elevate_request_api.stream import StreamSlots
 
@@ -37,6 +38,7 @@ class ApiState:
     settings: RequestApiSettings
     access: AccessControl
     verifier: TokenVerifier
+    portal: OidcClient
     identity: IdentityMapping
     outbox: Outbox
     clock: Clock

@@ -248,6 +248,8 @@ class View:
     timeline: list[TimelineItem] = field(default_factory=list)
     # Where the session cut is off: until when sessions issued before the end still work.
     sessions_valid_until: datetime | None = None
+    # GrantEnded.sessions_cut: the sessions issued before the end were cut.
+    sessions_cut: bool = False
 
 
 def request_id_of(event: Event) -> Any:
@@ -310,6 +312,7 @@ def _apply(view: View, logged: Logged) -> None:
         view.review = merge_review(view.review, event.review)
     elif isinstance(event, GrantEnded):
         view.sessions_valid_until = event.sessions_valid_until
+        view.sessions_cut = view.sessions_cut or event.sessions_cut
     elif isinstance(event, RequestApproved):
         view.approvers.update(event.snapshot.approvers)
         view.approval_rule = view.approval_rule or event.snapshot.approval_rule or ""

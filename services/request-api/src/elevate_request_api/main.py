@@ -12,6 +12,7 @@ from elevate_core.app import (
     ServiceSpec,
     add_consumer,
     add_outbox,
+    add_purge_hook,
     bootstrap,
     create_service_app,
 )
@@ -27,6 +28,9 @@ from elevate_request_api.api import install_error_mapping, router
 from elevate_request_api.auth import IdentityMapping, JwksCache, TokenVerifier
 from elevate_request_api.consumers import audit_record_key, project, project_activity
 from elevate_request_api.deps import ApiState, BearerAuth
+from elevate_request_api.portal import sessions
+from elevate_request_api.portal.api import install_portal
+from elevate_request_api.portal.signin import OidcClient
 from elevate_request_api.settings import RequestApiSettings
 from elevate_request_api.store import STATUS_CHANNEL
 from elevate_request_api.stream import StreamSlots
@@ -68,6 +72,12 @@ def build(
     if not ctx.db.is_sqlite:
         ctx.workers.append(ListenerWorker(PgListener(ctx.db, [STATUS_CHANNEL])))
     ctx.workers.append(access)
+    add_purge_hook(ctx, "portal_sessions", sessions.purge_ended)  # ended sessions, sign-ins
+    jwks = JwksCache(
+        settings.oidc_issuer,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        require_https=settings.mode is Mode.PROD,  # dev and test run local http issuers
+    )
     verifier = TokenVerifier(
         issuer=settings.oidc_issuer,
         audience=settings.oidc_audience,
@@ -76,11 +86,7 @@ def build(
         token_types=settings.oidc_token_types,
         algorithms=settings.oidc_algorithms,
         max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
-        jwks=JwksCache(
-            settings.oidc_issuer,
-            min_refresh_seconds=settings.jwks_min_refresh_seconds,
-            require_https=settings.mode is Mode.PROD,  # dev and test run local http issuers
-        ),
+        jwks=jwks,
     )
     if settings.user_claim_is_mutable:
         log.warning(
@@ -93,6 +99,7 @@ def build(
         settings=settings,
         access=access,
         verifier=verifier,
+        portal=OidcClient.of(settings, jwks),  # one discovery and key set for both
         identity=IdentityMapping(settings.oidc_user_attribute, settings.external_id_issuer),
         outbox=outbox,
         clock=clock or SystemClock(),
@@ -119,6 +126,7 @@ def create_app(
         api=True,
     )
     install_error_mapping(app)
+    install_portal(app)
     app.state.api = state
     return app
 

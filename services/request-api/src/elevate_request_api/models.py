@@ -42,6 +42,8 @@ class AccessRequest(Base):
     approver_ids: Mapped[list[str] | None] = mapped_column(JSON, default=list)
     # GrantEnded.sessions_valid_until: the end of sessions that outlive the access (no cut).
     sessions_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # GrantEnded.sessions_cut (nullable: added in place, as approver_ids was).
+    sessions_cut: Mapped[bool | None] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -209,6 +209,11 @@ class RequestOut(_Out):
         ),
     )
 
+    sessions_cut: bool = Field(
+        default=False,
+        description="Once access ended: the role sessions issued before the end were cut",
+    )
+
     @classmethod
     def of(cls, row: Any) -> RequestOut:
         return cls(
@@ -232,6 +237,7 @@ class RequestOut(_Out):
             created_at=row.created_at,
             updated_at=row.updated_at,
             sessions_valid_until=row.sessions_valid_until,
+            sessions_cut=bool(row.sessions_cut),
         )
 
 

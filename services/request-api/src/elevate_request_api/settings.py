@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from elevate_core.settings import Settings
-from pydantic import Field, field_validator
+from elevate_core.settings import Mode, Settings
+from pydantic import Field, field_validator, model_validator
 
 from elevate_request_api.auth import ASYMMETRIC
 
@@ -31,6 +33,35 @@ class RequestApiSettings(Settings):
     max_streams_per_user: int = Field(default=5, ge=1)
     # A replica may serve the API without projecting the read model (then another does).
     read_model_consumer: bool = True
+
+    # The portal (docs/portal.md). Its public URL (the OIDC redirect goes to
+    # `<portal_base_url>/callback`): required, https, in prod; dev and test serve it on
+    # http://<http_host>:<http_port>.
+    portal_base_url: str = ""
+    # The OIDC client the portal signs in as; its ID tokens' `aud`.
+    portal_client_id: str = "elevate-portal"
+    # A confidential client's secret, as a file (a mounted secret); none: a public client
+    # (PKCE alone).
+    portal_client_secret_file: Path | None = None
+    portal_scope: str = "openid profile email"
+    # A session unused this long is over; any session is over this long after sign-in.
+    portal_idle_timeout_seconds: int = Field(default=30 * 60, ge=1)
+    portal_absolute_timeout_seconds: int = Field(default=12 * 3600, ge=60)
+
+    @property
+    def portal_url(self) -> str:
+        return (self.portal_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @model_validator(mode="after")
+    def _portal_is_https_in_prod(self) -> Self:
+        if self.mode is Mode.PROD:
+            parts = urlsplit(self.portal_base_url)
+            if parts.scheme.lower() != "https" or not parts.hostname:
+                raise ValueError(
+                    "portal_base_url: required in prod mode, an https:// URL (the portal's "
+                    "public address; its session cookie is Secure)"
+                )
+        return self
 
     @field_validator("oidc_algorithms")
     @classmethod

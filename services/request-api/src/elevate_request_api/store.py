@@ -138,6 +138,7 @@ def _write_row(row: AccessRequest, view: View) -> None:
     row.approvers = sorted(view.approvers)
     row.approver_ids = sorted(view.approver_ids)
     row.sessions_valid_until = view.sessions_valid_until
+    row.sessions_cut = view.sessions_cut
     row.created_at = view.created_at
     row.updated_at = view.updated_at
 

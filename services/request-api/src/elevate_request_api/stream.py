@@ -25,11 +25,14 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from starlette.types import Receive, Scope, Send
 
-from elevate_request_api.domain import FINAL, TooManyStreamsError
+from elevate_request_api.domain import FINAL, Status, TooManyStreamsError
 from elevate_request_api.models import AccessRequest, TimelineEntry
 from elevate_request_api.store import STATUS_CHANNEL
 
 KEEPALIVE_SECONDS = 15.0
+# After these a request's status never changes: its stream ends. (A cancelled request
+# may still be revoked, if grant-worker had granted it before the cancel.)
+CLOSING = FINAL - {Status.CANCELLED}
 
 
 async def _snapshot(db: Database, request_id: uuid.UUID) -> dict[str, object] | None:
@@ -120,7 +123,7 @@ async def status_events(
                 last_status = snapshot["status"]
                 sent += 1
                 yield f"id: {sent}\nevent: status\ndata: {json.dumps(snapshot)}\n\n"
-                if last_status in FINAL and last_status != "cancelled":
+                if last_status in CLOSING:
                     return  # nothing can change any more
             if not await waiter.wait(min(KEEPALIVE_SECONDS, left)):
                 yield ": keepalive\n\n"

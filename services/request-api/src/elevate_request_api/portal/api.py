@@ -1,0 +1,345 @@
+"""The portal's pages (docs/portal.md): server-rendered HTML over the same use cases as
+/v1, signed in by the portal session (portal.deps), every form post CSRF-checked.
+Everything works without JavaScript; portal.js only makes the search live and the
+request's page follow its status (SSE)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from elevate_request_api import catalog, service
+from elevate_request_api.deps import AppState, DbSession
+from elevate_request_api.domain import RequestNotFoundError
+from elevate_request_api.models import AccessRequest
+from elevate_request_api.portal import forms, sessions
+from elevate_request_api.portal.deps import (
+    CsrfRefused,
+    DirectoryDown,
+    NotAForm,
+    SignedIn,
+    SignInRequired,
+    Visitor,
+    read_form,
+    timeouts,
+)
+from elevate_request_api.portal.render import error_page, page
+from elevate_request_api.stream import SlotStreamingResponse, status_events
+
+router = APIRouter(include_in_schema=False)
+PICKER_LIMIT = 25  # accounts shown per search; more: type more of it
+
+
+def see_other(location: str) -> RedirectResponse:
+    return RedirectResponse(location, status_code=303)
+
+
+def _request_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise RequestNotFoundError(f"no request {raw[:64]}") from None
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, state: AppState, session: DbSession) -> Response:
+    """Signed in: my requests; otherwise what Elevate is, and the way in."""
+    live = await sessions.load(
+        session,
+        request.cookies.get(sessions.COOKIE),
+        timeouts=timeouts(state),
+        now=state.clock.now(),
+    )
+    if live is not None:
+        return see_other("/requests")
+    return page(request, "signin.html", user=None, message=None)
+
+
+# ---- request access ----------------------------------------------------------------
+
+
+Q = Annotated[str | None, Query(max_length=128)]
+
+
+@router.get("/request", response_class=HTMLResponse)
+async def new_request(
+    request: Request,
+    visitor: SignedIn,
+    state: AppState,
+    q: Q = None,
+    account: Annotated[str | None, Query(max_length=12)] = None,
+) -> Response:
+    """Pick an account (searchable), then fill in the request for it."""
+    if account:
+        return await _request_form(request, visitor, state, account, forms.RequestForm({}))
+    found, more = await catalog.requestable_accounts(
+        state=state, user=visitor.user, q=(q or "").strip() or None, limit=PICKER_LIMIT
+    )
+    return page(
+        request,
+        "new_request.html",
+        account=None,
+        accounts=found,
+        more=more,
+        q=q,
+        user=visitor.user,
+        csrf=visitor.csrf,
+    )
+
+
+@router.get("/request/accounts", response_class=HTMLResponse)
+async def account_results(
+    request: Request, visitor: SignedIn, state: AppState, q: Q = None
+) -> Response:
+    """The picker's results alone (portal.js swaps them in as the user types)."""
+    found, more = await catalog.requestable_accounts(
+        state=state, user=visitor.user, q=(q or "").strip() or None, limit=PICKER_LIMIT
+    )
+    return page(request, "account_results.html", accounts=found, more=more, q=q)
+
+
+async def _request_form(
+    request: Request,
+    visitor: Visitor,
+    state: AppState,
+    account_id: str,
+    form: forms.RequestForm,
+    *,
+    status: int = 200,
+) -> Response:
+    items = await catalog.options(state=state, user=visitor.user, account_id=account_id)
+    if not items:
+        raise RequestNotFoundError(f"you may not request anything on account {account_id}")
+    first = items[0]
+    choices = [i for i in items if not i.break_glass]
+    offered = {c.permission_set for c in choices}
+    only_break_glass = [i for i in items if i.break_glass and i.permission_set not in offered]
+    return page(
+        request,
+        "new_request.html",
+        status=status,
+        account={
+            "account_id": first.account_id,
+            "account_name": first.account_name,
+            "ou_path": first.ou_path,
+        },
+        items=choices + only_break_glass,
+        form=form,
+        errors=form.errors,
+        max_minutes=max(i.max_duration_minutes for i in items),
+        ticket_required=any(i.ticket_required for i in items),
+        break_glass=sorted({i.permission_set for i in items if i.break_glass}),
+        q=None,
+        user=visitor.user,
+        csrf=visitor.csrf,
+    )
+
+
+@router.post("/request", response_class=HTMLResponse)
+async def submit_request(
+    request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    """The request form's post: stored and on to its page, or shown again with each
+    refusal by its field (422)."""
+    form = forms.RequestForm(await read_form(request, visitor))
+    body = form.request()
+    account_id = form.values.get("account_id", "")
+    if body is not None:
+        try:
+            row, _ = await service.submit(
+                session=session,
+                state=state,
+                user=visitor.user,
+                body=body,
+                idempotency_key=None,
+                now=state.clock.now(),
+            )
+        except forms.REFUSALS as exc:
+            form.refused(exc)
+        else:
+            return see_other(f"/requests/{row.id}")
+    return await _request_form(request, visitor, state, account_id, form, status=422)
+
+
+# ---- my requests -------------------------------------------------------------------
+
+
+@router.get("/requests", response_class=HTMLResponse)
+async def my_requests(
+    request: Request,
+    visitor: SignedIn,
+    session: DbSession,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Response:
+    rows, next_cursor = await service.list_requests(
+        session=session,
+        user=visitor.user,
+        status=None,
+        account_id=None,
+        created_after=None,
+        created_before=None,
+        cursor=cursor,
+        limit=50,
+    )
+    return page(
+        request,
+        "requests.html",
+        rows=rows,
+        next_cursor=next_cursor,
+        user=visitor.user,
+        csrf=visitor.csrf,
+    )
+
+
+@router.get("/requests/{request_id}", response_class=HTMLResponse)
+async def request_page(
+    request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    return await _request_view(request_id, request, visitor, state, session, "detail.html")
+
+
+@router.get("/requests/{request_id}/panel", response_class=HTMLResponse)
+async def request_panel(
+    request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    """Status, actions and timeline alone (portal.js swaps them in on each status event)."""
+    return await _request_view(request_id, request, visitor, state, session, "panel.html")
+
+
+async def _request_view(
+    request_id: str,
+    request: Request,
+    visitor: Visitor,
+    state: AppState,
+    session: DbSession,
+    template: str,
+) -> Response:
+    row, timeline, _activity = await service.get_request(
+        session=session, state=state, user=visitor.user, request_id=_request_id(request_id)
+    )
+    return page(
+        request,
+        template,
+        r=row,
+        timeline=timeline,
+        user=visitor.user,
+        user_id=visitor.user.user_id,
+        csrf=visitor.csrf,
+    )
+
+
+async def _visible(
+    session: DbSession, state: AppState, visitor: Visitor, request_id: str
+) -> AccessRequest:
+    return await service.load_visible(
+        session=session, state=state, user=visitor.user, request_id=_request_id(request_id)
+    )
+
+
+@router.get("/requests/{request_id}/events")
+async def request_events(
+    request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    """Server-Sent Events: `status` on each change; `expired` when the portal session
+    would have timed out (the page reloads, which asks for a sign-in if it has)."""
+    row = await _visible(session, state, visitor, request_id)
+    state.streams.take(visitor.user.user_id)
+    idle = timedelta(seconds=state.settings.portal_idle_timeout_seconds)
+    until = min(visitor.live.expires_at, state.clock.now() + idle)
+    return SlotStreamingResponse(
+        status_events(request, state.ctx.db, row.id, until=until, clock=state.clock),
+        slots=state.streams,
+        user_id=visitor.user.user_id,
+    )
+
+
+@router.post("/requests/{request_id}/cancel", response_class=HTMLResponse)
+async def cancel(
+    request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    await read_form(request, visitor)
+    row = await service.cancel(
+        session=session,
+        state=state,
+        user=visitor.user,
+        request_id=_request_id(request_id),
+        now=state.clock.now(),
+    )
+    return see_other(f"/requests/{row.id}")
+
+
+@router.post("/requests/{request_id}/revoke", response_class=HTMLResponse)
+async def end_now(
+    request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
+) -> Response:
+    """End access now (the grant is removed by grant-worker; the page follows)."""
+    await read_form(request, visitor)
+    row = await service.revoke(
+        session=session,
+        state=state,
+        user=visitor.user,
+        request_id=_request_id(request_id),
+        comment="ended from the portal",
+        now=state.clock.now(),
+    )
+    return see_other(f"/requests/{row.id}")
+
+
+# ---- assets ------------------------------------------------------------------------
+
+
+def _asset(name: str, media_type: str) -> Response:
+    body = resources.files("elevate_request_api.portal").joinpath("static", name).read_bytes()
+    return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=300"})
+
+
+# The portal's own stylesheet and script: nothing is loaded from elsewhere.
+@router.get("/static/portal.css")
+async def stylesheet() -> Response:
+    return _asset("portal.css", "text/css")
+
+
+@router.get("/static/portal.js")
+async def script() -> Response:
+    return _asset("portal.js", "text/javascript")
+
+
+def install_portal(app: FastAPI) -> None:
+    """The portal's routes, and the answers to its own refusals."""
+    from elevate_request_api.portal import login
+
+    app.include_router(login.router)
+    app.include_router(router)
+
+    async def sign_in(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return see_other(exc.location)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        status, title, detail = _REFUSALS[type(exc)]
+        return error_page(request, status, title, detail)
+
+    app.add_exception_handler(SignInRequired, sign_in)
+    for cls in _REFUSALS:
+        app.add_exception_handler(cls, refused)
+
+
+_REFUSALS: dict[type[Exception], tuple[int, str, str]] = {
+    CsrfRefused: (
+        403,
+        "Form refused",
+        "This form was not sent from your current portal session. Open the page again "
+        "and send it from there.",
+    ),
+    NotAForm: (415, "Form refused", "The portal accepts only its own forms."),
+    DirectoryDown: (
+        503,
+        "Try again shortly",
+        "The identity directory could not be asked who you are.",
+    ),
+}
