@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -59,9 +60,16 @@ eligibility:
 
 class Stack:
     def __init__(
-        self, work: Path, *, accounts: int, permission_sets: int, profile: Path | None = None
+        self,
+        work: Path,
+        *,
+        accounts: int,
+        permission_sets: int,
+        profile: Path | None = None,
+        policy: Callable[[list[str]], str] = policy_yaml,
     ) -> None:
         self.work = work
+        self.policy = policy  # the policy file's text, from the generated permission sets
         self.profile = profile  # cProfile the server into this file (it slows the server)
         self.n_accounts = accounts
         self.n_permission_sets = permission_sets
@@ -123,7 +131,7 @@ class Stack:
 
     def _start_request_api(self) -> None:
         policy = self.work / "policy.yaml"
-        policy.write_text(policy_yaml(self.org.permission_sets))
+        policy.write_text(self.policy(self.org.permission_sets))
         env = service_env(
             "request_api",
             ports=self.ports,

@@ -60,6 +60,7 @@ class Attack:
     ok: int  # 2xx answers
     seconds: float
     p50_ms: float
+    p95_ms: float
     p99_ms: float
     status_codes: dict[str, int]
     errors: list[str]
@@ -80,6 +81,7 @@ class Attack:
             "non_2xx_share": round(self.non_2xx_share, 4),
             "throughput_per_s": round(self.throughput, 1),
             "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
             "status_codes": self.status_codes,
             "errors": self.errors[:5],
@@ -129,6 +131,7 @@ def attack(
         ok=len(ok_ms),
         seconds=(report["duration"] + report["wait"]) / 1e9,
         p50_ms=round(statistics.median(ok_ms), 2) if ok_ms else float("nan"),
+        p95_ms=round(_pct(ok_ms, 95), 2) if ok_ms else float("nan"),
         p99_ms=round(_pct(ok_ms, 99), 2) if ok_ms else float("nan"),
         status_codes=dict(report.get("status_codes") or {}),
         errors=list(report.get("errors") or []),

@@ -17,7 +17,7 @@ from elevate_request_api import catalog, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import RequestNotFoundError
 from elevate_request_api.models import AccessRequest
-from elevate_request_api.portal import forms, sessions
+from elevate_request_api.portal import forms
 from elevate_request_api.portal.deps import (
     CsrfRefused,
     DirectoryDown,
@@ -25,8 +25,8 @@ from elevate_request_api.portal.deps import (
     SignedIn,
     SignInRequired,
     Visitor,
+    current_session,
     read_form,
-    timeouts,
 )
 from elevate_request_api.portal.render import error_page, page
 from elevate_request_api.stream import SlotStreamingResponse, status_events
@@ -49,13 +49,7 @@ def _request_id(raw: str) -> uuid.UUID:
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, state: AppState, session: DbSession) -> Response:
     """Signed in: my requests; otherwise what Elevate is, and the way in."""
-    live = await sessions.load(
-        session,
-        request.cookies.get(sessions.COOKIE),
-        timeouts=timeouts(state),
-        now=state.clock.now(),
-    )
-    if live is not None:
+    if await current_session(request, state, session) is not None:
         return see_other("/requests")
     return page(request, "signin.html", user=None, message=None)
 

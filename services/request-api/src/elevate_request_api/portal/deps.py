@@ -59,14 +59,29 @@ class Visitor:
         return self.live.csrf_token
 
 
-async def get_visitor(request: Request, state: AppState, session: DbSession) -> Visitor:
-    live = await sessions.load(
+def _back_to(request: Request) -> str:
+    """The page to return to after signing in: this one, if it is a page (not a post, a
+    fragment or a stream that a script asked for)."""
+    path = request.url.path
+    fragment = path.endswith(("/panel", "/events")) or path == "/request/accounts"
+    if request.method != "GET" or fragment:
+        return "/requests"
+    return f"{path}?{request.url.query}" if request.url.query else path
+
+
+async def current_session(request: Request, state: AppState, session: DbSession) -> Live | None:
+    """The browser's portal session, if it has a valid one."""
+    return await sessions.load(
         session,
         request.cookies.get(sessions.COOKIE),
         timeouts=timeouts(state),
         now=state.clock.now(),
     )
-    next_path = request.url.path if request.method == "GET" else "/requests"
+
+
+async def get_visitor(request: Request, state: AppState, session: DbSession) -> Visitor:
+    live = await current_session(request, state, session)
+    next_path = _back_to(request)
     if live is None:
         raise SignInRequired(next_path)
     try:
