@@ -247,6 +247,50 @@ async def test_a_missing_justification_is_shown_next_to_the_field(
     await axe_check(page)
 
 
+async def test_the_pages_fit_a_phone_and_work_from_the_keyboard(
+    portal_stack: Stack, browser: Browser, shot: Shot
+) -> None:
+    """At 375x740 no page scrolls sideways; from the keyboard alone the skip link comes
+    first, and an account is searched and opened with Tab and Enter."""
+    context = await browser.new_context(viewport={"width": 375, "height": 740})
+    try:
+        page = await context.new_page()
+        base = portal_stack.api
+        await sign_in(page, base, REQUESTER)
+        account_id = portal_stack.seeded.account_ids[ACCOUNT]
+        for name, path in (
+            ("my-requests", "/requests"),
+            ("picker", "/request"),
+            ("form", f"/request?account={account_id}"),
+        ):
+            await page.goto(f"{base}{path}")
+            await expect(page.locator("h1")).to_be_visible()
+            wide = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert wide <= 0, f"{path} is {wide}px wider than a phone screen"
+            await shot(page, f"phone-{name}")
+
+        await page.goto(f"{base}/request")
+        await page.keyboard.press("Tab")
+        skip = page.locator("a.skip")
+        await expect(skip).to_be_focused()
+        await expect(skip).to_be_visible()  # shown when focused
+        await page.locator("input#account-search").focus()
+        await page.keyboard.type(ACCOUNT)
+        link = page.locator("ul#account-results a.account", has_text=ACCOUNT)
+        await expect(link).to_have_count(1)
+        for _ in range(10):  # Tab onwards to the result
+            await page.keyboard.press("Tab")
+            if await link.evaluate("el => el === document.activeElement"):
+                break
+        await expect(link).to_be_focused()
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(f"{base}/request?account={account_id}")
+    finally:
+        await context.close()
+
+
 # ---- security ----
 
 
@@ -484,3 +528,172 @@ async def test_alice_requests_bob_approves_the_page_follows_she_ends_it(
         if "text/html" in response.headers.get("content-type", ""):
             policy = response.headers.get("content-security-policy")
             assert not csp_problems(policy), (response.url, csp_problems(policy))
+
+
+# ---- approvals and active access ----
+
+
+async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
+    portal_stack: Stack, browser: Browser, page: Page, shot: Shot
+) -> None:
+    """alice's request waits on bob's approvals page (with what he needs to judge it);
+    alice has no way to approve it herself, and a forged approval from her session is
+    refused; bob approves with a comment, and ends the access from his active-access page."""
+    stack, base = portal_stack, portal_stack.api
+    account_id = stack.seeded.account_ids[ACCOUNT]
+    async with stack.client(REQUESTER) as alice_api:
+        made = await alice_api.post(
+            "/v1/requests",
+            json={
+                "account_id": account_id,
+                "permission_set": PERMISSION_SET,
+                "duration_minutes": 45,
+                "justification": "INC-88: the approvals page",
+                "ticket": "INC-88",
+            },
+        )
+        assert made.status_code == 202, made.text
+        request_id = made.json()["id"]
+
+    # alice: no approvals page in her navigation, no decision form on her own request
+    await sign_in(page, base, REQUESTER)
+    await expect(page.locator("a#nav-approvals")).to_have_count(0)
+    await page.goto(f"{base}/requests/{request_id}")
+    await expect(page.locator("#status")).to_have_text("pending")
+    await expect(page.locator("form.decide")).to_have_count(0)
+    forged = await page.request.post(
+        f"{base}/requests/{request_id}/decision",
+        form={"csrf": await _csrf_of(page), "decision": "approve"},
+        max_redirects=0,
+    )
+    assert forged.status == 403, (forged.status, await forged.text())
+    async with stack.client(REQUESTER) as alice_api:
+        assert (await alice_api.get(f"/v1/requests/{request_id}")).json()["status"] == "pending"
+
+    bobs = await browser.new_context(viewport=VIEWPORT)
+    try:
+        bob = await bobs.new_page()
+        await sign_in(bob, base, APPROVER)
+        await bob.locator("a#nav-approvals").click()
+        await expect(bob).to_have_url(f"{base}/approvals")
+        card = bob.locator(f"#approvals li[data-request-id='{request_id}']")
+        await expect(card).to_have_count(1)
+        for text in (REQUESTER, account_id, "INC-88", "the approvals page", "one-sre-lead"):
+            await expect(card).to_contain_text(text)
+        await expect(card.locator("code.arn")).to_have_text(re.compile(r"^arn:aws:sso:::"))
+        await shot(bob, "approvals")
+        await axe_check(bob)
+        await card.locator("textarea[name=comment]").fill("ok for the incident window")
+        await card.get_by_role("button", name="Approve").click()
+        await expect(bob).to_have_url(f"{base}/approvals?sent={request_id}")
+        await expect(bob.locator("#decision-sent")).to_contain_text(PERMISSION_SET)
+        await expect(card).to_have_count(0)
+
+        await bob.locator("a#nav-active").click()
+        await expect(bob).to_have_url(f"{base}/active")
+        row = bob.locator(f"table#active-access tr[data-request-id='{request_id}']")
+
+        async def listed() -> bool:
+            await bob.reload()
+            return await row.count() == 1
+
+        await eventually(listed, timeout=GRANT_TIMEOUT_MS / 1000, interval=1, what="active")
+        await expect(row).to_contain_text(REQUESTER)
+        await expect(row.locator("td.left")).to_have_text(re.compile(r"\d+ min"))
+        await shot(bob, "active-access")
+        await axe_check(bob)
+        await row.get_by_role("button").click()
+        await expect(bob).to_have_url(f"{base}/active")
+    finally:
+        await bobs.close()
+
+    async def revoked() -> bool:
+        async with stack.client(REQUESTER) as alice_api:
+            got = (await alice_api.get(f"/v1/requests/{request_id}")).json()
+        return bool(got["status"] == "revoked")
+
+    await eventually(revoked, timeout=GRANT_TIMEOUT_MS / 1000, what="revoked")
+    async with stack.client(REQUESTER) as alice_api:
+        timeline = (await alice_api.get(f"/v1/requests/{request_id}")).json()["timeline"]
+    assert any(t.get("comment") == "ok for the incident window" for t in timeline), timeline
+    assert stack.seeded.user_ids[REQUESTER] not in stack.assigned(ACCOUNT, PERMISSION_SET)
+
+
+# ---- audit and policy ----
+
+
+async def test_carol_audits_exports_and_reviews_and_dave_explains_the_policy(
+    portal_stack: Stack, browser: Browser, page: Page, shot: Shot
+) -> None:
+    """An auditor searches every request, exports them as CSV and completes a break-glass
+    review; an admin reads the policy and has it explain a case; a requester has neither."""
+    stack, base = portal_stack, portal_stack.api
+    async with stack.client(REQUESTER) as alice_api:
+        made = await alice_api.post(
+            "/v1/requests",
+            json={
+                "account_id": stack.seeded.account_ids["sandbox-shared"],
+                "permission_set": PERMISSION_SET,
+                "duration_minutes": 30,
+                "justification": "INC-99: break-glass for the audit page",
+                "break_glass": True,
+            },
+        )
+        assert made.status_code == 202, made.text
+        request_id = made.json()["id"]
+
+    await sign_in(page, base, REQUESTER)  # alice: no audit, no policy
+    await expect(page.locator("a#nav-audit")).to_have_count(0)
+    for path in ("/audit", "/policy"):
+        refused = await page.request.get(f"{base}{path}", max_redirects=0)
+        assert refused.status == 403, (path, refused.status)
+
+    carols = await browser.new_context(viewport=VIEWPORT)
+    try:
+        carol = await carols.new_page()
+        await sign_in(carol, base, "carol")
+        await carol.locator("a#nav-audit").click()
+        await carol.locator("input#f-requester").fill(REQUESTER)
+        await carol.locator("#audit-filters button[type=submit]").click()
+        rows = carol.locator("table#audit-requests tbody tr[data-request-id]")
+        await expect(rows.first).to_be_visible()
+        assert set(await rows.locator("td:nth-child(2)").all_inner_texts()) == {REQUESTER}
+        await shot(carol, "audit")
+        await axe_check(carol)
+        href = await carol.locator("a#export").get_attribute("href")
+        assert href is not None
+        assert href.startswith("/audit/export?"), href
+        csv = await carol.request.get(f"{base}{href}")
+        assert csv.status == 200, await csv.text()
+        assert csv.headers["content-type"].startswith("text/csv")
+        lines = (await csv.text()).splitlines()
+        assert request_id in "\n".join(lines[1:]), lines[:3]
+
+        await carol.goto(f"{base}/audit?kind=review")
+        form = carol.locator(f"form.review[action='/requests/{request_id}/review']")
+        await expect(form).to_have_count(1)
+        await form.locator("textarea").fill("checked against INC-99: justified")
+        await form.get_by_role("button").click()
+        await expect(carol).to_have_url(f"{base}/audit?kind=review")
+        await expect(form).to_have_count(0)
+    finally:
+        await carols.close()
+    async with stack.client(REQUESTER) as alice_api:
+        assert (await alice_api.get(f"/v1/requests/{request_id}")).json()["review"] == "done"
+
+    daves = await browser.new_context(viewport=VIEWPORT)
+    try:
+        dave = await daves.new_page()
+        await sign_in(dave, base, "dave")
+        await dave.locator("a#nav-policy").click()
+        await expect(dave).to_have_url(f"{base}/policy")
+        await expect(dave.locator("pre#policy-text")).to_contain_text("approval_rules")
+        await dave.locator("input#x-user").fill(REQUESTER)
+        await dave.locator("input#x-account").fill(ACCOUNT)
+        await dave.locator("input#x-ps").fill(PERMISSION_SET)
+        await dave.locator("#explain-form button[type=submit]").click()
+        await expect(dave.locator("#explanation")).to_contain_text("Eligible")
+        await shot(dave, "policy-explained")
+        await axe_check(dave)
+    finally:
+        await daves.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,32 +163,47 @@ async def call(scene: Scene, row: Row, caller: str) -> int:
         return response.status_code
 
 
-async def test_every_route_is_in_the_table_and_answers_every_caller_as_it_says(
-    start_api: Any, pg_url: str, tmp_path: Path
-) -> None:
+async def table_api(start_api: Any, pg_url: str, tmp_path: Path) -> Api:
+    """request-api on the example policy widened by FRANKS_RULES."""
     policy = tmp_path / "policy.yaml"
     source = (ROOT / "deploy/local/policy.yaml").read_text()
     policy.write_text(re.sub(r"(?m)^standing_assignments:", FRANKS_RULES + r"\g<0>", source))
     api: Api = await start_api(pg_url, policy=policy)
-    table = authz_table.rows()
-    listed = {row.label for row in table}
-    assert len(listed) == len(table), "a route is listed twice"
-    routes = app_routes(api.app)
-    assert sorted(routes - listed) == [], "routes the authorisation table does not list"
-    assert sorted(listed - routes) == [], "listed routes the app does not have"
+    return api
 
-    scene = Scene(api, {owner: await submit(api, owner) for owner in ("alice", "frank")})
-    calls = [(row, caller) for row in table for caller in authz_table.CALLERS]
-    gate = asyncio.Semaphore(8)  # a few at once: quicker, and the server is not swamped
 
-    async def one(row: Row, caller: str) -> int:
+def assert_listed(listed: list[str], routes: set[str], doc: str) -> None:
+    assert len(set(listed)) == len(listed), "a route is listed twice"
+    assert sorted(routes - set(listed)) == [], f"routes {doc} does not list"
+    assert sorted(set(listed) - routes) == [], "listed routes the app does not have"
+
+
+async def wrong_answers(
+    rows: Sequence[Any], call_one: Callable[[Any, str], Awaitable[object]]
+) -> list[str]:
+    """Every (row, caller) called, a few at once (quicker, and the server is not
+    swamped); what did not answer as the row says."""
+    calls = [(row, caller) for row in rows for caller in authz_table.CALLERS]
+    gate = asyncio.Semaphore(8)
+
+    async def one(row: Any, caller: str) -> object:
         async with gate:
-            return await call(scene, row, caller)
+            return await call_one(row, caller)
 
     got = await asyncio.gather(*(one(row, caller) for row, caller in calls))
-    wrong = [
+    return [
         f"{row.label} as {caller}: expected {row.expected[caller]}, got {status}"
         for (row, caller), status in zip(calls, got, strict=True)
         if status != row.expected[caller]
     ]
+
+
+async def test_every_route_is_in_the_table_and_answers_every_caller_as_it_says(
+    start_api: Any, pg_url: str, tmp_path: Path
+) -> None:
+    api = await table_api(start_api, pg_url, tmp_path)
+    table = authz_table.rows()
+    assert_listed([row.label for row in table], app_routes(api.app), "docs/request-api.md")
+    scene = Scene(api, {owner: await submit(api, owner) for owner in ("alice", "frank")})
+    wrong = await wrong_answers(table, lambda row, caller: call(scene, row, caller))
     assert wrong == [], "\n".join(wrong)

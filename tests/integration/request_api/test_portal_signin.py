@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from elevate_core.clock import ManualClock
@@ -28,41 +25,14 @@ from sqlalchemy import select
 
 from tests.harness import database
 from tests.integration.request_api.conftest import Api
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def _cookies(response: httpx.Response) -> dict[str, Any]:
-    jar: SimpleCookie = SimpleCookie()
-    for header in response.headers.get_list("set-cookie"):
-        jar.load(header)
-    return {name: morsel for name, morsel in jar.items()}
-
-
-async def _begin(client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
-    """GET /login: the authorize URL's query, and the login cookie."""
-    login = await client.get("/login", params={"next": "/requests"})
-    assert login.status_code == 303, login.text
-    query = {k: v[0] for k, v in parse_qs(urlsplit(login.headers["location"]).query).items()}
-    return query, _cookies(login)[sessions.LOGIN_COOKIE].value
-
-
-async def _sign_in(api: Api, client: httpx.AsyncClient, user: str = "alice") -> httpx.Response:
-    query, login_cookie = await _begin(client)
-    code = uuid.uuid4().hex
-    api.issuer.codes[code] = {"user": user, "nonce": query["nonce"]}
-    return await client.get(
-        "/callback",
-        params={"code": code, "state": query["state"]},
-        headers={"Cookie": f"{sessions.LOGIN_COOKIE}={login_cookie}"},
-    )
+from tests.integration.request_api.portal_client import CSRF, begin, cookies_of, sign_in
 
 
 async def test_sign_in_runs_the_code_flow_with_pkce_and_a_server_side_session(
     api: Api,
 ) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        query, _ = await _begin(client)
+        query, _ = await begin(client)
         assert query["client_id"] == "elevate-portal"
         assert query["redirect_uri"] == f"{api.url}/callback"
         assert query["code_challenge_method"] == "S256"
@@ -71,7 +41,7 @@ async def test_sign_in_runs_the_code_flow_with_pkce_and_a_server_side_session(
         assert len(query["state"]) >= 32
         assert len(query["nonce"]) >= 32
 
-        signed_in = await _sign_in(api, client)
+        signed_in = await sign_in(api, client)
         assert signed_in.status_code == 303, signed_in.text
         assert signed_in.headers["location"] == "/requests"
         sent = api.issuer.redeemed[-1]
@@ -79,7 +49,7 @@ async def test_sign_in_runs_the_code_flow_with_pkce_and_a_server_side_session(
         assert sent["redirect_uri"] == f"{api.url}/callback"
         assert sent["client_id"] == "elevate-portal"
 
-        cookie = _cookies(signed_in)[sessions.COOKIE]
+        cookie = cookies_of(signed_in)[sessions.COOKIE]
         assert cookie["httponly"] is True
         assert cookie["secure"] is True  # outside dev
         assert cookie["samesite"].lower() == "lax"
@@ -98,7 +68,7 @@ async def test_sign_in_runs_the_code_flow_with_pkce_and_a_server_side_session(
 
 async def test_the_verifier_sent_matches_the_challenge_of_the_same_sign_in(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        query, login_cookie = await _begin(client)
+        query, login_cookie = await begin(client)
         code = uuid.uuid4().hex
         api.issuer.codes[code] = {"user": "alice", "nonce": query["nonce"]}
         await client.get(
@@ -113,8 +83,8 @@ async def test_the_verifier_sent_matches_the_challenge_of_the_same_sign_in(api: 
 
 async def test_a_callback_not_started_in_this_browser_is_refused(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        query, login_cookie = await _begin(client)
-        other, _ = await _begin(client)
+        query, login_cookie = await begin(client)
+        other, _ = await begin(client)
         code = uuid.uuid4().hex
         api.issuer.codes[code] = {"user": "alice", "nonce": query["nonce"]}
         cases = [
@@ -126,7 +96,7 @@ async def test_a_callback_not_started_in_this_browser_is_refused(api: Api) -> No
                 "/callback", params={"code": code, "state": query["state"]}, headers=headers
             )
             assert refused.status_code == 400, refused.text
-            assert sessions.COOKIE not in _cookies(refused)
+            assert sessions.COOKIE not in cookies_of(refused)
         # and a state is good once
         good = {"Cookie": f"{sessions.LOGIN_COOKIE}={login_cookie}"}
         first = await client.get(
@@ -138,13 +108,13 @@ async def test_a_callback_not_started_in_this_browser_is_refused(api: Api) -> No
             "/callback", params={"code": code, "state": query["state"]}, headers=good
         )
         assert again.status_code == 400, again.text
-        assert sessions.COOKIE not in _cookies(again)
+        assert sessions.COOKIE not in cookies_of(again)
 
 
 async def test_an_id_token_for_another_sign_in_is_refused(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
         for claims in ({"nonce": "another-sign-in"}, {"nonce": None}, {"aud": "another-app"}):
-            query, login_cookie = await _begin(client)
+            query, login_cookie = await begin(client)
             code = uuid.uuid4().hex
             api.issuer.codes[code] = {"user": "alice", "nonce": query["nonce"], **claims}
             refused = await client.get(
@@ -153,12 +123,12 @@ async def test_an_id_token_for_another_sign_in_is_refused(api: Api) -> None:
                 headers={"Cookie": f"{sessions.LOGIN_COOKIE}={login_cookie}"},
             )
             assert refused.status_code == 400, (claims, refused.text)
-            assert sessions.COOKIE not in _cookies(refused), claims
+            assert sessions.COOKIE not in cookies_of(refused), claims
 
 
 async def test_signing_out_ends_the_session_on_the_server(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        cookie = _cookies(await _sign_in(api, client))[sessions.COOKIE].value
+        cookie = cookies_of(await sign_in(api, client))[sessions.COOKIE].value
         headers = {"Cookie": f"{sessions.COOKIE}={cookie}"}
         page = await client.get("/requests", headers=headers)
         match = CSRF.search(page.text)
@@ -173,8 +143,8 @@ async def test_signing_out_ends_the_session_on_the_server(api: Api) -> None:
 
 async def test_a_new_sign_in_replaces_the_browsers_old_session(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        old = _cookies(await _sign_in(api, client))[sessions.COOKIE].value
-        query, login_cookie = await _begin(client)
+        old = cookies_of(await sign_in(api, client))[sessions.COOKIE].value
+        query, login_cookie = await begin(client)
         code = uuid.uuid4().hex
         api.issuer.codes[code] = {"user": "alice", "nonce": query["nonce"]}
         both = f"{sessions.LOGIN_COOKIE}={login_cookie}; {sessions.COOKIE}={old}"
@@ -182,7 +152,7 @@ async def test_a_new_sign_in_replaces_the_browsers_old_session(api: Api) -> None
             "/callback", params={"code": code, "state": query["state"]}, headers={"Cookie": both}
         )
         assert new.status_code == 303
-        assert _cookies(new)[sessions.COOKIE].value != old
+        assert cookies_of(new)[sessions.COOKIE].value != old
         stale = await client.get("/requests", headers={"Cookie": f"{sessions.COOKIE}={old}"})
         assert stale.status_code == 303  # a session someone planted does not survive
 
@@ -198,7 +168,7 @@ async def test_a_session_ends_at_its_absolute_timeout_however_busy(
         portal_absolute_timeout_seconds=600,
     )
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        cookie = _cookies(await _sign_in(api, client))[sessions.COOKIE].value
+        cookie = cookies_of(await sign_in(api, client))[sessions.COOKIE].value
         headers = {"Cookie": f"{sessions.COOKIE}={cookie}"}
         for _ in range(4):  # in use all along: the idle timeout never comes
             clock.advance(timedelta(seconds=140))

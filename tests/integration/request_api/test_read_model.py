@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from elevate_core.events.models import (
 
 from tests.harness import eventually, processed_past, publish_events, publish_raw
 from tests.integration.request_api.conftest import Api
+from tests.integration.request_api.portal_client import session_of
 
 NOW = datetime.now(UTC)
 
@@ -218,19 +220,28 @@ async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
         justification=snap.justification,
     )
     records = []
-    for name, user in (("ListBuckets", "alice"), ("TerminateInstances", "mallory")):
+    after_end = window.end + timedelta(hours=2)  # past the grace, its session begun inside
+    calls = (
+        ("ListBuckets", "alice", NOW, None),
+        ("TerminateInstances", "mallory", NOW, None),
+        ("DeleteBucket", "alice", NOW + timedelta(minutes=1), "AccessDenied"),
+        ("GetObject", "alice", after_end, None),
+    )
+    for name, user, at, error in calls:
         raw = call_record(
             user=user,
             account_id=snap.account_id,
             permission_set="AdministratorAccess",
-            at=NOW,
+            at=at,
             event_source="s3.amazonaws.com",
             event_name=name,
+            session_start=NOW - timedelta(minutes=1),
+            error_code=error,
         )
         parsed = parse_record(raw)
         records.append(api_activity(parsed, correlate(parsed, [window], grace=timedelta(hours=1))))
     endpoint, prefix = api.kafka, api.settings.topic_prefix
-    duplicated_and_uncovered = [records[0], records[0], records[1]]
+    duplicated_and_uncovered = [records[0], records[0], records[1], records[2], records[3]]
     await publish_raw(
         endpoint,
         f"{prefix}elevate.audit.v1",
@@ -242,7 +253,23 @@ async def test_correlated_activity_is_attached_to_its_request(api: Api) -> None:
     await processed_past(endpoint, f"{prefix}request-api.activity", f"{prefix}elevate.audit.v1")
     async with api.client("alice") as alice:
         activity = (await alice.get(f"/v1/requests/{rid}")).json()["activity"]
-    assert [(a["operation"], a["severity"]) for a in activity] == [("ListBuckets", "informational")]
+    assert [(a["operation"], a["result"], a["outlived"]) for a in activity] == [
+        ("ListBuckets", "Success", False),
+        ("DeleteBucket", "Failure (AccessDenied)", False),
+        ("GetObject", "Success", True),
+    ]
+    assert activity[0]["severity"] == "informational"
+
+    # The request's page shows the same, the outlived call flagged.
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        cookie, _ = await session_of(api, client, "alice")
+        page = await client.get(f"/requests/{rid}", headers={"Cookie": cookie})
+    assert page.status_code == 200, page.text
+    table = page.text[page.text.index('<table id="activity">') :]
+    rows = re.findall(r"<tr class=\"([^\"]*)\">\s*<td>.*?</td>\s*<td>(\w+)", table, re.S)
+    assert rows == [("", "ListBuckets"), (" failed", "DeleteBucket"), ("outlived", "GetObject")]
+    assert "after the grant ended" in table
+    assert "203.0.113.10" in table
 
 
 async def test_an_approver_sees_what_they_decided_by_user_id_not_by_name(api: Api) -> None:

@@ -38,6 +38,9 @@ def audit_record_key(data: dict[str, Any]) -> str | None:
     return str(uid) if uid else None
 
 
+OUTLIVED = "elevate.outlived-grant"  # audit-ingest's finding (its enrichments.py)
+
+
 async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
     """Attach a correlated CloudTrail action (OCSF API Activity) to its request."""
     record = envelope.data
@@ -60,5 +63,16 @@ async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
             severity=_SEVERITY.get(int(record.get("severity_id", 0)), "unknown"),
             source_ip=endpoint.get("ip") or endpoint.get("domain"),
             record_uid=envelope.id,
+            result=_result(record),
+            outlived=any(
+                isinstance(e, dict) and e.get("name") == OUTLIVED
+                for e in record.get("enrichments") or ()
+            ),
         )
     )
+
+
+def _result(record: dict[str, Any]) -> str:
+    status = str(record.get("status") or "Unknown")
+    code = record.get("status_code")
+    return f"{status} ({code})"[:160] if code else status[:160]

@@ -78,6 +78,10 @@ class ActivityRecord(Base):
     severity: Mapped[str | None] = mapped_column(String(32))
     source_ip: Mapped[str | None] = mapped_column(String(64))
     record_uid: Mapped[str] = mapped_column(String(255))
+    # "Success", or "Failure (AccessDenied)"; None for rows from before migration 0006.
+    result: Mapped[str | None] = mapped_column(String(160), default=None)
+    # After its grant ended (audit-ingest's outlived-grant finding).
+    outlived: Mapped[bool | None] = mapped_column(Boolean, default=False)
 
 
 class RequestEvent(Base):

@@ -150,6 +150,8 @@ class ActivityOut(_Out):
     service: str | None
     severity: str | None
     source_ip: str | None
+    result: str | None = Field(default=None, description="Success, or Failure (error code)")
+    outlived: bool | None = Field(default=None, description="after its grant had ended")
 
 
 class RequestOut(_Out):

@@ -333,6 +333,16 @@ async def decide(
     return await publish(session, state, event, request_id=row.id, now=now)
 
 
+def may_end(policy: Policy, user: User, row: AccessRequest) -> bool:
+    """Who may end a request's access: its requester, an approver of it, an admin."""
+    return (
+        row.requester_user_id == user.user_id
+        or user.user_id in (row.approver_ids or ())
+        or bool(set(row.approver_groups) & user.groups)
+        or policy.is_admin(user)
+    )
+
+
 async def revoke(
     *,
     session: AsyncSession,
@@ -345,14 +355,7 @@ async def revoke(
     row = await load_visible(
         session=session, state=state, user=user, request_id=request_id, for_update=True
     )
-    policy = state.access.policy
-    allowed = (
-        row.requester_user_id == user.user_id
-        or user.user_id in (row.approver_ids or ())
-        or bool(set(row.approver_groups) & user.groups)
-        or policy.is_admin(user)
-    )
-    if not allowed:
+    if not may_end(state.access.policy, user, row):
         raise NotAllowedError("only the requester, an approver of it or an admin may revoke it")
     if row.status not in REVOCABLE:
         raise StateConflictError(f"a {row.status} request has no access to revoke")
@@ -419,14 +422,29 @@ async def get_request(
     return row, await store.timeline(session, row.id), await store.activity(session, row.id)
 
 
+async def may_decide_on(state: ApiState, user: User, row: AccessRequest) -> bool:
+    """Whether `user` may approve or reject `row` now (never their own)."""
+    rule = state.access.policy.approval_rules.get(row.approval_rule)
+    if rule is None or row.status != Status.PENDING:
+        return False
+    return bool(may_decide(rule, requester=await requester_of(state, row), decider=user))
+
+
 async def approvals(*, session: AsyncSession, state: ApiState, user: User) -> list[AccessRequest]:
-    """Pending requests the caller may decide (never their own)."""
-    policy = state.access.policy
-    out = []
-    for row in await store.pending(session):
-        rule = policy.approval_rules.get(row.approval_rule)
-        if rule is None:
-            continue
-        if may_decide(rule, requester=await requester_of(state, row), decider=user):
-            out.append(row)
-    return out
+    """Pending requests the caller may decide (never their own, nor one whose decision
+    by them is already recorded: a rule needing several approvals waits for others)."""
+    pending = await store.in_status(session, Status.PENDING)
+    return [
+        row
+        for row in pending
+        if user.user_id not in (row.approver_ids or ()) and await may_decide_on(state, user, row)
+    ]
+
+
+async def active_access(
+    *, session: AsyncSession, state: ApiState, user: User
+) -> list[AccessRequest]:
+    """Access in force now that the caller may end: their own, what they approve, or all
+    of it for admins (a failed revocation too: its access may still be there)."""
+    rows = await store.in_status(session, Status.ACTIVE, Status.REVOCATION_FAILED)
+    return [row for row in rows if may_end(state.access.policy, user, row)]

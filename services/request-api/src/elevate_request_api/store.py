@@ -256,15 +256,11 @@ async def page_rows(
     return found
 
 
-async def pending(session: AsyncSession) -> Sequence[AccessRequest]:
-    return (
-        (
-            await session.execute(
-                select(AccessRequest)
-                .where(AccessRequest.status == Status.PENDING.value)
-                .order_by(AccessRequest.created_at)
-            )
-        )
-        .scalars()
-        .all()
+async def in_status(session: AsyncSession, *statuses: Status) -> Sequence[AccessRequest]:
+    """Every request in one of `statuses`, oldest first (the open ones: a bounded set)."""
+    query = (
+        select(AccessRequest)
+        .where(AccessRequest.status.in_([s.value for s in statuses]))
+        .order_by(AccessRequest.created_at)
     )
+    return (await session.execute(query)).scalars().all()

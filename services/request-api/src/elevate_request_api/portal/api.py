@@ -5,7 +5,6 @@ request's page follow its status (SSE)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from importlib import resources
 from typing import Annotated
@@ -17,7 +16,7 @@ from elevate_request_api import catalog, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import RequestNotFoundError
 from elevate_request_api.models import AccessRequest
-from elevate_request_api.portal import forms
+from elevate_request_api.portal import approve, forms, login, oversee
 from elevate_request_api.portal.deps import (
     CsrfRefused,
     DirectoryDown,
@@ -26,9 +25,12 @@ from elevate_request_api.portal.deps import (
     SignInRequired,
     Visitor,
     current_session,
+    parse_request_id,
     read_form,
 )
+from elevate_request_api.portal.login import safe_next
 from elevate_request_api.portal.render import error_page, page
+from elevate_request_api.portal.timeline import steps
 from elevate_request_api.stream import SlotStreamingResponse, status_events
 
 router = APIRouter(include_in_schema=False)
@@ -37,13 +39,6 @@ PICKER_LIMIT = 25  # accounts shown per search; more: type more of it
 
 def see_other(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303)
-
-
-def _request_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise RequestNotFoundError(f"no request {raw[:64]}") from None
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -213,14 +208,17 @@ async def _request_view(
     session: DbSession,
     template: str,
 ) -> Response:
-    row, timeline, _activity = await service.get_request(
-        session=session, state=state, user=visitor.user, request_id=_request_id(request_id)
+    row, timeline, activity = await service.get_request(
+        session=session, state=state, user=visitor.user, request_id=parse_request_id(request_id)
     )
     return page(
         request,
         template,
         r=row,
         timeline=timeline,
+        steps=steps(row.status, timeline),
+        activity=activity,
+        can_decide=await service.may_decide_on(state, visitor.user, row),
         user=visitor.user,
         user_id=visitor.user.user_id,
         csrf=visitor.csrf,
@@ -231,7 +229,7 @@ async def _visible(
     session: DbSession, state: AppState, visitor: Visitor, request_id: str
 ) -> AccessRequest:
     return await service.load_visible(
-        session=session, state=state, user=visitor.user, request_id=_request_id(request_id)
+        session=session, state=state, user=visitor.user, request_id=parse_request_id(request_id)
     )
 
 
@@ -261,7 +259,7 @@ async def cancel(
         session=session,
         state=state,
         user=visitor.user,
-        request_id=_request_id(request_id),
+        request_id=parse_request_id(request_id),
         now=state.clock.now(),
     )
     return see_other(f"/requests/{row.id}")
@@ -272,16 +270,16 @@ async def end_now(
     request_id: str, request: Request, visitor: SignedIn, state: AppState, session: DbSession
 ) -> Response:
     """End access now (the grant is removed by grant-worker; the page follows)."""
-    await read_form(request, visitor)
+    fields = await read_form(request, visitor)
     row = await service.revoke(
         session=session,
         state=state,
         user=visitor.user,
-        request_id=_request_id(request_id),
+        request_id=parse_request_id(request_id),
         comment="ended from the portal",
         now=state.clock.now(),
     )
-    return see_other(f"/requests/{row.id}")
+    return see_other(safe_next(fields.get("back") or f"/requests/{row.id}"))
 
 
 # ---- assets ------------------------------------------------------------------------
@@ -305,10 +303,10 @@ async def script() -> Response:
 
 def install_portal(app: FastAPI) -> None:
     """The portal's routes, and the answers to its own refusals."""
-    from elevate_request_api.portal import login
-
     app.include_router(login.router)
     app.include_router(router)
+    app.include_router(approve.router)
+    app.include_router(oversee.router)
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)

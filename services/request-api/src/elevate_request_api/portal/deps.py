@@ -3,6 +3,7 @@ Identity Store user its key finds now (a user gone from the directory is signed 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -12,7 +13,9 @@ from elevate_core.directory.errors import DirectoryError, UserNotFoundError
 from elevate_core.directory.models import User
 from fastapi import Depends, Request
 
+from elevate_request_api import service
 from elevate_request_api.deps import AppState, DbSession
+from elevate_request_api.domain import RequestNotFoundError
 from elevate_request_api.portal import forms, sessions
 from elevate_request_api.portal.sessions import Live, Timeouts
 
@@ -53,10 +56,19 @@ def timeouts(state: AppState) -> Timeouts:
 class Visitor:
     live: Live
     user: User
+    roles: tuple[str, ...]  # what the navigation offers (each route checks for itself)
 
     @property
     def csrf(self) -> str:
         return self.live.csrf_token
+
+
+def parse_request_id(raw: str) -> uuid.UUID:
+    """A request id from a path: not one (any text) is a request that does not exist."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise RequestNotFoundError(f"no request {raw[:64]}") from None
 
 
 def _back_to(request: Request) -> str:
@@ -94,7 +106,7 @@ async def get_visitor(request: Request, state: AppState, session: DbSession) -> 
     if user.user_id != live.user_id:  # the key now finds someone else: not this session
         await sessions.end(session, request.cookies.get(sessions.COOKIE))
         raise SignInRequired(next_path)
-    visitor = Visitor(live, user)
+    visitor = Visitor(live, user, tuple(service.roles(state.access.policy, user)))
     request.state.portal_visitor = visitor  # for the error pages' navigation
     return visitor
 

@@ -61,6 +61,12 @@ def _when(value: datetime | None, zone: ZoneInfo | None) -> Markup:
 
 
 def page(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    """`template` rendered; who is signed in (`user`, `csrf`, `roles`) comes from the
+    request unless given."""
+    visitor = getattr(request.state, "portal_visitor", None)
+    context.setdefault("user", visitor.user if visitor is not None else None)
+    context.setdefault("csrf", visitor.csrf if visitor is not None else "")
+    context.setdefault("roles", visitor.roles if visitor is not None else ())
     zone = zone_of(request)
     html = _env.get_template(template).render(
         when=lambda v: _when(v, zone), zone=zone.key if zone else "UTC", **context
@@ -70,14 +76,4 @@ def page(request: Request, template: str, *, status: int = 200, **context: Any) 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
     """A refusal as a page, with the navigation when someone is signed in."""
-    visitor = getattr(request.state, "portal_visitor", None)
-    return page(
-        request,
-        "error.html",
-        status=status,
-        title=title,
-        detail=detail,
-        back=None,
-        user=visitor.user if visitor is not None else None,
-        csrf=visitor.csrf if visitor is not None else "",
-    )
+    return page(request, "error.html", status=status, title=title, detail=detail, back=None)
