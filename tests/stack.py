@@ -19,10 +19,10 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 import httpx
@@ -42,11 +42,14 @@ from elevate_local.oidc import (
 )
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
+from elevate_local.simulate_activity import deliver
 
 from tests.harness import event_environment
-from tests.helpers import eventually
+from tests.helpers import data_of, eventually
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sso_admin import SSOAdminClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +85,44 @@ class Process:
 
 
 @dataclass
+class Trail:
+    """This stack's CloudTrail: a bucket and the notice queue audit-ingest reads, in moto;
+    `deliver` writes a log file and its notice as CloudTrail would (simulate_activity)."""
+
+    s3: S3Client
+    sqs: SQSClient
+    bucket: str
+    queue: str
+    queue_url: str
+
+    def deliver(self, records: Sequence[dict[str, Any]], *, account_id: str) -> str:
+        return deliver(
+            self.s3,
+            self.sqs,
+            bucket=self.bucket,
+            queue_url=self.queue_url,
+            account_id=account_id,
+            records=records,
+        )
+
+
+def _trail(moto_endpoint: str) -> Trail:
+    session = boto3.session.Session(region_name="us-east-1")
+    s3 = session.client("s3", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=moto_endpoint)
+    name = f"trail-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    return Trail(s3, sqs, name, name, sqs.create_queue(QueueName=name)["QueueUrl"])
+
+
+@dataclass
 class Stack:
     issuer: str
     seeded: SeededOrganisation
     sso: SSOAdminClient
     endpoint: KafkaEndpoint
     topic_prefix: str
+    trail: Trail
     processes: dict[str, Process] = field(default_factory=dict)
 
     @property
@@ -119,6 +154,51 @@ class Stack:
             PermissionSetArn=self.seeded.permission_set_arns[permission_set],
         )["AccountAssignments"]
         return [r["PrincipalId"] for r in rows if r["PrincipalType"] == "USER"]
+
+
+def is_user_access(record: Any, request_id: str, *, activity: int) -> bool:
+    """An OCSF 3005 record of the request's grant (activity 1 Assign, 2 Revoke)."""
+    doc = data_of(record)
+    return bool(
+        doc.get("class_uid") == 3005
+        and doc.get("activity_id") == activity
+        and doc.get("metadata", {}).get("correlation_uid") == request_id
+    )
+
+
+async def audit_until_revoke(stack: Stack, request_id: str) -> list[Any]:
+    """The audit topic from its beginning until the request's 3005 Revoke is on it."""
+    return await audit_until(stack, request_id, activity=2)
+
+
+async def audit_until(stack: Stack, request_id: str, *, activity: int) -> list[Any]:
+    """The audit topic from its beginning until the request's 3005 record of `activity`
+    (1 Assign, 2 Revoke) is on it: audit-ingest then knows the grant (or its end)."""
+    topic = f"{stack.topic_prefix}elevate.audit.v1"
+    consumer = stack.endpoint.consumer(
+        topic,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+
+    def seen() -> bool:
+        return any(is_user_access(r, request_id, activity=activity) for r in records)
+
+    async def probe() -> tuple[bool, object]:
+        for batch in (await consumer.getmany(timeout_ms=500)).values():
+            records.extend(batch)
+        return seen(), [
+            (data_of(r).get("class_uid"), data_of(r).get("activity_id")) for r in records
+        ]
+
+    try:
+        await until(probe, f"the 3005 record {activity} of {request_id} on {topic}", stack)
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def until(
@@ -167,7 +247,8 @@ async def start_stack(
         proxy.external_ids.link_seeded(oidc.issuer)
         proxy.start()
         cleanup.callback(proxy.stop)
-        s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), catalog)
+        trail = _trail(moto_endpoint)
+        s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), catalog, trail)
         cleanup.callback(_stop_all, s)
         for name in SERVICES:
             principal = Principal(name.replace("_", "-"))
@@ -189,12 +270,18 @@ async def start_stack(
                     "ELEVATE_AWS_SECRET_ACCESS_KEY": "testing",
                     "ELEVATE_OIDC_ISSUER": oidc.issuer,
                     **(_request_api_environment(port) if name == "request_api" else {}),
+                    **(_audit_ingest_environment(trail) if name == "audit_ingest" else {}),
                     **extra.get(name, {}),
                 },
                 tmp_path,
             )
         await _ready(s)
         yield s
+
+
+def _audit_ingest_environment(trail: Trail) -> dict[str, str]:
+    # this stack's own trail: another stack's notices are not read here
+    return {"ELEVATE_CLOUDTRAIL_QUEUE": trail.queue, "ELEVATE_CLOUDTRAIL_SOURCES": trail.bucket}
 
 
 def _request_api_environment(port: int) -> dict[str, str]:

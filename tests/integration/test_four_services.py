@@ -20,7 +20,7 @@ from elevate_local.kafka import KafkaBroker
 from elevate_local.postgres import PostgresCluster
 
 from tests.helpers import data_of
-from tests.stack import Stack, start_stack, until
+from tests.stack import Stack, audit_until_revoke, is_user_access, start_stack, until
 
 # The example policy's rule for this triple is one-sre-lead, with a ticket required.
 REQUESTER, APPROVER = "alice", "bob"
@@ -48,44 +48,6 @@ async def _status(stack: Stack, client: httpx.AsyncClient, location: str, want: 
         return body["status"] == want, body
 
     await until(probe, f"the request becoming {want!r}", stack)
-
-
-async def _audit_until_revoke(stack: Stack, request_id: str) -> list[Any]:
-    """The audit topic from its beginning until the request's 3005 Revoke is on it."""
-    topic = f"{stack.topic_prefix}elevate.audit.v1"
-    consumer = stack.endpoint.consumer(
-        topic,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records: list[Any] = []
-
-    def revoke_seen() -> bool:
-        return any(_is_user_access(r, request_id, activity=2) for r in records)
-
-    async def probe() -> tuple[bool, object]:
-        for batch in (await consumer.getmany(timeout_ms=500)).values():
-            records.extend(batch)
-        return revoke_seen(), [
-            (data_of(r).get("class_uid"), data_of(r).get("activity_id")) for r in records
-        ]
-
-    try:
-        await until(probe, f"the 3005 Revoke of {request_id} on {topic}", stack)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def _is_user_access(record: Any, request_id: str, *, activity: int) -> bool:
-    doc = data_of(record)
-    return bool(
-        doc.get("class_uid") == 3005
-        and doc.get("activity_id") == activity
-        and doc.get("metadata", {}).get("correlation_uid") == request_id
-    )
 
 
 async def test_request_approved_activated_revoked_and_audited(stack: Stack) -> None:
@@ -125,15 +87,15 @@ async def test_request_approved_activated_revoked_and_audited(stack: Stack) -> N
         await _status(stack, alice, location, "revoked")
         assert alice_id not in stack.assigned(ACCOUNT, PERMISSION_SET)
 
-    records = await _audit_until_revoke(stack, request_id)
+    records = await audit_until_revoke(stack, request_id)
     _check_audit(records, stack, request_id)
 
 
 def _check_audit(records: list[Any], stack: Stack, request_id: str) -> None:
     seeded = stack.seeded
     account_id = seeded.account_ids[ACCOUNT]
-    assigns = [r for r in records if _is_user_access(r, request_id, activity=1)]
-    [revoke] = [r for r in records if _is_user_access(r, request_id, activity=2)]
+    assigns = [r for r in records if is_user_access(r, request_id, activity=1)]
+    [revoke] = [r for r in records if is_user_access(r, request_id, activity=2)]
     assert revoke.key.decode() == request_id
     doc = data_of(revoke)
     assert doc["type_uid"] == 300502

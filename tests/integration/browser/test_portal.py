@@ -13,6 +13,7 @@ screenshotted (test-output/screenshots/) and checked with axe-core.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +21,8 @@ import pytest
 from elevate_local.kafka import KafkaBroker
 from elevate_local.oidc import subject_of
 from elevate_local.postgres import PostgresCluster
-from playwright.async_api import Browser, Error, Page, Response, expect
+from elevate_local.simulate_activity import session_records, sign_in_record
+from playwright.async_api import Browser, Error, Locator, Page, Response, expect
 
 from tests.helpers import eventually
 from tests.integration.browser.conftest import VIEWPORT, Shot
@@ -31,7 +33,7 @@ from tests.integration.browser.support import (
     inline_scripts,
     sign_in,
 )
-from tests.stack import Stack, start_stack
+from tests.stack import Stack, audit_until, audit_until_revoke, start_stack
 
 REQUESTER, APPROVER = "alice", "bob"
 # The example policy: one SRE lead approves, a ticket is required (^[A-Z]+-[0-9]+$).
@@ -533,12 +535,32 @@ async def test_alice_requests_bob_approves_the_page_follows_she_ends_it(
 # ---- approvals and active access ----
 
 
-async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
+def _shown(at: str) -> str:
+    """An API time as the portal shows it (UTC here: the browser's zone is UTC)."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _activity_rows(page: Page, want: int) -> Locator:
+    """The request page's activity rows once there are `want` of them (activity arrives
+    from CloudTrail through audit-ingest: the page is reloaded until it shows)."""
+    rows = page.locator("table#activity tbody tr")
+
+    async def shown() -> bool:
+        await page.reload()
+        return await rows.count() >= want
+
+    await eventually(shown, timeout=GRANT_TIMEOUT_MS / 1000, interval=1, what="activity")
+    return rows
+
+
+async def test_bob_approves_on_his_page_her_session_shows_and_outlives_it(
     portal_stack: Stack, browser: Browser, page: Page, shot: Shot
 ) -> None:
-    """alice's request waits on bob's approvals page (with what he needs to judge it);
-    alice has no way to approve it herself, and a forged approval from her session is
-    refused; bob approves with a comment, and ends the access from his active-access page."""
+    """alice's pending request is on bob's approvals page with its exact ARN and window;
+    alice has no approve button and her forged approval is refused; bob approves there and
+    her page turns active by itself; CloudTrail (simulated into the stack's trail) shows
+    her session's calls on the request's page; bob ends it from his active-access page,
+    and a sign-in after the end is highlighted as access that outlived the grant."""
     stack, base = portal_stack, portal_stack.api
     account_id = stack.seeded.account_ids[ACCOUNT]
     async with stack.client(REQUESTER) as alice_api:
@@ -554,6 +576,7 @@ async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
         )
         assert made.status_code == 202, made.text
         request_id = made.json()["id"]
+        asked = (await alice_api.get(f"/v1/requests/{request_id}")).json()
 
     # alice: no approvals page in her navigation, no decision form on her own request
     await sign_in(page, base, REQUESTER)
@@ -567,8 +590,7 @@ async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
         max_redirects=0,
     )
     assert forged.status == 403, (forged.status, await forged.text())
-    async with stack.client(REQUESTER) as alice_api:
-        assert (await alice_api.get(f"/v1/requests/{request_id}")).json()["status"] == "pending"
+    await page.evaluate("window.__marker = 1")
 
     bobs = await browser.new_context(viewport=VIEWPORT)
     try:
@@ -580,7 +602,10 @@ async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
         await expect(card).to_have_count(1)
         for text in (REQUESTER, account_id, "INC-88", "the approvals page", "one-sre-lead"):
             await expect(card).to_contain_text(text)
-        await expect(card.locator("code.arn")).to_have_text(re.compile(r"^arn:aws:sso:::"))
+        arn = stack.seeded.permission_set_arns[PERMISSION_SET]
+        await expect(card.locator("code.arn")).to_have_text(arn)
+        for at in (asked["start"], asked["end"]):
+            await expect(card).to_contain_text(_shown(at))
         await shot(bob, "approvals")
         await axe_check(bob)
         await card.locator("textarea[name=comment]").fill("ok for the incident window")
@@ -589,15 +614,29 @@ async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
         await expect(bob.locator("#decision-sent")).to_contain_text(PERMISSION_SET)
         await expect(card).to_have_count(0)
 
+        # alice's page follows by itself
+        await expect(page.locator("#status")).to_have_text("active", timeout=GRANT_TIMEOUT_MS)
+        assert await page.evaluate("window.__marker") == 1, "the page was reloaded"
+
+        # her session, as CloudTrail delivers it: a sign-in, then four calls (once
+        # audit-ingest knows the grant: else they wait to be flagged as uncovered)
+        await audit_until(stack, request_id, activity=1)
+        now = datetime.now(UTC)
+        session = session_records(
+            user=REQUESTER, account_id=account_id, permission_set=PERMISSION_SET, start=now
+        )
+        stack.trail.deliver(session, account_id=account_id)
+        rows = await _activity_rows(page, len(session))
+        for name in ("GetCallerIdentity", "ListBuckets", "DescribeInstances", "ListRoles"):
+            await expect(rows.filter(has_text=name)).to_have_count(1)
+        await expect(rows.first).to_contain_text("203.0.113.10")
+        await expect(page.locator("table#activity tr.outlived")).to_have_count(0)
+        await shot(page, "detail-activity")
+        await axe_check(page)
+
         await bob.locator("a#nav-active").click()
         await expect(bob).to_have_url(f"{base}/active")
         row = bob.locator(f"table#active-access tr[data-request-id='{request_id}']")
-
-        async def listed() -> bool:
-            await bob.reload()
-            return await row.count() == 1
-
-        await eventually(listed, timeout=GRANT_TIMEOUT_MS / 1000, interval=1, what="active")
         await expect(row).to_contain_text(REQUESTER)
         await expect(row.locator("td.left")).to_have_text(re.compile(r"\d+ min"))
         await shot(bob, "active-access")
@@ -607,12 +646,21 @@ async def test_bob_approves_on_his_page_and_ends_it_from_active_access(
     finally:
         await bobs.close()
 
-    async def revoked() -> bool:
-        async with stack.client(REQUESTER) as alice_api:
-            got = (await alice_api.get(f"/v1/requests/{request_id}")).json()
-        return bool(got["status"] == "revoked")
-
-    await eventually(revoked, timeout=GRANT_TIMEOUT_MS / 1000, what="revoked")
+    await expect(page.locator("#status")).to_have_text("revoked", timeout=GRANT_TIMEOUT_MS)
+    await audit_until_revoke(stack, request_id)  # audit-ingest knows the grant's end
+    late = sign_in_record(
+        user=REQUESTER,
+        account_id=account_id,
+        permission_set=PERMISSION_SET,
+        at=datetime.now(UTC),
+    )
+    stack.trail.deliver([late], account_id=account_id)
+    await _activity_rows(page, len(session) + 1)
+    outlived = page.locator("table#activity tr.outlived")
+    await expect(outlived).to_have_count(1)
+    await expect(outlived).to_contain_text("after the grant ended")
+    await shot(page, "detail-outlived")
+    await axe_check(page)
     async with stack.client(REQUESTER) as alice_api:
         timeline = (await alice_api.get(f"/v1/requests/{request_id}")).json()["timeline"]
     assert any(t.get("comment") == "ok for the incident window" for t in timeline), timeline
@@ -648,10 +696,28 @@ async def test_carol_audits_exports_and_reviews_and_dave_explains_the_policy(
         refused = await page.request.get(f"{base}{path}", max_redirects=0)
         assert refused.status == 403, (path, refused.status)
 
+    async with stack.client(REQUESTER) as alice_api:
+        waiting = await alice_api.post(
+            "/v1/requests",
+            json={
+                "account_id": stack.seeded.account_ids[ACCOUNT],
+                "permission_set": PERMISSION_SET,
+                "duration_minutes": 30,
+                "justification": "INC-98: a request an auditor reads",
+                "ticket": "INC-98",
+            },
+        )
+        assert waiting.status_code == 202, waiting.text
     carols = await browser.new_context(viewport=VIEWPORT)
     try:
         carol = await carols.new_page()
         await sign_in(carol, base, "carol")
+        # an auditor reads a pending request but is offered no decision
+        await expect(carol.locator("a#nav-approvals")).to_have_count(0)
+        await carol.goto(f"{base}/requests/{waiting.json()['id']}")
+        await expect(carol.locator("#status")).to_have_text("pending")
+        await expect(carol.locator("form.decide")).to_have_count(0)
+        await expect(carol.get_by_role("button", name="Approve")).to_have_count(0)
         await carol.locator("a#nav-audit").click()
         await carol.locator("input#f-requester").fill(REQUESTER)
         await carol.locator("#audit-filters button[type=submit]").click()
