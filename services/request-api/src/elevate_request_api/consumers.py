@@ -11,7 +11,7 @@ from elevate_core.events.envelope import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_request_api import store
-from elevate_request_api.models import ActivityRecord
+from elevate_request_api.models import ActivityRecord, UncoveredActivity
 
 
 async def project(session: AsyncSession, envelope: Envelope) -> None:
@@ -38,11 +38,14 @@ def audit_record_key(data: dict[str, Any]) -> str | None:
     return str(uid) if uid else None
 
 
-OUTLIVED = "elevate.outlived-grant"  # audit-ingest's finding (its enrichments.py)
+# audit-ingest's findings (its enrichments.py)
+OUTLIVED = "elevate.outlived-grant"
+UNCOVERED = "elevate.uncovered"
 
 
 async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
-    """Attach a correlated CloudTrail action (OCSF API Activity) to its request."""
+    """Attach a correlated CloudTrail action (OCSF API Activity) to its request; keep an
+    uncovered one (a managed role nothing covers) for the pages that show those."""
     record = envelope.data
     if record.get("class_uid") != 6003:
         return  # grant assign/revoke records: the timeline already has those facts
@@ -50,26 +53,63 @@ async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
     try:
         request_id = uuid.UUID(str(correlation))
     except ValueError:
-        return  # activity no grant covers: not part of any request's evidence
+        uncovered = _enrichment(record, UNCOVERED)
+        if uncovered is not None:
+            session.add(_uncovered(record, uncovered, envelope.id))
+        return  # standing access, or not Elevate's to judge: no request's evidence
     # Kept even before its request is known: the request's page shows it once it is.
-    api = record.get("api") or {}
-    endpoint = record.get("src_endpoint") or {}
     session.add(
         ActivityRecord(
             request_id=request_id,
-            at=datetime.fromtimestamp(int(record["time"]) / 1000, tz=UTC),
-            operation=str(api.get("operation", "?"))[:255],
-            service=((api.get("service") or {}).get("name") or None),
+            **_action(record),
             severity=_SEVERITY.get(int(record.get("severity_id", 0)), "unknown"),
-            source_ip=endpoint.get("ip") or endpoint.get("domain"),
             record_uid=envelope.id,
-            result=_result(record),
-            outlived=any(
-                isinstance(e, dict) and e.get("name") == OUTLIVED
-                for e in record.get("enrichments") or ()
-            ),
+            outlived=_enrichment(record, OUTLIVED) is not None,
         )
     )
+
+
+def _action(record: dict[str, Any]) -> dict[str, Any]:
+    """What every activity row says of the action."""
+    api = record.get("api") or {}
+    endpoint = record.get("src_endpoint") or {}
+    return {
+        "at": datetime.fromtimestamp(int(record["time"]) / 1000, tz=UTC),
+        "operation": str(api.get("operation", "?"))[:255],
+        "service": ((api.get("service") or {}).get("name") or None),
+        "source_ip": endpoint.get("ip") or endpoint.get("domain"),
+        "result": _result(record),
+    }
+
+
+def _enrichment(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for e in record.get("enrichments") or ():
+        if isinstance(e, dict) and e.get("name") == name:
+            return e
+    return None
+
+
+def _uncovered(record: dict[str, Any], finding: dict[str, Any], uid: str) -> UncoveredActivity:
+    data = finding.get("data") or {}
+    action = _action(record)
+    return UncoveredActivity(
+        at=action["at"],
+        account_id=str(data.get("account_id") or "")[:12],
+        permission_set=(str(data["permission_set"])[:64] if data.get("permission_set") else None),
+        session_name=(str(data["session_name"])[:64] if data.get("session_name") else None),
+        user_id=(
+            str(data["on_behalf_of_user_id"])[:128] if data.get("on_behalf_of_user_id") else None
+        ),
+        operation=action["operation"],
+        service=action["service"],
+        source_ip=action["source_ip"],
+        result=action["result"],
+        record_uid=uid,
+    )
+
+
+def _text(value: object, limit: int) -> str | None:
+    return str(value)[:limit] if value else None
 
 
 def _result(record: dict[str, Any]) -> str:

@@ -64,6 +64,27 @@ class TimelineEntry(Base):
     event_id: Mapped[str | None] = mapped_column(String(255))  # the event it shows
 
 
+class UncoveredActivity(Base):
+    """A CloudTrail action in a managed role that nothing covers (from the audit topic)."""
+
+    __tablename__ = "uncovered_activity"
+    __table_args__ = (
+        Index("ix_uncovered_activity_account_permission_set", "account_id", "permission_set"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    permission_set: Mapped[str | None] = mapped_column(String(64))
+    session_name: Mapped[str | None] = mapped_column(String(64))  # the role session's name
+    user_id: Mapped[str | None] = mapped_column(String(128))  # the Identity Store user, if known
+    operation: Mapped[str] = mapped_column(String(255))
+    service: Mapped[str | None] = mapped_column(String(255))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(String(160))
+    record_uid: Mapped[str] = mapped_column(String(255))
+
+
 class ActivityRecord(Base):
     """A CloudTrail action correlated to a request (from the audit topic)."""
 

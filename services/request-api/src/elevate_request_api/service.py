@@ -52,7 +52,13 @@ from elevate_request_api.domain import (
     StateConflictError,
     Status,
 )
-from elevate_request_api.models import AccessRequest, ActivityRecord, IdempotencyKey, TimelineEntry
+from elevate_request_api.models import (
+    AccessRequest,
+    ActivityRecord,
+    IdempotencyKey,
+    TimelineEntry,
+    UncoveredActivity,
+)
 from elevate_request_api.schemas import RequestCreate
 
 
@@ -420,6 +426,18 @@ async def get_request(
 ) -> tuple[AccessRequest, Sequence[TimelineEntry], Sequence[ActivityRecord]]:
     row = await load_visible(session=session, state=state, user=user, request_id=request_id)
     return row, await store.timeline(session, row.id), await store.activity(session, row.id)
+
+
+# Uncovered actions this long before a request's start or after its end are shown with it.
+UNCOVERED_MARGIN = timedelta(hours=1)
+
+
+async def uncovered_around(
+    *, session: AsyncSession, row: AccessRequest
+) -> Sequence[UncoveredActivity]:
+    """The requester's uncovered actions in the request's role around its window (the
+    caller has been allowed to see `row`)."""
+    return await store.uncovered_near(session, row, margin=UNCOVERED_MARGIN)
 
 
 async def may_decide_on(state: ApiState, user: User, row: AccessRequest) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypedDict, Unpack
 
 from elevate_core.db import insert_for
@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_request_api import domain
 from elevate_request_api.domain import Logged, Status, View
-from elevate_request_api.models import AccessRequest, ActivityRecord, RequestEvent, TimelineEntry
+from elevate_request_api.models import (
+    AccessRequest,
+    ActivityRecord,
+    RequestEvent,
+    TimelineEntry,
+    UncoveredActivity,
+)
 
 STATUS_CHANNEL = "elevate_request_status"
 
@@ -254,6 +260,34 @@ async def page_rows(
         await session.execute(_history(columns, after, limit, filters))
     ).all()
     return found
+
+
+async def uncovered_near(
+    session: AsyncSession, row: AccessRequest, *, margin: timedelta, limit: int = 200
+) -> Sequence[UncoveredActivity]:
+    """Uncovered actions by the request's requester in its account and permission set's
+    role from `margin` before its start to `margin` after its end (by user id where
+    CloudTrail names one, else by the role session's name)."""
+    who = or_(
+        UncoveredActivity.user_id == row.requester_user_id,
+        and_(
+            UncoveredActivity.user_id.is_(None),
+            UncoveredActivity.session_name == row.requester_user_name,
+        ),
+    )
+    query = (
+        select(UncoveredActivity)
+        .where(
+            UncoveredActivity.account_id == row.account_id,
+            UncoveredActivity.permission_set == row.permission_set_name,
+            who,
+            UncoveredActivity.at >= row.start - margin,
+            UncoveredActivity.at <= row.end + margin,
+        )
+        .order_by(UncoveredActivity.at, UncoveredActivity.id)
+        .limit(limit)
+    )
+    return (await session.execute(query)).scalars().all()
 
 
 async def in_status(session: AsyncSession, *statuses: Status) -> Sequence[AccessRequest]:

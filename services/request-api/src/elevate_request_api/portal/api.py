@@ -30,7 +30,7 @@ from elevate_request_api.portal.deps import (
 )
 from elevate_request_api.portal.login import safe_next
 from elevate_request_api.portal.render import error_page, page
-from elevate_request_api.portal.timeline import steps
+from elevate_request_api.portal.timeline import activity_rows, steps
 from elevate_request_api.stream import SlotStreamingResponse, status_events
 
 router = APIRouter(include_in_schema=False)
@@ -217,7 +217,7 @@ async def _request_view(
         r=row,
         timeline=timeline,
         steps=steps(row.status, timeline),
-        activity=activity,
+        activity=activity_rows(activity, await service.uncovered_around(session=session, row=row)),
         can_decide=await service.may_decide_on(state, visitor.user, row),
         user=visitor.user,
         user_id=visitor.user.user_id,

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from elevate_request_api.domain import FINAL, Status
+from elevate_request_api.models import ActivityRecord, UncoveredActivity
 
 State = Literal["done", "now", "next", "skipped"]
 
@@ -58,3 +59,36 @@ def steps(status: str, entries: Sequence[Entry]) -> list[Step]:
             skipped=False,
         ),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One row of a request's session activity."""
+
+    at: datetime
+    operation: str
+    service: str | None
+    source_ip: str | None
+    result: str | None
+    flag: Literal["", "outlived", "uncovered"]
+
+
+def _flag(action: ActivityRecord) -> Literal["", "outlived"]:
+    return "outlived" if action.outlived else ""
+
+
+def activity_rows(
+    correlated: Sequence[ActivityRecord], uncovered: Sequence[UncoveredActivity]
+) -> list[Action]:
+    """The request's correlated actions (each flagged if it outlived the grant) and the
+    requester's uncovered ones around it, in time order."""
+    rows = [
+        Action(
+            a.at, a.operation, a.service, a.source_ip, a.result, "outlived" if a.outlived else ""
+        )
+        for a in correlated
+    ]
+    rows += [
+        Action(u.at, u.operation, u.service, u.source_ip, u.result, "uncovered") for u in uncovered
+    ]
+    return sorted(rows, key=lambda r: r.at)
