@@ -11,7 +11,7 @@ from elevate_core.problems import PROBLEM_JSON, PROBLEM_TYPE, problem_response
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from elevate_request_api import catalog, domain, oversight, service
+from elevate_request_api import catalog, domain, oversight, queries, service
 from elevate_request_api.deps import AppState, CurrentClaims, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.portal.render import error_page
@@ -198,7 +198,7 @@ async def list_requests(
             session=session, state=state, user=user, filters=filters, cursor=cursor, limit=limit
         )
     else:
-        rows, next_cursor = await service.list_requests(
+        rows, next_cursor = await queries.list_requests(
             session=session,
             user=user,
             status=status,
@@ -215,7 +215,7 @@ async def list_requests(
 async def get_request(
     request_id: uuid.UUID, user: CurrentUser, state: AppState, session: DbSession
 ) -> RequestDetail:
-    row, timeline, activity = await service.get_request(
+    row, timeline, activity = await queries.get_request(
         session=session, state=state, user=user, request_id=request_id
     )
     return RequestDetail(
@@ -309,7 +309,7 @@ async def decide(
 @router.get("/approvals", response_model=list[RequestOut])
 async def approvals(user: CurrentUser, state: AppState, session: DbSession) -> list[RequestOut]:
     """Pending requests the caller may decide (never their own)."""
-    rows = await service.approvals(session=session, state=state, user=user)
+    rows = await queries.approvals(session=session, state=state, user=user)
     return [RequestOut.of(r) for r in rows]
 
 

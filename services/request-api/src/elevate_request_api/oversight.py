@@ -30,14 +30,8 @@ from elevate_request_api.domain import (
     UnknownSubjectError,
 )
 from elevate_request_api.models import AccessRequest
-from elevate_request_api.service import (
-    decode_cursor,
-    load_visible,
-    page_of,
-    person,
-    publish,
-    requester_of,
-)
+from elevate_request_api.queries import decode_cursor, page_of
+from elevate_request_api.service import load_visible, person, publish, requester_of
 
 EXPORT_BATCH = 2000  # rows per query while exporting: memory stays flat at any size
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from elevate_request_api import catalog, service
+from elevate_request_api import catalog, queries, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import RequestNotFoundError
 from elevate_request_api.models import AccessRequest
@@ -165,7 +165,7 @@ async def my_requests(
     session: DbSession,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response:
-    rows, next_cursor = await service.list_requests(
+    rows, next_cursor = await queries.list_requests(
         session=session,
         user=visitor.user,
         status=None,
@@ -208,7 +208,7 @@ async def _request_view(
     session: DbSession,
     template: str,
 ) -> Response:
-    row, timeline, activity = await service.get_request(
+    row, timeline, activity = await queries.get_request(
         session=session, state=state, user=visitor.user, request_id=parse_request_id(request_id)
     )
     return page(
@@ -217,8 +217,8 @@ async def _request_view(
         r=row,
         timeline=timeline,
         steps=steps(row.status, timeline),
-        activity=activity_rows(activity, await service.uncovered_around(session=session, row=row)),
-        can_decide=await service.may_decide_on(state, visitor.user, row),
+        activity=activity_rows(activity, await queries.uncovered_around(session=session, row=row)),
+        can_decide=await queries.may_decide_on(state, visitor.user, row),
         user=visitor.user,
         user_id=visitor.user.user_id,
         csrf=visitor.csrf,

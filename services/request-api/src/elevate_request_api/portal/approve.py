@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
-from elevate_request_api import service
+from elevate_request_api import queries, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import InvalidRequestError
 from elevate_request_api.portal.deps import SignedIn, parse_request_id, read_form
@@ -34,7 +34,7 @@ async def approvals(
 ) -> Response:
     """Pending requests I may decide, oldest first; `sent`: the one I just decided (it
     stays pending until approval has recorded the decision, a moment later)."""
-    rows = await service.approvals(session=session, state=state, user=visitor.user)
+    rows = await queries.approvals(session=session, state=state, user=visitor.user)
     just = next((r for r in rows if str(r.id) == sent), None)
     rows = [r for r in rows if r is not just]
     return page(request, "approvals.html", rows=rows, sent=just)
@@ -73,7 +73,7 @@ async def active(
     request: Request, visitor: SignedIn, state: AppState, session: DbSession
 ) -> Response:
     """Access in force now that I may end: mine, what I approve, all of it for admins."""
-    rows = await service.active_access(session=session, state=state, user=visitor.user)
+    rows = await queries.active_access(session=session, state=state, user=visitor.user)
     now = state.clock.now()
     return page(request, "active.html", rows=rows, left=lambda end: _left(end, now))
 
