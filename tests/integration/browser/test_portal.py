@@ -13,7 +13,7 @@ screenshotted (test-output/screenshots/) and checked with axe-core.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -77,6 +77,31 @@ async def _fill_request(page: Page, *, justification: str | None, ticket: str) -
     if justification is not None:
         await form.locator("textarea#justification").fill(justification)
     await form.locator("input#ticket").fill(ticket)
+
+
+async def _asks(
+    stack: Stack,
+    ticket: str | None,
+    justification: str,
+    *,
+    account: str = ACCOUNT,
+    minutes: int = 30,
+    break_glass: bool = False,
+) -> str:
+    """alice asks for PERMISSION_SET on `account` through the API; the request's id."""
+    body: dict[str, object] = {
+        "account_id": stack.seeded.account_ids[account],
+        "permission_set": PERMISSION_SET,
+        "duration_minutes": minutes,
+        "justification": justification,
+        "break_glass": break_glass,
+    }
+    if ticket:
+        body["ticket"] = ticket
+    async with stack.client(REQUESTER) as alice:
+        made = await alice.post("/v1/requests", json=body)
+    assert made.status_code == 202, made.text
+    return str(made.json()["id"])
 
 
 async def _csrf_of(page: Page) -> str:
@@ -332,19 +357,7 @@ async def test_another_users_request_is_neither_shown_nor_changed(
     """The portal asks the same use cases as /v1: erin cannot see alice's request, nor
     cancel it with her own (valid) form token."""
     stack, base = portal_stack, portal_stack.api
-    async with stack.client(REQUESTER) as alice:
-        made = await alice.post(
-            "/v1/requests",
-            json={
-                "account_id": stack.seeded.account_ids[ACCOUNT],
-                "permission_set": PERMISSION_SET,
-                "duration_minutes": 30,
-                "justification": "INC-77: the portal's visibility",
-                "ticket": "INC-77",
-            },
-        )
-        assert made.status_code == 202, made.text
-        request_id = made.json()["id"]
+    request_id = await _asks(stack, "INC-77", "INC-77: the portal's visibility")
 
     await sign_in(page, base, "erin")
     for path in (f"/requests/{request_id}", f"/requests/{request_id}/panel"):
@@ -563,19 +576,8 @@ async def test_bob_approves_on_his_page_her_session_shows_and_outlives_it(
     and a sign-in after the end is highlighted as access that outlived the grant."""
     stack, base = portal_stack, portal_stack.api
     account_id = stack.seeded.account_ids[ACCOUNT]
+    request_id = await _asks(stack, "INC-88", "INC-88: the approvals page", minutes=45)
     async with stack.client(REQUESTER) as alice_api:
-        made = await alice_api.post(
-            "/v1/requests",
-            json={
-                "account_id": account_id,
-                "permission_set": PERMISSION_SET,
-                "duration_minutes": 45,
-                "justification": "INC-88: the approvals page",
-                "ticket": "INC-88",
-            },
-        )
-        assert made.status_code == 202, made.text
-        request_id = made.json()["id"]
         asked = (await alice_api.get(f"/v1/requests/{request_id}")).json()
 
     # alice: no approvals page in her navigation, no decision form on her own request
@@ -621,7 +623,7 @@ async def test_bob_approves_on_his_page_her_session_shows_and_outlives_it(
         # her session, as CloudTrail delivers it: a sign-in, then four calls (once
         # audit-ingest knows the grant: else they wait to be flagged as uncovered)
         await audit_until(stack, request_id, activity=1)
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) + timedelta(seconds=2)  # past the start in whole seconds
         session = session_records(
             user=REQUESTER, account_id=account_id, permission_set=PERMISSION_SET, start=now
         )
@@ -652,7 +654,9 @@ async def test_bob_approves_on_his_page_her_session_shows_and_outlives_it(
         user=REQUESTER,
         account_id=account_id,
         permission_set=PERMISSION_SET,
-        at=datetime.now(UTC),
+        # CloudTrail's times are whole seconds: a sign-in in the same second as the end
+        # would read as at the end (still covered), so this one is 2 s past it
+        at=datetime.now(UTC) + timedelta(seconds=2),
     )
     stack.trail.deliver([late], account_id=account_id)
     await _activity_rows(page, len(session) + 1)
@@ -676,19 +680,8 @@ async def test_carol_audits_exports_and_reviews_and_dave_explains_the_policy(
     """An auditor searches every request, exports them as CSV and completes a break-glass
     review; an admin reads the policy and has it explain a case; a requester has neither."""
     stack, base = portal_stack, portal_stack.api
-    async with stack.client(REQUESTER) as alice_api:
-        made = await alice_api.post(
-            "/v1/requests",
-            json={
-                "account_id": stack.seeded.account_ids["sandbox-shared"],
-                "permission_set": PERMISSION_SET,
-                "duration_minutes": 30,
-                "justification": "INC-99: break-glass for the audit page",
-                "break_glass": True,
-            },
-        )
-        assert made.status_code == 202, made.text
-        request_id = made.json()["id"]
+    justification = "INC-99: break-glass for the audit page"
+    request_id = await _asks(stack, None, justification, account="sandbox-shared", break_glass=True)
 
     await sign_in(page, base, REQUESTER)  # alice: no audit, no policy
     await expect(page.locator("a#nav-audit")).to_have_count(0)
@@ -696,25 +689,14 @@ async def test_carol_audits_exports_and_reviews_and_dave_explains_the_policy(
         refused = await page.request.get(f"{base}{path}", max_redirects=0)
         assert refused.status == 403, (path, refused.status)
 
-    async with stack.client(REQUESTER) as alice_api:
-        waiting = await alice_api.post(
-            "/v1/requests",
-            json={
-                "account_id": stack.seeded.account_ids[ACCOUNT],
-                "permission_set": PERMISSION_SET,
-                "duration_minutes": 30,
-                "justification": "INC-98: a request an auditor reads",
-                "ticket": "INC-98",
-            },
-        )
-        assert waiting.status_code == 202, waiting.text
+    waiting = await _asks(stack, "INC-98", "INC-98: a request an auditor reads")
     carols = await browser.new_context(viewport=VIEWPORT)
     try:
         carol = await carols.new_page()
         await sign_in(carol, base, "carol")
         # an auditor reads a pending request but is offered no decision
         await expect(carol.locator("a#nav-approvals")).to_have_count(0)
-        await carol.goto(f"{base}/requests/{waiting.json()['id']}")
+        await carol.goto(f"{base}/requests/{waiting}")
         await expect(carol.locator("#status")).to_have_text("pending")
         await expect(carol.locator("form.decide")).to_have_count(0)
         await expect(carol.get_by_role("button", name="Approve")).to_have_count(0)
