@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -42,14 +42,12 @@ from elevate_local.oidc import (
 )
 from elevate_local.ports import free_port
 from elevate_local.postgres import PostgresCluster
-from elevate_local.simulate_activity import deliver
 
 from tests.harness import event_environment
 from tests.helpers import data_of, eventually
+from tests.trail import Trail
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sso_admin import SSOAdminClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,37 +80,6 @@ class Process:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.out.close()
-
-
-@dataclass
-class Trail:
-    """This stack's CloudTrail: a bucket and the notice queue audit-ingest reads, in moto;
-    `deliver` writes a log file and its notice as CloudTrail would (simulate_activity)."""
-
-    s3: S3Client
-    sqs: SQSClient
-    bucket: str
-    queue: str
-    queue_url: str
-
-    def deliver(self, records: Sequence[dict[str, Any]], *, account_id: str) -> str:
-        return deliver(
-            self.s3,
-            self.sqs,
-            bucket=self.bucket,
-            queue_url=self.queue_url,
-            account_id=account_id,
-            records=records,
-        )
-
-
-def _trail(moto_endpoint: str) -> Trail:
-    session = boto3.session.Session(region_name="us-east-1")
-    s3 = session.client("s3", endpoint_url=moto_endpoint)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    name = f"trail-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    return Trail(s3, sqs, name, name, sqs.create_queue(QueueName=name)["QueueUrl"])
 
 
 @dataclass
@@ -247,7 +214,7 @@ async def start_stack(
         proxy.external_ids.link_seeded(oidc.issuer)
         proxy.start()
         cleanup.callback(proxy.stop)
-        trail = _trail(moto_endpoint)
+        trail = Trail.create(moto_endpoint)
         s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), catalog, trail)
         cleanup.callback(_stop_all, s)
         for name in SERVICES:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 from elevate_audit_ingest.main import create_app
 from elevate_audit_ingest.models import PendingRecord, RecordDigest
@@ -23,34 +21,21 @@ from elevate_core.kafka.acls import Principal
 from elevate_core.kafka.security import KafkaEndpoint
 from elevate_core.outbox import OutboxMessage
 from elevate_local.kafka import KafkaBroker
-from elevate_local.simulate_activity import deliver, session_records
+from elevate_local.simulate_activity import session_records
 from sqlalchemy import func, select
 
 from tests import harness
+from tests import trail as trail_module
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-    from mypy_boto3_sqs import SQSClient
+    pass
 
 ACCOUNT = "210987654321"
 PERMISSION_SET = "AdministratorAccess"
 
 
-@dataclass
-class Trail:
-    s3: S3Client
-    sqs: SQSClient
-    bucket: str
-    queue_url: str
-
-    def queued(self) -> int:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+class Trail(trail_module.Trail):
+    """This suite's trail: its log files are of ACCOUNT unless a test says otherwise."""
 
     def deliver(
         self,
@@ -61,18 +46,7 @@ class Trail:
         at: datetime | None = None,
         body: bytes | None = None,
     ) -> str:
-        """One log file of `account_id`'s trail (or `body` as given) and its notice, as
-        CloudTrail delivers them; returns the object key."""
-        return deliver(
-            self.s3,
-            self.sqs,
-            bucket=bucket or self.bucket,
-            queue_url=self.queue_url,
-            account_id=account_id,
-            records=records,
-            at=at,
-            body=body,
-        )
+        return super().deliver(records, account_id=account_id, bucket=bucket, at=at, body=body)
 
 
 @pytest.fixture(autouse=True)
@@ -83,14 +57,9 @@ async def _catalog(catalog: str) -> str:
 
 @pytest.fixture
 def trail(moto_endpoint: str) -> Iterator[Trail]:
-    session = boto3.session.Session(region_name="us-east-1")
-    s3 = session.client("s3", endpoint_url=moto_endpoint)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    name = f"trail-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    yield Trail(s3=s3, sqs=sqs, bucket=name, queue_url=url)
-    sqs.delete_queue(QueueUrl=url)
+    made = Trail.create(moto_endpoint)
+    yield made
+    made.delete_queue()
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from elevate_audit_ingest.ingest import TrailIngestor
 from elevate_audit_ingest.main import SPEC
@@ -42,15 +40,8 @@ def own_moto() -> Iterator[Trail]:
     )
     try:
         wait_for_port(port, timeout=60, what="moto")
-        session = boto3.session.Session(
-            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="x"
-        )
         url = f"http://127.0.0.1:{port}"
-        s3, sqs = session.client("s3", endpoint_url=url), session.client("sqs", endpoint_url=url)
-        name = f"trail-{uuid.uuid4().hex[:10]}"
-        s3.create_bucket(Bucket=name)
-        queue = sqs.create_queue(QueueName=name)["QueueUrl"]
-        yield Trail(s3=s3, sqs=sqs, bucket=name, queue_url=queue)
+        yield Trail.create(url, key_id="testing", secret="x")
     finally:
         server.terminate()
         server.wait(30)

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from elevate_request_api import oversight
 from elevate_request_api.api import ERRORS
-from elevate_request_api.deps import AppState, CurrentUser, DbSession
+from elevate_request_api.deps import ApiState, AppState, CurrentUser, DbSession
 from elevate_request_api.domain import Status
 from elevate_request_api.oversight import AuditFilters
 from elevate_request_api.schemas import (
@@ -30,6 +30,15 @@ _CSV: dict[int | str, dict[str, Any]] = {
         "content": {"text/csv": {"schema": {"type": "string"}}},
     }
 }
+
+
+def csv_export(state: ApiState, filters: AuditFilters) -> StreamingResponse:
+    """The export's answer (its start recorded by the caller): every matching row."""
+    return StreamingResponse(
+        oversight.export_rows(state.ctx.db, filters),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="elevate-requests.csv"'},
+    )
 
 
 @router.get("/audit/requests", response_model=Page[RequestOut], responses=ERRORS | _CSV)
@@ -66,11 +75,7 @@ async def audit_requests(
     wants_csv = format == "csv" or (format is None and "text/csv" in (accept or ""))
     if wants_csv:
         await oversight.start_export(session=session, state=state, user=user, filters=filters)
-        return StreamingResponse(
-            oversight.export_rows(state.ctx.db, filters),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="elevate-requests.csv"'},
-        )
+        return csv_export(state, filters)
     rows, next_cursor = await oversight.audit_requests(
         session=session, state=state, user=user, filters=filters, cursor=cursor, limit=limit
     )

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,6 +33,9 @@ ASYMMETRIC = frozenset(
 ACCESS_TOKEN = "access_token"  # noqa: S105 - a token type; RFC 9068 `typ` at+jwt
 ID_TOKEN = "id_token"  # noqa: S105 - a token type; `typ` JWT or absent
 _AT_JWT = frozenset({"at+jwt", "application/at+jwt"})
+
+if TYPE_CHECKING:
+    from elevate_request_api.settings import RequestApiSettings
 
 
 class AuthError(ElevateError):
@@ -185,6 +188,28 @@ class TokenVerifier:
         self.algorithms = frozenset(algorithms) & ASYMMETRIC  # never a symmetric one
         self.max_lifetime_seconds = max_lifetime_seconds
         self._clock = clock
+
+    @classmethod
+    def of(
+        cls,
+        settings: RequestApiSettings,
+        jwks: JwksCache,
+        *,
+        audience: str,
+        token_types: Iterable[str],
+    ) -> TokenVerifier:
+        """The settings' checks for tokens meant for `audience` (the API's bearer tokens,
+        the portal's ID tokens)."""
+        return cls(
+            issuer=settings.oidc_issuer,
+            audience=audience,
+            user_claim=settings.oidc_user_claim,
+            leeway=settings.jwt_leeway_seconds,
+            token_types=token_types,
+            algorithms=settings.oidc_algorithms,
+            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+            jwks=jwks,
+        )
 
     async def verify(self, token: str) -> Claims:
         header = _header(token)

@@ -60,6 +60,12 @@ def _matches(account: Account, q: str | None, *extra: str) -> bool:
     return any(needle in part.lower() for part in haystack)
 
 
+def _account_out(account: Account) -> AccountOut:
+    return AccountOut(
+        account_id=account.id, account_name=account.name, ou_path=account.ou_path_names
+    )
+
+
 def _item(entry: Entitlement, *, break_glass: bool) -> EligibilityItem:
     terms = entry.terms
     return EligibilityItem(
@@ -132,9 +138,7 @@ async def accounts(
         pool = list(seen.values())
     found = sorted((((a.name, a.id), a) for a in pool if _matches(a, q)), key=lambda kv: kv[0])
     chosen, next_cursor = _page(found, cursor=cursor, limit=limit)
-    return [
-        AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names) for a in chosen
-    ], next_cursor
+    return [_account_out(a) for a in chosen], next_cursor
 
 
 async def requestable_accounts(
@@ -151,10 +155,7 @@ async def requestable_accounts(
             if len(seen) > limit:
                 break
     chosen = list(seen.values())
-    return [
-        AccountOut(account_id=a.id, account_name=a.name, ou_path=a.ou_path_names)
-        for a in chosen[:limit]
-    ], len(chosen) > limit
+    return [_account_out(a) for a in chosen[:limit]], len(chosen) > limit
 
 
 async def options(*, state: ApiState, user: User, account_id: str) -> list[EligibilityItem]:

@@ -95,11 +95,9 @@ def _uncovered(record: dict[str, Any], finding: dict[str, Any], uid: str) -> Unc
     return UncoveredActivity(
         at=action["at"],
         account_id=str(data.get("account_id") or "")[:12],
-        permission_set=(str(data["permission_set"])[:64] if data.get("permission_set") else None),
-        session_name=(str(data["session_name"])[:64] if data.get("session_name") else None),
-        user_id=(
-            str(data["on_behalf_of_user_id"])[:128] if data.get("on_behalf_of_user_id") else None
-        ),
+        permission_set=_text(data.get("permission_set"), 64),
+        session_name=_text(data.get("session_name"), 64),
+        user_id=_text(data.get("on_behalf_of_user_id"), 128),
         operation=action["operation"],
         service=action["service"],
         source_ip=action["source_ip"],

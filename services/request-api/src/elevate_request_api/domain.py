@@ -66,6 +66,8 @@ FINAL = frozenset(
 )
 CANCELLABLE = frozenset({Status.PENDING, Status.APPROVED, Status.SCHEDULED})
 REVOCABLE = frozenset({Status.APPROVED, Status.SCHEDULED, Status.ACTIVE, Status.REVOCATION_FAILED})
+# Access in force (or maybe, where its removal failed): what "end now" ends.
+IN_FORCE = frozenset({Status.ACTIVE, Status.REVOCATION_FAILED})
 GRANT_END = {
     "expired": Status.ENDED,
     "revoked": Status.REVOKED,

@@ -78,15 +78,8 @@ def build(
         min_refresh_seconds=settings.jwks_min_refresh_seconds,
         require_https=settings.mode is Mode.PROD,  # dev and test run local http issuers
     )
-    verifier = TokenVerifier(
-        issuer=settings.oidc_issuer,
-        audience=settings.oidc_audience,
-        user_claim=settings.oidc_user_claim,
-        leeway=settings.jwt_leeway_seconds,
-        token_types=settings.oidc_token_types,
-        algorithms=settings.oidc_algorithms,
-        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
-        jwks=jwks,
+    verifier = TokenVerifier.of(
+        settings, jwks, audience=settings.oidc_audience, token_types=settings.oidc_token_types
     )
     if settings.user_claim_is_mutable:
         log.warning(

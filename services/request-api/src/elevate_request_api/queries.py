@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from elevate_request_api import store
 from elevate_request_api.deps import ApiState
-from elevate_request_api.domain import InvalidCursorError, Status
+from elevate_request_api.domain import IN_FORCE, InvalidCursorError, Status
 from elevate_request_api.models import (
     AccessRequest,
     ActivityRecord,
@@ -117,5 +117,5 @@ async def active_access(
 ) -> list[AccessRequest]:
     """Access in force now that the caller may end: their own, what they approve, or all
     of it for admins (a failed revocation too: its access may still be there)."""
-    rows = await store.in_status(session, Status.ACTIVE, Status.REVOCATION_FAILED)
+    rows = await store.in_status(session, *IN_FORCE)
     return [row for row in rows if may_end(state.access.policy, user, row)]

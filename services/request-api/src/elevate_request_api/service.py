@@ -49,10 +49,7 @@ from elevate_request_api.domain import (
     StateConflictError,
     Status,
 )
-from elevate_request_api.models import (
-    AccessRequest,
-    IdempotencyKey,
-)
+from elevate_request_api.models import AccessRequest, IdempotencyKey
 from elevate_request_api.schemas import RequestCreate
 
 

@@ -15,11 +15,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from elevate_request_api import catalog, queries, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import RequestNotFoundError
-from elevate_request_api.models import AccessRequest
 from elevate_request_api.portal import approve, forms, login, oversee
 from elevate_request_api.portal.deps import (
     CsrfRefused,
-    DirectoryDown,
     NotAForm,
     SignedIn,
     SignInRequired,
@@ -76,8 +74,6 @@ async def new_request(
         accounts=found,
         more=more,
         q=q,
-        user=visitor.user,
-        csrf=visitor.csrf,
     )
 
 
@@ -124,8 +120,6 @@ async def _request_form(
         ticket_required=any(i.ticket_required for i in items),
         break_glass=sorted({i.permission_set for i in items if i.break_glass}),
         q=None,
-        user=visitor.user,
-        csrf=visitor.csrf,
     )
 
 
@@ -180,8 +174,6 @@ async def my_requests(
         "requests.html",
         rows=rows,
         next_cursor=next_cursor,
-        user=visitor.user,
-        csrf=visitor.csrf,
     )
 
 
@@ -220,16 +212,7 @@ async def _request_view(
         activity=activity_rows(activity, await queries.uncovered_around(session=session, row=row)),
         can_decide=await queries.may_decide_on(state, visitor.user, row),
         user=visitor.user,
-        user_id=visitor.user.user_id,
         csrf=visitor.csrf,
-    )
-
-
-async def _visible(
-    session: DbSession, state: AppState, visitor: Visitor, request_id: str
-) -> AccessRequest:
-    return await service.load_visible(
-        session=session, state=state, user=visitor.user, request_id=parse_request_id(request_id)
     )
 
 
@@ -239,7 +222,9 @@ async def request_events(
 ) -> Response:
     """Server-Sent Events: `status` on each change; `expired` when the portal session
     would have timed out (the page reloads, which asks for a sign-in if it has)."""
-    row = await _visible(session, state, visitor, request_id)
+    row = await service.load_visible(
+        session=session, state=state, user=visitor.user, request_id=parse_request_id(request_id)
+    )
     state.streams.take(visitor.user.user_id)
     idle = timedelta(seconds=state.settings.portal_idle_timeout_seconds)
     until = min(visitor.live.expires_at, state.clock.now() + idle)
@@ -285,9 +270,17 @@ async def end_now(
 # ---- assets ------------------------------------------------------------------------
 
 
+def _read(name: str) -> bytes:
+    return resources.files("elevate_request_api.portal").joinpath("static", name).read_bytes()
+
+
+# Read once at import: they are part of the installed package, never changed at run time.
+_ASSETS = {name: _read(name) for name in ("portal.css", "portal.js")}
+
+
 def _asset(name: str, media_type: str) -> Response:
-    body = resources.files("elevate_request_api.portal").joinpath("static", name).read_bytes()
-    return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=300"})
+    headers = {"Cache-Control": "public, max-age=300"}
+    return Response(_ASSETS[name], media_type=media_type, headers=headers)
 
 
 # The portal's own stylesheet and script: nothing is loaded from elsewhere.
@@ -329,9 +322,4 @@ _REFUSALS: dict[type[Exception], tuple[int, str, str]] = {
         "and send it from there.",
     ),
     NotAForm: (415, "Form refused", "The portal accepts only its own forms."),
-    DirectoryDown: (
-        503,
-        "Try again shortly",
-        "The identity directory could not be asked who you are.",
-    ),
 }

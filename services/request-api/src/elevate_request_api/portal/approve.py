@@ -10,11 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import ValidationError
 
 from elevate_request_api import queries, service
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import InvalidRequestError
+from elevate_request_api.portal import forms
 from elevate_request_api.portal.deps import SignedIn, parse_request_id, read_form
 from elevate_request_api.portal.login import safe_next
 from elevate_request_api.portal.render import page
@@ -49,10 +49,7 @@ async def decide(
     decision = fields.get("decision", "")
     if decision not in DECISIONS:
         raise InvalidRequestError("decision: approve or reject")
-    try:
-        comment = Comment.model_validate({"comment": fields.get("comment") or None}).comment
-    except ValidationError as exc:
-        raise InvalidRequestError(f"comment: {exc.errors()[0]['msg']}") from None
+    comment = forms.validated(Comment, comment=fields.get("comment") or None).comment
     row = await service.decide(
         session=session,
         state=state,

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 
 from elevate_request_api import service
 from elevate_request_api.deps import AppState, DbSession
-from elevate_request_api.domain import RequestNotFoundError
+from elevate_request_api.domain import DirectoryUnavailableError, RequestNotFoundError
 from elevate_request_api.portal import forms, sessions
 from elevate_request_api.portal.sessions import Live, Timeouts
 
@@ -30,10 +30,6 @@ class SignInRequired(Exception):  # a redirect, not an error to report
     @property
     def location(self) -> str:
         return f"/login?next={quote(self.next_path, safe='/')}"
-
-
-class DirectoryDown(Exception):  # answered with a 503 page
-    """The Identity Store could not be asked who the session's user is."""
 
 
 class CsrfRefused(Exception):  # answered with a 403 page
@@ -102,7 +98,7 @@ async def get_visitor(request: Request, state: AppState, session: DbSession) -> 
         await sessions.end(session, request.cookies.get(sessions.COOKIE))
         raise SignInRequired(next_path) from None
     except DirectoryError as exc:
-        raise DirectoryDown(str(exc)) from exc
+        raise DirectoryUnavailableError("the identity directory is unavailable; try again") from exc
     if user.user_id != live.user_id:  # the key now finds someone else: not this session
         await sessions.end(session, request.cookies.get(sessions.COOKIE))
         raise SignInRequired(next_path)

@@ -24,6 +24,7 @@ from elevate_request_api.portal.signin import pkce_pair
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 Param = Annotated[str, Query(max_length=2048)]
+_LOGIN_SECONDS = int(sessions.LOGIN_TTL.total_seconds())
 
 
 def safe_next(raw: str | None) -> str:
@@ -78,9 +79,6 @@ async def login(
     response = RedirectResponse(where, status_code=303)
     _cookie(response, state, sessions.LOGIN_COOKIE, login_state, _LOGIN_SECONDS)
     return response
-
-
-_LOGIN_SECONDS = int(sessions.LOGIN_TTL.total_seconds())
 
 
 @router.get("/callback")

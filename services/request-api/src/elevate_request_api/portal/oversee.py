@@ -14,13 +14,14 @@ from urllib.parse import urlencode
 import yaml
 from elevate_core.policy import Policy
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from elevate_request_api import oversight
+from elevate_request_api.audit_api import csv_export
 from elevate_request_api.deps import AppState, DbSession
 from elevate_request_api.domain import InvalidRequestError, Status
 from elevate_request_api.oversight import AuditFilters
+from elevate_request_api.portal import forms
 from elevate_request_api.portal.deps import SignedIn, Visitor, parse_request_id, read_form
 from elevate_request_api.portal.render import page, zone_of
 from elevate_request_api.schemas import Review
@@ -87,12 +88,7 @@ async def audit(
         statuses=sorted(_STATUSES),
         next_cursor=next_cursor,
         query=query,
-        reviewer=_may_review(visitor),
     )
-
-
-def _may_review(visitor: Visitor) -> bool:
-    return "auditor" in visitor.roles or "admin" in visitor.roles
 
 
 @router.get("/audit/export")
@@ -103,11 +99,7 @@ async def export(
     filters, _ = filters_of(request)
     # Committed before the first row is sent (the session's scope is the route's).
     await oversight.start_export(session=session, state=state, user=visitor.user, filters=filters)
-    return StreamingResponse(
-        oversight.export_rows(state.ctx.db, filters),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="elevate-requests.csv"'},
-    )
+    return csv_export(state, filters)
 
 
 @router.post("/requests/{request_id}/review", response_class=HTMLResponse)
@@ -116,10 +108,7 @@ async def review(
 ) -> Response:
     """Complete a break-glass request's review, with what was checked (required)."""
     fields = await read_form(request, visitor)
-    try:
-        comment = Review.model_validate({"comment": fields.get("comment", "")}).comment
-    except ValidationError as exc:
-        raise InvalidRequestError(f"comment: {exc.errors()[0]['msg']}") from None
+    comment = forms.validated(Review, comment=fields.get("comment", "")).comment
     await oversight.review(
         session=session,
         state=state,

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from elevate_request_api.domain import CANCELLABLE, REVOCABLE
+from elevate_request_api.domain import CANCELLABLE, IN_FORCE
 from elevate_request_api.stream import CLOSING
 
 CSP = (
@@ -33,7 +33,7 @@ _env = Environment(
 
 _env.globals.update(
     CANCELLABLE=sorted(CANCELLABLE),
-    REVOCABLE=sorted(REVOCABLE),
+    IN_FORCE=sorted(IN_FORCE),
     STREAM_CLOSING=" ".join(sorted(CLOSING)),
 )
 

@@ -51,15 +51,9 @@ class OidcClient:
 
     @classmethod
     def of(cls, settings: RequestApiSettings, jwks: JwksCache) -> OidcClient:
-        verifier = TokenVerifier(
-            issuer=settings.oidc_issuer,
-            audience=settings.portal_client_id,  # an ID token is for the client
-            user_claim=settings.oidc_user_claim,
-            leeway=settings.jwt_leeway_seconds,
-            token_types=(ID_TOKEN,),
-            algorithms=settings.oidc_algorithms,
-            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
-            jwks=jwks,
+        # an ID token is for the client
+        verifier = TokenVerifier.of(
+            settings, jwks, audience=settings.portal_client_id, token_types=(ID_TOKEN,)
         )
         return cls(settings, jwks, verifier)
 

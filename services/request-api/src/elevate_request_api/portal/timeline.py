@@ -13,6 +13,7 @@ from elevate_request_api.domain import FINAL, Status
 from elevate_request_api.models import ActivityRecord, UncoveredActivity
 
 State = Literal["done", "now", "next", "skipped"]
+Flag = Literal["", "outlived", "uncovered"]
 
 
 class Entry(Protocol):
@@ -70,7 +71,11 @@ class Action:
     service: str | None
     source_ip: str | None
     result: str | None
-    flag: Literal["", "outlived", "uncovered"]
+    flag: Flag
+
+
+def _row(a: ActivityRecord | UncoveredActivity, flag: Flag) -> Action:
+    return Action(a.at, a.operation, a.service, a.source_ip, a.result, flag)
 
 
 def _flag(action: ActivityRecord) -> Literal["", "outlived"]:
@@ -83,10 +88,7 @@ def activity_rows(
     """The request's correlated actions (each flagged if it outlived the grant) and the
     requester's uncovered ones around it, in time order."""
     rows = [
-        Action(
-            a.at, a.operation, a.service, a.source_ip, a.result, "outlived" if a.outlived else ""
-        )
-        for a in correlated
+        Action(a.at, a.operation, a.service, a.source_ip, a.result, _flag(a)) for a in correlated
     ]
     rows += [
         Action(u.at, u.operation, u.service, u.source_ip, u.result, "uncovered") for u in uncovered
