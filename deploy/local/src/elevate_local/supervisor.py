@@ -48,6 +48,8 @@ class Ports:
     approval: int = 8001
     grant_worker: int = 8002
     audit_ingest: int = 8003
+    notifier: int = 8004
+    mailbox: int = 1025
 
 
 SERVICES = (
@@ -55,6 +57,7 @@ SERVICES = (
     ("approval", "approval"),
     ("grant-worker", "grant_worker"),
     ("audit-ingest", "audit_ingest"),
+    ("notifier", "notifier"),
 )
 
 
@@ -117,6 +120,10 @@ class Supervisor:
             [sys.executable, "-m", "elevate_local.oidc", "serve", "--port", str(self.ports.oidc)],
         )
         wait_for_port(self.ports.oidc, timeout=60, what="OIDC provider")
+        # Where the notifier's mails land (printed here), over STARTTLS as in production.
+        mailbox = [sys.executable, "-m", "elevate_local.mailbox", "--port", str(self.ports.mailbox)]
+        self.spawn("mailbox", [*mailbox, "--starttls", str(self.data_dir / "mail-tls")])
+        wait_for_port(self.ports.mailbox, timeout=60, what="mailbox")
         for name, attr in SERVICES:
             env = service_env(
                 attr,
@@ -180,7 +187,8 @@ class Supervisor:
         p = self.ports
         self.say(
             f"all up: request-api :{p.request_api}, approval :{p.approval}, grant-worker "
-            f":{p.grant_worker}, audit-ingest :{p.audit_ingest}, Kafka :{p.kafka}, "
+            f":{p.grant_worker}, audit-ingest :{p.audit_ingest}, notifier :{p.notifier}, "
+            f"mailbox (SMTP) :{p.mailbox}, Kafka :{p.kafka}, "
             f"moto :{p.moto}, OIDC :{p.oidc}"
         )
         self.say("ports " + json.dumps(vars(p)))
@@ -264,9 +272,24 @@ def service_env(
         env["ELEVATE_OIDC_TOKEN_TYPES"] = '["access_token", "id_token"]'  # noqa: S105 - types
     if service == "audit_ingest":  # fetch only the local trail's objects
         env["ELEVATE_CLOUDTRAIL_SOURCES"] = f"{CLOUDTRAIL_BUCKET}/AWSLogs"
+    if service == "notifier":
+        env.update(notifier_env(ports, data_dir))
     if database_url:
         env["ELEVATE_DATABASE_URL"] = per_service_database(database_url, service)
     return env
+
+
+def notifier_env(ports: Ports, data_dir: Path) -> dict[str, str]:
+    """The notifier mails the local mailbox (each mail is printed by `make dev`); Slack and
+    webhooks stay off until configured (docs/notifications.md)."""
+    return {
+        "ELEVATE_PORTAL_URL": f"http://127.0.0.1:{ports.request_api}",
+        "ELEVATE_SMTP_HOST": "127.0.0.1",
+        "ELEVATE_SMTP_PORT": str(ports.mailbox),
+        "ELEVATE_SMTP_CA_FILE": str(data_dir / "mail-tls" / "ca.pem"),
+        "ELEVATE_SMTP_FROM": "elevate@elevate.example",
+        "ELEVATE_SMTP_SECURITY_RECIPIENTS": '["security@elevate.example"]',
+    }
 
 
 def principal_of(service: str) -> Principal:

@@ -30,6 +30,7 @@ class Principal(StrEnum):
     APPROVAL = "approval"
     GRANT_WORKER = "grant-worker"
     AUDIT_INGEST = "audit-ingest"
+    NOTIFIER = "notifier"
     # Outside Elevate: an operator's tools, a CloudTrail producer, the SIEM.
     ADMIN = "elevate-admin"
     CLOUDTRAIL_PRODUCER = "cloudtrail-producer"
@@ -41,6 +42,7 @@ SERVICES: tuple[Principal, ...] = (
     Principal.APPROVAL,
     Principal.GRANT_WORKER,
     Principal.AUDIT_INGEST,
+    Principal.NOTIFIER,
 )
 
 
@@ -56,17 +58,27 @@ ACL_TABLE: tuple[TopicAccess, ...] = (
     TopicAccess(
         Topics.REQUESTS,
         writers=(Principal.REQUEST_API,),
-        readers=(Principal.APPROVAL, Principal.GRANT_WORKER, Principal.REQUEST_API),
+        readers=(
+            Principal.APPROVAL,
+            Principal.GRANT_WORKER,
+            Principal.REQUEST_API,
+            Principal.NOTIFIER,
+        ),
     ),
     TopicAccess(
         Topics.DECISIONS,
         writers=(Principal.APPROVAL,),
-        readers=(Principal.GRANT_WORKER, Principal.REQUEST_API),
+        readers=(Principal.GRANT_WORKER, Principal.REQUEST_API, Principal.NOTIFIER),
     ),
     TopicAccess(
         Topics.GRANTS,
         writers=(Principal.GRANT_WORKER,),
-        readers=(Principal.AUDIT_INGEST, Principal.GRANT_WORKER, Principal.REQUEST_API),
+        readers=(
+            Principal.AUDIT_INGEST,
+            Principal.GRANT_WORKER,
+            Principal.REQUEST_API,
+            Principal.NOTIFIER,
+        ),
     ),
     TopicAccess(
         Topics.CLOUDTRAIL,
@@ -82,9 +94,10 @@ ACL_TABLE: tuple[TopicAccess, ...] = (
     TopicAccess(
         Topics.DLQ,
         writers=SERVICES,
-        readers=(Principal.ADMIN,),
+        readers=(Principal.ADMIN, Principal.NOTIFIER),
         why="exception: every consumer dead-letters what it cannot handle; operators read "
-        "it to re-drive (through the original writer's outbox, never by producing)",
+        "it to re-drive (through the original writer's outbox, never by producing); "
+        "notifier reads it to tell the security channel of forged events",
     ),
 )
 
@@ -94,6 +107,7 @@ GROUP_PREFIXES: dict[Principal, str] = {
     Principal.APPROVAL: "approval",
     Principal.GRANT_WORKER: "grant-worker.",
     Principal.AUDIT_INGEST: "audit-ingest.",
+    Principal.NOTIFIER: "notifier.",
     # Outside Elevate: the SIEM's connector and an operator's tools consume in groups too.
     Principal.SIEM: "siem.",
     Principal.ADMIN: "elevate-admin.",

@@ -1,0 +1,1 @@
+"""Elevate notifier: tells approvers, requesters and the security team what concerns them."""
