@@ -168,7 +168,13 @@ async def table_api(start_api: Any, pg_url: str, tmp_path: Path) -> Api:
     policy = tmp_path / "policy.yaml"
     source = (ROOT / "deploy/local/policy.yaml").read_text()
     policy.write_text(re.sub(r"(?m)^standing_assignments:", FRANKS_RULES + r"\g<0>", source))
-    api: Api = await start_api(pg_url, policy=policy)
+    # Slack's interaction route on: its callers must bring Slack's signature, not a token.
+    secret, token = tmp_path / "slack-signing-secret", tmp_path / "slack-bot-token"
+    secret.write_text("the table's signing secret")
+    token.write_text("xoxb-the-table")
+    api: Api = await start_api(
+        pg_url, policy=policy, slack_signing_secret_file=secret, slack_bot_token_file=token
+    )
     return api
 
 

@@ -30,8 +30,17 @@ from tests.integration.request_api.test_authorisation import (
     wrong_answers,
 )
 
-# Routes of the runtime and /v1: the other table's (docs/request-api.md).
-NOT_PORTAL = ("/v1/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
+# Routes of the runtime, /v1 and Slack's: the other table's (docs/request-api.md).
+NOT_PORTAL = (
+    "/v1/",
+    "/integrations/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+)
 Sessions = dict[str, tuple[str, str]]  # caller → (Cookie header, CSRF token)
 
 

@@ -55,6 +55,8 @@ _STATUS: dict[type[ElevateError], int] = {
     domain.StateConflictError: 409,
     domain.UnknownSubjectError: 422,
     domain.TooManyStreamsError: 429,
+    domain.SlackSignatureError: 401,
+    domain.SlackOffError: 404,
     domain.DirectoryUnavailableError: 503,
 }
 
@@ -75,7 +77,7 @@ def install_error_mapping(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, domain.RequestError | domain.DirectoryUnavailableError)
         status = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
-        if not request.url.path.startswith("/v1/"):  # a portal page: answered as a page
+        if not request.url.path.startswith(("/v1/", "/integrations/")):  # a portal page
             return error_page(request, status, _TITLES.get(status, "Refused"), str(exc))
         headers = None
         extensions: dict[str, Any] = {}

@@ -125,6 +125,18 @@ class TooManyStreamsError(RequestError):
     slug = "too-many-streams"
 
 
+class SlackSignatureError(RequestError):
+    """A Slack interaction without a valid signature, or with an old timestamp."""
+
+    slug = "slack-signature"
+
+
+class SlackOffError(RequestError):
+    """The Slack integration is not configured on this deployment."""
+
+    slug = "not-found"
+
+
 class DirectoryUnavailableError(TransientError):
     """The AWS directory cannot answer now: the caller may retry shortly."""
 

@@ -23,7 +23,7 @@ from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from elevate_request_api import audit_api
+from elevate_request_api import audit_api, slack
 from elevate_request_api.api import install_error_mapping, router
 from elevate_request_api.auth import IdentityMapping, JwksCache, TokenVerifier
 from elevate_request_api.consumers import audit_record_key, project, project_activity
@@ -112,7 +112,7 @@ def create_app(
         ctx,
         title=SPEC.title,
         migrations=SPEC.migrations,
-        routers=[router, audit_api.router],
+        routers=[router, audit_api.router, slack.router],
         # The OpenAPI document needs a token too, but in dev (its docs page fetches it).
         edge=[Middleware(BearerAuth, document=settings.mode is not Mode.DEV)],
         max_body_bytes=settings.max_body_bytes,

@@ -320,6 +320,9 @@ async def decide(
         raise NotAllowedError(check.reason)
     if row.status != Status.PENDING:
         raise StateConflictError(f"the request is already {row.status}")
+    if await store.decided_by(session, row.id, user.user_id):
+        # A repeat (a second click, a retried call) says nothing new: nothing is published.
+        raise StateConflictError("you have already decided this request")
     event = DecisionSubmitted(
         request_id=row.id,
         approver=person(user),

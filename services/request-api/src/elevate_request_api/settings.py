@@ -48,6 +48,12 @@ class RequestApiSettings(Settings):
     portal_idle_timeout_seconds: int = Field(default=30 * 60, ge=1)
     portal_absolute_timeout_seconds: int = Field(default=12 * 3600, ge=60)
 
+    # Approve and reject from Slack (docs/notifications.md): the Slack app's signing secret
+    # and bot token, as files; without both the interaction route answers 404.
+    slack_signing_secret_file: Path | None = None
+    slack_bot_token_file: Path | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
     @property
     def portal_url(self) -> str:
         return (self.portal_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")

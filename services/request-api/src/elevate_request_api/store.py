@@ -16,6 +16,7 @@ from typing import Any, TypedDict, Unpack
 from elevate_core.db import insert_for
 from elevate_core.events.base import event_class_for
 from elevate_core.events.envelope import Envelope
+from elevate_core.events.models import DecisionSubmitted
 from elevate_core.notify import mark
 from sqlalchemy import JSON, Row, Select, String, and_, cast, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -298,3 +299,16 @@ async def in_status(session: AsyncSession, *statuses: Status) -> Sequence[Access
         .order_by(AccessRequest.created_at)
     )
     return (await session.execute(query)).scalars().all()
+
+
+async def decided_by(session: AsyncSession, request_id: uuid.UUID, user_id: str) -> bool:
+    """Whether the request's log holds a decision `user_id` submitted (through any path)."""
+    rows = (
+        await session.execute(
+            select(RequestEvent.data).where(
+                RequestEvent.request_id == request_id,
+                RequestEvent.type == DecisionSubmitted.ce_type,
+            )
+        )
+    ).scalars()
+    return any((data.get("approver") or {}).get("user_id") == user_id for data in rows)
