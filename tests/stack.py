@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "deploy/local/policy.yaml"
 SERVICES = ("request_api", "approval", "grant_worker", "audit_ingest")
+# Started only when `env` names it (its tests configure the channels it sends to).
+OPTIONAL = ("notifier",)
 # Bounds a broken run only; a healthy one finishes each wait in a few seconds.
 DEADLINE = 90.0
 
@@ -197,10 +199,12 @@ async def start_stack(
     env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> AsyncIterator[Stack]:
     """The four services, ready, on `catalog`'s topics (the `catalog` fixture's prefix);
-    `env` adds settings per service name (`request_api`, ...)."""
+    `env` adds settings per service name (`request_api`, ...); naming `notifier` starts it
+    too."""
     extra = env or {}
-    unknown = set(extra) - set(SERVICES)
+    unknown = set(extra) - set(SERVICES) - set(OPTIONAL)
     assert not unknown, f"no such service: {sorted(unknown)}"
+    names = SERVICES + tuple(name for name in OPTIONAL if name in extra)
     seeded = seed_organisation(moto_endpoint)
     users = seeded_user_claims()
     sso = boto3.client("sso-admin", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -217,7 +221,7 @@ async def start_stack(
         trail = Trail.create(moto_endpoint)
         s = Stack(oidc.issuer, seeded, sso, kafka.endpoint(), catalog, trail)
         cleanup.callback(_stop_all, s)
-        for name in SERVICES:
+        for name in names:
             principal = Principal(name.replace("_", "-"))
             port = free_port()
             s.processes[name] = _spawn(

@@ -23,7 +23,7 @@ from tests.harness import event_environment
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["request_api", "approval", "grant_worker", "audit_ingest"]
+SERVICES = ["request_api", "approval", "grant_worker", "audit_ingest", "notifier"]
 
 
 class Service:
@@ -55,7 +55,7 @@ class Service:
 def services(
     kafka: KafkaBroker, postgres: PostgresCluster, topic_prefix: str, moto_endpoint: str
 ) -> Iterator[dict[str, Service]]:
-    """The four services, each with its own principal, before their topics exist."""
+    """The five services, each with its own principal, before their topics exist."""
     kafka.allow(topic_prefix)
     started: dict[str, Service] = {}
     try:

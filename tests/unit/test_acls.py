@@ -15,6 +15,7 @@ from elevate_core.kafka import acls
 from elevate_core.kafka.acls import ACL_TABLE, GROUP_PREFIXES, SERVICES, Principal
 from elevate_core.kafka.consumer import Consumer
 from elevate_core.kafka.transactional import TransactionalConsumer
+from elevate_notifier.refusals import RefusalWatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "t."
@@ -61,6 +62,7 @@ def _settings(service: str, tmp_path: Path) -> Any:
     from elevate_approval.settings import ApprovalSettings
     from elevate_audit_ingest.settings import AuditSettings
     from elevate_grant_worker.settings import GrantWorkerSettings
+    from elevate_notifier.settings import NotifierSettings
     from elevate_request_api.settings import RequestApiSettings
 
     cls = {
@@ -68,6 +70,7 @@ def _settings(service: str, tmp_path: Path) -> Any:
         "approval": ApprovalSettings,
         "grant-worker": GrantWorkerSettings,
         "audit-ingest": AuditSettings,
+        "notifier": NotifierSettings,
     }[service]
     return cls(
         mode="test",
@@ -84,6 +87,7 @@ def _built(service: str, tmp_path: Path) -> ServiceContext:
     from elevate_approval.main import create_app as approval
     from elevate_audit_ingest.main import create_app as audit
     from elevate_grant_worker.main import create_app as grant_worker
+    from elevate_notifier.main import create_app as notifier
     from elevate_request_api.main import create_app as request_api
 
     create = {
@@ -91,6 +95,7 @@ def _built(service: str, tmp_path: Path) -> ServiceContext:
         "approval": approval,
         "grant-worker": grant_worker,
         "audit-ingest": audit,
+        "notifier": notifier,
     }[service]
     ctx: ServiceContext = create(_settings(service, tmp_path)).state.ctx
     return ctx
@@ -105,6 +110,10 @@ def test_each_service_reads_exactly_what_the_table_lets_it(
     assert consumers
     may_read = {f"{PREFIX}{t}" for t in acls.reads(principal)}
     read = {t for c in consumers for t in c.config.topics}
+    # notifier's forged-event watcher reads the DLQ outside the consumer runtime.
+    watchers = [w for w in ctx.workers if isinstance(w, RefusalWatcher)]
+    read |= {w.topic for w in watchers}
+    assert all(w.group.startswith(PREFIX + GROUP_PREFIXES[principal]) for w in watchers)
     assert read == may_read  # nothing it cannot read, no right it does not use
     for consumer in consumers:
         group = consumer.config.group_id or consumer.config.name
