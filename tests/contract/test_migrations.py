@@ -15,6 +15,7 @@ from elevate_audit_ingest.main import SPEC as AUDIT_INGEST
 from elevate_core.db import Base, Database
 from elevate_core.migrate import upgrade
 from elevate_grant_worker.main import SPEC as GRANT_WORKER
+from elevate_notifier.main import SPEC as NOTIFIER
 from elevate_request_api.main import SPEC as REQUEST_API
 from sqlalchemy import Connection, inspect
 
@@ -28,6 +29,7 @@ CHAINS: list[Any] = [
     pytest.param(APPROVAL.migrations, "elevate_approval.", id="approval"),
     pytest.param(GRANT_WORKER.migrations, "elevate_grant_worker.", id="grant-worker"),
     pytest.param(AUDIT_INGEST.migrations, "elevate_audit_ingest.", id="audit-ingest"),
+    pytest.param(NOTIFIER.migrations, "elevate_notifier.", id="notifier"),
 ]
 
 
