@@ -260,6 +260,26 @@ async def test_approvers_hear_of_it_and_bob_approves_from_slack(scene: Scene) ->
     ]
     assert {d["kind"] for d in scene.hook.about(rid)} >= {"approval_requested", "approved"}
     _webhook_alterations_are_rejected(scene, rid)
+    await _revoked_and_told(scene, rid)
+
+
+async def _revoked_and_told(scene: Scene, rid: str) -> None:
+    """alice ends it herself and hears so; nothing is left in moto for the next module."""
+    stack = scene.stack
+    async with stack.client("alice") as alice:
+        revoked = await alice.post(f"/v1/requests/{rid}/revoke", json={"comment": "done"})
+        assert revoked.status_code == 202, revoked.text
+
+    async def gone() -> object:
+        alice_id = stack.seeded.user_ids["alice"]
+        told = scene.mails("alice@elevate.example", rid)
+        held = alice_id in stack.assigned("payments-prod", "AdministratorAccess")
+        return told if not held and any(s.startswith("Revoked") for s in told) else None
+
+    await wait_for(scene, "the assignment gone and alice told", gone)
+    assert scene.mails("alice@elevate.example", rid)[-1] == (
+        "Revoked: AdministratorAccess on payments-prod"
+    )
 
 
 def _end_of(request: dict[str, Any]) -> str:

@@ -46,7 +46,9 @@ from elevate_request_api.domain import (
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
+# Slack's callback, not an API for clients: out of the OpenAPI document, as the portal's
+# routes are; docs/notifications.md and the authorisation table describe it.
+router = APIRouter(prefix="/integrations/slack", include_in_schema=False)
 
 MAX_SKEW_SECONDS = 300  # Slack's own advice: older requests may be replays
 ACTIONS: dict[str, Literal["approve", "reject"]] = {
