@@ -21,11 +21,12 @@ test:
 	@bash scripts/bootstrap.sh --with-postgres
 	@$(UV) pytest $(PYTEST_ARGS)
 
-## ruff + mypy --strict
+## ruff + mypy --strict + hadolint (the Dockerfile)
 lint:
 	@$(UV) ruff check .
 	@$(UV) ruff format --check .
 	@$(UV) mypy
+	@$(UV) hadolint Dockerfile
 
 ## Print a bearer token for a seeded user: make token USER=alice
 token:

@@ -59,6 +59,25 @@ OPTIONAL = ("notifier",)
 DEADLINE = 90.0
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How a service process starts: its argv, working directory and base environment
+    (the settings are added to it)."""
+
+    argv: list[str]
+    cwd: Path
+    env: Mapping[str, str]
+
+
+def from_source(name: str) -> Launch:
+    """The service from this checkout's environment, as `make dev` runs it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
+    return Launch([sys.executable, "-m", f"elevate_{name}.main"], ROOT, clean)
+
+
+Launcher = Callable[[str], Launch]
+
+
 @dataclass
 class Process:
     name: str
@@ -197,10 +216,11 @@ async def start_stack(
     tmp_path: Path,
     *,
     env: Mapping[str, Mapping[str, str]] | None = None,
+    launcher: Launcher = from_source,
 ) -> AsyncIterator[Stack]:
     """The four services, ready, on `catalog`'s topics (the `catalog` fixture's prefix);
     `env` adds settings per service name (`request_api`, ...); naming `notifier` starts it
-    too."""
+    too; `launcher` says how each process starts (default: from this checkout)."""
     extra = env or {}
     unknown = set(extra) - set(SERVICES) - set(OPTIONAL)
     assert not unknown, f"no such service: {sorted(unknown)}"
@@ -245,6 +265,7 @@ async def start_stack(
                     **extra.get(name, {}),
                 },
                 tmp_path,
+                launcher(name),
             )
         await _ready(s)
         yield s
@@ -264,16 +285,15 @@ def _request_api_environment(port: int) -> dict[str, str]:
     }
 
 
-def _spawn(name: str, port: int, env: dict[str, str], tmp: Path) -> Process:
+def _spawn(name: str, port: int, env: dict[str, str], tmp: Path, launch: Launch) -> Process:
     log = tmp / f"{name}.log"
     out = log.open("wb")  # a file, not a pipe: a chatty service never blocks on us
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
     proc = runs.spawn(
-        [sys.executable, "-m", f"elevate_{name}.main"],
+        launch.argv,
         name=name,
-        cwd=ROOT,
+        cwd=launch.cwd,
         env={
-            **clean,
+            **launch.env,
             "ELEVATE_MODE": "test",
             "ELEVATE_HTTP_PORT": str(port),
             "ELEVATE_LOG_JSON": "false",

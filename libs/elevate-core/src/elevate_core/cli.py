@@ -9,6 +9,8 @@
 
     elevate topics create [--replication-factor N]
 
+    elevate healthcheck [--path /healthz]
+
 `policy check` and `policy explain` work offline (no AWS, no services): `check` validates a
 policy file for a GitOps pipeline, `explain` evaluates one question with directory data
 given as flags. Exit status: 0 success / eligible, 1 invalid policy / not eligible, 2 usage
@@ -17,6 +19,9 @@ error. Problems print as `FILE:LINE: field: message`.
 `dlq` runs with a service's own settings (its `ELEVATE_*` environment, e.g. inside its
 pod): `redrive` re-publishes that service's dead letters through its outbox (docs/runbook.md).
 Reading the DLQ takes the admin principal's Kafka credentials (docs/security.md).
+
+`healthcheck` asks this container's own service (ELEVATE_HTTP_PORT on loopback) for its
+liveness probe: the image's HEALTHCHECK, where no curl is installed.
 
 `topics create` creates Elevate's topics (ELEVATE_TOPIC_PREFIX, ELEVATE_TOPIC_RETENTION_DAYS)
 as the admin principal — services may not create topics.
@@ -181,6 +186,22 @@ def _topics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _healthcheck(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import os
+    import urllib.error
+    import urllib.request
+
+    port = os.environ.get("ELEVATE_HTTP_PORT", str(Settings.model_fields["http_port"].default))
+    url = f"http://127.0.0.1:{port}{args.path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            print(f"{url}: {response.status}", file=out)
+            return 0
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"elevate: {url}: {exc}", file=err)
+        return 1
+
+
 def _help(parser: argparse.ArgumentParser) -> Handler:
     def show(_: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         parser.print_help(file=err)
@@ -233,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dlq_commands(commands)
     _add_topics_commands(commands)
+    health = commands.add_parser("healthcheck", help="probe this container's own service")
+    health.add_argument("--path", default="/healthz", help="(default /healthz)")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    health.set_defaults(handler=_healthcheck)
     return parser
 
 
