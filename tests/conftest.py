@@ -59,6 +59,25 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aws_calls_within_the_policies() -> Iterator[None]:
+    """When the session ends: every AWS operation a fault proxy forwarded (grant-worker's
+    and request-api's calls in the stack and worker tests) is granted by deploy/aws/iam/."""
+    yield
+    from elevate_local import aws_proxy
+
+    from tests import iam
+
+    granted = {a for s in iam.SERVICES for a in iam.granted(iam.policy(s))}
+    outside = sorted(
+        f"{prefix}.{operation}"
+        for prefix, operation in aws_proxy.SEEN
+        if (service := iam.service_of_target(prefix)) is None
+        or iam.action_of(service, operation) not in granted
+    )
+    assert outside == [], "the services called AWS operations no policy in deploy/aws/iam grants"
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The session's broker, secured as production: SASL_SSL + SCRAM, deny by default. A

@@ -69,6 +69,11 @@ _POLICY_CHANGES = frozenset(
 )
 
 
+# Every (X-Amz-Target prefix, operation) a proxy of this process was asked for: the test
+# suite checks them against deploy/aws/iam/ when it ends (tests/conftest.py).
+SEEN: set[tuple[str, str]] = set()
+
+
 @dataclass
 class _State:
     calls: list[Call] = field(default_factory=list)
@@ -252,6 +257,7 @@ class AwsFaultProxy:
         body = req.rfile.read(length) if length else b""
         target = req.headers.get("X-Amz-Target", "")
         operation = target.rpartition(".")[2] if target else f"{req.command} {req.path}"
+        SEEN.add((target.rpartition(".")[0], operation))
         params = _params(body)
         before = self._take_hold(operation, params, after=False)
         if before is not None:
