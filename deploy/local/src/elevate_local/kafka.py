@@ -113,6 +113,54 @@ def _classpath() -> str:
     return os.pathsep.join(str(j) for j in ensure_jars())
 
 
+def broker_properties(
+    *, secret: str, keystore: Path | str, truststore: Path | str, client_listeners: list[str]
+) -> dict[str, str]:
+    """A single-node KRaft broker's settings but its addresses, secured as Elevate runs it
+    (`make dev`, the tests, docker-compose.yml): SASL_SSL + SCRAM-SHA-512 on every client
+    listener, the controller link PLAIN over TLS as the broker itself, deny by default."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": client_listeners[0],
+        "listener.security.protocol.map": ",".join(
+            f"{name}:SASL_SSL" for name in [*client_listeners, "CONTROLLER"]
+        ),
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        # The controller link is the broker talking to itself: PLAIN over TLS, one user.
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            f'{PLAIN} required username="{SUPERUSER}" password="{secret}" '
+            f'user_{SUPERUSER}="{secret}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(truststore),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{SUPERUSER}",
+        "num.partitions": "3",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+    }
+    for name in client_listeners:
+        props[f"listener.name.{name.lower()}.sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+        props[f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config"] = (
+            f'{SCRAM} required username="{SUPERUSER}" password="{secret}";'
+        )
+    return props
+
+
 @dataclass
 class KafkaBroker:
     """One single-node KRaft broker. `start()` formats its log dir, waits until it accepts
@@ -240,55 +288,21 @@ class KafkaBroker:
 
     # ---- configuration ----
 
-    def _listener_props(self) -> dict[str, str]:
-        secret = password(self.password_file(SUPERUSER))
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         tls = self.tls.ensure()
-        return {
+        props = {
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
             "listeners": f"CLIENT://127.0.0.1:{self.port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"CLIENT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "CLIENT",
-            "listener.security.protocol.map": "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL",
-            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
-            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            "listener.name.client.scram-sha-512.sasl.jaas.config": (
-                f'{SCRAM} required username="{SUPERUSER}" password="{secret}";'
+            **broker_properties(
+                secret=password(self.password_file(SUPERUSER)),
+                keystore=tls.keystore_file,
+                truststore=tls.ca_file,
+                client_listeners=["CLIENT"],
             ),
-            # The controller link is the broker talking to itself: PLAIN over TLS, one user.
-            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-            "sasl.mechanism.controller.protocol": "PLAIN",
-            "listener.name.controller.plain.sasl.jaas.config": (
-                f'{PLAIN} required username="{SUPERUSER}" password="{secret}" '
-                f'user_{SUPERUSER}="{secret}";'
-            ),
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(tls.keystore_file),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(tls.ca_file),
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found": "false",
-            "super.users": f"User:{SUPERUSER}",
-        }
-
-    def _write_config(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            **self._listener_props(),
             "log.dirs": str(self.data_dir / "logs"),
-            "num.partitions": "3",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "false",
             "log.retention.hours": str(self.retention_hours),
         }
         for principal in acls.Principal:

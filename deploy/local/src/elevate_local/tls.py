@@ -45,6 +45,8 @@ class BrokerTls:
     """PEM files under `<data_dir>/tls/`."""
 
     directory: Path
+    # Names the broker is also reached by (docker-compose.yml's `kafka`).
+    hosts: tuple[str, ...] = ()
 
     @property
     def ca_file(self) -> Path:
@@ -75,7 +77,11 @@ class BrokerTls:
         )
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        sans: list[x509.GeneralName] = [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("localhost"),
+            *(x509.DNSName(host) for host in self.hosts),
+        ]
         cert = (
             _builder(name, ca_name, key.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
