@@ -1,4 +1,4 @@
-# Elevate's five services in one image; the command names the service:
+# Elevate's five services in one image (the last stage, `runtime`); the command names it:
 #   docker run elevate elevate-request-api   (or elevate-approval, elevate-grant-worker,
 #   elevate-audit-ingest, elevate-notifier)
 # Everything is installed at build time from uv.lock: at run time nothing is written, so
@@ -35,6 +35,26 @@ RUN --mount=type=cache,target=/root/.cache \
       --package elevate-grant-worker --package elevate-audit-ingest \
       --package elevate-notifier
 
+# docker-compose.yml's local stand-ins (moto seeded, the AWS proxy, the OIDC provider, the
+# mailbox, the Kafka set-up): `--target local`. Never deployed; the image below is.
+FROM build AS build-local
+ENV UV_PROJECT_ENVIRONMENT=/opt/elevate/local-venv
+COPY deploy/local/ deploy/local/
+RUN --mount=type=cache,target=/root/.cache \
+    "$UV_HOME/bin/uv" sync --frozen --no-dev --no-editable --python python3.11 \
+      --package elevate-local
+
+FROM python:3.11.7-slim-bookworm AS local
+ENV VIRTUAL_ENV=/opt/elevate/local-venv \
+    PATH=/opt/elevate/local-venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build-local /opt/elevate/local-venv /opt/elevate/local-venv
+USER 10001:10001
+WORKDIR /opt/elevate
+CMD ["python", "-m", "elevate_local.compose", "--help"]
+
+# The services: the default target.
 FROM python:3.11.7-slim-bookworm AS runtime
 
 LABEL org.opencontainers.image.title="Elevate" \

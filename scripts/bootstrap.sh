@@ -42,6 +42,13 @@ if [ "${1:-}" = "--with-postgres" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
   # The browser tests drive Debian's chromium (never a browser build of Playwright's own).
   [ -x /usr/lib/chromium/chromium ] || apt_install chromium
+  # composecheck (deploy/tools/composecheck): compose-go, the loader Docker Compose uses,
+  # built once per go.sum into the tool cache (tests/integration/deploy/test_compose.py).
+  check="$TOOLS/composecheck-$(sha256sum deploy/tools/composecheck/go.sum deploy/tools/composecheck/main.go | sha256sum | cut -c1-16)"
+  if [ ! -x "$check/composecheck" ]; then
+    echo "bootstrap: building composecheck (compose-go, from the Go module proxy) …"
+    (cd deploy/tools/composecheck && GOFLAGS=-mod=readonly go build -o "$check/composecheck" .)
+  fi
   axe="$TOOLS/axe-core-$AXE_VERSION/axe.min.js"
   if [ ! -f "$axe" ]; then
     echo "bootstrap: fetching axe-core $AXE_VERSION from the npm registry …"

@@ -110,7 +110,7 @@ def rehearse(dockerfile: Path, root: Path) -> Image:
     Every stage is built at `root` itself, so what RUN writes there (script paths, venv
     links) holds in the final stage too; a finished stage moves aside for COPY --from."""
     context = dockerfile.parent
-    stages = parse(dockerfile)
+    stages = _needed(parse(dockerfile))
     built: dict[str, Path] = {}
     final: Image | None = None
     for before, stage in zip([None, *stages], stages, strict=False):
@@ -122,6 +122,21 @@ def rehearse(dockerfile: Path, root: Path) -> Image:
     for path in built.values():
         shutil.rmtree(path)
     return final
+
+
+def _needed(stages: list[Stage]) -> list[Stage]:
+    """The last stage (the default target, the image) and the stages it copies from."""
+    names = {stage.name for stage in stages}
+    wanted = {stages[-1].name}
+    for stage in reversed(stages):
+        if stage.name not in wanted:
+            continue
+        if stage.image in names:
+            raise RehearsalError(f"stage {stage.name}: FROM another stage is not rehearsed")
+        for ins in stage.instructions:
+            if ins.keyword == "COPY" and ins.args.startswith("--from="):
+                wanted.add(ins.args.split()[0].removeprefix("--from="))
+    return [stage for stage in stages if stage.name in wanted]
 
 
 class _StageBuild:

@@ -467,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="elevate-aws-proxy", description=main.__doc__)
     parser.add_argument("--target", required=True, help="moto's URL")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="(docker-compose.yml: 0.0.0.0)")
     parser.add_argument(
         "--external-id-issuer",
         action="append",
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         help="give the seeded users ExternalIds of this OIDC issuer (repeatable)",
     )
     args = parser.parse_args(argv)
-    proxy = AwsFaultProxy(args.target, port=args.port)
+    proxy = AwsFaultProxy(args.target, port=args.port, host=args.host)
     for issuer in args.external_id_issuer:
         proxy.external_ids.link_seeded(issuer)
     proxy.start()

@@ -3,7 +3,7 @@ Kafka and services start, made as `make dev` makes it, on the volume the contain
 (mounted at `/shared`):
 
 - `tls/`: the private CA and the broker's certificate (SANs `kafka`, `localhost`,
-  `127.0.0.1`), as `elevate_local.tls` makes them;
+  `127.0.0.1`), as `elevate_local.tls` makes them; `mail-tls/` the same for the mailbox;
 - `credentials/<principal>.password`: a SCRAM password per principal of the ACL table, and
   the broker's own;
 - `keys/`: the event-signing keys (one Ed25519 key per writer, the public directory);
@@ -56,6 +56,7 @@ def init(
     (client, external, controller) and `log_dir` as the apache/kafka container has them."""
     client, external, controller = ports
     tls = BrokerTls(out / "tls", hosts=("kafka",)).ensure()
+    BrokerTls(out / "mail-tls", hosts=("mailbox",)).ensure()  # the mailbox's STARTTLS
     secrets = {name: password(out / "credentials" / f"{name}.password") for name in principals()}
     LocalEventKeys.ensure(out / "keys")
     kafka = out / "kafka"

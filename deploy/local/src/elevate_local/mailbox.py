@@ -64,10 +64,18 @@ class Mailbox:
 
 
 class MailServer:
-    """The SMTP server on 127.0.0.1:`port` (0: a free one); `tls_dir` turns STARTTLS on
+    """The SMTP server on `host`:`port` (0: a free one); `tls_dir` turns STARTTLS on
     and makes it required before any mail is accepted."""
 
-    def __init__(self, port: int = 0, *, tls_dir: Path | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        tls_dir: Path | None = None,
+        echo: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
         self.mailbox = Mailbox(echo=echo)
         self.tls = BrokerTls(tls_dir).ensure() if tls_dir is not None else None
         context = None
@@ -89,7 +97,7 @@ class MailServer:
             self.port = free_port()
         self._controller = Controller(
             self.mailbox,
-            hostname="127.0.0.1",
+            hostname=self.host,
             port=self.port,
             tls_context=self._context,
             require_starttls=self._context is not None,
@@ -106,10 +114,11 @@ class MailServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--host", default="127.0.0.1", help="(docker-compose.yml: 0.0.0.0)")
     parser.add_argument("--starttls", type=Path, help="TLS material directory")
     args = parser.parse_args()
-    server = MailServer(args.port, tls_dir=args.starttls, echo=True).start()
-    print(f"mailbox listening on 127.0.0.1:{server.port}", flush=True)
+    server = MailServer(args.port, tls_dir=args.starttls, echo=True, host=args.host).start()
+    print(f"mailbox listening on {args.host}:{server.port}", flush=True)
     try:
         while True:
             time.sleep(3600)
