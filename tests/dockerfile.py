@@ -295,7 +295,7 @@ def _ignored(relative: str, patterns: list[str]) -> bool:
             fnmatch.fnmatch(part, pattern[3:]) for part in relative.split("/")
         ):
             return True
-        if any(relative.startswith(p + "/") for p in [pattern] if "*" not in pattern):
+        if "*" not in pattern and relative.startswith(pattern + "/"):
             return True
     return False
 

@@ -88,6 +88,7 @@ def clients_created(files: Iterable[Path]) -> set[str]:
     return found
 
 
+@functools.cache
 def _operations(service: str) -> dict[str, str]:
     """snake_case method name and CamelCase name → the operation's name."""
     names = _model(service).operation_names
