@@ -42,3 +42,26 @@ def test_only_the_admin_principal_creates_the_topics(
 
     code, said = _run(monkeypatch, kafka.endpoint(Principal.ADMIN), topic_prefix)
     assert (code, said.strip()) == (0, "0 topics created: (all present)")
+
+
+def test_the_topics_job_needs_only_kafka_settings_and_sets_the_partitions(
+    monkeypatch: pytest.MonkeyPatch, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    """The Helm chart's topics Job runs in prod mode with nothing but the admin principal's
+    Kafka settings: no database, policy or identity provider is its business."""
+    kafka.allow(topic_prefix)
+    for name, value in kafka.endpoint(Principal.ADMIN).environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ELEVATE_MODE", "prod")
+    monkeypatch.setenv("ELEVATE_TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setenv("ELEVATE_TOPIC_RETENTION_DAYS", "7")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["topics", "create", "--partitions", "2"], out=out, err=err)
+    assert code == 0, err.getvalue()
+    offsets = asyncio.run(end_offsets(kafka.endpoint(), f"{topic_prefix}elevate.grants.v1"))
+    assert sorted(offsets) == [0, 1]
+
+    monkeypatch.setenv("ELEVATE_POLICY_FILE", "/nowhere/policy.yaml")
+    code = main(["topics", "create"], out=out, err=err)
+    assert code == 2
+    assert "ELEVATE_POLICY_FILE: unknown setting" in err.getvalue()

@@ -7,7 +7,9 @@
     elevate dlq list [--from-offset N] [--to-offset M] [--type CE_TYPE ...]
     elevate dlq redrive [--from-offset N] [--to-offset M] [--type CE_TYPE ...] [--dry-run]
 
-    elevate topics create [--replication-factor N]
+    elevate topics create [--replication-factor N] [--partitions N]
+    elevate migrate --service NAME
+
 
     elevate healthcheck [--path /healthz]
 
@@ -24,7 +26,11 @@ Reading the DLQ takes the admin principal's Kafka credentials (docs/security.md)
 liveness probe: the image's HEALTHCHECK, where no curl is installed.
 
 `topics create` creates Elevate's topics (ELEVATE_TOPIC_PREFIX, ELEVATE_TOPIC_RETENTION_DAYS)
-as the admin principal — services may not create topics.
+as the admin principal — services may not create topics. It reads only the Kafka settings.
+
+`migrate` brings one service's database (ELEVATE_DATABASE_URL) to its newest schema, as the
+service does at start: the Helm chart's pre-install/pre-upgrade hook, so a new release's
+pods find their schema ready. It reads only the database settings.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from elevate_core import dlq
 from elevate_core.directory.models import Account, OrgUnit, User
 from elevate_core.errors import ConfigurationError, ElevateError
+from elevate_core.kafka.acls import SERVICES
 from elevate_core.policy import (
     PolicyError,
     check_policy,
@@ -48,7 +56,7 @@ from elevate_core.policy import (
 )
 from elevate_core.policy.loader import GroupMembers, read_policy_bytes
 from elevate_core.policy.resolve import offline_user_warnings
-from elevate_core.settings import Settings, load_settings
+from elevate_core.settings import DatabaseSettings, KafkaSettings, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -167,13 +175,14 @@ def _topics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from elevate_core.kafka.admin import ensure_topics
 
     try:
-        settings = load_settings(Settings)
+        settings = load_settings(KafkaSettings)
         created = asyncio.run(
             ensure_topics(
                 settings.kafka,
                 prefix=settings.topic_prefix,
                 retention_days=settings.topic_retention_days,
                 replication_factor=args.replication_factor,
+                partitions=args.partitions,
             )
         )
     except ConfigurationError as exc:
@@ -183,6 +192,39 @@ def _topics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"elevate: {type(exc).__name__}: {exc}", file=err)
         return 1
     print(f"{len(created)} topics created: {', '.join(created) or '(all present)'}", file=out)
+    return 0
+
+
+def _migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import importlib
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from elevate_core.db import Database
+    from elevate_core.migrate import upgrade
+
+    try:
+        settings = load_settings(DatabaseSettings, service_name=args.service)
+    except ConfigurationError as exc:
+        print(f"elevate: invalid setting {exc}", file=err)
+        return 2
+    # The service's own package holds its revisions (next to its main module).
+    package = importlib.import_module("elevate_" + args.service.replace("-", "_"))
+    versions = Path(next(iter(package.__path__))) / "migrations"
+
+    async def run() -> None:
+        db = Database(settings.resolved_database_url())
+        try:
+            await upgrade(db, versions)
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(run())
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"elevate: migrating {args.service} failed: {type(exc).__name__}: {exc}", file=err)
+        return 1
+    print(f"{args.service}: database schema up to date", file=out)
     return 0
 
 
@@ -254,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dlq_commands(commands)
     _add_topics_commands(commands)
+    _add_migrate_command(commands)
     health = commands.add_parser("healthcheck", help="probe this container's own service")
     health.add_argument("--path", default="/healthz", help="(default /healthz)")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
@@ -287,7 +330,16 @@ def _add_topics_commands(commands: Any) -> None:
     topics.set_defaults(handler=_help(topics))
     create = topics_commands.add_parser("create", help="create the missing catalog topics")
     create.add_argument("--replication-factor", type=int, default=1, help="(default 1)")
+    create.add_argument(
+        "--partitions", type=int, default=None, help="for every topic (default: the catalog's)"
+    )
     create.set_defaults(handler=_topics)
+
+
+def _add_migrate_command(commands: Any) -> None:
+    migrate = commands.add_parser("migrate", help="bring a service's database schema up to date")
+    migrate.add_argument("--service", required=True, choices=[str(s) for s in SERVICES])
+    migrate.set_defaults(handler=_migrate)
 
 
 def main(

@@ -56,17 +56,36 @@ class Mode(StrEnum):
     PROD = "prod"
 
 
-class Settings(BaseSettings):
-    """Settings shared by every Elevate service."""
+class ProcessSettings(BaseSettings):
+    """What every Elevate process reads: its mode, name and logging."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     mode: Mode = Mode.PROD
     service_name: str = "elevate"
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
-    database_url: str = ""
-    data_dir: Path = Path(".elevate/data")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _test_mode_needs_the_harness(self) -> Self:
+        if self.mode is Mode.TEST and os.environ.get(TEST_MODE_OPT_IN) != "1":
+            raise ValueError(
+                "mode: test mode turns every production guard off and runs only under the "
+                f"test harness ({TEST_MODE_OPT_IN}=1); use prod, or dev on a workstation"
+            )
+        return self
+
+
+class KafkaSettings(ProcessSettings):
+    """How a process reaches Kafka; alone, the settings of `elevate topics create`."""
+
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = ""
     # How this process proves who it is to Kafka (elevate_core.kafka.security); secrets
@@ -79,17 +98,118 @@ class Settings(BaseSettings):
     kafka_ssl_cert_file: Path | None = None
     kafka_ssl_key_file: Path | None = None
     kafka_ssl_key_password_file: Path | None = None
+    # PLAINTEXT outside dev/test only with this set: it names what the operator accepts.
+    kafka_allow_plaintext_anyone_can_forge_events: bool = False
+    topic_prefix: str = ""
+    topic_retention_days: int = Field(default=30, ge=1)
+    aws_region: str = "us-east-1"  # MSK IAM signs for it (and Identity Center lives there)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for part in value.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port…], got {part!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        self._check_kafka_security()
+        return self
+
+    def _check_kafka_security(self) -> None:
+        problems = self.kafka_security.problems()
+        if problems:
+            raise ValueError(problems[0])
+        for name in ("sasl_password_file", "ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+            path = getattr(self, f"kafka_{name}")
+            if path is not None and not path.is_file():
+                raise ValueError(f"kafka_{name}: no such file {path}")
+        plaintext = self.kafka_security_protocol is SecurityProtocol.PLAINTEXT
+        if (
+            plaintext
+            and self.mode is Mode.PROD
+            and not self.kafka_allow_plaintext_anyone_can_forge_events
+        ):
+            raise ValueError(
+                "kafka_security_protocol: PLAINTEXT is refused outside dev mode — anyone who "
+                "reaches the broker could read every request and forge approvals; use "
+                "SASL_SSL (or SSL), or accept that risk with "
+                "ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS=true"
+            )
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password_file=self.kafka_sasl_password_file,
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=self.kafka_ssl_cert_file,
+            key_file=self.kafka_ssl_key_file,
+            key_password_file=self.kafka_ssl_key_password_file,
+            msk_region=self.aws_region,
+        )
+
+    @property
+    def kafka(self) -> KafkaEndpoint:
+        """Every Kafka client of the process is built from this."""
+        return KafkaEndpoint(self.kafka_bootstrap_servers, self.kafka_security)
+
+
+class DatabaseSettings(ProcessSettings):
+    """A service's own database; alone, the settings of `elevate migrate`."""
+
+    database_url: str = ""
+    data_dir: Path = Path(".elevate/data")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got {value.split('://', 1)[0]}://…)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_postgresql(self) -> Self:
+        self._check_production_database()
+        return self
+
+    def _check_production_database(self) -> None:
+        if self.mode is not Mode.PROD:
+            return
+        if not self.database_url:
+            raise ValueError(
+                "database_url: required in prod mode, a postgresql+asyncpg:// URL "
+                "(left empty it would be an SQLite file on this pod)"
+            )
+        if not self.database_url.startswith("postgresql+asyncpg://"):
+            raise ValueError("database_url: SQLite is refused in prod mode; use PostgreSQL")
+
+    def resolved_database_url(self) -> str:
+        """SQLite under the data dir unless a URL is configured (the embedded default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
+
+
+class Settings(KafkaSettings, DatabaseSettings):
+    """Settings shared by every Elevate service."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
     # Signed events (elevate_core.events.signing): the writer's Ed25519 private key, and
     # the directory of every writer's public keys (`<principal>[.label].pub`).
     event_signing_key_file: Path | None = None
     event_verify_keys_dir: Path | None = None
-    # PLAINTEXT outside dev/test only with this set: it names what the operator accepts.
-    kafka_allow_plaintext_anyone_can_forge_events: bool = False
-    topic_prefix: str = ""
     # Replays and read-model rebuilds: a new suffix starts new consumer groups at the
     # earliest offset (every consumer of the service).
     consumer_group_suffix: str = ""
-    topic_retention_days: int = Field(default=30, ge=1)
     # Purging bounded tables (elevate_core.purge): kept `margin` beyond what they protect.
     purge_margin_hours: int = Field(default=24, ge=1)
     # Dedupe rows (processed events) kept this long; default retention + margin, never less
@@ -98,7 +218,6 @@ class Settings(BaseSettings):
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
     purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
     aws_endpoint_url: str | None = None
-    aws_region: str = "us-east-1"
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     oidc_issuer: str = "http://127.0.0.1:9400"
@@ -117,44 +236,17 @@ class Settings(BaseSettings):
     # How far after its submission a request may start: request-api refuses later starts,
     # approval and grant-worker re-check it (elevate_core.recheck), so all read this one.
     request_horizon_days: int = Field(default=30, ge=1)
-    log_level: str = "INFO"
-    log_json: bool = True
     otel_exporter_otlp_endpoint: str | None = None
     fail_points: str = ""
 
-    @field_validator("database_url")
-    @classmethod
-    def _known_driver(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
-                f"(got {value.split('://', 1)[0]}://…)"
-            )
-        return value
-
-    @field_validator("kafka_bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, value: str) -> str:
-        for part in value.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"expected host:port[,host:port…], got {part!r}")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return value.upper()
+    # A whole service's settings check Kafka and the database in their own places below
+    # (one error at a time, the most specific first); the bases' validators stand down.
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        return self
 
     @model_validator(mode="after")
-    def _test_mode_needs_the_harness(self) -> Self:
-        if self.mode is Mode.TEST and os.environ.get(TEST_MODE_OPT_IN) != "1":
-            raise ValueError(
-                "mode: test mode turns every production guard off and runs only under the "
-                f"test harness ({TEST_MODE_OPT_IN}=1); use prod, or dev on a workstation"
-            )
+    def _production_needs_postgresql(self) -> Self:
         return self
 
     @model_validator(mode="after")
@@ -181,6 +273,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security_in_order(self) -> Self:
+        self._check_kafka_security()
+        return self
+
     @property
     def user_claim_is_mutable(self) -> bool:
         return self.oidc_user_claim in MUTABLE_CLAIMS
@@ -189,29 +286,6 @@ class Settings(BaseSettings):
     def external_id_issuer(self) -> str:
         """The Issuer of the Identity Store ExternalIds tokens are matched against."""
         return self.oidc_external_id_issuer or self.oidc_issuer
-
-    @model_validator(mode="after")
-    def _kafka_security(self) -> Self:
-        problems = self.kafka_security.problems()
-        if problems:
-            raise ValueError(problems[0])
-        for name in ("sasl_password_file", "ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
-            path = getattr(self, f"kafka_{name}")
-            if path is not None and not path.is_file():
-                raise ValueError(f"kafka_{name}: no such file {path}")
-        plaintext = self.kafka_security_protocol is SecurityProtocol.PLAINTEXT
-        if (
-            plaintext
-            and self.mode is Mode.PROD
-            and not self.kafka_allow_plaintext_anyone_can_forge_events
-        ):
-            raise ValueError(
-                "kafka_security_protocol: PLAINTEXT is refused outside dev mode — anyone who "
-                "reaches the broker could read every request and forge approvals; use "
-                "SASL_SSL (or SSL), or accept that risk with "
-                "ELEVATE_KAFKA_ALLOW_PLAINTEXT_ANYONE_CAN_FORGE_EVENTS=true"
-            )
-        return self
 
     @model_validator(mode="after")
     def _event_keys(self) -> Self:
@@ -252,13 +326,7 @@ class Settings(BaseSettings):
             return self
         if not self.oidc_audience.strip():
             raise ValueError("oidc_audience: required in prod mode (the tokens' expected aud)")
-        if not self.database_url:
-            raise ValueError(
-                "database_url: required in prod mode, a postgresql+asyncpg:// URL "
-                "(left empty it would be an SQLite file on this pod)"
-            )
-        if not self.database_url.startswith("postgresql+asyncpg://"):
-            raise ValueError("database_url: SQLite is refused in prod mode; use PostgreSQL")
+        self._check_production_database()
         policy_problem = _policy_problem(self.policy_file, "policy_file" in self.model_fields_set)
         if policy_problem:
             raise ValueError(f"policy_file: {policy_problem}")
@@ -281,25 +349,6 @@ class Settings(BaseSettings):
     def request_horizon(self) -> timedelta:
         return timedelta(days=self.request_horizon_days)
 
-    @property
-    def kafka_security(self) -> KafkaSecurity:
-        return KafkaSecurity(
-            protocol=self.kafka_security_protocol,
-            mechanism=self.kafka_sasl_mechanism,
-            username=self.kafka_sasl_username,
-            password_file=self.kafka_sasl_password_file,
-            ca_file=self.kafka_ssl_ca_file,
-            cert_file=self.kafka_ssl_cert_file,
-            key_file=self.kafka_ssl_key_file,
-            key_password_file=self.kafka_ssl_key_password_file,
-            msk_region=self.aws_region,
-        )
-
-    @property
-    def kafka(self) -> KafkaEndpoint:
-        """Every Kafka client of the process is built from this."""
-        return KafkaEndpoint(self.kafka_bootstrap_servers, self.kafka_security)
-
     def event_signer(self) -> Signer | None:
         path = self.event_signing_key_file
         return Signer.from_file(path) if path is not None else None
@@ -308,17 +357,11 @@ class Settings(BaseSettings):
         path = self.event_verify_keys_dir
         return Verifier.from_dir(path) if path is not None else None
 
-    def resolved_database_url(self) -> str:
-        """SQLite under the data dir unless a URL is configured (the embedded default)."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
-
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
 
-S = TypeVar("S", bound=Settings)
+S = TypeVar("S", bound=ProcessSettings)
 
 
 def _issuer_problem(issuer: str) -> str | None:
