@@ -151,6 +151,40 @@ def test_production_refuses_an_sqlite_database(prod: pytest.MonkeyPatch) -> None
     )
 
 
+def test_the_database_url_may_come_from_a_mounted_secret_file(
+    prod: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Helm chart mounts the URL (it holds the password) instead of an env variable."""
+    url_file = tmp_path / "database-url"
+    url_file.write_text("postgresql+asyncpg://elevate:s3cret@db.internal/approval\n")
+    prod.delenv("ELEVATE_DATABASE_URL")
+    prod.setenv("ELEVATE_DATABASE_URL_FILE", str(url_file))
+    settings = load_settings(Settings)
+    assert settings.resolved_database_url() == (
+        "postgresql+asyncpg://elevate:s3cret@db.internal/approval"
+    )
+    assert "s3cret" not in repr(settings)  # the URL itself is never a field to print
+
+
+def test_a_database_url_file_is_checked_like_the_url(
+    prod: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url_file = tmp_path / "database-url"
+    assert _refusal(prod, database_url_file=str(url_file)).startswith(
+        "ELEVATE_DATABASE_URL_FILE: set it or ELEVATE_DATABASE_URL, not both"
+    )
+    prod.delenv("ELEVATE_DATABASE_URL")
+    assert _refusal(prod).startswith("ELEVATE_DATABASE_URL_FILE: no such file")
+    url_file.write_text("mysql://root:s3cret@db/x")
+    refusal = _refusal(prod)
+    assert refusal.startswith("ELEVATE_DATABASE_URL_FILE: must start with sqlite+aiosqlite://")
+    assert "s3cret" not in refusal
+    url_file.write_text("sqlite+aiosqlite:////var/lib/elevate.db")
+    assert _refusal(prod) == "ELEVATE_DATABASE_URL: SQLite is refused in prod mode; use PostgreSQL"
+    url_file.write_text("")
+    assert _refusal(prod).startswith("ELEVATE_DATABASE_URL: required in prod mode")
+
+
 def test_production_requires_a_policy_file(prod: pytest.MonkeyPatch) -> None:
     prod.delenv("ELEVATE_POLICY_FILE")
     assert _refusal(prod) == (

@@ -163,17 +163,32 @@ class DatabaseSettings(ProcessSettings):
     """A service's own database; alone, the settings of `elevate migrate`."""
 
     database_url: str = ""
+    # The URL as a file (a mounted secret) instead: it holds the password, which in an
+    # environment variable any process able to read /proc/<pid>/environ would see.
+    database_url_file: Path | None = None
     data_dir: Path = Path(".elevate/data")
 
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
-                f"(got {value.split('://', 1)[0]}://…)"
-            )
+        problem = _driver_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @model_validator(mode="after")
+    def _url_file(self) -> Self:
+        path = self.database_url_file
+        if path is None:
+            return self
+        if self.database_url:
+            raise ValueError("database_url_file: set it or ELEVATE_DATABASE_URL, not both")
+        if not path.is_file():
+            raise ValueError(f"database_url_file: no such file {path}")
+        problem = _driver_problem(self.configured_database_url())
+        if problem:
+            raise ValueError(f"database_url_file: {problem}")  # never the URL: a password
+        return self
 
     @model_validator(mode="after")
     def _production_needs_postgresql(self) -> Self:
@@ -183,18 +198,26 @@ class DatabaseSettings(ProcessSettings):
     def _check_production_database(self) -> None:
         if self.mode is not Mode.PROD:
             return
-        if not self.database_url:
+        url = self.configured_database_url()
+        if not url:
             raise ValueError(
                 "database_url: required in prod mode, a postgresql+asyncpg:// URL "
                 "(left empty it would be an SQLite file on this pod)"
             )
-        if not self.database_url.startswith("postgresql+asyncpg://"):
+        if not url.startswith("postgresql+asyncpg://"):
             raise ValueError("database_url: SQLite is refused in prod mode; use PostgreSQL")
+
+    def configured_database_url(self) -> str:
+        """ELEVATE_DATABASE_URL, or the content of ELEVATE_DATABASE_URL_FILE; empty if none."""
+        if self.database_url_file is not None:
+            return self.database_url_file.read_text(encoding="utf-8").strip()
+        return self.database_url
 
     def resolved_database_url(self) -> str:
         """SQLite under the data dir unless a URL is configured (the embedded default)."""
-        if self.database_url:
-            return self.database_url
+        url = self.configured_database_url()
+        if url:
+            return url
         return f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
 
 
@@ -362,6 +385,15 @@ class Settings(KafkaSettings, DatabaseSettings):
 
 
 S = TypeVar("S", bound=ProcessSettings)
+
+
+def _driver_problem(url: str) -> str | None:
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return (
+            "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+            f"(got {url.split('://', 1)[0]}://…)"
+        )
+    return None
 
 
 def _issuer_problem(issuer: str) -> str | None:
