@@ -6,7 +6,7 @@ USER ?= alice
 AS ?= siem
 TOPIC ?= elevate.audit.v1
 
-.PHONY: dev test lint token install schemas simulate-activity kafka-tail
+.PHONY: dev test lint token install schemas simulate-activity kafka-tail chart-check chart-e2e
 
 install:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,15 @@ lint:
 	@$(UV) ruff format --check .
 	@$(UV) mypy
 	@$(UV) hadolint Dockerfile
+
+## The Helm chart's checks (CI): lint, kubeconform, helm-unittest, checkov, kube-score, settings,
+## and --dry-run=server on a live kube-apiserver. Tools build once into ~/.cache/elevate/tools.
+chart-check: install
+	@bash scripts/chart-check.sh
+
+## Install the chart for real on kube-apiserver + etcd with kwok fake nodes (not in make test).
+chart-e2e: install
+	@bash scripts/chart-e2e.sh
 
 ## Print a bearer token for a seeded user: make token USER=alice
 token:

@@ -16,6 +16,7 @@ CHECKOV_VERSION=3.3.30
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VERSION=v1.37.2
 KWOK_VERSION=v0.8.0
+ETCD_VERSION=v3.6.16
 
 TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/elevate/tools"
 BIN="$TOOLS/k8s/bin"
@@ -88,11 +89,18 @@ if [ ! -d "$schemas/v1.37.0-local-strict" ]; then
 fi
 ln -sfn "$schemas" "$TOOLS/k8s/schemas"
 
-# etcd from Debian; kube-apiserver (and for --e2e its controllers) from k8s.io/kubernetes.
-command -v etcd >/dev/null 2>&1 || {
-  [ "$(id -u)" = 0 ] || { log "etcd-server is missing (apt-get install etcd-server)"; exit 1; }
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-}
+# etcd from its Go module (Debian's 3.4 is older than Kubernetes 1.37 supports, and cannot
+# serve watch-list streams, so kwok and the controllers would only see changes on re-lists);
+# kube-apiserver (and for --e2e its controllers) from k8s.io/kubernetes.
+etcd="$TOOLS/etcd-$ETCD_VERSION"
+if [ ! -f "$etcd/src/go.mod" ]; then
+  mkdir -p "$etcd/src"
+  printf 'module elevate.local/etcd\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" \
+    > "$etcd/src/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$etcd/src/tools.go"
+  (cd "$etcd/src" && GOFLAGS=-mod=mod go mod tidy)
+fi
+wrapped_build etcd "$ETCD_VERSION" "$etcd" go.etcd.io/etcd/server/v3
 kube="$TOOLS/kubernetes-$KUBERNETES_VERSION"
 if [ ! -f "$kube/src/go.mod" ]; then
   mkdir -p "$kube/src"
@@ -106,5 +114,17 @@ if [ "${1:-}" = "--e2e" ]; then
     k8s.io/kubernetes/cmd/kube-controller-manager "$KLDFLAGS"
   wrapped_build kube-scheduler "$KUBERNETES_VERSION" "$kube" k8s.io/kubernetes/cmd/kube-scheduler "$KLDFLAGS"
   go_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+  # kwok's stages (a fake node turns Ready and keeps its lease, pods run, Job pods
+  # complete), from its module; the file is keyed by the list.
+  stage_list="node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete"
+  stages="$TOOLS/kwok-$KWOK_VERSION/stages-$(echo "$stage_list" | sha256sum | cut -c1-12).yaml"
+  if [ ! -s "$stages" ]; then
+    src=$(cd "$TOOLS/kwok-$KWOK_VERSION" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    for f in $stage_list; do
+      printf -- '---\n'; cat "$src/kustomize/stage/$f.yaml"
+    done > "$stages.tmp" && mv "$stages.tmp" "$stages"
+  fi
+  ln -sf "$stages" "$TOOLS/k8s/kwok-stages.yaml"
 fi
 echo "$TOOLS/k8s"
