@@ -59,3 +59,22 @@ def test_an_undocumented_value_is_found() -> None:
     assert chart.undocumented(values) == ["b.d"]
     assert [k for k, _, _ in chart.documented_values(values)] == ["a", "b.c"]
     assert yaml.safe_load(values)["b"]["d"] == 3
+
+
+def test_every_setting_the_chart_sets_is_one_values_may_not_override() -> None:
+    """A user's `env` comes after the chart's in a container's list and would win: every
+    `ELEVATE_*` name the templates write must be refused by the schema in `env`,
+    `extraEnv` and `secretFiles`, or its value's checks (https issuer, …) are bypassed."""
+    import re
+
+    schema = json.loads((chart.CHART / "values.schema.json").read_text())
+    refused = set(schema["definitions"]["chartOwnedSetting"]["enum"])
+    written = {
+        name
+        for template in (chart.CHART / "templates").iterdir()
+        for name in re.findall(r"ELEVATE_[A-Z0-9_]+", template.read_text())
+    }
+    assert written, "the templates write no settings?"
+    assert written <= refused, sorted(written - refused)
+    refs = json.dumps(schema).count('"#/definitions/chartOwnedSetting"')
+    assert refs == 7  # extraEnv, each service's env (5) and secretFiles[].env

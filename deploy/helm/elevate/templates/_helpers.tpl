@@ -97,7 +97,7 @@ seccompProfile:
 - name: ELEVATE_KAFKA_SSL_KEY_FILE
   value: /etc/elevate/kafka/user.key
 {{- end }}
-{{- if $k.tls.caSecret.name }}
+{{- if and $k.tls.caSecret.name (ne $k.securityProtocol "PLAINTEXT") }}
 - name: ELEVATE_KAFKA_SSL_CA_FILE
   value: /etc/elevate/kafka-ca/ca.pem
 {{- end }}
@@ -131,7 +131,7 @@ seccompProfile:
       - key: {{ $k.tls.clientCert.keyKey }}
         path: user.key
 {{- end }}
-{{- if $k.tls.caSecret.name }}
+{{- if and $k.tls.caSecret.name (ne $k.securityProtocol "PLAINTEXT") }}
 - name: kafka-ca
   secret:
     secretName: {{ $k.tls.caSecret.name }}
@@ -149,7 +149,7 @@ seccompProfile:
   mountPath: /etc/elevate/kafka
   readOnly: true
 {{- end }}
-{{- if $k.tls.caSecret.name }}
+{{- if and $k.tls.caSecret.name (ne $k.securityProtocol "PLAINTEXT") }}
 - name: kafka-ca
   mountPath: /etc/elevate/kafka-ca
   readOnly: true
