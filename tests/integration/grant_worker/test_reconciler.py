@@ -366,6 +366,9 @@ async def test_a_policy_standing_entry_removed_no_longer_backs_its_assignment(
     policy = _Policy([(account, "DatabaseAdmin", "frank")], directory)
     async with running(make_settings(), scope=scope) as w:
         standing = PolicyStanding(w.db, policy, outbox=w.worker.outbox, clock=w.clock)  # type: ignore[arg-type]
+        # Recording is the leader's work (fenced by its lease): wait until it leads, or a
+        # slow start makes record_once refuse (FencedError) instead of what is tested here.
+        await eventually(lambda: _true(w.worker.lease.held), what="the worker leads")
         assert await standing.record_once() == 1
         await _swept(w)
         assert await w.standing(listed) == "policy"
