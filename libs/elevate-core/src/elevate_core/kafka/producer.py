@@ -18,7 +18,9 @@ def idempotent_producer(
         client_id=client_id,
         enable_idempotence=True,  # implies acks=all
         acks="all",
-        linger_ms=5,
+        # No linger: the relay hands Kafka whole batches itself (every unsent row at once),
+        # so waiting for more records would only delay each hop of a request's path.
+        linger_ms=0,
         request_timeout_ms=request_timeout_ms,
         retry_backoff_ms=200,
     )
