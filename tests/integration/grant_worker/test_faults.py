@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from elevate_core.events.topics import Topics
-from elevate_grant_worker.models import Grant
+from elevate_grant_worker.models import Assignment, Grant
 from elevate_local.aws_proxy import AwsFaultProxy, FaultRule
 from elevate_local.kafka import KafkaBroker
 from elevate_local.moto_seed import SeededOrganisation
@@ -189,3 +189,32 @@ async def test_replaying_decisions_never_touches_ended_grants(
     assert sum(proxy.count(op) for op in WRITES) == writes_before
     for t in [*triples, marker_triple]:
         assert assignment_exists(sso, seeded, t) == 0  # type: ignore[arg-type]
+
+
+async def test_a_create_still_in_progress_has_its_request_id_recorded_before_the_wait(
+    make_settings: Factory,
+    publish: Publisher,
+    seeded: SeededOrganisation,
+    sso: object,
+    proxy: AwsFaultProxy,
+) -> None:
+    """The first status poll comes at once, before AWS's request id is written (it often
+    finds the create done: one write less). One that does not must record the id before
+    waiting, so a crash during the wait resumes by polling that very request."""
+    proxy.add_rule(FaultRule(fault="in_progress", polls=1_000_000))
+    settings = make_settings(poll_initial_seconds=0.2, poll_max_seconds=0.2)
+    t = new_triple(seeded, account="sandbox-shared")
+    grant = approval(t, start=T0 - timedelta(minutes=1), end=T0 + HOUR)
+    async with running(settings) as w:
+        await publish(grant)
+
+        async def recorded() -> bool:
+            async with w.db.sessions() as s:
+                row = await s.get(Assignment, (t.account_id, t.permission_set_arn, t.principal_id))
+                return row is not None and row.state == "creating" and bool(row.request_id)
+
+        await eventually(recorded, timeout=60, what="the in-progress create's request id")
+        proxy.clear_rules()
+        await w.wait_state(grant.snapshot.request_id, "active")
+        assert assignment_exists(sso, seeded, t) == 1  # type: ignore[arg-type]
+        assert await w.events(grant.snapshot.request_id) == ["activated"]

@@ -1,7 +1,8 @@
 """The AWS half of a reconcile step, following the intent protocol of ARCHITECTURE.md §3:
 
 1. record the intent (`creating`/`deleting`) and commit;
-2. call AWS (`Create…`/`Delete…AccountAssignment`), then record AWS's request id;
+2. call AWS (`Create…`/`Delete…AccountAssignment`), then record AWS's request id —
+   for a create, only if its first status poll does not already find it final;
 3. poll `Describe…Status` with backoff until it is final;
 4. record what AWS now holds — and nothing more: the next step re-plans from that, so a
    create that finished after its grant was revoked is followed by a delete, and grant
@@ -151,15 +152,18 @@ class AwsSteps:
         try:
             async with self.aws.gate.slot(ACTIVATE):
                 status, reason = "SUCCEEDED", None
+                remember = False
                 if request_id is None:
                     verify = triple not in self.unsent
                     self.unsent.discard(triple)
                     if not (verify and await self.aws.exists(triple, priority=ACTIVATE)):
                         request_id = await self._send(triple, self.aws.create(triple))
                         failpoint("grant.after_aws_create")
-                        await self._record(triple, None, request_id=request_id)
+                        remember = True
                 if request_id is not None:
-                    status, reason = await self._poll(triple, "create", request_id)
+                    status, reason = await self._poll(
+                        triple, "create", request_id, remember=remember
+                    )
         except AwsError as exc:
             if exc.retryable:
                 raise Retry(str(exc)) from exc
@@ -326,11 +330,20 @@ class AwsSteps:
             raise
         return str(result) if result is not None else ""
 
-    async def _poll(self, triple: Triple, kind: str, request_id: str) -> tuple[str, str | None]:
+    async def _poll(
+        self, triple: Triple, kind: str, request_id: str, *, remember: bool = False
+    ) -> tuple[str, str | None]:
+        """Poll the write's status until it is final. With `remember`, AWS's request id is
+        recorded before the first wait — not before the first poll, which often finds the
+        write done: a crash before then leaves an intent without an id, resumed by asking
+        whether the assignment exists (the protocol's other half), one write less."""
         settings = self.w.settings
         delay = settings.poll_initial_seconds
         for poll in range(settings.poll_max_count):
             if poll:  # the first poll at once: AWS is often done already
+                if remember:
+                    await self._record(triple, None, request_id=request_id)
+                    remember = False
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, settings.poll_max_seconds)
             try:
