@@ -11,9 +11,10 @@ A refusal is reported by the caller (`report`): one error log line and
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Container
-from typing import Protocol
+from collections.abc import Awaitable, Container
+from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
 
@@ -30,6 +31,7 @@ from elevate_core.policy.recheck import Found, Limits, Refusal, RequestFacts, ju
 from elevate_core.policy.terms import Terms
 
 log = logging.getLogger("elevate.recheck")
+T = TypeVar("T")
 
 REFUSED = Counter(
     "elevate_recheck_refused",
@@ -54,26 +56,32 @@ class DirectoryUnavailableError(TransientError):
 
 
 async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
-    """The request's user, account and permission set as the directory has them now."""
+    """The request's user, account and permission set as the directory has them now: the
+    user first (read fresh; without one nothing else is asked), then the other two side by
+    side (they usually come from the cache)."""
     try:
         directory.invalidate_user(request.user_name)
         try:
-            user: User | None = await directory.get_user(request.user_name)
+            user = await directory.get_user(request.user_name)
         except UserNotFoundError:
             return Found(None, None, None)  # nothing else can be judged without the user
-        try:
-            account: Account | None = await directory.get_account(request.account_id)
-        except AccountNotFoundError:
-            account = None
-        try:
-            permission_set: PermissionSet | None = await directory.get_permission_set(
-                request.permission_set_name
-            )
-        except PermissionSetNotFoundError:
-            permission_set = None
+        account, permission_set = await asyncio.gather(
+            _unless_missing(directory.get_account(request.account_id), AccountNotFoundError),
+            _unless_missing(
+                directory.get_permission_set(request.permission_set_name),
+                PermissionSetNotFoundError,
+            ),
+        )
     except DirectoryError as exc:
         raise DirectoryUnavailableError(f"directory: {exc}") from exc
     return Found(user, account, permission_set)
+
+
+async def _unless_missing(lookup: Awaitable[T], missing: type[DirectoryError]) -> T | None:
+    try:
+        return await lookup
+    except missing:
+        return None
 
 
 async def recheck(

@@ -221,9 +221,10 @@ async def decide(
     terms: Terms | None = None
     refusal: Refusal | None = None
     if state.status == "pending":
-        decider = await _fresh_user(deps.directory, event.approver.user_name)
-        terms, refusal, requester = await _recheck(
-            session, deps, state.details, policy, submitted_at=state.submitted_at
+        # Both read the directory fresh; side by side, the decision waits for one of them.
+        decider, (terms, refusal, requester) = await asyncio.gather(
+            _fresh_user(deps.directory, event.approver.user_name),
+            _recheck(session, deps, state.details, policy, submitted_at=state.submitted_at),
         )
     outcome = domain.decide(
         state,
