@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 import uuid
@@ -51,6 +50,7 @@ from elevate_core.events.models import (
 from elevate_core.kafka.producer import idempotent_producer
 
 from bench.latency_stack import DevStack, Follower, Observer
+from bench.stats import summary
 
 OUT = Path(__file__).resolve().parent / "out"
 GOALS_MS = {
@@ -90,20 +90,6 @@ MARKS = {
     "revoke": RevokeRequested.ce_type,
     "ended": GrantEnded.ce_type,
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def summary(values_ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values_ms),
-        "p50_ms": round(statistics.median(values_ms), 1),
-        "p99_ms": round(pct(values_ms, 99), 1),
-        "max_ms": round(max(values_ms), 1),
-    }
 
 
 class Sso:

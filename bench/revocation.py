@@ -62,6 +62,8 @@ from elevate_local.ports import free_port, wait_for_port
 from elevate_local.postgres import PostgresCluster
 from sqlalchemy import func, select
 
+from bench.stats import summary
+
 OUT = Path(__file__).parent / "out"
 PREFIX = "bench."
 
@@ -74,20 +76,6 @@ class ShiftedClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def summary(values_ms: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values_ms),
-        "p50_ms": round(statistics.median(values_ms), 1),
-        "p99_ms": round(pct(values_ms, 99), 1),
-        "max_ms": round(max(values_ms), 1),
-    }
 
 
 class Bench:
