@@ -151,9 +151,6 @@ class KafkaSecurity:
         return options
 
 
-IDLE_FETCH_WAIT_MS = 5000
-
-
 @dataclass(frozen=True, slots=True)
 class KafkaEndpoint:
     """Where Kafka is and how to prove who we are there: builds every client."""
@@ -197,10 +194,6 @@ class KafkaEndpoint:
         return AIOKafkaProducer(**self.options(), **kwargs)
 
     def consumer(self, *topics: str, **kwargs: Any) -> AIOKafkaConsumer:
-        # A fetch returns as soon as a record arrives, whatever its wait: a long wait only
-        # spares an idle broker its empty answers (aiokafka's 500 ms default cost the local
-        # broker ~15 % of a core with every service's consumers polling).
-        kwargs.setdefault("fetch_max_wait_ms", IDLE_FETCH_WAIT_MS)
         return AIOKafkaConsumer(*topics, **self.options(), **kwargs)
 
     def admin(self, **kwargs: Any) -> AIOKafkaAdminClient:
