@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class DevStack:
         self.proc: subprocess.Popen[bytes] | None = None
         self.cluster: PostgresCluster | None = None
         self.lines: queue.Queue[str] = queue.Queue()
-        self.tail: list[str] = []
+        self.tail: deque[str] = deque(maxlen=200)
 
     def start(self, timeout: float = 300) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVATE_")}
@@ -64,7 +64,7 @@ class DevStack:
         deadline = time.monotonic() + timeout
         while not self.ports:
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit("the stack did not come up:\n" + "".join(self.tail[-40:]))
+                raise SystemExit("the stack did not come up:\n" + "".join(list(self.tail)[-40:]))
             with contextlib.suppress(queue.Empty):
                 line = self.lines.get(timeout=1)
                 if "elevate-dev | ports " in line:
@@ -78,7 +78,7 @@ class DevStack:
                 line = raw.decode(errors="replace")
                 log.write(line)
                 log.flush()
-                self.tail = [*self.tail[-200:], line]
+                self.tail.append(line)
                 self.lines.put(line)
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -32,6 +32,8 @@ from elevate_core.policy.terms import Terms
 
 log = logging.getLogger("elevate.recheck")
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 REFUSED = Counter(
     "elevate_recheck_refused",
@@ -65,7 +67,7 @@ async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
             user = await directory.get_user(request.user_name)
         except UserNotFoundError:
             return Found(None, None, None)  # nothing else can be judged without the user
-        account, permission_set = await asyncio.gather(
+        account, permission_set = await both(
             _unless_missing(directory.get_account(request.account_id), AccountNotFoundError),
             _unless_missing(
                 directory.get_permission_set(request.permission_set_name),
@@ -75,6 +77,17 @@ async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
     except DirectoryError as exc:
         raise DirectoryUnavailableError(f"directory: {exc}") from exc
     return Found(user, account, permission_set)
+
+
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Two directory reads side by side. A failure is raised once both have finished, so
+    neither outlives the caller's transaction as an orphaned task."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
 
 
 async def _unless_missing(lookup: Awaitable[T], missing: type[DirectoryError]) -> T | None:

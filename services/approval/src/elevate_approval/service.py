@@ -31,7 +31,13 @@ from elevate_core.events.models import (
 from elevate_core.outbox import Outbox
 from elevate_core.policy import Policy, Terms, pending_deadline
 from elevate_core.policy.recheck import Limits, Refusal, RequestFacts, judge
-from elevate_core.recheck import DirectoryUnavailableError, RecheckDirectory, look_up, report
+from elevate_core.recheck import (
+    DirectoryUnavailableError,
+    RecheckDirectory,
+    both,
+    look_up,
+    report,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -222,7 +228,7 @@ async def decide(
     refusal: Refusal | None = None
     if state.status == "pending":
         # Both read the directory fresh; side by side, the decision waits for one of them.
-        decider, (terms, refusal, requester) = await asyncio.gather(
+        decider, (terms, refusal, requester) = await both(
             _fresh_user(deps.directory, event.approver.user_name),
             _recheck(session, deps, state.details, policy, submitted_at=state.submitted_at),
         )
