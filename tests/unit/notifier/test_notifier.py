@@ -3,6 +3,8 @@ webhook signatures, Slack's request signature, and the settings it refuses."""
 
 from __future__ import annotations
 
+import os
+import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +27,9 @@ from elevate_core.events.models import (
     RequestSnapshot,
     RequestSubmitted,
 )
+from elevate_local.tls import BrokerTls
 from elevate_notifier import slack, webhooks
-from elevate_notifier.channels import email_message
+from elevate_notifier.channels import EmailSender, email_message
 from elevate_notifier.domain import Kind, Notice, ending_soon_at, notices_for, render
 from elevate_notifier.settings import NotifierSettings
 from elevate_request_api.domain import InvalidRequestError, SlackSignatureError
@@ -252,3 +255,27 @@ def test_settings_refuse_clear_text_and_missing_secrets(tmp_path: Path) -> None:
     NotifierSettings(**base, webhooks=[hook])  # http is test mode's
     dev = NotifierSettings(**{**base, "mode": "dev"}, smtp_host="mail", smtp_starttls=False)
     assert not dev.smtp_starttls  # only the local mailbox may be spoken to in clear
+
+
+def test_mail_reuses_one_tls_context_until_the_ca_file_is_rotated(tmp_path: Path) -> None:
+    ca_file = tmp_path / "smtp-ca.pem"
+    first, second = (BrokerTls(tmp_path / name).ensure() for name in ("one", "two"))
+    ca_file.write_bytes(first.ca_file.read_bytes())
+    settings = NotifierSettings(
+        mode="test",
+        database_url="sqlite+aiosqlite:///x.db",
+        smtp_host="mail",
+        smtp_ca_file=ca_file,
+    )
+    sender = EmailSender(settings)
+    context = sender.tls_context()
+    assert sender.tls_context() is context  # loading a trust store per mail costs ~40 ms CPU
+
+    def serials(ctx: ssl.SSLContext) -> list[str]:
+        return [str(cert["serialNumber"]) for cert in ctx.get_ca_certs()]
+
+    ca_file.write_bytes(second.ca_file.read_bytes())
+    os.utime(ca_file, ns=(ca_file.stat().st_atime_ns, ca_file.stat().st_mtime_ns + 1_000_000))
+    rotated = sender.tls_context()
+    assert serials(rotated) != serials(context)  # the new CA is trusted without a restart
+    assert serials(rotated) == serials(ssl.create_default_context(cafile=str(second.ca_file)))

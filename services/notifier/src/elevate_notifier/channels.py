@@ -122,6 +122,16 @@ class EmailSender:
         self.password_file = settings.smtp_password_file
         self.sender = settings.smtp_from
         self.timeout = settings.smtp_timeout_seconds
+        self._context: tuple[int | None, ssl.SSLContext] | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """One context for every mail (loading a trust store costs tens of ms of CPU), made
+        anew when the CA file changes, so a rotated CA is still picked up without a restart."""
+        stamp = self.ca_file.stat().st_mtime_ns if self.ca_file else None
+        if self._context is None or self._context[0] != stamp:
+            cafile = str(self.ca_file) if self.ca_file else None
+            self._context = (stamp, ssl.create_default_context(cafile=cafile))
+        return self._context[1]
 
     async def send(self, target: str, message: Message, *, key: str) -> Sent:
         await asyncio.to_thread(self._send, target, message, key)
@@ -134,10 +144,7 @@ class EmailSender:
                 smtp.ehlo()
                 if self.starttls:
                     # Never falls back to plain text: no STARTTLS offered is an error.
-                    context = ssl.create_default_context(
-                        cafile=str(self.ca_file) if self.ca_file else None
-                    )
-                    smtp.starttls(context=context)
+                    smtp.starttls(context=self.tls_context())
                     smtp.ehlo()
                 if self.username and self.password_file is not None:
                     smtp.login(self.username, read_secret(self.password_file))
