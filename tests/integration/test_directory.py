@@ -249,6 +249,51 @@ async def test_user_cache_hit_makes_no_aws_call(directory: Directory, counter: C
     assert counter.total() == 0
 
 
+async def test_a_user_is_described_while_their_groups_are_listed(
+    moto_endpoint: str, seeded: SeededOrganisation
+) -> None:
+    """A fresh read (every re-check makes one) waits for GetUserId, then for the longer of
+    DescribeUser and ListGroupMembershipsForMember, not their sum."""
+    ids, org, sso = _clients(moto_endpoint)
+    listing = threading.Event()
+    ids.meta.events.register(
+        "before-call.identitystore.ListGroupMembershipsForMember", lambda **_: listing.set()
+    )
+
+    def describe_waits_for_the_listing(**_: object) -> None:
+        assert listing.wait(10), "DescribeUser was sent alone: the groups were not asked beside"
+
+    ids.meta.events.register(
+        "before-call.identitystore.DescribeUser", describe_waits_for_the_listing
+    )
+    directory = Directory(identitystore=ids, organizations=org, sso_admin=sso)
+    alice = await directory.get_user("alice")
+    assert (alice.user_name, alice.groups) == ("alice", frozenset({"engineers", "sre"}))
+
+
+async def test_a_user_deleted_between_the_reads_is_not_found(
+    moto_endpoint: str, seeded: SeededOrganisation
+) -> None:
+    ids, org, sso = _clients(moto_endpoint)
+    admin, _, _ = _clients(moto_endpoint)
+    store = seeded.identity_store_id
+    user_id = admin.create_user(
+        IdentityStoreId=store,
+        UserName=f"leaver-{uuid.uuid4().hex[:8]}",
+        DisplayName="Leaver",
+        Name={"GivenName": "Lea", "FamilyName": "Ver"},
+    )["UserId"]
+    name = admin.describe_user(IdentityStoreId=store, UserId=user_id)["UserName"]
+
+    def delete_first(**_: object) -> None:  # returning a value would short-circuit the call
+        admin.delete_user(IdentityStoreId=store, UserId=user_id)
+
+    ids.meta.events.register("before-call.identitystore.DescribeUser", delete_first)
+    directory = Directory(identitystore=ids, organizations=org, sso_admin=sso)
+    with pytest.raises(UserNotFoundError):
+        await directory.get_user(name)
+
+
 async def test_group_names_are_cached_across_users(
     directory: Directory, counter: CallCounter
 ) -> None:

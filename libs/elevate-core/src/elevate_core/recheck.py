@@ -11,7 +11,6 @@ A refusal is reported by the caller (`report`): one error log line and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Container
 from typing import Protocol, TypeVar
@@ -23,6 +22,7 @@ from elevate_core.directory.errors import (
     DirectoryError,
     PermissionSetNotFoundError,
     UserNotFoundError,
+    both,
 )
 from elevate_core.directory.models import Account, PermissionSet, User
 from elevate_core.errors import TransientError
@@ -32,8 +32,6 @@ from elevate_core.policy.terms import Terms
 
 log = logging.getLogger("elevate.recheck")
 T = TypeVar("T")
-A = TypeVar("A")
-B = TypeVar("B")
 
 REFUSED = Counter(
     "elevate_recheck_refused",
@@ -77,17 +75,6 @@ async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
     except DirectoryError as exc:
         raise DirectoryUnavailableError(f"directory: {exc}") from exc
     return Found(user, account, permission_set)
-
-
-async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Two directory reads side by side. A failure is raised once both have finished, so
-    neither outlives the caller's transaction as an orphaned task."""
-    a, b = await asyncio.gather(first, second, return_exceptions=True)
-    if isinstance(a, BaseException):
-        raise a
-    if isinstance(b, BaseException):
-        raise b
-    return a, b
 
 
 async def _unless_missing(lookup: Awaitable[T], missing: type[DirectoryError]) -> T | None:

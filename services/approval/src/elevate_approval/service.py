@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from elevate_core.directory.errors import DirectoryError, UserNotFoundError
+from elevate_core.directory.errors import DirectoryError, UserNotFoundError, both
 from elevate_core.directory.models import User
 from elevate_core.errors import TransientError
 from elevate_core.events.models import (
@@ -34,7 +34,6 @@ from elevate_core.policy.recheck import Limits, Refusal, RequestFacts, judge
 from elevate_core.recheck import (
     DirectoryUnavailableError,
     RecheckDirectory,
-    both,
     look_up,
     report,
 )

@@ -7,7 +7,7 @@ a user, account or permission set that does not exist, access denied, bad reques
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
@@ -16,6 +16,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from elevate_core.errors import ElevateError
 
 _T = TypeVar("_T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -96,3 +98,14 @@ async def call_aws(what: str, fn: Callable[[], _T]) -> _T:
         return await asyncio.to_thread(fn)
     except Exception as error:
         raise translate_aws_error(error, what) from error
+
+
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Two directory reads side by side. A failure is raised once both have finished, so
+    neither outlives the caller's transaction as an orphaned task."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b

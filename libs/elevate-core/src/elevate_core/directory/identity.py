@@ -2,7 +2,7 @@
 
 A user is found by a `UserKey`: an `ExternalId` of an issuer (how SCIM-provisioned users
 are bound to their identity provider's immutable subject) or a unique attribute
-(`userName`, `emails.value`). A lookup is GetUserId → DescribeUser →
+(`userName`, `emails.value`). A lookup is GetUserId, then DescribeUser beside
 ListGroupMembershipsForMember; group display names come from DescribeGroup, cached by group
 id for `group_ttl`. Users are cached for `user_ttl`, unknown keys for `negative_ttl`;
 concurrent lookups of one key share one fetch. An expired entry is refetched inline and a
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from elevate_core.directory.errors import UserNotFoundError, call_aws, error_code
+from elevate_core.directory.errors import UserNotFoundError, both, call_aws, error_code
 from elevate_core.directory.models import PersonKey, User
 
 if TYPE_CHECKING:
@@ -164,9 +164,7 @@ class UserCache:
 
     async def _fetch(self, key: UserKey) -> _Entry:
         store_id = await self._store_id()
-        record = await call_aws(
-            f"Identity Store lookup of {key}", lambda: self._read_user(store_id, key)
-        )
+        record = await self._read_user(store_id, key, f"Identity Store lookup of {key}")
         user: User | None = None
         if record is not None:
             groups = await self._group_display_names(store_id, record.group_ids)
@@ -185,27 +183,20 @@ class UserCache:
             del self._entries[next(iter(self._entries))]
         return entry
 
-    def _read_user(self, store_id: str, key: UserKey) -> _UserRecord | None:
-        try:
-            user_id = self._client.get_user_id(
-                IdentityStoreId=store_id, AlternateIdentifier=key.alternate_identifier()
-            )["UserId"]
-            described = self._describe(store_id, user_id)
-        except ClientError as error:
-            if error_code(error) == "ResourceNotFoundException":
-                return None
-            raise
-        user_name = described.get("UserName")
-        if not user_name or not key.matches(described):
+    async def _read_user(self, store_id: str, key: UserKey, what: str) -> _UserRecord | None:
+        """GetUserId, then DescribeUser beside ListGroupMembershipsForMember: both need only
+        the user id, and a re-check waits for all three."""
+        user_id = await call_aws(what, lambda: self._user_id(store_id, key))
+        if user_id is None:
+            return None
+        described, group_ids = await both(
+            call_aws(what, lambda: self._describe(store_id, user_id)),
+            call_aws(what, lambda: self._group_ids(store_id, user_id)),
+        )
+        user_name = described.get("UserName") if described is not None else None
+        if described is None or not user_name or not key.matches(described):
             # A user who does not carry the key they were found by is nobody's identity.
             return None
-        pager = self._client.get_paginator("list_group_memberships_for_member")
-        group_ids = tuple(
-            membership["GroupId"]
-            for page in pager.paginate(IdentityStoreId=store_id, MemberId={"UserId": user_id})
-            for membership in page["GroupMemberships"]
-            if "GroupId" in membership
-        )
         return _UserRecord(
             user_id=user_id,
             user_name=user_name,
@@ -215,12 +206,41 @@ class UserCache:
             person_key=person_key_of(described, self._person_key),
         )
 
-    def _describe(self, store_id: str, user_id: str) -> Mapping[str, Any]:
-        if self._person_key == "employee_number":  # only then: not every store has it
-            return self._client.describe_user(
-                IdentityStoreId=store_id, UserId=user_id, Extensions=[ENTERPRISE]
+    def _user_id(self, store_id: str, key: UserKey) -> str | None:
+        try:
+            return self._client.get_user_id(
+                IdentityStoreId=store_id, AlternateIdentifier=key.alternate_identifier()
+            )["UserId"]
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _group_ids(self, store_id: str, user_id: str) -> tuple[str, ...]:
+        pager = self._client.get_paginator("list_group_memberships_for_member")
+        try:
+            return tuple(
+                membership["GroupId"]
+                for page in pager.paginate(IdentityStoreId=store_id, MemberId={"UserId": user_id})
+                for membership in page["GroupMemberships"]
+                if "GroupId" in membership
             )
-        return self._client.describe_user(IdentityStoreId=store_id, UserId=user_id)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return ()  # deleted since GetUserId: DescribeUser, beside this, says so
+            raise
+
+    def _describe(self, store_id: str, user_id: str) -> Mapping[str, Any] | None:
+        try:
+            if self._person_key == "employee_number":  # only then: not every store has it
+                return self._client.describe_user(
+                    IdentityStoreId=store_id, UserId=user_id, Extensions=[ENTERPRISE]
+                )
+            return self._client.describe_user(IdentityStoreId=store_id, UserId=user_id)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return None  # deleted since GetUserId
+            raise
 
     async def _group_display_names(self, store_id: str, group_ids: Iterable[str]) -> list[str]:
         now = self._clock()
