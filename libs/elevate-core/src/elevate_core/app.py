@@ -30,7 +30,7 @@ from elevate_core.events.signing import SIGNED_TOPICS
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.admin import longest_stay, missing_topics
-from elevate_core.kafka.consumer import Consumer, ConsumerConfig, Handler, RawKey
+from elevate_core.kafka.consumer import Committed, Consumer, ConsumerConfig, Handler, RawKey
 from elevate_core.kafka.transactional import (
     FETCH_RECORDS,
     PARTITION_FETCH_BYTES,
@@ -293,7 +293,7 @@ def add_consumer(
     handler: Handler,
     raw_key: RawKey | None = None,
     session_timeout_ms: int | None = None,
-    on_committed: Callable[[], None] | None = None,
+    on_committed: Committed | None = None,
 ) -> Consumer:
     """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed.
 

@@ -10,7 +10,10 @@
   on the grants topic (what it activated, what it recorded as standing) must have been read
   back, so a replay never mistakes its own assignments for somebody else's baseline.
 
-In steady state both consumers are caught up and the gates are already open.
+In steady state both consumers are caught up and the gates are already open. A consumer in
+the same process reports each offset commit it made (`observed`): a lower bound known
+without asking the broker, which is asked only when that bound does not pass a gate
+(partitions another replica reads).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +42,7 @@ class TopicProgress:
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._committed: tuple[float, dict[str, int]] | None = None
+        self._local: dict[str, int] = {}  # next offsets this process committed itself
         self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
 
@@ -78,11 +83,27 @@ class TopicProgress:
                 raise TransientError(f"end offsets of {self.topic}: {exc!r}") from exc
         return {str(tp.partition): int(offset) for tp, offset in ends.items() if offset}
 
+    def observed(self, tp: TopicPartition, next_offset: int) -> None:
+        """A commit of the group's consumer in this process succeeded: everything before
+        `next_offset` was handled (the consumer commits after its transaction)."""
+        key = str(tp.partition)
+        if tp.topic == self.topic and next_offset > self._local.get(key, 0):
+            self._local[key] = next_offset
+
+    async def progress_for(self, gates: Iterable[Mapping[str, int]]) -> dict[str, int]:
+        """At least how far the consumer has committed: this process's own commits when
+        they pass every gate, else the broker's answer merged with them."""
+        local = dict(self._local)
+        if all(all(local.get(p, 0) >= o for p, o in gate.items()) for gate in gates):
+            return local
+        return await self.committed()
+
     async def committed(self, *, fresh: bool = False) -> dict[str, int]:
-        """How far the consumer has committed, per partition (cached `max_age`)."""
+        """How far the consumer has committed, per partition (the broker's answer cached
+        `max_age`, merged with this process's own commits)."""
         cached = self._committed
         if not fresh and cached is not None and time.monotonic() - cached[0] < self.max_age:
-            return cached[1]
+            return self._merged(cached[1])
         async with self._lock:
             try:
                 await self._start()
@@ -99,7 +120,13 @@ class TopicProgress:
             if tp.topic == self.topic and meta.offset >= 0
         }
         self._committed = (time.monotonic(), progress)
-        return progress
+        return self._merged(progress)
+
+    def _merged(self, broker: dict[str, int]) -> dict[str, int]:
+        merged = dict(broker)
+        for p, offset in self._local.items():
+            merged[p] = max(offset, merged.get(p, 0))
+        return merged
 
     async def caught_up(self) -> bool:
         """Whether the consumer has committed everything published until now."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from aiokafka import TopicPartition
 from elevate_core.access import AccessControl
 from elevate_core.app import (
     ServiceContext,
@@ -16,13 +16,14 @@ from elevate_core.app import (
     add_outbox,
     add_purge_hook,
     bootstrap,
+    consumer_group,
 )
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.directory.errors import DirectoryError
 from elevate_core.errors import ConfigurationError
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.consumer import Handler
+from elevate_core.kafka.consumer import Committed, Handler
 from elevate_core.notify import wake
 from elevate_core.outbox import Outbox
 from elevate_core.policy import Evaluator
@@ -63,7 +64,7 @@ def _consumer(
     topic: Topics,
     handler: Handler,
     *,
-    on_committed: Callable[[], None] | None = None,
+    on_committed: Committed | None = None,
 ) -> str:
     consumer = add_consumer(
         ctx,
@@ -99,16 +100,22 @@ def build(
     _never_unchecked(settings, recheck)
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
-    # Its commits open replay gates: wake the worker for the grants waiting on them.
-    stops_group = _consumer(
+    progress = _progress(settings, Topics.REQUESTS, consumer_group(settings, STOPS_CONSUMER))
+
+    def stops_committed(tp: TopicPartition, next_offset: int) -> None:
+        # Its commits open replay gates: known here without asking the broker, and the
+        # worker is woken for the grants waiting on them.
+        progress.observed(tp, next_offset)
+        wake(service.WORK_CHANNEL)
+
+    _consumer(
         ctx,
         settings,
         STOPS_CONSUMER,
         Topics.REQUESTS,
         consumers.requests_handler(clock=clock),
-        on_committed=functools.partial(wake, service.WORK_CHANNEL),
+        on_committed=stops_committed,
     )
-    progress = _progress(settings, Topics.REQUESTS, stops_group)
     _consumer(
         ctx,
         settings,

@@ -199,7 +199,11 @@ class TripleState:
     @property
     def gated(self) -> bool:
         """Whether a not-yet-served grant waits on the replay gate."""
-        return any(g.gate and g.state == GrantState.SCHEDULED.value for g in self.grants)
+        return bool(self.gates())
+
+    def gates(self) -> list[dict[str, int]]:
+        """The replay gates of the grants not yet served."""
+        return [g.gate for g in self.grants if g.gate and g.state == GrantState.SCHEDULED.value]
 
 
 async def load(session: AsyncSession, triple: Triple, *, now: datetime) -> TripleState:

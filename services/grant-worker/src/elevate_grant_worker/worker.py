@@ -320,8 +320,10 @@ class AssignmentWorker:
 
     # ---- one step ----
 
-    async def _progress(self) -> dict[str, int]:
-        return await self.progress.committed() if self.progress is not None else {}
+    async def _progress(self, ts: service.TripleState) -> dict[str, int]:
+        if self.progress is None:
+            return {}
+        return await self.progress.progress_for(ts.gates())
 
     async def advance(
         self,
@@ -335,7 +337,7 @@ class AssignmentWorker:
         """Inside a transaction: settle what can be settled without AWS (activations,
         endings, drift reports) and, when the triple only has to wait, record when to look
         again. Returns the step that is left: an AWS step, or WAIT."""
-        progress = await self._progress() if ts.gated else {}
+        progress = await self._progress(ts) if ts.gated else {}
         while True:
             facts = ts.facts(
                 progress, removal=self.settings.drift_removal, recheck=self.recheck is not None

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 RawKey = Callable[[dict[str, Any]], str | None]
+Committed = Callable[[TopicPartition, int], None]  # a partition's next offset, committed
 
 HANDLED = Counter("elevate_consumer_handled_total", "Messages handled", ["consumer", "outcome"])
 DEAD_LETTERED = Counter("elevate_dlq_published_total", "Messages sent to the DLQ", ["consumer"])
@@ -86,7 +87,7 @@ class Consumer:
         handler: Handler,
         *,
         retry: RetryPolicy = DEFAULT_POLICY,
-        on_committed: Callable[[], None] | None = None,
+        on_committed: Committed | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -191,7 +192,7 @@ class Consumer:
             log.info("consumer %s: commit lost to a rebalance: %s", self.config.name, exc)
             return
         if self.on_committed is not None:
-            self.on_committed()
+            self.on_committed(tp, next_offset)
 
     async def process_batch(self, messages: list[Any]) -> None:
         """Handle a partition's batch in one transaction (one commit instead of one per
