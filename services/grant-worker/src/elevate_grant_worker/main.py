@@ -100,22 +100,7 @@ def build(
     _never_unchecked(settings, recheck)
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
-    progress = _progress(settings, Topics.REQUESTS, consumer_group(settings, STOPS_CONSUMER))
-
-    def stops_committed(tp: TopicPartition, next_offset: int) -> None:
-        # Its commits open replay gates: known here without asking the broker, and the
-        # worker is woken for the grants waiting on them.
-        progress.observed(tp, next_offset)
-        wake(service.WORK_CHANNEL)
-
-    _consumer(
-        ctx,
-        settings,
-        STOPS_CONSUMER,
-        Topics.REQUESTS,
-        consumers.requests_handler(clock=clock),
-        on_committed=stops_committed,
-    )
+    progress = _stops_consumer(ctx, settings, clock)
     _consumer(
         ctx,
         settings,
@@ -147,6 +132,29 @@ def build(
     if standing is not None:
         ctx.startup.append(_standing_recorder(ctx, standing, outbox, clock))
     return worker
+
+
+def _stops_consumer(
+    ctx: ServiceContext, settings: GrantWorkerSettings, clock: Clock
+) -> TopicProgress:
+    """The requests consumer (stops, revokes) and the replay gate its commits open."""
+    progress = _progress(settings, Topics.REQUESTS, consumer_group(settings, STOPS_CONSUMER))
+
+    def stops_committed(tp: TopicPartition, next_offset: int) -> None:
+        # Its commits open replay gates: known here without asking the broker, and the
+        # worker is woken for the grants waiting on them.
+        progress.observed(tp, next_offset)
+        wake(service.WORK_CHANNEL)
+
+    _consumer(
+        ctx,
+        settings,
+        STOPS_CONSUMER,
+        Topics.REQUESTS,
+        consumers.requests_handler(clock=clock),
+        on_committed=stops_committed,
+    )
+    return progress
 
 
 def _progress(settings: GrantWorkerSettings, topic: Topics, group: str) -> TopicProgress:
