@@ -294,6 +294,51 @@ async def test_a_user_deleted_between_the_reads_is_not_found(
         await directory.get_user(name)
 
 
+async def test_a_user_read_with_the_id_they_have_skips_get_user_id(
+    directory: Directory, counter: CallCounter, seeded: SeededOrganisation
+) -> None:
+    """A re-check knows the id from the request: DescribeUser and the groups go out at once."""
+    alice = await directory.get_user("alice", expected_id=seeded.user_ids["alice"])
+    assert (alice.user_id, alice.groups) == (
+        seeded.user_ids["alice"],
+        frozenset({"engineers", "sre"}),
+    )
+    assert counter.calls["GetUserId"] == 0
+    assert counter.calls["DescribeUser"] == 1
+    assert counter.calls["ListGroupMembershipsForMember"] == 1
+
+
+@pytest.mark.parametrize("expected", ["bob", "unknown", "malformed"])
+async def test_an_expected_id_that_is_not_the_users_is_never_believed(
+    directory: Directory, counter: CallCounter, seeded: SeededOrganisation, expected: str
+) -> None:
+    """Another user's id, an id nobody has, or one AWS refuses: the user is looked up by
+    name as before — never the user the id names, so a re-check still sees the mismatch."""
+    wrong = {
+        "bob": seeded.user_ids["bob"],
+        "unknown": str(uuid.uuid4()),
+        "malformed": "not/an-id",
+    }[expected]
+    alice = await directory.get_user("alice", expected_id=wrong)
+    assert (alice.user_name, alice.user_id) == ("alice", seeded.user_ids["alice"])
+    assert alice.groups == frozenset({"engineers", "sre"})
+    assert counter.calls["GetUserId"] == 1
+
+
+async def test_a_user_recreated_under_the_same_name_is_found_with_the_new_id(
+    moto_endpoint: str, seeded: SeededOrganisation
+) -> None:
+    ids, org, sso = _clients(moto_endpoint)
+    store = seeded.identity_store_id
+    name = f"rejoiner-{uuid.uuid4().hex[:8]}"
+    person = {"DisplayName": "Re Joiner", "Name": {"GivenName": "Re", "FamilyName": "Joiner"}}
+    old = ids.create_user(IdentityStoreId=store, UserName=name, **person)["UserId"]  # type: ignore[arg-type]
+    ids.delete_user(IdentityStoreId=store, UserId=old)
+    new = ids.create_user(IdentityStoreId=store, UserName=name, **person)["UserId"]  # type: ignore[arg-type]
+    directory = Directory(identitystore=ids, organizations=org, sso_admin=sso)
+    assert (await directory.get_user(name, expected_id=old)).user_id == new
+
+
 async def test_group_names_are_cached_across_users(
     directory: Directory, counter: CallCounter
 ) -> None:

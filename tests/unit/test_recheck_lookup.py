@@ -46,6 +46,7 @@ class Directory:
         self.failures = failures
         self.asked: list[str] = []
         self.invalidated: list[str] = []
+        self.expected_ids: list[str | None] = []
         self._all_asked = asyncio.Event()
 
     async def _answer(self, what: str, value: object) -> object:
@@ -58,8 +59,9 @@ class Directory:
             raise self.failures[what]
         return value
 
-    async def get_user(self, user_name: str) -> User:
+    async def get_user(self, user_name: str, *, expected_id: str | None = None) -> User:
         assert self.invalidated == [user_name], "the user must be read past the cache"
+        self.expected_ids.append(expected_id)
         answer = await self._answer("user", ALICE)
         assert isinstance(answer, User)
         return answer
@@ -84,6 +86,13 @@ async def test_the_user_first_then_account_and_permission_set_side_by_side() -> 
     assert directory.asked[0] == "user"
     assert sorted(directory.asked[1:]) == ["account", "permission_set"]
     assert (found.user, found.account, found.permission_set) == (ALICE, ACCOUNT, PERMISSION_SET)
+
+
+async def test_the_user_is_read_with_the_id_the_request_names() -> None:
+    """The directory may then skip GetUserId (tests/integration/test_directory.py)."""
+    directory = Directory()
+    await look_up(directory, FACTS)
+    assert directory.expected_ids == [FACTS.user_id]
 
 
 async def test_a_missing_account_or_permission_set_is_an_answer() -> None:

@@ -190,8 +190,10 @@ async def test_a_directory_that_cannot_answer_delays_the_grant_never_fails_it(
 ) -> None:
     member = new_member(moto_endpoint, seeded)
     t = triple_of(seeded, member)
-    # The Identity Store fails the first lookups (every botocore attempt of the first re-check).
-    outage = proxy.add_rule(FaultRule("http500", frozenset({"GetUserId"}), limit=3))
+    # The Identity Store fails the first lookups (every botocore attempt of the first re-check):
+    # the user is read by the id the request names (DescribeUser), by name where that misses.
+    reads = frozenset({"GetUserId", "DescribeUser"})
+    outage = proxy.add_rule(FaultRule("http500", reads, limit=3))
     async with running_rechecked(make_settings(), access_for(policy_file, proxy.endpoint_url)) as w:
         now = w.clock.now()
         approved = approval_for(

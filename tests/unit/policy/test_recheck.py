@@ -256,7 +256,7 @@ class FakeDirectory:
         if self.failing is not None:
             raise self.failing
 
-    async def get_user(self, user_name: str) -> User:
+    async def get_user(self, user_name: str, *, expected_id: str | None = None) -> User:
         self._call(f"user {user_name}")
         for user in USERS.values():
             if user.user_name == user_name:

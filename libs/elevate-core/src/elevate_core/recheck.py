@@ -44,7 +44,7 @@ REFUSED = Counter(
 class RecheckDirectory(Protocol):
     """What the re-check reads (elevate_core.directory.aws.Directory has it all)."""
 
-    async def get_user(self, user_name: str) -> User: ...
+    async def get_user(self, user_name: str, *, expected_id: str | None = None) -> User: ...
     async def get_account(self, account_id: str) -> Account: ...
     async def get_permission_set(self, name: str) -> PermissionSet: ...
     def invalidate_user(self, user_name: str) -> None: ...
@@ -62,7 +62,8 @@ async def look_up(directory: RecheckDirectory, request: RequestFacts) -> Found:
     try:
         directory.invalidate_user(request.user_name)
         try:
-            user = await directory.get_user(request.user_name)
+            # The request's user id lets the read skip GetUserId when it still holds.
+            user = await directory.get_user(request.user_name, expected_id=request.user_id)
         except UserNotFoundError:
             return Found(None, None, None)  # nothing else can be judged without the user
         account, permission_set = await both(

@@ -188,9 +188,10 @@ class Directory:
 
     # -- users -------------------------------------------------------------------------
 
-    async def get_user(self, user_name: str) -> User:
-        """The Identity Store user with this UserName, with group display names."""
-        return await self._users.get(UserKey.user_name(user_name))
+    async def get_user(self, user_name: str, *, expected_id: str | None = None) -> User:
+        """The Identity Store user with this UserName, with group display names
+        (`expected_id`: UserCache.get)."""
+        return await self._users.get(UserKey.user_name(user_name), expected_id=expected_id)
 
     async def find_user(self, key: UserKey) -> User:
         """The Identity Store user found by `key` (an ExternalId or a unique attribute)."""

@@ -3,7 +3,8 @@
 A user is found by a `UserKey`: an `ExternalId` of an issuer (how SCIM-provisioned users
 are bound to their identity provider's immutable subject) or a unique attribute
 (`userName`, `emails.value`). A lookup is GetUserId, then DescribeUser beside
-ListGroupMembershipsForMember; group display names come from DescribeGroup, cached by group
+ListGroupMembershipsForMember (only the last two when the caller expects an id that still
+holds: `_read_user`); group display names come from DescribeGroup, cached by group
 id for `group_ttl`. Users are cached for `user_ttl`, unknown keys for `negative_ttl`;
 concurrent lookups of one key share one fetch. An expired entry is refetched inline and a
 stale user is never served: group membership decides access.
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from elevate_core.directory.errors import UserNotFoundError, both, call_aws, error_code
+from elevate_core.directory.errors import (
+    DirectoryError,
+    UserNotFoundError,
+    both,
+    call_aws,
+    error_code,
+)
 from elevate_core.directory.models import PersonKey, User
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ def _unique_attribute(path: str, value: str) -> AlternateIdentifierTypeDef:
 
 
 EXTERNAL_ID = "externalId"
+# Keys the Identity Store holds for one user at most (emails need not be unique).
+_UNIQUE_KEYS = frozenset({"userName", EXTERNAL_ID})
 ENTERPRISE = "aws:identitystore:enterprise"  # DescribeUser's extension with employeeNumber
 UNIQUE_ATTRIBUTES = frozenset({"userName", "emails.value"})  # GetUserId's only valid paths
 
@@ -132,12 +141,15 @@ class UserCache:
         self._fetches: dict[UserKey, asyncio.Task[_Entry]] = {}
         self._group_names: dict[str, tuple[str, float]] = {}
 
-    async def get(self, key: UserKey) -> User:
+    async def get(self, key: UserKey, *, expected_id: str | None = None) -> User:
+        """The user found by `key`. `expected_id`, the id the caller believes the user has
+        (a re-check has it from the request), lets a fresh read skip GetUserId when the
+        user with that id carries the key (`_read_user`); the answer is the same."""
         entry = self._entries.get(key)
         if entry is None or not self._fresh(entry):
             task = self._fetches.get(key)
             if task is None:
-                task = asyncio.create_task(self._fetch(key))
+                task = asyncio.create_task(self._fetch(key, expected_id))
                 self._fetches[key] = task
                 task.add_done_callback(lambda done: self._forget(key, done))
             entry = await asyncio.shield(task)
@@ -162,9 +174,11 @@ class UserCache:
         if not task.cancelled():
             task.exception()  # marked retrieved; the awaiting callers re-raise it
 
-    async def _fetch(self, key: UserKey) -> _Entry:
+    async def _fetch(self, key: UserKey, expected_id: str | None) -> _Entry:
         store_id = await self._store_id()
-        record = await self._read_user(store_id, key, f"Identity Store lookup of {key}")
+        record = await self._read_user(
+            store_id, key, f"Identity Store lookup of {key}", expected_id
+        )
         user: User | None = None
         if record is not None:
             groups = await self._group_display_names(store_id, record.group_ids)
@@ -183,12 +197,35 @@ class UserCache:
             del self._entries[next(iter(self._entries))]
         return entry
 
-    async def _read_user(self, store_id: str, key: UserKey, what: str) -> _UserRecord | None:
+    async def _read_user(
+        self, store_id: str, key: UserKey, what: str, expected_id: str | None = None
+    ) -> _UserRecord | None:
         """GetUserId, then DescribeUser beside ListGroupMembershipsForMember: both need only
-        the user id, and a re-check waits for all three."""
+        the user id, and a re-check waits for all three.
+
+        With an expected id and a key the store keeps unique (a UserName, an ExternalId),
+        the two reads go out for that id at once: if the user they describe carries the
+        key, it is the one user GetUserId would have found, and that round trip is saved.
+        Anything else — no such id, the key now on someone else, an id AWS refuses —
+        falls back to the lookup by key, so a re-check's verdict is unchanged."""
+        if expected_id and key.attribute in _UNIQUE_KEYS:
+            try:
+                known = await self._read_id(store_id, key, expected_id, what)
+            except DirectoryError as exc:
+                if exc.retryable:
+                    raise
+                known = None
+            if known is not None:
+                return known
         user_id = await call_aws(what, lambda: self._user_id(store_id, key))
         if user_id is None:
             return None
+        return await self._read_id(store_id, key, user_id, what)
+
+    async def _read_id(
+        self, store_id: str, key: UserKey, user_id: str, what: str
+    ) -> _UserRecord | None:
+        """The user with this id, if they carry `key`."""
         described, group_ids = await both(
             call_aws(what, lambda: self._describe(store_id, user_id)),
             call_aws(what, lambda: self._group_ids(store_id, user_id)),
