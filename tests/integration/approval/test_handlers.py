@@ -219,6 +219,24 @@ async def test_approver_removed_from_the_group_between_submit_and_decision(
     assert emitted[3][1]["snapshot"]["approvers"] == [name]
 
 
+async def test_a_decision_naming_an_approver_with_another_ones_id_does_not_count(
+    approval: InProcess, requests: Requests, seeded: SeededOrganisation
+) -> None:
+    """The decider is read by the id the event names; frank's id under bob's name is
+    neither bob nor frank (the directory believes the id only with its own name)."""
+    req = requests.submitted("DatabaseAdmin")
+    rid = req.request_id
+    await approval.feed(req, subject=rid)
+    mixed = Person(user_name="bob", user_id=seeded.user_ids["frank"])
+    await approval.feed(requests.decision(req, mixed), subject=rid)
+    await approval.feed(requests.decision(req, "frank"), subject=rid)
+    emitted = await approval.emitted(rid)
+    assert [n for n, _ in emitted] == ["ApprovalRequested", "DecisionRefused", "DecisionRecorded"]
+    assert emitted[1][1]["reason"] == "not_an_approver"
+    assert "does not match the directory" in emitted[1][1]["detail"]
+    assert (await approval.row(rid)).status == "pending"  # one of two: frank's alone
+
+
 async def test_current_policy_decides_not_the_submitted_one(
     approval: InProcess, requests: Requests, policy_file: Path
 ) -> None:

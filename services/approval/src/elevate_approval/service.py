@@ -24,6 +24,7 @@ from elevate_core.events.models import (
     DecidedUnder,
     DecisionRefused,
     DecisionSubmitted,
+    Person,
     RequestCancelled,
     RequestDetails,
     RequestSubmitted,
@@ -89,11 +90,13 @@ class Deps:
 # ---- asking the directory and the policy --------------------------------------------
 
 
-async def _fresh_user(directory: DirectoryPort, user_name: str) -> User | None:
-    """The user as the Identity Store knows them now (group membership decides)."""
-    directory.invalidate_user(user_name)
+async def _fresh_user(directory: DirectoryPort, person: Person) -> User | None:
+    """The user with `person`'s name as the Identity Store knows them now (group membership
+    decides); read by the id the event names, which is believed only if that user has the
+    name — the decision still compares both (domain)."""
+    directory.invalidate_user(person.user_name)
     try:
-        return await directory.get_user(user_name)
+        return await directory.get_user(person.user_name, expected_id=person.user_id)
     except UserNotFoundError:
         return None
     except DirectoryError as exc:
@@ -228,7 +231,7 @@ async def decide(
     if state.status == "pending":
         # Both read the directory fresh; side by side, the decision waits for one of them.
         decider, (terms, refusal, requester) = await both(
-            _fresh_user(deps.directory, event.approver.user_name),
+            _fresh_user(deps.directory, event.approver),
             _recheck(session, deps, state.details, policy, submitted_at=state.submitted_at),
         )
     outcome = domain.decide(
