@@ -9,6 +9,7 @@ from elevate_core.db import Database
 from elevate_core.events.envelope import Envelope, encode, new_envelope
 from elevate_core.events.models import Person, RevokeRequested
 from elevate_core.kafka.consumer import Consumer, ConsumerConfig
+from elevate_core.kafka.dedupe import ProcessedEvent
 from elevate_core.outbox import Outbox, OutboxMessage
 from elevate_core.relay import OutboxRelay
 from elevate_local.kafka import KafkaBroker
@@ -238,6 +239,71 @@ async def test_poison_message_goes_to_dlq_and_the_next_is_handled(
     assert "handler bug" in second["dlq_error"]
     assert second["ce_id"] == failing.id
     assert await effect_count(db) == 1
+
+
+async def test_events_the_handler_does_not_want_are_passed_without_a_claim(
+    db: Database, kafka: KafkaBroker, topic_prefix: str
+) -> None:
+    """`wants` skips events before any transaction (no dedupe claim, no handler); what
+    cannot be decoded is still dead-lettered, and the offsets pass all of them."""
+    topic = f"{topic_prefix}elevate.requests.v1"
+    dlq = f"{topic_prefix}elevate.dlq.v1"
+    await create_topics(kafka.endpoint(), topic, partitions=1)
+    await create_topics(kafka.endpoint(), dlq, partitions=1)
+    events = [
+        new_envelope(revoke(uuid.uuid4(), n), source="elevate/test", subject="s") for n in (1, 2, 3)
+    ]
+    producer = kafka.endpoint().producer()
+    await producer.start()
+    try:
+        for i, envelope in enumerate(events):
+            value, headers = encode(envelope)
+            if i == 1:
+                await producer.send_and_wait(topic, b"{not json", key=b"k", headers=headers[:1])
+            await producer.send_and_wait(topic, value, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+    name = f"{topic_prefix}c"
+    ignored_before = metric(
+        "elevate_consumer_handled_total", {"consumer": name, "outcome": "ignored"}
+    )
+    handled: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        handled.append(envelope.id)
+        await record_effect(session, envelope)
+
+    consumer = Consumer(
+        db,
+        ConsumerConfig(
+            name=name,
+            topics=(topic,),
+            kafka=kafka.endpoint(),
+            dlq_topic=dlq,
+            wants=lambda envelope: envelope.data.get("reason") == "n=3",
+        ),
+        handler,
+    )
+    async with running(consumer):
+        await eventually(lambda: _has_effect_ref(db, events[2].id), what="the wanted event")
+    assert handled == [events[2].id]
+    async with db.sessions() as s:
+        claimed = (
+            (
+                await s.execute(
+                    select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == name)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert claimed == [events[2].id]
+    assert (
+        metric("elevate_consumer_handled_total", {"consumer": name, "outcome": "ignored"})
+        == ignored_before + 2
+    )
+    [dead] = await read_all(kafka.endpoint(), dlq, expect=1)
+    assert dead.value == b"{not json"
 
 
 async def test_unknown_event_data_is_dead_lettered_not_retried(

@@ -30,7 +30,14 @@ from elevate_core.events.signing import SIGNED_TOPICS
 from elevate_core.events.topics import Topics
 from elevate_core.health import health
 from elevate_core.kafka.admin import longest_stay, missing_topics
-from elevate_core.kafka.consumer import Committed, Consumer, ConsumerConfig, Handler, RawKey
+from elevate_core.kafka.consumer import (
+    Committed,
+    Consumer,
+    ConsumerConfig,
+    Handler,
+    RawKey,
+    Wants,
+)
 from elevate_core.kafka.transactional import (
     FETCH_RECORDS,
     PARTITION_FETCH_BYTES,
@@ -294,8 +301,10 @@ def add_consumer(
     raw_key: RawKey | None = None,
     session_timeout_ms: int | None = None,
     on_committed: Committed | None = None,
+    wants: Wants | None = None,
 ) -> Consumer:
-    """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed.
+    """Consume `topics` (prefixed as configured) into `handler`, dead-lettering as needed;
+    `wants` (ConsumerConfig) skips the events the handler has nothing to do with.
 
     `name` is the consumer group and the dedupe namespace (`consumer_group`); a new
     ELEVATE_CONSUMER_GROUP_SUFFIX starts new groups from the earliest offset (a replay)."""
@@ -316,6 +325,7 @@ def add_consumer(
             raw_key=raw_key,
             signed={settings.topic(t): t for t in topics if t in SIGNED_TOPICS},
             verifier=settings.event_verifier() if set(topics) & SIGNED_TOPICS else None,
+            wants=wants,
             **timeouts,  # type: ignore[arg-type]
         ),
         handler,

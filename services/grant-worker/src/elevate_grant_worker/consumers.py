@@ -44,11 +44,15 @@ _HISTORY = frozenset(
 )
 
 
+def wants_decision(envelope: Envelope) -> bool:
+    return envelope.type == RequestApproved.ce_type
+
+
 def decisions_handler(*, outbox: Outbox, clock: Clock, gate: Gate | None = None) -> Handler:
     """`gate` gives the requests topic's end offsets now (the replay gate, progress.py)."""
 
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.type != RequestApproved.ce_type:
+        if not wants_decision(envelope):
             return
         event = envelope.event()
         assert isinstance(event, RequestApproved)
@@ -58,11 +62,15 @@ def decisions_handler(*, outbox: Outbox, clock: Clock, gate: Gate | None = None)
     return handle
 
 
+def wants_history(envelope: Envelope) -> bool:
+    return envelope.source == SOURCE and envelope.type in _HISTORY
+
+
 def history_handler(*, clock: Clock) -> Handler:
     """grant-worker's own events, read back: only its own writer's are trusted."""
 
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.source != SOURCE or envelope.type not in _HISTORY:
+        if not wants_history(envelope):
             return
         await service.record_history(session, envelope.event(), now=clock.now())
 
@@ -73,10 +81,17 @@ def history_handler(*, clock: Clock) -> Handler:
 _STOPS: dict[type[Event], StopKind] = {RequestCancelled: "cancelled", RevokeRequested: "revoked"}
 
 
+_STOP_TYPES = frozenset(cls.ce_type for cls in _STOPS)
+
+
+def wants_stop(envelope: Envelope) -> bool:
+    return envelope.type in _STOP_TYPES  # submissions and decisions are approval's business
+
+
 def requests_handler(*, clock: Clock) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.type not in {cls.ce_type for cls in _STOPS}:
-            return  # submissions and decisions are approval's business
+        if not wants_stop(envelope):
+            return
         event = envelope.event()
         kind = _STOPS[type(event)]
         request_id = str(getattr(event, "request_id"))  # noqa: B009 (both stops carry it)

@@ -23,7 +23,7 @@ from elevate_core.clock import Clock, SystemClock
 from elevate_core.directory.errors import DirectoryError
 from elevate_core.errors import ConfigurationError
 from elevate_core.events.topics import Topics
-from elevate_core.kafka.consumer import Committed, Handler
+from elevate_core.kafka.consumer import Committed, Handler, Wants
 from elevate_core.notify import wake
 from elevate_core.outbox import Outbox
 from elevate_core.policy import Evaluator
@@ -63,6 +63,7 @@ def _consumer(
     name: str,
     topic: Topics,
     handler: Handler,
+    wants: Wants,
     *,
     on_committed: Committed | None = None,
 ) -> str:
@@ -73,6 +74,7 @@ def _consumer(
         handler=handler,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         on_committed=on_committed,
+        wants=wants,
     )
     return consumer.config.group_id or consumer.config.name
 
@@ -107,9 +109,15 @@ def build(
         "grant-worker.decisions",
         Topics.DECISIONS,
         consumers.decisions_handler(outbox=outbox, clock=clock, gate=progress.end_offsets),
+        consumers.wants_decision,
     )
     history_group = _consumer(
-        ctx, settings, HISTORY_CONSUMER, Topics.GRANTS, consumers.history_handler(clock=clock)
+        ctx,
+        settings,
+        HISTORY_CONSUMER,
+        Topics.GRANTS,
+        consumers.history_handler(clock=clock),
+        consumers.wants_history,
     )
     history = _progress(settings, Topics.GRANTS, history_group)
     worker = AssignmentWorker(
@@ -152,6 +160,7 @@ def _stops_consumer(
         STOPS_CONSUMER,
         Topics.REQUESTS,
         consumers.requests_handler(clock=clock),
+        consumers.wants_stop,
         on_committed=stops_committed,
     )
     return progress

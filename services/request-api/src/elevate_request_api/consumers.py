@@ -43,12 +43,17 @@ OUTLIVED = "elevate.outlived-grant"
 UNCOVERED = "elevate.uncovered"
 
 
+def wants_activity(envelope: Envelope) -> bool:
+    """OCSF API Activity only: grant assign/revoke records are facts the timeline has."""
+    return envelope.data.get("class_uid") == 6003
+
+
 async def project_activity(session: AsyncSession, envelope: Envelope) -> None:
     """Attach a correlated CloudTrail action (OCSF API Activity) to its request; keep an
     uncovered one (a managed role nothing covers) for the pages that show those."""
     record = envelope.data
-    if record.get("class_uid") != 6003:
-        return  # grant assign/revoke records: the timeline already has those facts
+    if not wants_activity(envelope):
+        return
     correlation = (record.get("metadata") or {}).get("correlation_uid")
     try:
         request_id = uuid.UUID(str(correlation))

@@ -26,7 +26,12 @@ from starlette.middleware import Middleware
 from elevate_request_api import audit_api, slack
 from elevate_request_api.api import install_error_mapping, router
 from elevate_request_api.auth import IdentityMapping, JwksCache, TokenVerifier
-from elevate_request_api.consumers import audit_record_key, project, project_activity
+from elevate_request_api.consumers import (
+    audit_record_key,
+    project,
+    project_activity,
+    wants_activity,
+)
 from elevate_request_api.deps import ApiState, BearerAuth
 from elevate_request_api.portal import sessions
 from elevate_request_api.portal.api import install_portal
@@ -68,6 +73,7 @@ def build(
             topics=[Topics.AUDIT],
             handler=project_activity,
             raw_key=audit_record_key,
+            wants=wants_activity,
         )
     if not ctx.db.is_sqlite:
         ctx.workers.append(ListenerWorker(PgListener(ctx.db, [STATUS_CHANNEL])))
