@@ -7,6 +7,8 @@
 #   scripts/k8s-tools.sh --e2e      also kube-controller-manager, kube-scheduler and kwok
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Callers read stdout as the directory: whatever a build prints goes to stderr.
+exec 3>&1 1>&2
 
 HELM_VERSION=v4.3.2
 KUBECONFORM_VERSION=v0.8.0
@@ -127,4 +129,4 @@ if [ "${1:-}" = "--e2e" ]; then
   fi
   ln -sf "$stages" "$TOOLS/k8s/kwok-stages.yaml"
 fi
-echo "$TOOLS/k8s"
+echo "$TOOLS/k8s" >&3

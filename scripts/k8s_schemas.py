@@ -29,7 +29,7 @@ def main() -> int:
             if isinstance(document, dict):
                 document.pop("$id", None)
             (dest / path.name).write_text(json.dumps(document), encoding="utf-8")
-    print(f"schemas in {out}")
+    print(f"schemas in {out}", file=sys.stderr)
     return 0
 
 
