@@ -362,7 +362,6 @@ async def measure(args: argparse.Namespace, stack: DevStack) -> dict[str, Any]:
     await observer.start()
     try:
         bench = Bench(stack, observer)
-        idle = await idle_cpu(stack)
         cpu_before = stack.cpu_seconds()
         started = time.monotonic()
         for flow in (bench.cycle_auto, bench.cycle_approve):
@@ -373,6 +372,7 @@ async def measure(args: argparse.Namespace, stack: DevStack) -> dict[str, Any]:
                     print(f"{flow.__name__}: {i + 1} done", flush=True)
         seconds = round(time.monotonic() - started, 1)
         cpu_after = stack.cpu_seconds()
+        idle = await idle_cpu(stack)  # warm and quiet, as in the pauses
     finally:
         await observer.stop()
     cycles = 2 * (args.warmup + args.samples)

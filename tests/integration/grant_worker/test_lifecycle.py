@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from elevate_core.events.models import Person, RevokeRequested
+from elevate_grant_worker.aws import Triple
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.moto_seed import SeededOrganisation
 
@@ -142,3 +145,44 @@ async def test_standing_assignments_survive_every_grant_on_top(
         assert assignment_exists(sso, seeded, baseline) == 1  # type: ignore[arg-type]
         assert assignment_exists(sso, seeded, listed) == 1  # type: ignore[arg-type]
         assert proxy.count("DeleteAccountAssignment") == 0
+
+
+async def test_a_decision_and_a_revoke_start_their_triple_without_waiting_for_a_scan(
+    make_settings: Factory,
+    publish: Publisher,
+    seeded: SeededOrganisation,
+    sso: object,
+) -> None:
+    """Every scan that starts once the grant is recorded is held open: the approval still
+    becomes access and the revoke still removes it, because the commits that recorded them
+    named the triple and the worker started it at once (the scan is only the safety net)."""
+    t = new_triple(seeded)
+    approved = approval(t, start=T0 - timedelta(minutes=1), end=T0 + HOUR)
+    rid = approved.snapshot.request_id
+    async with running(make_settings()) as w:
+        await w.passed_a_scan(publish, seeded)  # the worker leads and waits for work
+        worker = w.worker
+        scan = worker.due_triples
+        release = asyncio.Event()
+        held: list[str] = []
+
+        async def held_scan(**kwargs: Any) -> list[Triple]:
+            grant = await w.grant(rid)
+            if grant is not None:  # recorded: this scan would find the triple — hold it
+                held.append(grant.state)
+                await release.wait()
+            return await scan(**kwargs)
+
+        worker.due_triples = held_scan  # type: ignore[method-assign]
+        try:
+            await publish(approved)
+            assert (await w.wait_state(rid, "active", timeout=20)).state == "active"
+            assert assignment_exists(sso, seeded, t) == 1  # type: ignore[arg-type]
+            await publish(
+                RevokeRequested(request_id=rid, requested_by=Person(user_name="dave", user_id="d"))
+            )
+            assert (await w.wait_state(rid, "ended", timeout=20)).end_reason == "revoked"
+            assert assignment_exists(sso, seeded, t) == 0  # type: ignore[arg-type]
+            assert held, "no scan ran while the grant was served: nothing was held"
+        finally:
+            release.set()

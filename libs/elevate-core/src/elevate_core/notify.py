@@ -24,6 +24,7 @@ from elevate_core.retry import DEFAULT_POLICY, Retrying
 log = logging.getLogger(__name__)
 _INFO_KEY = "elevate_notify"
 _waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+_payloads: dict[str, list[set[str]]] = defaultdict(list)  # channel → waiters' payload sets
 
 
 async def mark(session: AsyncSession, channel: str, payload: str = "") -> None:
@@ -42,6 +43,9 @@ def _wake_after_commit(session: Session) -> None:
 
 
 def _wake_with_payload(channel: str, payload: str) -> None:
+    if payload:
+        for kept in _payloads.get(channel, ()):
+            kept.add(payload)
     wake(channel)
     if payload:
         wake(f"{channel}:{payload}")
@@ -57,13 +61,26 @@ def wake(channel: str) -> None:
 
 class Waiter:
     """An asyncio.Event registered on channels; `wait(timeout)` returns on a wake-up or
-    when the timeout passes (the periodic safety net)."""
+    when the timeout passes (the periodic safety net). With `keep_payloads`, the payloads
+    marked on its channels since the last `payloads()` are kept for it: what changed, so
+    a waiter can start on that at once (a hint only — it must still look at everything)."""
 
-    def __init__(self, *channels: str) -> None:
+    def __init__(self, *channels: str, keep_payloads: bool = False) -> None:
         self.event = asyncio.Event()
         self.channels = channels
+        self._kept: set[str] | None = set() if keep_payloads else None
         for channel in channels:
             _waiters[channel].add(self.event)
+            if self._kept is not None:
+                _payloads[channel].append(self._kept)
+
+    def payloads(self) -> set[str]:
+        """The payloads marked since the last call (emptied)."""
+        if self._kept is None:
+            return set()
+        taken = set(self._kept)
+        self._kept.clear()
+        return taken
 
     async def wait(self, timeout: float) -> bool:
         try:
@@ -77,6 +94,8 @@ class Waiter:
     def close(self) -> None:
         for channel in self.channels:
             _waiters[channel].discard(self.event)
+            if self._kept is not None:
+                _payloads[channel] = [k for k in _payloads[channel] if k is not self._kept]
 
 
 class PgListener:

@@ -65,6 +65,15 @@ class Triple:
     permission_set_arn: str
     principal_id: str
 
+    def key(self) -> str:
+        """As a wake-up payload (no part holds a `|`)."""
+        return f"{self.account_id}|{self.permission_set_arn}|{self.principal_id}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Triple | None:
+        parts = key.split("|")
+        return cls(*parts) if len(parts) == 3 and all(parts) else None
+
 
 class AwsError(ElevateError):
     """An Identity Center call failed. `retryable`: throttling, conflict, 5xx, timeouts.

@@ -144,7 +144,7 @@ async def approve(
                 grant_id=uuid.UUID(grant.grant_id), snapshot=snap, activates_at=snap.start
             ),
         )
-    await mark(session, WORK_CHANNEL)
+    await mark(session, WORK_CHANNEL, triple_of(grant).key())  # the worker starts on it
     return grant
 
 
@@ -156,7 +156,7 @@ async def stop(session: AsyncSession, *, request_id: str, kind: StopKind, now: d
     grant.stop_kind = kind
     grant.stop_at = now
     grant.needs_look = grant.snapshot is not None
-    await mark(session, WORK_CHANNEL)
+    await mark(session, WORK_CHANNEL, triple_of(grant).key() if grant.snapshot is not None else "")
     return grant
 
 

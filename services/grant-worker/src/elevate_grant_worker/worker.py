@@ -111,6 +111,7 @@ class AssignmentWorker:
     async def run(self) -> None:
         waiter = Waiter(service.WORK_CHANNEL)
         keeper = asyncio.create_task(self._keep_lease(), name="assignment-lease")
+        starter = asyncio.create_task(self._start_named_ones(), name="assignment-starter")
         retrying = Retrying(self.retry, component="assignment-worker", what="scanning")
         try:
             while not self._stopping.is_set():
@@ -132,9 +133,10 @@ class AssignmentWorker:
                     await asyncio.sleep(max(0.0, self._last_scan + 0.05 - time.monotonic()))
         finally:
             waiter.close()
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for helper in (keeper, starter):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             await self._cancel_tasks()
             await self.sweeper.stop()
             await self.lease.release()
@@ -248,6 +250,33 @@ class AssignmentWorker:
             if t not in self._tasks and (t not in self._backoff or self._backoff[t].due <= clock)
         ]
         return self._fill()
+
+    async def _start_named_ones(self) -> None:
+        """Beside the scan loop, so that a commit naming a triple never waits for a scan
+        in progress either."""
+        waiter = Waiter(service.WORK_CHANNEL, keep_payloads=True)
+        try:
+            while not self._stopping.is_set():
+                await waiter.wait(self.lease.renew_every)
+                self._start_named(waiter.payloads())
+        finally:
+            waiter.close()
+
+    def _start_named(self, keys: set[str]) -> None:
+        """Start the triples a commit named (a decision, a stop) before a scan finds
+        them: their first step does not wait for one. Only a head start — the scans still
+        look at everything, and a step reads the triple's state afresh."""
+        named = [t for t in map(Triple.from_key, sorted(keys)) if t is not None]
+        if not named or not self.lease.held:
+            return
+        clock = time.monotonic()
+        ready = [
+            t
+            for t in named
+            if t not in self._tasks and (t not in self._backoff or self._backoff[t].due <= clock)
+        ]
+        self._backlog = list(dict.fromkeys([*ready, *self._backlog]))
+        self._fill()
 
     def _maybe_cut(self) -> None:
         """Session cuts run beside the triples, one pass at a time (their failures are
