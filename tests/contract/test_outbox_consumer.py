@@ -245,13 +245,15 @@ async def test_events_the_handler_does_not_want_are_passed_without_a_claim(
     db: Database, kafka: KafkaBroker, topic_prefix: str
 ) -> None:
     """`wants` skips events before any transaction (no dedupe claim, no handler); what
-    cannot be decoded is still dead-lettered, and the offsets pass all of them."""
+    cannot be decoded is still dead-lettered, an event `wants` fails on is handled (never a
+    stalled consumer), and the offsets pass all of them."""
     topic = f"{topic_prefix}elevate.requests.v1"
     dlq = f"{topic_prefix}elevate.dlq.v1"
     await create_topics(kafka.endpoint(), topic, partitions=1)
     await create_topics(kafka.endpoint(), dlq, partitions=1)
     events = [
-        new_envelope(revoke(uuid.uuid4(), n), source="elevate/test", subject="s") for n in (1, 2, 3)
+        new_envelope(revoke(uuid.uuid4(), n), source="elevate/test", subject="s")
+        for n in (1, 2, 3, 4)
     ]
     producer = kafka.endpoint().producer()
     await producer.start()
@@ -269,6 +271,11 @@ async def test_events_the_handler_does_not_want_are_passed_without_a_claim(
     )
     handled: list[str] = []
 
+    def wants(envelope: Envelope) -> bool:
+        if envelope.data.get("reason") == "n=4":
+            raise ValueError("a bug in the predicate")
+        return bool(envelope.data.get("reason") == "n=3")
+
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
         handled.append(envelope.id)
         await record_effect(session, envelope)
@@ -280,13 +287,14 @@ async def test_events_the_handler_does_not_want_are_passed_without_a_claim(
             topics=(topic,),
             kafka=kafka.endpoint(),
             dlq_topic=dlq,
-            wants=lambda envelope: envelope.data.get("reason") == "n=3",
+            wants=wants,
         ),
         handler,
     )
     async with running(consumer):
-        await eventually(lambda: _has_effect_ref(db, events[2].id), what="the wanted event")
-    assert handled == [events[2].id]
+        await eventually(lambda: _has_effect_ref(db, events[3].id), what="the last event")
+    wanted = [events[2].id, events[3].id]
+    assert handled == wanted
     async with db.sessions() as s:
         claimed = (
             (
@@ -297,7 +305,7 @@ async def test_events_the_handler_does_not_want_are_passed_without_a_claim(
             .scalars()
             .all()
         )
-    assert claimed == [events[2].id]
+    assert sorted(claimed) == sorted(wanted)
     assert (
         metric("elevate_consumer_handled_total", {"consumer": name, "outcome": "ignored"})
         == ignored_before + 2

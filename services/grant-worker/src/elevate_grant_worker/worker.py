@@ -267,15 +267,15 @@ class AssignmentWorker:
         them: their first step does not wait for one. Only a head start — the scans still
         look at everything, and a step reads the triple's state afresh."""
         named = [t for t in map(Triple.from_key, sorted(keys)) if t is not None]
-        if not named or not self.lease.held:
-            return
+        if not named or not self.lease.held or self._backlog:
+            return  # under load the scan's order (revocations first) decides, not arrival
         clock = time.monotonic()
         ready = [
             t
             for t in named
             if t not in self._tasks and (t not in self._backoff or self._backoff[t].due <= clock)
         ]
-        self._backlog = list(dict.fromkeys([*ready, *self._backlog]))
+        self._backlog = ready[: max(0, self.settings.worker_concurrency - len(self._tasks))]
         self._fill()
 
     def _maybe_cut(self) -> None:

@@ -216,7 +216,7 @@ class Consumer:
             except EnvelopeError as exc:
                 items.append((message, exc))
                 continue
-            if self.config.wants is not None and not self.config.wants(envelope):
+            if not self._wanted(envelope):
                 HANDLED.labels(self.config.name, "ignored").inc()
                 continue
             items.append((message, envelope))
@@ -235,6 +235,14 @@ class Consumer:
                     break
                 run.append((m, e))
             i += await self._process_run(run)
+
+    def _wanted(self, envelope: Envelope) -> bool:
+        if self.config.wants is None:
+            return True
+        try:
+            return self.config.wants(envelope)
+        except Exception:  # the handler, the retry policy and the DLQ judge it instead
+            return True
 
     async def _process_run(self, run: list[tuple[Any, Envelope]]) -> int:
         """Handle decodable messages from the start of `run`; returns how many were done."""
