@@ -6,7 +6,10 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from elevate_core.db import Database
 from elevate_core.events.models import Person, RevokeRequested
+from elevate_core.outbox import Outbox
+from elevate_grant_worker import service
 from elevate_grant_worker.aws import Triple
 from elevate_local.aws_proxy import AwsFaultProxy
 from elevate_local.moto_seed import SeededOrganisation
@@ -186,3 +189,29 @@ async def test_a_decision_and_a_revoke_start_their_triple_without_waiting_for_a_
             assert held, "no scan ran while the grant was served: nothing was held"
         finally:
             release.set()
+
+
+async def test_a_decision_another_replica_records_wakes_the_leader(
+    make_settings: Factory, publish: Publisher, seeded: SeededOrganisation, sso: object
+) -> None:
+    """On PostgreSQL the leader LISTENs for work: an approval a replica that does not lead
+    recorded (here a commit whose only signal is its NOTIFY) is served at once, not at the
+    next poll ten minutes later."""
+    t = new_triple(seeded)
+    approved = approval(t, start=T0 - timedelta(minutes=1), end=T0 + HOUR)
+    rid = approved.snapshot.request_id
+    settings = make_settings(worker_poll_seconds=600.0)
+    async with running(settings) as w:
+        await w.passed_a_scan(publish, seeded)  # it leads, and now waits for work
+        other = Database(settings.database_url)
+        try:
+            async with other.transaction() as session:
+                outbox = Outbox(source="elevate/grant-worker", topic_prefix=settings.topic_prefix)
+                await service.approve(
+                    session, event=approved, outbox=outbox, now=w.clock.now(), gate=None
+                )
+                session.info.pop("elevate_notify")  # no wake-up in this process: NOTIFY only
+        finally:
+            await other.dispose()
+        assert (await w.wait_state(rid, "active", timeout=30)).state == "active"
+        assert assignment_exists(sso, seeded, t) == 1  # type: ignore[arg-type]

@@ -278,8 +278,7 @@ def add_outbox(ctx: ServiceContext) -> Outbox:
             dlq_topic=settings.topic(Topics.DLQ),
         )
     )
-    if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):
-        ctx.workers.append(ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    listen(ctx, OUTBOX_CHANNEL, TIMER_CHANNEL)
     return Outbox(
         source=f"elevate/{settings.service_name}",
         topic_prefix=settings.topic_prefix,
@@ -373,9 +372,22 @@ def add_timers(
 ) -> TimerRunner:
     runner = TimerRunner(ctx.db, handlers, clock=clock)
     ctx.workers.append(runner)
-    if not ctx.db.is_sqlite and not any(isinstance(w, ListenerWorker) for w in ctx.workers):
-        ctx.workers.append(ListenerWorker(PgListener(ctx.db, [OUTBOX_CHANNEL, TIMER_CHANNEL])))
+    listen(ctx, OUTBOX_CHANNEL, TIMER_CHANNEL)
     return runner
+
+
+def listen(ctx: ServiceContext, *channels: str) -> None:
+    """On PostgreSQL, other replicas' commits marked on `channels` wake this process's
+    waiters too (one LISTEN connection per process, whoever asks first)."""
+    if ctx.db.is_sqlite:
+        return
+    for worker in ctx.workers:
+        if isinstance(worker, ListenerWorker):
+            worker.listener.channels.extend(
+                c for c in channels if c not in worker.listener.channels
+            )
+            return
+    ctx.workers.append(ListenerWorker(PgListener(ctx.db, list(channels))))
 
 
 class ListenerWorker:

@@ -17,6 +17,7 @@ from elevate_core.app import (
     add_purge_hook,
     bootstrap,
     consumer_group,
+    listen,
 )
 from elevate_core.app import create_service_app as _create_service_app
 from elevate_core.clock import Clock, SystemClock
@@ -102,6 +103,7 @@ def build(
     _never_unchecked(settings, recheck)
     clock = clock or SystemClock()
     outbox = add_outbox(ctx)
+    listen(ctx, service.WORK_CHANNEL)  # decisions and stops another replica recorded
     progress = _stops_consumer(ctx, settings, clock)
     _consumer(
         ctx,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from elevate_core.access import AccessControl
 from elevate_core.app import (
-    ListenerWorker,
     ServiceContext,
     ServiceSpec,
     add_consumer,
@@ -15,10 +14,10 @@ from elevate_core.app import (
     add_purge_hook,
     bootstrap,
     create_service_app,
+    listen,
 )
 from elevate_core.clock import Clock, SystemClock
 from elevate_core.events.topics import Topics
-from elevate_core.notify import PgListener
 from elevate_core.settings import Mode, Settings
 from fastapi import FastAPI
 from starlette.middleware import Middleware
@@ -75,8 +74,7 @@ def build(
             raw_key=audit_record_key,
             wants=wants_activity,
         )
-    if not ctx.db.is_sqlite:
-        ctx.workers.append(ListenerWorker(PgListener(ctx.db, [STATUS_CHANNEL])))
+    listen(ctx, STATUS_CHANNEL)
     ctx.workers.append(access)
     add_purge_hook(ctx, "portal_sessions", sessions.purge_ended)  # ended sessions, sign-ins
     jwks = JwksCache(
