@@ -194,9 +194,12 @@ class SessionCutter:
             await self._intend(arn, merged.text, now=now)
             await self.api.write_inline_policy(arn, merged.text)
             await self._wrote(arn, merged.text, next_expiry=merged.next_expiry, now=now)
-        else:  # nothing written: nothing claimed as Elevate's
+        else:  # nothing written: nothing claimed as Elevate's (a record of ours follows)
             await self._remember(
-                arn, lambda r: setattr(r, "next_expiry", merged.next_expiry), now=now
+                arn,
+                lambda r: setattr(r, "next_expiry", merged.next_expiry),
+                now=now,
+                create=False,
             )
         for account in accounts:
             await self._provision(arn, account)
@@ -255,11 +258,18 @@ class SessionCutter:
         await self._remember(arn, done, now=now)
 
     async def _remember(
-        self, arn: str, change: Callable[[PermissionSetPolicy], None], *, now: datetime
+        self,
+        arn: str,
+        change: Callable[[PermissionSetPolicy], None],
+        *,
+        now: datetime,
+        create: bool = True,
     ) -> None:
         async with self.w.db.transaction() as session:
             record = await session.get(PermissionSetPolicy, arn, with_for_update=True)
             if record is None:
+                if not create:
+                    return  # a permission set Elevate never wrote gets no record
                 record = PermissionSetPolicy(permission_set_arn=arn)
                 session.add(record)
             change(record)
